@@ -1,0 +1,65 @@
+"""Errors with exit codes. Every user-facing failure is a SiftkitError subclass.
+
+Exit codes (documented in the README):
+  0 success, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result.
+"""
+
+from __future__ import annotations
+
+
+class SiftkitError(Exception):
+    """Base error: message is shown to the user without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(SiftkitError):
+    """Bad flags, recipe keys, expressions or parameters."""
+
+    exit_code = 2
+
+
+class InputDataError(SiftkitError):
+    """A problem with the user's data: unreadable file, malformed record, unknown format.
+
+    ``location`` is ``file:line:column`` (or ``file#record``) when known.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 column: int | None = None, record: int | None = None, field: str | None = None):
+        self.file, self.line, self.column, self.record, self.field = file, line, column, record, field
+        loc = self.location
+        super().__init__(f"{loc}: {message}" if loc else message)
+        self.reason = message
+
+    @property
+    def location(self) -> str:
+        if self.file is None:
+            return ""
+        loc = str(self.file)
+        if self.line is not None:
+            loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
+        elif self.record is not None:
+            loc += f"#record {self.record}"
+        if self.field is not None:
+            loc += f" (field '{self.field}')"
+        return loc
+
+
+class EmptyResultError(SiftkitError):
+    """Nothing to select from, or nothing selected."""
+
+    exit_code = 4
+
+
+class MissingDependencyError(SiftkitError):
+    exit_code = 2
+
+    def __init__(self, package: str, extra: str | None = None, purpose: str = ""):
+        hint = f"pip install 'siftkit[{extra}]'" if extra else f"pip install {package}"
+        what = f" for {purpose}" if purpose else ""
+        super().__init__(f"{package} is needed{what} but is not installed: {hint}")

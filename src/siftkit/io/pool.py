@@ -1,0 +1,462 @@
+"""Read many input files into one canonical pool (an Arrow table), with rejects and counts.
+
+Canonical record (one row of ``Pool.table``):
+
+- ``id`` (string, 16 hex chars): ``xxh3_64(conversation || file || row)`` where ``conversation`` is the
+  normalised conversation (the canonical roles and contents after format adaptation, NUL-separated),
+  ``file`` the path relative to the input root and ``row`` the record's 0-based position in the file
+  (physical line for JSON Lines). Stable across runs and machines; unique even for duplicated text.
+  (Exact dedup uses a separate, further normalised text hash: the ``exact_hash`` signal.)
+- ``source`` (string): dataset name (input folder or file stem, or user-given).
+- ``file``, ``row``, ``line``: provenance.
+- ``messages``: list of ``{role, content}``; roles are system/user/assistant/tool.
+- ``original`` (string): the untouched original record as JSON text.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+import xxhash
+
+from .. import progress
+from ..errors import ConfigError, EmptyResultError, InputDataError
+from . import formats as F
+from . import readers as R
+
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+POOL_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("file", pa.string()),
+    ("row", pa.int64()),
+    ("line", pa.int64()),
+    ("messages", MESSAGE_TYPE),
+    ("original", pa.string()),
+])
+ON_ERROR = ("raise", "skip")
+JSONL_CHUNK_BYTES = 48 << 20
+
+
+@dataclass
+class InputSpec:
+    """One input: a file, a directory (read recursively), a glob, or ``hf:NAME`` (HF hub dataset)."""
+
+    path: str
+    source: str | None = None
+    format: str | None = None
+    mapping: dict[str, Any] | None = None
+    header: bool | None = None
+    split: str | None = None  # for HF datasets
+
+    @classmethod
+    def coerce(cls, value: "InputSpec | str | os.PathLike | Mapping[str, Any]") -> "InputSpec":
+        if isinstance(value, InputSpec):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"path", "source", "format", "mapping", "header", "split"}
+            if unknown:
+                raise ConfigError(f"unknown input keys {sorted(unknown)}; allowed: path, source, format, "
+                                  f"mapping, header, split")
+            if "path" not in value:
+                raise ConfigError("an input needs a 'path'")
+            return cls(**value)
+        return cls(str(value))
+
+
+@dataclass
+class FileTask:
+    path: str
+    rel: str
+    source: str
+    format: str | None
+    mapping: dict[str, Any] | None
+    header: bool | None
+    recover: bool
+    byte_range: tuple[int, int, int] | None = None
+
+
+@dataclass
+class FileInfo:
+    path: str
+    rel: str
+    source: str
+    format: str
+    size: int
+    sha256: str
+    records: int = 0
+    rejected: int = 0
+    defects: int = 0
+
+
+@dataclass
+class Pool:
+    """The canonical pool. ``table`` follows ``POOL_SCHEMA``; row order is deterministic."""
+
+    table: pa.Table
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    files: list[FileInfo] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    read_seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table.column("id").to_pylist()
+
+    def counts(self) -> dict[str, Any]:
+        by_source: dict[str, dict[str, int]] = {}
+        for src, n in Counter(self.table.column("source").to_pylist()).items():
+            by_source.setdefault(src, {"read": 0, "rejected": 0})["read"] = n
+        rej_reasons: Counter[str] = Counter()
+        for r in self.rejects:
+            if r["code"] == "defect":
+                continue
+            rej_reasons[r["code"]] += 1
+            by_source.setdefault(r["source"], {"read": 0, "rejected": 0})["rejected"] += 1
+        return {
+            "files": len(self.files),
+            "records": len(self),
+            "rejected": sum(rej_reasons.values()),
+            "rejected_by_reason": dict(sorted(rej_reasons.items())),
+            "defects": sum(1 for r in self.rejects if r["code"] == "defect"),
+            "by_source": dict(sorted(by_source.items())),
+        }
+
+    def records(self, indices: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        t = self.table if indices is None else self.table.take(pa.array(list(indices), pa.int64()))
+        return t.to_pylist()
+
+
+# ---------------------------------------------------------------- input resolution
+
+def _strip_ext(name: str) -> str:
+    low = name.lower()
+    for ext in sorted(R.KNOWN_EXT, key=len, reverse=True):
+        if low.endswith(ext):
+            return name[: -len(ext)]
+    return os.path.splitext(name)[0]
+
+
+def _default_source(rel: str) -> str:
+    """'alpaca_en/part-1.json' -> 'alpaca_en'; 'gsm8k_train.jsonl' -> 'gsm8k_train'."""
+    parts = rel.replace(os.sep, "/").split("/")
+    return parts[0] if len(parts) > 1 else _strip_ext(parts[0])
+
+
+def _is_hf_saved_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(
+        os.path.join(path, "dataset_dict.json"))
+
+
+def _hf_saved_files(path: str) -> list[str]:
+    import json
+
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+        with open(os.path.join(path, "dataset_dict.json")) as fh:
+            splits = json.load(fh).get("splits", [])
+        out = []
+        for s in splits:
+            out.extend(_hf_saved_files(os.path.join(path, s)))
+        return out
+    with open(os.path.join(path, "state.json")) as fh:
+        state = json.load(fh)
+    return [os.path.join(path, f["filename"]) for f in state.get("_data_files", [])]
+
+
+def resolve_inputs(inputs: Sequence[InputSpec], recover: bool) -> tuple[list[FileTask], list[str]]:
+    """Expand inputs into file tasks in a deterministic order; returns (tasks, skipped_files)."""
+    tasks: list[FileTask] = []
+    skipped: list[str] = []
+    for spec in inputs:
+        if spec.format is not None and spec.format not in F.FORMATS:
+            raise ConfigError(f"unknown format {spec.format!r} for input {spec.path}; "
+                              f"known: {', '.join(F.FORMATS)}")
+        if spec.mapping is not None:
+            F.make_mapping_adapter(spec.mapping)  # validate early
+        path = os.path.expanduser(spec.path)
+        if path.startswith("hf:"):
+            tasks.append(FileTask(path, path[3:], spec.source or path[3:].split("/")[-1], spec.format,
+                                  spec.mapping, spec.header, recover))
+            continue
+        files: list[tuple[str, str]] = []  # (path, rel)
+        if any(ch in path for ch in "*?["):
+            root = path
+            while any(ch in root for ch in "*?["):
+                root = os.path.dirname(root)
+            matches = sorted(p for p in _glob.glob(path, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise InputDataError(f"no files match the pattern {spec.path!r}")
+            files = [(p, os.path.relpath(p, root or ".")) for p in matches]
+        elif os.path.isdir(path):
+            if _is_hf_saved_dir(path):
+                base = os.path.basename(os.path.normpath(path))
+                files = [(p, os.path.join(base, os.path.relpath(p, path))) for p in _hf_saved_files(path)]
+            else:
+                for dirpath, dirnames, filenames in os.walk(path):
+                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                    if _is_hf_saved_dir(dirpath) and dirpath != path:
+                        base = os.path.relpath(dirpath, path)
+                        files.extend((p, os.path.join(base, os.path.relpath(p, dirpath)))
+                                     for p in _hf_saved_files(dirpath))
+                        dirnames[:] = []
+                        continue
+                    for fn in sorted(filenames):
+                        full = os.path.join(dirpath, fn)
+                        if fn.startswith("."):
+                            continue
+                        if R.file_kind(fn) is None:
+                            skipped.append(full)
+                            continue
+                        files.append((full, os.path.relpath(full, path)))
+                files.sort(key=lambda x: x[1])
+            if not files:
+                raise InputDataError(f"directory {spec.path!r} holds no readable data files "
+                                     f"(looked for {', '.join(R.KNOWN_EXT)})")
+        elif os.path.isfile(path):
+            if R.file_kind(path) is None:
+                raise InputDataError(f"unknown file type for {spec.path!r}: expected one of "
+                                     f"{', '.join(R.KNOWN_EXT)}")
+            files = [(path, os.path.basename(path))]
+        else:
+            raise InputDataError(f"input not found: {spec.path!r} (no such file or directory)")
+        flat_dir = os.path.isdir(path) and all("/" not in r.replace(os.sep, "/") for _, r in files)
+        dir_name = os.path.basename(os.path.normpath(path))
+        for p, rel in files:
+            rel = rel.replace(os.sep, "/")
+            # Source: user-given; else a flat folder's name; else the first folder under the root, or the
+            # file stem for files at the root.
+            src = spec.source or (dir_name if flat_dir else _default_source(rel))
+            kind = R.file_kind(p)
+            if kind == "jsonl" and not p.lower().endswith((".gz", ".zst")):
+                for rng in R.jsonl_ranges(p, JSONL_CHUNK_BYTES):
+                    tasks.append(FileTask(p, rel, src, spec.format, spec.mapping, spec.header, recover, rng))
+            else:
+                tasks.append(FileTask(p, rel, src, spec.format, spec.mapping, spec.header, recover))
+    return tasks, skipped
+
+
+# ---------------------------------------------------------------- per-file work
+
+def _raw_iter(task: FileTask) -> Iterable[R.RawRecord | R.ParseProblem]:
+    if task.path.startswith("hf:"):
+        return _read_hf_hub(task)
+    kind = R.file_kind(task.path)
+    if kind == "jsonl":
+        if task.byte_range is not None:
+            s, e, line = task.byte_range
+            return R.read_jsonl(task.path, s, e, line)
+        return R.read_jsonl(task.path)
+    if kind == "json":
+        return R.read_json(task.path, task.recover)
+    if kind == "csv":
+        return R.read_csv(task.path, task.header)
+    if kind == "parquet":
+        return R.read_parquet(task.path)
+    if kind == "arrow":
+        return R.read_arrow(task.path)
+    raise InputDataError(f"unknown file type for {task.path!r}")
+
+
+def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
+    try:
+        import datasets
+    except ImportError:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("datasets", "hf", "reading hub datasets") from None
+    name = task.path[3:]
+    split = None
+    if ":" in name:
+        name, split = name.split(":", 1)
+    ds = datasets.load_dataset(name, split=split or "train")
+    return R._iter_arrow_rows(ds.data.to_batches())
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def process_task(task: FileTask) -> dict[str, Any]:
+    """Read and normalise one file (or byte range). Runs in worker processes."""
+    adapter = F.make_mapping_adapter(task.mapping) if task.mapping else (
+        F.ADAPTERS[task.format] if task.format else None)
+    fmt = "mapping" if task.mapping else task.format
+    ids: list[str] = []
+    rows: list[int] = []
+    lines: list[int | None] = []
+    roles: list[str] = []
+    contents: list[str] = []
+    offsets: list[int] = [0]
+    originals: list[str] = []
+    rejects: list[dict[str, Any]] = []
+    hid = xxhash.xxh3_64_hexdigest
+    tail = "\x00" + task.rel + "\x00"
+    validate = F.validate_turns
+    for item in _raw_iter(task):
+        if isinstance(item, R.ParseProblem):
+            rec = {"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
+                   "column": item.column, "field": None, "code": item.code, "reason": item.reason,
+                   "raw": item.raw}
+            if not task.recover and item.code != "defect":
+                raise InputDataError(item.reason + " (use --on-error skip to report bad records and go on)",
+                                     file=task.path, line=item.line, column=item.column)
+            rejects.append(rec)
+            continue
+        if adapter is None:
+            fmt = F.detect_format(item.obj)
+            if fmt is None:
+                keys = sorted(item.obj)[:12] if isinstance(item.obj, dict) else type(item.obj).__name__
+                hint = (" This looks like a header-less table: give a column mapping, e.g. "
+                        "--map user=0 --map assistant=2" if isinstance(item.obj, list) else
+                        " Give --format or a mapping (--map user=FIELD --map assistant=FIELD).")
+                raise InputDataError(f"unknown record format (fields: {keys}).{hint}", file=task.path,
+                                     line=item.line, record=item.row)
+            adapter = F.ADAPTERS[fmt]
+        try:
+            turns = adapter(item.obj)
+        except F.RecordError as e:
+            if not task.recover:
+                raise InputDataError(f"{e.reason} (format '{fmt}'; use --on-error skip to report bad records "
+                                     f"and go on)", file=task.path, line=item.line,
+                                     record=item.row, field=e.field) from None
+            rejects.append({"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
+                            "column": None, "field": e.field, "code": "malformed", "reason": e.reason,
+                            "raw": item.original[:500]})
+            continue
+        bad = validate(turns)
+        if bad is not None:
+            # An unusable conversation is never an error but always reported: rejected with its reason.
+            rejects.append({"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
+                            "column": None, "field": None, "code": bad[0], "reason": bad[1],
+                            "raw": item.original[:500]})
+            continue
+        key = "\x00".join([r + "\x00" + c for r, c in turns]) + tail + str(item.row)
+        ids.append(hid(key.encode("utf-8", "surrogatepass")))
+        rows.append(item.row)
+        lines.append(item.line)
+        for r, c in turns:
+            roles.append(r)
+            contents.append(c)
+        offsets.append(len(roles))
+        originals.append(item.original)
+    n = len(ids)
+    struct = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
+                                        names=["role", "content"])
+    messages = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
+    table = pa.table({
+        "id": pa.array(ids, pa.string()),
+        "source": pa.array([task.source] * n, pa.string()),
+        "file": pa.array([task.rel] * n, pa.string()),
+        "row": pa.array(rows, pa.int64()),
+        "line": pa.array(lines, pa.int64()),
+        "messages": messages,
+        "original": pa.array(originals, pa.string()),
+    }, schema=POOL_SCHEMA)
+    first_chunk = task.byte_range is None or task.byte_range[0] == 0
+    info = None
+    if first_chunk and not task.path.startswith("hf:"):
+        info = FileInfo(task.path, task.rel, task.source, fmt or "unknown", os.path.getsize(task.path),
+                        _file_sha256(task.path))
+    return {"table": table, "rejects": rejects, "info": info, "rel": task.rel, "format": fmt}
+
+
+# ---------------------------------------------------------------- driver
+
+def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: str = "raise",
+              workers: int | None = None) -> Pool:
+    """Read inputs into a canonical ``Pool``. ``on_error='skip'`` reports bad records as rejects."""
+    import time
+
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if isinstance(inputs, (str, os.PathLike, InputSpec, Mapping)):
+        inputs = [inputs]
+    specs = [InputSpec.coerce(x) for x in inputs]
+    if not specs:
+        raise ConfigError("no inputs given")
+    t0 = time.perf_counter()
+    tasks, skipped = resolve_inputs(specs, recover=on_error == "skip")
+    for s in skipped:
+        progress.warn(f"skipping {s}: not a data file type siftkit reads")
+    total_bytes = sum((t.byte_range[1] - t.byte_range[0]) if t.byte_range else
+                      (os.path.getsize(t.path) if os.path.isfile(t.path) else 0) for t in tasks)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
+    results: list[dict[str, Any]] = []
+    with progress.bar("read", total=len(tasks), unit="file") as b:
+        if workers > 1 and len(tasks) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            # Largest tasks first for balance; results are re-ordered to input order afterwards.
+            order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
+            with ProcessPoolExecutor(workers, mp_context=_mp_context(mp)) as ex:
+                futs = {i: ex.submit(process_task, tasks[i]) for i in order}
+                out = {}
+                for i in order:
+                    out[i] = futs[i].result()
+                    b.update(1)
+            results = [out[i] for i in range(len(tasks))]
+        else:
+            for t in tasks:
+                results.append(process_task(t))
+                b.update(1)
+    tables = [r["table"] for r in results]
+    table = pa.concat_tables(tables) if tables else POOL_SCHEMA.empty_table()
+    rejects = [rej for r in results for rej in r["rejects"]]
+    infos: dict[str, FileInfo] = {}
+    for r in results:
+        if r["info"] is not None:
+            infos[r["rel"]] = r["info"]
+        fi = infos.get(r["rel"])
+        if fi is not None:
+            fi.records += r["table"].num_rows
+            if fi.format == "unknown" and r["format"]:
+                fi.format = r["format"]
+    for rej in rejects:
+        fi = infos.get(rej["file"])
+        if fi is not None:
+            if rej["code"] == "defect":
+                fi.defects += 1
+            else:
+                fi.rejected += 1
+    pool = Pool(table, rejects, list(infos.values()), skipped, time.perf_counter() - t0)
+    _check_unique_ids(pool)
+    if len(pool) == 0:
+        raise EmptyResultError(f"the pool is empty: {len(rejects)} record(s) rejected, none usable"
+                               + (f" (first: {rejects[0]['file']}: {rejects[0]['reason']})" if rejects else ""))
+    return pool
+
+
+def _task_size(t: FileTask) -> int:
+    if t.byte_range:
+        return t.byte_range[1] - t.byte_range[0]
+    return os.path.getsize(t.path) if os.path.isfile(t.path) else 0
+
+
+def _check_unique_ids(pool: Pool) -> None:
+    import pyarrow.compute as pc
+
+    ids = pool.table.column("id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        vc = pc.value_counts(ids)
+        dup = [v["values"] for v in vc.to_pylist() if v["counts"] > 1][:3]
+        raise InputDataError(f"duplicate record ids {dup}: the same file was given twice?")
+
+
+def _mp_context(mp):  # noqa: ANN001
+    """fork where available: no re-import of the user's __main__ (scripts without a main guard work)."""
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
