@@ -1,0 +1,83 @@
+"""Name -> class registries for signals and selectors, with lazy import of their modules.
+
+Modules are imported only when a name is looked up, so heavy dependencies (torch, faiss, ...) stay out of
+the core import path. To add a signal or selector: write one module, decorate the class with
+``@register_signal("name")`` / ``@register_selector("name")`` and list the module in ``*_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+# name -> module that defines it (imported on first use)
+SIGNAL_MODULES: dict[str, str] = {
+    "text_stats": "siftkit.signals.text",
+    "exact_hash": "siftkit.signals.text",
+    "compression": "siftkit.signals.text",
+    "tokens": "siftkit.signals.tokens",
+}
+SELECTOR_MODULES: dict[str, str] = {
+    "random": "siftkit.selectors.random",
+    "top": "siftkit.selectors.top",
+    "bottom": "siftkit.selectors.top",
+    "filter": "siftkit.selectors.filter",
+    "dedup": "siftkit.selectors.dedup",
+    "stratified": "siftkit.selectors.stratified",
+}
+
+_SIGNALS: dict[str, type] = {}
+_SELECTORS: dict[str, type] = {}
+
+
+def register_signal(name: str) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        cls.name = name  # type: ignore[attr-defined]
+        _SIGNALS[name] = cls
+        return cls
+    return deco
+
+
+def register_selector(name: str) -> Callable[[type[T]], type[T]]:
+    def deco(cls: type[T]) -> type[T]:
+        cls.name = name  # type: ignore[attr-defined]
+        _SELECTORS[name] = cls
+        return cls
+    return deco
+
+
+def _lookup(kind: str, name: str, table: dict[str, type], modules: dict[str, str]) -> type:
+    if name not in table and name in modules:
+        importlib.import_module(modules[name])
+    if name not in table:
+        known = ", ".join(sorted(set(modules) | set(table)))
+        raise ConfigError(f"unknown {kind} {name!r}; known: {known}")
+    return table[name]
+
+
+def signal_class(name: str) -> type:
+    return _lookup("signal", name, _SIGNALS, SIGNAL_MODULES)
+
+
+def selector_class(name: str) -> type:
+    return _lookup("selector", name, _SELECTORS, SELECTOR_MODULES)
+
+
+def make(cls: type, params: dict[str, Any], where: str) -> Any:
+    """Instantiate with keyword params; unknown or bad params become a ConfigError naming ``where``."""
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}".replace("__init__() ", "")) from None
+
+
+def signal_names() -> list[str]:
+    return sorted(set(SIGNAL_MODULES) | set(_SIGNALS))
+
+
+def selector_names() -> list[str]:
+    return sorted(set(SELECTOR_MODULES) | set(_SELECTORS))

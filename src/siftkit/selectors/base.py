@@ -1,0 +1,122 @@
+"""The Selector interface: a pure, global function from signals to chosen records.
+
+A selector sees the candidate rows (pool row indices still in play after earlier steps) and the signal
+table aligned with the pool, and returns the rows it keeps, in rank order. Selectors do not read files or
+compute signals; they declare the signal columns they need (``needs``) so the pipeline can compute them.
+
+Three roles share the interface:
+- ``filter``-like steps (budget is None): keep a subset, report why the rest were dropped;
+- ``dedup`` steps: keep one record per duplicate group;
+- budgeted selectors: choose exactly ``budget`` rows (or all candidates when fewer).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import ConfigError
+
+
+@dataclass
+class SelectionContext:
+    """What a selector may look at. ``signals`` is aligned row-for-row with ``pool``."""
+
+    pool: pa.Table                       # canonical pool table (id, source, messages, ...)
+    signals: pa.Table                    # signal columns, same row order as pool
+    seed: int = 0
+    # Vector signals (embeddings): ``vector_loader(spec)`` returns an N x d array aligned with the pool,
+    # computing it through the cache when needed. Set by the pipeline; see ``embeddings()``.
+    vector_loader: Callable[[dict[str, Any]], np.ndarray] | None = None
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def embeddings(self, spec: dict[str, Any] | str | None = None) -> np.ndarray:
+        """The pool's embeddings for ``spec`` (a vector signal spec, e.g. {"name": "embedding",
+        "backend": "static", "segment": "query"}); computed once per run and cached on disk."""
+        import orjson
+
+        spec = {"name": "embedding"} if spec is None else ({"name": spec} if isinstance(spec, str) else spec)
+        key = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS).decode()
+        if key not in self._vectors:
+            if self.vector_loader is None:
+                raise ConfigError("this selector needs embeddings, but no vector loader is configured")
+            self._vectors[key] = self.vector_loader(spec)
+        return self._vectors[key]
+
+    def column(self, name: str) -> np.ndarray:
+        """A signal or pool column as a numpy array (strings as object arrays)."""
+        if name in self.signals.column_names:
+            col = self.signals.column(name)
+        elif name in self.pool.column_names and name not in ("messages",):
+            col = self.pool.column(name)
+        else:
+            known = sorted(set(self.signals.column_names) | {"source", "file", "row", "id"})
+            raise ConfigError(f"unknown column {name!r}; available: {', '.join(known)}")
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            return np.asarray(col.to_pylist(), dtype=object)
+        return col.to_numpy(zero_copy_only=False)
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        """A generator determined by the seed and the step (so steps do not share a stream)."""
+        import xxhash
+
+        return np.random.default_rng([self.seed, xxhash.xxh32_intdigest(salt.encode())])
+
+
+@dataclass
+class StepResult:
+    kept: np.ndarray                          # pool row indices kept, in rank order
+    dropped: dict[str, int] = field(default_factory=dict)   # reason -> count
+    details: dict[str, Any] = field(default_factory=dict)   # e.g. duplicate groups, quotas
+
+
+class Selector(ABC):
+    name: ClassVar[str]
+    role: ClassVar[str] = "select"      # "filter", "dedup" or "select"
+
+    def needs(self) -> list[str]:
+        """Signal columns this selector reads (the pipeline computes the signals that provide them)."""
+        return []
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
+        """``candidates``: int64 pool row indices in pool order. Must be deterministic given ctx.seed."""
+
+
+def resolve_budget(budget: int | float | str | None, n_pool: int) -> int | None:
+    """A budget is a count (``50000``), a fraction of the pool (``0.05``) or a percentage (``"5%"``)."""
+    if budget is None:
+        return None
+    if isinstance(budget, str):
+        b = budget.strip().replace("_", "")
+        try:
+            if b.endswith("%"):
+                budget = float(b[:-1]) / 100.0
+                if not 0 < budget <= 1:
+                    raise ValueError
+            elif b.lower().endswith("k") and b[:-1].replace(".", "", 1).isdigit():
+                budget = int(float(b[:-1]) * 1000)
+            else:
+                budget = float(b) if "." in b else int(b)
+        except ValueError:
+            raise ConfigError(f"budget {budget!r} is not a count, a fraction (0.05) or a percentage (5%)") from None
+    if isinstance(budget, bool):
+        raise ConfigError("budget must be a number")
+    if isinstance(budget, float):
+        if budget <= 0:
+            raise ConfigError(f"budget must be positive, got {budget}")
+        if budget < 1:
+            return max(1, int(round(budget * n_pool)))
+        if budget != int(budget):
+            raise ConfigError(f"budget {budget} is neither a fraction (< 1) nor a whole count")
+        budget = int(budget)
+    if budget <= 0:
+        raise ConfigError(f"budget must be positive, got {budget}")
+    return int(budget)

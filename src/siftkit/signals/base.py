@@ -1,0 +1,56 @@
+"""The Signal interface: a per-record computation run in batches and cached by record id.
+
+A signal declares its registry ``name``, a ``version`` (bump when its numbers change), the parameters
+that affect its output (``config()``), the columns it produces, and the resources it needs. The same
+``compute`` runs on every engine (local process pool or Ray), one batch at a time.
+
+Scalar signals return one value per record per column and are cached as Parquet. Vector signals
+(``kind = "vector"``, e.g. embeddings) return a 2-D float array and are cached as ``.npy``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import xxhash
+
+
+class Signal(ABC):
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    kind: ClassVar[str] = "scalar"       # "scalar" (Parquet columns) or "vector" (.npy matrix)
+    batch_size: ClassVar[int] = 8192     # records per compute() call
+    resources: ClassVar[dict[str, float]] = {"cpus": 1}  # e.g. {"gpus": 1} for model signals
+    parallel: ClassVar[bool] = True      # False when compute() already uses all cores (threads, GPU)
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes this signal's output (used for the cache fingerprint)."""
+        return {}
+
+    def fingerprint(self) -> str:
+        blob = orjson.dumps({"name": self.name, "version": self.version, "config": self.config()},
+                            option=orjson.OPT_SORT_KEYS, default=str)
+        return xxhash.xxh3_64_hexdigest(blob)
+
+    @abstractmethod
+    def columns(self) -> dict[str, pa.DataType]:
+        """Output columns (scalar signals) -> Arrow type. Vector signals return {name: float16}."""
+
+    def setup(self) -> None:
+        """Load models/tokenizers. Called once per worker before the first compute()."""
+
+    @abstractmethod
+    def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        """Compute the signal for ``batch`` (rows of the pool table, all pool columns present).
+
+        Returns one array per column, aligned with the batch rows. Missing values are NaN (float
+        columns); a ``<name>_reason`` string column may explain them. Never reorder or drop rows.
+        """
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{self.name}({args})"
