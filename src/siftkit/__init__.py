@@ -1,3 +1,23 @@
-"""siftkit: select the SFT data that matters from pools of millions of conversations."""
+"""siftkit: select the SFT data that matters from pools of millions of conversations.
+
+Python API (mirrors the CLI): ``read``, ``score``, ``inspect``, ``select``, ``write``, ``run``, ``report``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = ("read", "score", "inspect", "select", "write", "run", "report", "selection_config")
+
+
+def __getattr__(name: str) -> Any:  # lazy: `import siftkit` stays light
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'siftkit' has no attribute {name!r}")
+
+
+__all__ = list(_API) + ["__version__"]

@@ -21,10 +21,24 @@ SEGMENTS = ("query", "response", "conversation")
 
 @dataclass
 class FlatBatch:
-    roles: list[str]          # all turns of the batch, flattened
-    contents: list[str]
+    role_array: pa.Array      # all turns of the batch, flattened (Arrow)
+    content_array: pa.Array
     offsets: np.ndarray       # int64, len n+1: turns of record i are offsets[i]:offsets[i+1]
     last_assistant: np.ndarray  # int64, flat index of each record's last assistant turn (-1 if none)
+    _roles: list[str] | None = None
+    _contents: list[str] | None = None
+
+    @property
+    def roles(self) -> list[str]:
+        if self._roles is None:
+            self._roles = self.role_array.to_pylist()
+        return self._roles
+
+    @property
+    def contents(self) -> list[str]:
+        if self._contents is None:
+            self._contents = self.content_array.to_pylist()
+        return self._contents
 
     @property
     def n(self) -> int:
@@ -66,8 +80,6 @@ def flatten(batch: pa.Table) -> FlatBatch:
     offsets = offsets - offsets[0]
     values = msgs.flatten()
     roles_arr = values.field("role")
-    contents = values.field("content").to_pylist()
-    roles = roles_arr.to_pylist()
     is_asst = pc.equal(roles_arr, "assistant").to_numpy(zero_copy_only=False)
     pos = np.flatnonzero(is_asst)
     n = len(offsets) - 1
@@ -78,4 +90,4 @@ def flatten(batch: pa.Table) -> FlatBatch:
         rev_rec = rec[::-1]
         uniq, first_in_rev = np.unique(rev_rec, return_index=True)
         last[uniq] = pos[::-1][first_in_rev]
-    return FlatBatch(roles, contents, offsets, last)
+    return FlatBatch(roles_arr, values.field("content"), offsets, last)

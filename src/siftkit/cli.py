@@ -1,0 +1,335 @@
+"""The ``siftkit`` command line. Every subcommand maps onto a function of ``siftkit.api``.
+
+Exit codes: 0 ok, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__, progress
+from .errors import ConfigError, SiftkitError
+
+EPILOG = "Docs: README.md. Exit codes: 0 ok, 2 usage/config error, 3 bad input data, 4 empty result."
+
+
+def _input_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input")
+    g.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, folders (read recursively), globs ('data/*.jsonl') or hf:NAME[:split]")
+    g.add_argument("--format", choices=["messages", "sharegpt", "alternating", "alpaca", "prompt_completion", "qa"],
+                   help="force the record format (default: detected per file)")
+    g.add_argument("--map", action="append", default=[], metavar="ROLE=SPEC",
+                   help="explicit mapping for other layouts: --map user=0 --map assistant=2 (column index, "
+                        "field name, or a template like '{question}\\n{context}')")
+    g.add_argument("--source", help="source name for all inputs (default: folder or file name)")
+    g.add_argument("--header", dest="header", action="store_true", default=None, help="CSV/TSV has a header row")
+    g.add_argument("--no-header", dest="header", action="store_false", help="CSV/TSV has no header row")
+    g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="on a malformed record: stop with its location (raise, default) or report it in "
+                        "rejects.jsonl and go on (skip)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("signals")
+    g.add_argument("--tokenizer", help="tokenizer for token counts: hub name, model folder, tokenizer.json or "
+                                       ".gguf (default: offline XLM-R Unigram tokenizer)")
+    g.add_argument("--cache-dir", default=".siftkit", help="signal cache folder (default: .siftkit)")
+    g.add_argument("--workers", type=int, help="processes for reading and scoring (default: all cores for big pools)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="where signals are computed")
+
+
+def _mapping(items: Sequence[str]) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ConfigError(f"--map expects ROLE=SPEC (e.g. user=0), got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.encode().decode("unicode_escape") if "\\" in v else v
+    return out
+
+
+def _inputs(a: argparse.Namespace) -> list[dict[str, Any]]:
+    from .api import _input_list
+
+    return _input_list(a.inputs, format=a.format, mapping=_mapping(a.map), source=a.source, header=a.header)
+
+
+def _parse_value(v: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
+def _kv(items: Sequence[str], flag: str) -> dict[str, Any]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = _parse_value(v)
+    return out
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_read(a: argparse.Namespace) -> int:
+    import orjson
+
+    from .api import read
+    from .io.writers import write_jsonl
+
+    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
+    counts = pool.counts()
+    _print_counts(counts, pool)
+    if a.out:
+        import pyarrow.parquet as pq
+
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)) or ".", exist_ok=True)
+        pq.write_table(pool.table, a.out, compression="zstd")
+        progress.info(f"wrote canonical pool to {a.out}")
+    if a.rejects and pool.rejects:
+        write_jsonl(pool.rejects, a.rejects)
+        progress.info(f"wrote {len(pool.rejects)} rejects to {a.rejects}")
+    if a.json:
+        print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .api import read, score
+
+    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
+    signals = [s.strip() for s in a.signals.split(",") if s.strip()]
+    table = score(pool, signals, tokenizer=a.tokenizer, cache_dir=a.cache_dir, workers=a.workers,
+                  engine=a.engine, refresh=a.refresh)
+    progress.info(f"scored {len(pool):,} records: columns {', '.join(table.column_names)} "
+                  f"(cache: {os.path.abspath(a.cache_dir)})")
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    import orjson
+
+    from .api import inspect
+
+    signals = [s.strip() for s in a.signals.split(",") if s.strip()]
+    summary = inspect(_inputs(a), signals=signals, tokenizer=a.tokenizer, cache_dir=a.cache_dir,
+                      workers=a.workers, on_error=a.on_error, by=a.by)
+    if a.json:
+        print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    c = summary["counts"]
+    print(f"records: {c['records']:,}   rejected: {c['rejected']:,}   files: {c['files']}")
+    qs = summary["percentiles"]
+    for name, entry in summary["signals"].items():
+        print(f"\n{name}")
+        print(f"  {'group':<28}{'n':>9}{'mean':>11}" + "".join(f"{'p' + str(int(q * 100)):>9}" for q in qs))
+        for g, e in entry.items():
+            if "q" not in e:
+                continue
+            print(f"  {str(g)[:27]:<28}{e['n']:>9,}{e['mean']:>11.1f}" + "".join(f"{x:>9.0f}" for x in e["q"]))
+    return 0
+
+
+def cmd_select(a: argparse.Namespace) -> int:
+    from .api import selection_config
+    from .config import build_config
+    from .output import write_selection
+    from .pipeline import run_selection
+
+    data = selection_config(
+        _inputs(a), budget=_parse_value(a.budget), method=a.method, by=a.by, filters=a.filter, dedup=a.dedup,
+        stratify=a.stratify, quota=a.quota, seed=a.seed, tokenizer=a.tokenizer, preset=a.preset,
+        on_error=a.on_error, cache_dir=a.cache_dir, workers=a.workers, engine=a.engine,
+        method_params=_kv(a.param, "--param"), signals=[_parse_value(s) for s in a.signal],
+        output={"dir": a.out, "format": a.output_format, "file_format": a.file_format, "report": a.report})
+    if a.method is None and a.preset is None and not a.stratify:
+        progress.info("no --method given: using random (the study's strong baseline)")
+    cfg = build_config(data, "select")
+    return _finish(run_selection(cfg), cfg, a)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .config import build_config, load_recipe
+    from .api import _set_path
+    from .pipeline import run_selection
+
+    data = load_recipe(a.recipe)
+    for k, v in _kv(a.set, "--set").items():
+        _set_path(data, k, v)
+    if a.out:
+        data.setdefault("output", {})
+        if isinstance(data["output"], str):
+            data["output"] = {"dir": data["output"]}
+        data["output"]["dir"] = a.out
+    cfg = build_config(data, a.recipe)
+    return _finish(run_selection(cfg), cfg, a)
+
+
+def _finish(sel: Any, cfg: Any, a: argparse.Namespace) -> int:
+    from .output import write_selection
+
+    out = cfg.output
+    out_dir = out.get("dir") or "siftkit-out"
+    manifest = write_selection(sel, out_dir, out.get("format", "original"), out.get("file_format", "jsonl"),
+                               bool(out.get("report", False)))
+    c = manifest["counts"]
+    for s in manifest["steps"]:
+        drops = ", ".join(f"{k}: {v:,}" for k, v in s["dropped"].items())
+        progress.info(f"  {s['step']:<7}{s['name']:<18}{s['in']:>10,} -> {s['out']:>10,}" + (f"   ({drops})" if drops else ""))
+    progress.info(f"selected {c['selected']:,} of {c['records']:,} records ({c['rejected']:,} rejected) "
+                  f"in {manifest['timings'].get('total', 0):.1f}s -> {out_dir}/")
+    if not progress.is_quiet():
+        print(os.path.join(out_dir, manifest["outputs"]["selected"]))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .api import report
+
+    path = report(a.out_dir, a.output)
+    print(path)
+    return 0
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    from .presets import PRESETS, preset_names
+    from .registry import selector_names, signal_names
+
+    if a.what in ("signals", "all"):
+        print("signals:   " + ", ".join(signal_names()))
+    if a.what in ("selectors", "all"):
+        print("selectors: " + ", ".join(selector_names()))
+    if a.what in ("presets", "all"):
+        print("presets:")
+        for n in preset_names():
+            print(f"  {n:<22}{PRESETS.get(n, {}).get('doc', '')}")
+    return 0
+
+
+def _print_counts(counts: dict[str, Any], pool: Any) -> None:
+    print(f"read {counts['records']:,} records from {counts['files']} file(s); rejected {counts['rejected']:,}"
+          + (f" ({', '.join(f'{k}: {v}' for k, v in counts['rejected_by_reason'].items())})"
+             if counts["rejected"] else "")
+          + (f"; {counts['defects']} file defect(s)" if counts["defects"] else ""))
+    print(f"  {'source':<32}{'read':>10}{'rejected':>10}")
+    for src, c in counts["by_source"].items():
+        print(f"  {src[:31]:<32}{c['read']:>10,}{c['rejected']:>10,}")
+    for r in pool.rejects:
+        if r["code"] == "defect" or r["code"] == "parse_error":
+            print(f"  ! {r['file']}:{r['line']}:{r['column']}: {r['reason']}")
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="siftkit", description="Select the SFT data that matters from large "
+                                "instruction pools: read, score once, select many times, report.", epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"siftkit {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("read", help="read a pool, check formats, count records and rejects", epilog=EPILOG)
+    _input_args(r)
+    r.add_argument("--workers", type=int)
+    r.add_argument("--out", help="write the canonical pool as Parquet")
+    r.add_argument("--rejects", help="write rejected records (JSONL) here")
+    r.add_argument("--json", action="store_true", help="print counts as JSON")
+    r.set_defaults(func=cmd_read)
+
+    s = sub.add_parser("score", help="compute and cache signals (lengths, tokens, hashes, ...)", epilog=EPILOG)
+    _input_args(s)
+    _run_args(s)
+    s.add_argument("--signals", default="text_stats,tokens,exact_hash,compression",
+                   help="comma-separated signal names (see `siftkit list signals`)")
+    s.add_argument("--refresh", action="store_true", help="recompute even if cached")
+    s.set_defaults(func=cmd_score)
+
+    i = sub.add_parser("inspect", help="counts and signal percentiles, overall and per source", epilog=EPILOG)
+    _input_args(i)
+    _run_args(i)
+    i.add_argument("--signals", default="text_stats,tokens", help="comma-separated signal names")
+    i.add_argument("--by", default="source", help="group by this column (default: source)")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.set_defaults(func=cmd_inspect)
+
+    se = sub.add_parser("select", help="filter, dedup and select a subset; write records + manifest",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="examples:\n  siftkit select pool/ --budget 50000 --out out/\n"
+                                    "  siftkit select pool/ --budget 5% --method top --by tokens_response "
+                                    "--dedup first --out out/\n"
+                                    "  siftkit select pool/ --budget 10000 --stratify source --quota equal "
+                                    "--out out/ --report")
+    _input_args(se)
+    _run_args(se)
+    g = se.add_argument_group("selection")
+    g.add_argument("--budget", "-n", required=True, help="records to select: a count (50000, 50k), a fraction "
+                                                         "(0.05) or a percentage (5%%)")
+    g.add_argument("--method", help="selector: random (default), top, bottom, or any registered selector")
+    g.add_argument("--by", help="signal column to rank by (top/bottom/stratified), e.g. tokens_response")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="extra selector parameter")
+    g.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="keep records where EXPR holds, e.g. 'tokens_response >= 10' (repeatable)")
+    g.add_argument("--dedup", help="exact dedup before selecting: first | longest (or minhash, semantic)")
+    g.add_argument("--stratify", metavar="COLUMN", help="split the budget across values of COLUMN (e.g. source)")
+    g.add_argument("--quota", choices=["proportional", "equal"], default="proportional")
+    g.add_argument("--preset", help="a named pipeline (see `siftkit list presets`)")
+    g.add_argument("--signal", action="append", default=[], metavar="SPEC",
+                   help="extra signal to compute, e.g. \"{name: tokens, tokenizer: gpt2}\"")
+    g.add_argument("--seed", type=int, default=0)
+    o = se.add_argument_group("output")
+    o.add_argument("--out", "-o", required=True, help="output folder")
+    o.add_argument("--output-format", choices=["original", "messages", "sharegpt", "alpaca"], default="original")
+    o.add_argument("--file-format", choices=["jsonl", "parquet"], default="jsonl")
+    o.add_argument("--report", action="store_true", help="also write report.html")
+    se.set_defaults(func=cmd_select)
+
+    ru = sub.add_parser("run", help="run a YAML recipe (same options as select)", epilog=EPILOG)
+    ru.add_argument("recipe", help="recipe.yaml")
+    ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key, e.g. --set budget=1000 --set output.dir=out2")
+    ru.add_argument("--out", "-o", help="output folder (overrides output.dir)")
+    ru.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)
+    rp.add_argument("out_dir", help="a folder written by select/run")
+    rp.add_argument("--output", help="where to write the HTML (default: OUT_DIR/report.html)")
+    rp.set_defaults(func=cmd_report)
+
+    ls = sub.add_parser("list", help="list signals, selectors and presets", epilog=EPILOG)
+    ls.add_argument("what", nargs="?", choices=["signals", "selectors", "presets", "all"], default="all")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "command", None):
+        parser.print_help()
+        return 2
+    progress.set_quiet(a.quiet)
+    try:
+        return a.func(a)
+    except SiftkitError as e:
+        print(f"siftkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("siftkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

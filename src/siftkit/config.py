@@ -1,0 +1,207 @@
+"""Run configuration: one validated structure behind CLI flags, YAML recipes and the Python API.
+
+Recipe (YAML) shape — every key is optional except ``inputs``::
+
+    inputs:                         # paths, or dicts with path/source/format/mapping/header
+      - data/pool
+      - {path: data/flan_cot, mapping: {user: "{0}", assistant: "{2}"}}
+    on_error: skip                  # raise (default) | skip
+    tokenizer: default              # for the tokens signal (hub name, folder, tokenizer.json)
+    signals: [text_stats, tokens]   # extra signals to compute; needed ones are added automatically
+    steps:                          # run in order: filter -> dedup -> select
+      - filter: "tokens_response >= 10"
+      - dedup: exact                # or {dedup: exact, keep: longest}
+      - select: stratified          # a selector name, with its params beside it
+        by: tokens_total
+    budget: 50000                   # count, fraction (0.05) or "5%"
+    seed: 0
+    output: {dir: out, format: original, file_format: jsonl, report: true}
+    cache_dir: .siftkit
+    workers: 2
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
+            "workers", "engine", "preset"}
+OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects"}
+OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
+FILE_FORMATS = ("jsonl", "parquet")
+STEP_ROLES = ("filter", "dedup", "select", "step")
+# Short names used in steps: {dedup: exact} -> selector "dedup"; {dedup: minhash} -> "minhash-dedup".
+DEDUP_ALIASES = {"exact": "dedup", "minhash": "minhash-dedup", "near": "minhash-dedup", "semantic": "semdedup"}
+
+
+@dataclass
+class StepSpec:
+    role: str                 # filter | dedup | select
+    selector: str             # registered selector name
+    params: dict[str, Any]
+    where: str                # "steps[2]" for error messages
+
+
+@dataclass
+class RunConfig:
+    inputs: list[Any]
+    on_error: str = "raise"
+    tokenizer: str | None = None
+    signals: list[Any] = field(default_factory=list)
+    steps: list[StepSpec] = field(default_factory=list)
+    budget: Any = None
+    seed: int = 0
+    output: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str = ".siftkit"
+    workers: int | None = None
+    engine: str = "local"
+    raw: dict[str, Any] = field(default_factory=dict)   # the normalised dict (goes into the manifest)
+
+
+def parse_step(step: Any, where: str) -> StepSpec:
+    if isinstance(step, str):
+        step = {"select": step}
+    if not isinstance(step, dict):
+        raise ConfigError(f"{where}: a step must be a mapping like {{select: random}}, got {step!r}")
+    roles = [k for k in step if k in STEP_ROLES]
+    if len(roles) != 1:
+        raise ConfigError(f"{where}: a step needs exactly one of {', '.join(STEP_ROLES[:3])} "
+                          f"(got keys {sorted(step)})")
+    role = roles[0]
+    head = step[role]
+    params = {k: v for k, v in step.items() if k != role}
+    if role == "filter":
+        if isinstance(head, str):
+            params = {"expr": head, **params}
+        elif isinstance(head, dict):
+            params = {**head, **params}
+        else:
+            raise ConfigError(f"{where}.filter: expected an expression string")
+        return StepSpec("filter", "filter", params, where)
+    if isinstance(head, dict):
+        params = {**head, **params}
+        head = params.pop("name", None) or params.pop("method", None)
+        if head is None:
+            raise ConfigError(f"{where}.{role}: give the method name, e.g. {{{role}: {{name: ...}}}}")
+    if not isinstance(head, str):
+        raise ConfigError(f"{where}.{role}: expected a method name, got {head!r}")
+    name = DEDUP_ALIASES.get(head, head) if role == "dedup" else head
+    from .registry import selector_class
+
+    try:
+        cls = selector_class(name)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.{role}: {e}") from None
+    actual_role = "select" if role == "step" else role
+    if role == "step":
+        actual_role = getattr(cls, "role", "select")
+    return StepSpec(actual_role, name, params, where)
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"recipe not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}{loc}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of keys (inputs, steps, budget, ...)")
+    # Relative input paths are relative to the recipe file.
+    base = os.path.dirname(os.path.abspath(path))
+    for i, inp in enumerate(data.get("inputs") or []):
+        if isinstance(inp, str) and not os.path.isabs(inp) and not inp.startswith("hf:"):
+            data["inputs"][i] = os.path.normpath(os.path.join(base, inp))
+        elif isinstance(inp, dict) and isinstance(inp.get("path"), str) and not os.path.isabs(inp["path"]) \
+                and not inp["path"].startswith("hf:"):
+            inp["path"] = os.path.normpath(os.path.join(base, inp["path"]))
+    return data
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a recipe-shaped dict; errors name the offending key (``recipe.yaml: steps[1].select``)."""
+    data = copy.deepcopy(data)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    if data.get("preset"):
+        from .presets import expand_preset
+
+        data = expand_preset(data, source)
+    inputs = data.get("inputs")
+    if not inputs:
+        raise ConfigError(f"{source}: 'inputs' is required (a list of files, folders or globs)")
+    if not isinstance(inputs, list):
+        inputs = [inputs]
+    from .io.pool import InputSpec
+
+    for i, inp in enumerate(inputs):
+        try:
+            InputSpec.coerce(inp)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: inputs[{i}]: {e}") from None
+    on_error = data.get("on_error", "raise")
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"{source}: on_error must be 'raise' or 'skip', not {on_error!r}")
+    steps_raw = data.get("steps") or []
+    if not isinstance(steps_raw, list):
+        raise ConfigError(f"{source}: 'steps' must be a list")
+    steps = [parse_step(s, f"{source}: steps[{i}]") for i, s in enumerate(steps_raw)]
+    n_select = sum(s.role == "select" for s in steps)
+    if n_select > 1:
+        raise ConfigError(f"{source}: only one budgeted 'select' step is allowed (found {n_select})")
+    if n_select == 1 and steps[-1].role != "select":
+        raise ConfigError(f"{source}: the 'select' step must come last")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{source}: seed must be an integer, not {seed!r}")
+    if n_select and data.get("budget") is None:
+        raise ConfigError(f"{source}: 'budget' is required with a select step (a count, 0.05 or '5%')")
+    if data.get("budget") is not None:
+        from .selectors.base import resolve_budget
+
+        try:
+            resolve_budget(data["budget"], 10**9)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: budget: {e}") from None
+    output = data.get("output") or {}
+    if isinstance(output, str):
+        output = {"dir": output}
+    unknown = set(output) - OUTPUT_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: output: unknown key(s) {sorted(unknown)}; allowed: {sorted(OUTPUT_KEYS)}")
+    if output.get("format", "original") not in OUTPUT_FORMATS:
+        raise ConfigError(f"{source}: output.format must be one of {OUTPUT_FORMATS}")
+    if output.get("file_format", "jsonl") not in FILE_FORMATS:
+        raise ConfigError(f"{source}: output.file_format must be one of {FILE_FORMATS}")
+    signals = data.get("signals") or []
+    if not isinstance(signals, list):
+        raise ConfigError(f"{source}: 'signals' must be a list")
+    norm_signals = []
+    for i, s in enumerate(signals):
+        if isinstance(s, dict) and "name" not in s and len(s) == 1:
+            (name, params), = s.items()
+            s = {"name": name, **(params or {})}
+        if not isinstance(s, (str, dict)):
+            raise ConfigError(f"{source}: signals[{i}]: expected a name or a mapping")
+        norm_signals.append(s)
+    workers = data.get("workers")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"{source}: workers must be a positive integer")
+    engine = data.get("engine", "local")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"{source}: engine must be 'local' or 'ray'")
+    data["signals"] = norm_signals
+    return RunConfig(inputs=inputs, on_error=on_error, tokenizer=data.get("tokenizer"), signals=norm_signals,
+                     steps=steps, budget=data.get("budget"), seed=seed, output=output,
+                     cache_dir=data.get("cache_dir", ".siftkit"), workers=workers, engine=engine, raw=data)

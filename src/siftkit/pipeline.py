@@ -1,0 +1,204 @@
+"""Select many times: read -> signals (cached) -> filter -> dedup -> select, with counts at every step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import progress
+from .config import RunConfig, StepSpec
+from .errors import ConfigError, EmptyResultError
+from .io.pool import Pool, read_pool
+from .registry import make, selector_class
+from .selectors.base import SelectionContext, Selector, resolve_budget
+from .signals.base import Signal
+from .signals.compute import build_signal, compute_signals
+
+# Columns every pool has: selectors may read them without a signal.
+POOL_COLUMNS = ("id", "source", "file", "row", "line")
+
+
+@dataclass
+class StepReport:
+    role: str
+    name: str
+    params: dict[str, Any]
+    n_in: int
+    n_out: int
+    dropped: dict[str, int]
+    details: dict[str, Any]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"step": self.role, "name": self.name, "params": self.params, "in": self.n_in, "out": self.n_out,
+             "dropped": self.dropped, "seconds": round(self.seconds, 3)}
+        small = {k: v for k, v in self.details.items() if k != "groups"}
+        if small:
+            d["details"] = small
+        return d
+
+
+@dataclass
+class Selection:
+    """The outcome of a run: the pool, its signals and the chosen pool rows (sorted, pool order)."""
+
+    pool: Pool
+    signals: pa.Table
+    selected: np.ndarray
+    steps: list[StepReport]
+    config: RunConfig
+    status: np.ndarray              # per pool row: "selected", "not_selected" or "dropped:<step reason>"
+    timings: dict[str, float] = field(default_factory=dict)
+    signal_stats: dict[str, Any] = field(default_factory=dict)
+
+    def signal_stats_public(self) -> dict[str, Any]:
+        """Signal names -> fingerprint and config (deterministic; cache hits and times go to timings)."""
+        return {k: {"fingerprint": v["fingerprint"], "config": v["config"]} for k, v in self.signal_stats.items()}
+
+    @property
+    def ids(self) -> list[str]:
+        return self.pool.table.column("id").take(pa.array(self.selected, pa.int64())).to_pylist()
+
+    @property
+    def mask(self) -> np.ndarray:
+        m = np.zeros(len(self.pool), dtype=bool)
+        m[self.selected] = True
+        return m
+
+    def counts(self) -> dict[str, Any]:
+        c = self.pool.counts()
+        by_step: dict[str, int] = {}
+        for s in self.steps:
+            for reason, n in s.dropped.items():
+                by_step[reason] = by_step.get(reason, 0) + n
+        c["duplicates"] = sum(n for s in self.steps if s.role == "dedup" for n in s.dropped.values())
+        c["filtered"] = sum(n for s in self.steps if s.role == "filter" for n in s.dropped.values())
+        c["dropped_by_step"] = by_step
+        c["selected"] = int(len(self.selected))
+        c["not_selected"] = int((self.status == "not_selected").sum())
+        src = np.asarray(self.pool.table.column("source").to_pylist(), dtype=object)
+        sel_src, sel_n = np.unique(src[self.selected].astype(str), return_counts=True) if len(self.selected) \
+            else (np.array([]), np.array([]))
+        for s, n in zip(sel_src.tolist(), sel_n.tolist()):
+            c["by_source"].setdefault(s, {"read": 0, "rejected": 0})["selected"] = int(n)
+        for v in c["by_source"].values():
+            v.setdefault("selected", 0)
+        return c
+
+
+def make_selector(step: StepSpec) -> Selector:
+    return make(selector_class(step.selector), dict(step.params), f"{step.where}: {step.selector}")
+
+
+def signal_providers(cfg: RunConfig) -> list[Signal]:
+    """Signals that may provide columns: the configured ones first, then the cheap defaults."""
+    sigs = [build_signal(s) for s in cfg.signals]
+    names = {s.name for s in sigs}
+    defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer}]
+    for d in defaults:
+        n = d if isinstance(d, str) else d["name"]
+        if n not in names:
+            sigs.append(build_signal(d))
+    return sigs
+
+
+def plan_signals(cfg: RunConfig, selectors: list[Selector]) -> list[Signal]:
+    """The signals to compute: all configured ones plus those providing the columns selectors need."""
+    providers = signal_providers(cfg)
+    col_to_sig: dict[str, Signal] = {}
+    for s in providers:
+        for c in s.columns():
+            col_to_sig.setdefault(c, s)
+    chosen: list[Signal] = [build_signal(s) for s in cfg.signals]
+    chosen_fp = {s.fingerprint() for s in chosen}
+    for sel in selectors:
+        for col in sel.needs():
+            if col in POOL_COLUMNS:
+                continue
+            sig = col_to_sig.get(col)
+            if sig is None:
+                raise ConfigError(f"{sel.name}: no signal provides column {col!r}. Cheap columns: "
+                                  f"{', '.join(sorted(col_to_sig))}; model signals must be listed under "
+                                  f"'signals' (see `siftkit signals`)")
+            if sig.fingerprint() not in chosen_fp:
+                chosen.append(sig)
+                chosen_fp.add(sig.fingerprint())
+    return chosen
+
+
+def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if pool is None:
+        pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers)
+    timings["read"] = round(time.perf_counter() - t0, 3)
+    progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
+                  + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
+    selectors = [make_selector(s) for s in cfg.steps]
+    t1 = time.perf_counter()
+    sig_stats: dict[str, Any] = {}
+    sigs = plan_signals(cfg, selectors)
+    workers = cfg.workers or _auto_workers(len(pool))
+    signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
+                              stats=sig_stats) if sigs else pa.table({})
+    timings["signals"] = round(time.perf_counter() - t1, 3)
+    timings["signal_cache"] = {k: {"computed": v["computed"], "cached": v["cached"], "seconds": v["seconds"]}
+                               for k, v in sig_stats.items()}
+    ctx = SelectionContext(pool=pool.table, signals=signals, seed=cfg.seed,
+                           vector_loader=_vector_loader(pool.table, cfg, workers))
+    n = len(pool)
+    budget = resolve_budget(cfg.budget, n)
+    status = np.full(n, "not_selected", dtype=object)
+    candidates = np.arange(n, dtype=np.int64)
+    reports: list[StepReport] = []
+    t2 = time.perf_counter()
+    for spec, sel in zip(cfg.steps, selectors):
+        ts = time.perf_counter()
+        b = budget if spec.role == "select" else None
+        if spec.role == "select" and budget is not None and budget > len(candidates):
+            progress.warn(f"budget {budget:,} is larger than the {len(candidates):,} records left after "
+                          f"earlier steps: selecting all of them")
+        res = sel.run(ctx, candidates, b)
+        kept = np.asarray(res.kept, dtype=np.int64)
+        _check_subset(sel, candidates, kept)
+        gone = np.setdiff1d(candidates, kept, assume_unique=True)
+        if spec.role != "select" and len(gone):
+            label = next(iter(res.dropped)) if len(res.dropped) == 1 else spec.selector
+            status[gone] = f"dropped:{label}"
+        reports.append(StepReport(spec.role, spec.selector, sel.config(), len(candidates), len(kept),
+                                  dict(res.dropped), res.details, time.perf_counter() - ts))
+        candidates = kept if spec.role == "select" else np.sort(kept)
+        if len(candidates) == 0:
+            raise EmptyResultError(f"{spec.where} ({spec.selector}) left no records: nothing to select")
+    if budget is not None and not any(s.role == "select" for s in cfg.steps):
+        raise ConfigError("a budget was given but there is no select step (add --method or a select step)")
+    selected = np.sort(candidates)
+    status[selected] = "selected"
+    timings["select"] = round(time.perf_counter() - t2, 3)
+    timings["total"] = round(time.perf_counter() - t0, 3)
+    return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats)
+
+
+def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:
+    if len(np.unique(kept)) != len(kept) or not np.isin(kept, candidates).all():
+        raise RuntimeError(f"selector {sel.name} returned rows that are not a subset of its candidates")
+
+
+def _auto_workers(n: int) -> int:
+    import os
+
+    return 1 if n < 50_000 else max(1, os.cpu_count() or 1)
+
+
+def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):  # noqa: ANN202
+    def load(spec: dict[str, Any]) -> np.ndarray:
+        try:
+            from .signals.vectors import load_or_compute_vectors
+        except ImportError as e:
+            raise ConfigError(f"embeddings are not available: {e}") from None
+        return load_or_compute_vectors(pool, spec, cfg.cache_dir, workers=workers)
+    return load

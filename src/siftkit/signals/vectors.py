@@ -1,0 +1,217 @@
+"""On-disk cache for vector signals (embeddings): float16 ``.npy`` files in pool order, ids alongside.
+
+Layout::
+
+    <cache_dir>/vectors/<name>/<fingerprint>/meta.json                   signal name, version, config, dim
+    <cache_dir>/vectors/<name>/<fingerprint>/shard-<key>.npy             float16 rows of one computed shard
+    <cache_dir>/vectors/<name>/<fingerprint>/shard-<key>.ids.parquet     the ids of those rows, same order
+    <cache_dir>/vectors/<name>/<fingerprint>/pool-<poolkey>.npy          N x d float16, in pool order
+    <cache_dir>/vectors/<name>/<fingerprint>/pool-<poolkey>.ids.parquet  the pool's ids, same order
+
+Shards are written atomically as they finish, so a killed run resumes with only the missing ids. Reuse is
+by record id: a pool re-read in another order, or grown, reuses every shard it can. The pool-order matrix
+is assembled once per pool (keyed by a hash of its ids) and then opened as a read-only memmap.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from ..errors import ConfigError
+from .base import Signal
+
+# Default vector spec for diversity selectors: CPU-only static embeddings of the query segment.
+DEFAULT_SPEC: dict[str, Any] = {"name": "embedding", "backend": "static", "segment": "query"}
+_BACKEND_SHORTHANDS = ("static", "sentence-transformers", "causal-lm")
+
+
+def normalize_spec(spec: dict[str, Any] | str | None) -> dict[str, Any]:
+    """A selector's ``embedding`` parameter as a full signal spec.
+
+    ``None`` -> :data:`DEFAULT_SPEC`; a backend name (``"static"``, ``"sentence-transformers"``,
+    ``"causal-lm"``) -> that backend on the query segment; any other string -> a signal name; a dict is
+    taken as is (``name`` defaults to ``"embedding"``).
+    """
+    if spec is None:
+        return dict(DEFAULT_SPEC)
+    if isinstance(spec, str):
+        if spec in _BACKEND_SHORTHANDS:
+            return {"name": "embedding", "backend": spec, "segment": "query"}
+        return {"name": spec}
+    if isinstance(spec, dict):
+        return {"name": "embedding", **spec}
+    raise ConfigError(f"embedding spec must be a dict or a string, got {type(spec).__name__}")
+
+
+class VectorStore:
+    def __init__(self, cache_dir: str | os.PathLike):
+        self.root = os.path.join(os.fspath(cache_dir), "vectors")
+
+    def folder(self, sig: Signal) -> str:
+        return os.path.join(self.root, sig.name, sig.fingerprint())
+
+    def _ensure(self, sig: Signal, dim: int) -> str:
+        d = self.folder(sig)
+        os.makedirs(d, exist_ok=True)
+        meta = os.path.join(d, "meta.json")
+        if not os.path.exists(meta):
+            blob = {"name": sig.name, "version": sig.version, "config": sig.config(), "dim": dim,
+                    "dtype": "float16"}
+            _atomic_bytes(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+                                             default=str))
+        return d
+
+    def shards(self, sig: Signal) -> list[str]:
+        """Paths (without suffix) of the complete shards: both the matrix and its ids exist."""
+        d = self.folder(sig)
+        if not os.path.isdir(d):
+            return []
+        names = set(os.listdir(d))
+        return sorted(os.path.join(d, f[:-len(".npy")]) for f in names
+                      if f.startswith("shard-") and f.endswith(".npy") and f[:-4] + ".ids.parquet" in names)
+
+    def write_shard(self, sig: Signal, ids: pa.Array, vectors: np.ndarray) -> str:
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+            raise ValueError(f"signal {sig.name} returned shape {vectors.shape} for {len(ids)} records")
+        d = self._ensure(sig, int(vectors.shape[1]))
+        first = ids[0].as_py() if len(ids) else ""
+        key = xxhash.xxh3_64_hexdigest(f"{first}:{len(ids)}".encode())
+        base = os.path.join(d, f"shard-{key}")
+        # matrix first, ids last: a shard counts as complete only when its ids file exists
+        _atomic_npy(base + ".npy", vectors.astype(np.float16, copy=False))
+        _atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
+        return base
+
+    def known_ids(self, sig: Signal) -> pa.Array:
+        parts = [pq.read_table(p + ".ids.parquet").column("id") for p in self.shards(sig)]
+        if not parts:
+            return pa.array([], pa.string())
+        return pa.chunked_array(parts).combine_chunks()
+
+    def pool_path(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> str:
+        return os.path.join(self.folder(sig), f"pool-{pool_key(ids)}")
+
+    def assemble(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """The pool-order matrix for ``ids`` (every id must be in some shard), as a read-only memmap."""
+        base = self.pool_path(sig, ids)
+        if os.path.exists(base + ".npy") and os.path.exists(base + ".ids.parquet"):
+            return np.load(base + ".npy", mmap_mode="r")
+        shards = self.shards(sig)
+        shard_ids = [pq.read_table(p + ".ids.parquet").column("id").combine_chunks() for p in shards]
+        offsets = np.cumsum([0] + [len(s) for s in shard_ids])
+        all_ids = pa.concat_arrays(shard_ids) if shard_ids else pa.array([], pa.string())
+        pos = pc.index_in(ids, value_set=all_ids)
+        if pos.null_count:
+            raise RuntimeError(f"{pos.null_count} records have no cached vector for {sig.name}")
+        pos = pos.to_numpy(zero_copy_only=False).astype(np.int64)
+        dim = int(np.load(shards[0] + ".npy", mmap_mode="r").shape[1]) if shards else 0
+        tmp = base + f".npy.tmp{os.getpid()}"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pos), dim))
+        shard_of = np.searchsorted(offsets, pos, side="right") - 1
+        for s, p in enumerate(shards):
+            rows = np.flatnonzero(shard_of == s)
+            if len(rows):
+                mat = np.load(p + ".npy", mmap_mode="r")
+                out[rows] = mat[pos[rows] - offsets[s]]
+        out.flush()
+        del out
+        os.replace(tmp, base + ".npy")
+        _atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
+        return np.load(base + ".npy", mmap_mode="r")
+
+
+def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
+    h = xxhash.xxh3_64()
+    chunks = ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]
+    for ch in chunks:
+        for buf in ch.cast(pa.large_string()).buffers()[1:]:
+            if buf is not None:
+                h.update(memoryview(buf))
+    h.update(str(len(ids)).encode())
+    return h.hexdigest()
+
+
+def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | None, cache_dir: str,
+                            workers: int = 1, shard_size: int = 65536, engine: str = "local") -> np.ndarray:
+    """The N x d float16 vectors of ``spec`` for every pool row, in pool order (read-only memmap).
+
+    Missing ids are computed shard by shard (each shard saved as soon as it is done), so a killed run
+    resumes where it stopped. This is the pipeline's ``SelectionContext.vector_loader``.
+    """
+    from .. import progress
+    from .compute import build_signal
+
+    sig = spec if isinstance(spec, Signal) else build_signal(normalize_spec(spec))
+    if sig.kind != "vector":
+        raise ConfigError(f"signal {sig.name!r} is not a vector signal")
+    store = VectorStore(cache_dir)
+    ids = pool_table.column("id").combine_chunks()
+    base = store.pool_path(sig, ids)
+    if os.path.exists(base + ".npy") and os.path.exists(base + ".ids.parquet"):
+        return np.load(base + ".npy", mmap_mode="r")
+    known = store.known_ids(sig)
+    missing = pc.invert(pc.is_in(ids, value_set=known)).to_numpy(zero_copy_only=False)
+    todo = np.flatnonzero(missing)
+    if len(todo):
+        sub = pool_table.take(pa.array(todo, pa.int64()))
+        sub = sub.select([c for c in sub.column_names if c != "original"])
+        shards = [sub.slice(s, shard_size) for s in range(0, sub.num_rows, shard_size)]
+        with progress.bar(f"embed {sig.name}", total=sub.num_rows) as bar:
+            def done(i: int, values: dict[str, Any]) -> None:
+                store.write_shard(sig, shards[i].column("id").combine_chunks(), values[sig.name])
+                bar.update(shards[i].num_rows)
+
+            if engine == "local":
+                from ..engines.local import run_shards
+            elif engine == "ray":
+                from ..engines.ray import run_shards  # type: ignore[no-redef]
+            else:
+                raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+            if engine == "ray":
+                run_shards(sig, shards, done)
+            else:
+                run_shards(sig, shards, done, workers=workers)
+    return store.assemble(sig, ids)
+
+
+def rows_f32(vectors: np.ndarray, rows: np.ndarray, normalize: bool = False,
+             chunk: int = 65536) -> np.ndarray:
+    """``vectors[rows]`` as a contiguous float32 array, optionally L2-normalised, converted in chunks."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
+    for s in range(0, len(rows), chunk):
+        block = np.asarray(vectors[rows[s:s + chunk]], dtype=np.float32)
+        if normalize:
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            block /= np.where(norms > 0, norms, 1.0)
+        out[s:s + chunk] = block
+    return out
+
+
+def _atomic_bytes(path: str, data: bytes) -> None:
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _atomic_npy(path: str, arr: np.ndarray) -> None:
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(path: str, table: pa.Table) -> None:
+    tmp = path + f".tmp{os.getpid()}"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
