@@ -278,7 +278,8 @@ def render_report(pool: pa.Table, signals: pa.Table, selected: np.ndarray, manif
     """
     manifest = manifest or {}
     sel = _check(pool, signals, selected)
-    seed = int(manifest.get("seed") or 0)
+    seed = manifest.get("seed")
+    seed = seed if isinstance(seed, int) and seed >= 0 else 0
     n_pool, n_sel = pool.num_rows, int(sel.sum())
     sources = pool.column("source") if "source" in pool.column_names else pa.array([], pa.string())
     mix = D.source_mix(sources, sel)
