@@ -106,7 +106,7 @@ def write_inputs(root: Path) -> None:
         (root / f"{src}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def build_report(tmp: Path) -> tuple[Path, dict, np.ndarray]:
+def build_report(tmp: Path, budget: int = 20) -> tuple[Path, dict, np.ndarray]:
     data = tmp / "data"
     data.mkdir()
     write_inputs(data)
@@ -123,21 +123,22 @@ def build_report(tmp: Path) -> tuple[Path, dict, np.ndarray]:
     })
     resp = signals.column("chars_response").to_numpy()
     sel = np.zeros(pool.num_rows, bool)
-    sel[np.argsort(-resp, kind="stable")[:20]] = True  # <= the sample size, so every selected record is shown
+    sel[np.argsort(-resp, kind="stable")[:budget]] = True  # <= the sample size, so every selected record is shown
     xy = np.random.default_rng(1).normal(size=(pool.num_rows, 2))
-    manifest = {"siftkit_version": "0.1.0", "seed": 1, "config": {"recipe": "longest", "budget": 20},
-                "counts": {"read": pool.num_rows, "rejected": 0, "selected": 20},
+    manifest = {"siftkit_version": "0.1.0", "seed": 1, "config": {"recipe": "longest", "budget": budget},
+                "counts": {"read": pool.num_rows, "rejected": 0, "selected": budget},
                 "steps": [{"step": "select", "name": "top", "params": {"by": "chars_response"},
-                           "in": pool.num_rows, "out": 20, "dropped": {"budget": pool.num_rows - 20}}]}
+                           "in": pool.num_rows, "out": budget, "dropped": {"budget": pool.num_rows - budget}}]}
     extra = [{"title": "Diversity", "scatter": {"x": xy[:, 0], "y": xy[:, 1], "selected": sel}}]
     page = Path(render_report(pool, signals, sel, manifest, str(tmp / "report.html"), extra))
     m = re.search(r'id="siftkit-data">(.*?)</script>', page.read_text(encoding="utf-8"), re.DOTALL)
     return page, json.loads(m.group(1)), sel
 
 
-def test_plots_render_in_headless_chromium(tmp_path):
+@pytest.mark.parametrize("budget", [20, 0])
+def test_plots_render_in_headless_chromium(tmp_path, budget):
     chromium()
-    page, data, sel = build_report(tmp_path)
+    page, data, sel = build_report(tmp_path, budget)
     dom = run_chromium(page, tmp_path, "--dump-dom").stdout
     p = PlotCollector()
     p.feed(dom)
@@ -159,16 +160,16 @@ def test_plots_render_in_headless_chromium(tmp_path):
             # the tallest bar reaches at least half the plot height: the y scale fits the data
             assert max(float(b["height"]) for b in pl["bars"]) > 90
         elif kind == "sources":
-            assert len(pl["bars"]) == int(a["data-bars"]) == 6     # 3 sources x (pool, selected)
-            assert {b["class"] for b in pl["bars"]} == {"bar pool", "bar sel"}
+            assert len(pl["bars"]) == int(a["data-bars"]) == (6 if budget else 3)  # 3 sources x (pool, selected)
+            assert {b["class"] for b in pl["bars"]} == ({"bar pool", "bar sel"} if budget else {"bar pool"})
         else:
             sc = data["scatters"][key]
             assert pl["points"] == int(a["data-points"]) == len(sc["pool"]["x"]) + len(sc["sel"]["x"])
-            assert len(sc["sel"]["x"]) == sel.sum() == 20
+            assert len(sc["sel"]["x"]) == sel.sum() == budget
     names = {data["hists"][int(pl["attrs"]["data-key"])]["name"] for pl in p.plots if pl["attrs"]["data-kind"] == "hist"}
     assert names == {"chars_query", "chars_response", "chars_total", "turns", "score"}
     sample = dom[dom.index('id="sample"'):]
-    assert sample.count("&lt;img src=x onerror") == 6   # 3 hostile records x (query, response), as text
+    assert sample.count("&lt;img src=x onerror") == (6 if budget else 0)  # 3 records x (query, response)
 
 
 def test_screenshot_is_written(tmp_path):

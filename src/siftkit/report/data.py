@@ -30,7 +30,8 @@ def is_length_signal(name: str) -> bool:
 
 
 def wants_log_x(name: str) -> bool:
-    return is_length_signal(name) and name != "turns"
+    """Lengths are heavy-tailed: log-x (small integer ranges still get one bin per value)."""
+    return is_length_signal(name)
 
 
 def numeric_columns(signals: pa.Table) -> list[str]:
