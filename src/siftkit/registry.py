@@ -20,6 +20,10 @@ SIGNAL_MODULES: dict[str, str] = {
     "exact_hash": "siftkit.signals.text",
     "compression": "siftkit.signals.text",
     "tokens": "siftkit.signals.tokens",
+    "lm_loss": "siftkit.scoring.lm_loss",
+    "deita": "siftkit.scoring.deita",
+    "selectit": "siftkit.scoring.selectit",
+    "knowledge": "siftkit.scoring.knowledge",
 }
 SELECTOR_MODULES: dict[str, str] = {
     "random": "siftkit.selectors.random",
@@ -28,6 +32,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "filter": "siftkit.selectors.filter",
     "dedup": "siftkit.selectors.dedup",
     "stratified": "siftkit.selectors.stratified",
+    "ifd-filter": "siftkit.selectors.ifd_filter",
 }
 
 _SIGNALS: dict[str, type] = {}

@@ -1,0 +1,129 @@
+"""Shared plumbing of model-based signals: parameters, lazy model loading, per-record conversations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import ConfigError
+from ..signals.base import Signal
+from ..signals.segments import flatten
+from .model import LoadedModel, load_model, resolve_source
+
+# Reason codes (``<signal>_reason`` columns). An empty string means the record was scored.
+OK = ""
+NO_RESPONSE = "no_response"        # the conversation has no assistant turn
+EMPTY_RESPONSE = "empty_response"  # the scored turn is empty or whitespace
+EMPTY_PROMPT = "empty_prompt"      # nothing to rate (empty instruction)
+TOO_LONG = "too_long"              # over max_length with truncation="error", or nothing left to score
+TEMPLATE_ERROR = "template_error"  # the chat template rejected the conversation
+TOKENIZER_ERROR = "tokenizer_error"
+
+
+class ModelSignal(Signal):
+    """A scalar signal that runs a causal LM. Subclasses implement ``columns`` and ``compute``."""
+
+    version = "1"
+    batch_size = 512          # records per compute() call; forward batches are planned by token budget
+    parallel = False          # torch uses every core (or the GPU) itself
+
+    def __init__(self, model: str, *, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto",
+                 quantization: str | None = None, trust_remote_code: bool = False,
+                 revision: str | None = None, max_length: int = 2048, token_budget: int = 8192,
+                 max_batch: int = 256):
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{self.name}: 'model' must be a hub name, a local folder or a .gguf file")
+        if max_length < 8:
+            raise ConfigError(f"{self.name}: max_length must be at least 8, got {max_length}")
+        if token_budget < 1 or max_batch < 1:
+            raise ConfigError(f"{self.name}: token_budget and max_batch must be positive")
+        self.model, self.gguf_file = model, gguf_file
+        self.device, self.dtype, self.quantization = device, dtype, quantization
+        self.trust_remote_code, self.revision = bool(trust_remote_code), revision
+        self.max_length, self.token_budget, self.max_batch = int(max_length), int(token_budget), int(max_batch)
+        self._lm: LoadedModel | None = None
+
+    @property
+    def resources(self) -> dict[str, float]:  # type: ignore[override]
+        if self.device.startswith("cuda"):
+            return {"gpus": 1}
+        if self.device == "auto":
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    return {"gpus": 1}
+            except ImportError:
+                pass
+        return {"cpus": 1}
+
+    def model_config(self) -> dict[str, Any]:
+        src, gguf = resolve_source(self.model, self.gguf_file) if self.model.lower().endswith(".gguf") \
+            else (self.model, self.gguf_file)
+        return {"model": src, "gguf_file": gguf, "dtype": self.dtype, "quantization": self.quantization,
+                "revision": self.revision, "max_length": self.max_length}
+
+    def load(self, model: str | None = None) -> LoadedModel:
+        return load_model(model or self.model, gguf_file=None if model else self.gguf_file, device=self.device,
+                          dtype=self.dtype, quantization=self.quantization,
+                          trust_remote_code=self.trust_remote_code, revision=self.revision)
+
+    def setup(self) -> None:
+        self._lm = self.load()
+
+    @property
+    def lm(self) -> LoadedModel:
+        if self._lm is None:
+            self.setup()
+        assert self._lm is not None
+        return self._lm
+
+    def context_length(self, lm: LoadedModel) -> int:
+        return min(self.max_length, lm.max_positions) if lm.max_positions else self.max_length
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_lm"] = None        # never ship a loaded model between processes; setup() reloads it
+        return state
+
+
+def conversations(batch: pa.Table) -> tuple[list[list[dict[str, str]]], np.ndarray]:
+    """Per-record message lists and the index of each record's last assistant turn (-1 if none)."""
+    fb = flatten(batch)
+    convs: list[list[dict[str, str]]] = []
+    last = np.full(fb.n, -1, dtype=np.int64)
+    off = fb.offsets.tolist()
+    for r in range(fb.n):
+        s, e = off[r], off[r + 1]
+        convs.append([{"role": fb.roles[j] or "user", "content": fb.contents[j] or ""} for j in range(s, e)])
+        if fb.last_assistant[r] >= 0:
+            last[r] = fb.last_assistant[r] - s
+    return convs, last
+
+
+def digit_ids(tokenizer: Any, digits: range) -> np.ndarray:
+    """Token id of each rating digit, resolved from the tokenizer (never hard-coded).
+
+    A digit must be a single vocabulary entry; otherwise the rating cannot be read from one next-token
+    distribution and this fails loudly.
+    """
+    vocab = tokenizer.get_vocab()
+    out = []
+    for d in digits:
+        tid = vocab.get(str(d))
+        if tid is None:
+            enc = tokenizer(str(d), add_special_tokens=False)["input_ids"]
+            if len(enc) != 1:
+                raise ConfigError(f"the tokenizer has no single token for the digit {d!r} (it encodes as "
+                                  f"{len(enc)} tokens); this model cannot be used as a rating scorer")
+            tid = enc[0]
+        out.append(int(tid))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"rating digits map to repeated token ids {out}")
+    return np.asarray(out, dtype=np.int64)
+
+
+def reasons_array(reasons: list[str]) -> np.ndarray:
+    return np.asarray(reasons, dtype=object)
