@@ -117,7 +117,7 @@ def load_recipe(path: str) -> dict[str, Any]:
             raise ConfigError(f"{path}{loc}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of keys (inputs, steps, budget, ...)")
-    # Relative input paths are relative to the recipe file.
+    # Relative input paths are relative to the recipe file, not to the current folder.
     base = os.path.dirname(os.path.abspath(path))
     for i, inp in enumerate(data.get("inputs") or []):
         if isinstance(inp, str) and not os.path.isabs(inp) and not inp.startswith("hf:"):
@@ -125,6 +125,14 @@ def load_recipe(path: str) -> dict[str, Any]:
         elif isinstance(inp, dict) and isinstance(inp.get("path"), str) and not os.path.isabs(inp["path"]) \
                 and not inp["path"].startswith("hf:"):
             inp["path"] = os.path.normpath(os.path.join(base, inp["path"]))
+    # So are the output folder and the cache.
+    out = data.get("output")
+    if isinstance(out, str):
+        data["output"] = out = {"dir": out}
+    if isinstance(out, dict) and isinstance(out.get("dir"), str) and not os.path.isabs(out["dir"]):
+        out["dir"] = os.path.normpath(os.path.join(base, out["dir"]))
+    if isinstance(data.get("cache_dir"), str) and not os.path.isabs(data["cache_dir"]):
+        data["cache_dir"] = os.path.normpath(os.path.join(base, data["cache_dir"]))
     return data
 
 

@@ -9,8 +9,8 @@ Files::
                                         steps, timings
     report.html                         (with --report)
 
-Everything but the ``timings`` and ``created`` fields of the manifest is byte-identical for the same
-inputs, config and seed.
+Everything but the ``created``, ``timings`` and ``cache`` (records computed vs reused) fields of the manifest
+is byte-identical for the same inputs, config and seed.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
         "outputs": outputs,
         "versions": versions(),
         "timings": sel.timings,
+        "cache": sel.cache_hits(),
     }
 
 

@@ -55,6 +55,10 @@ class Selection:
     timings: dict[str, float] = field(default_factory=dict)
     signal_stats: dict[str, Any] = field(default_factory=dict)
 
+    def cache_hits(self) -> dict[str, Any]:
+        """Per signal: records computed now vs reused from the cache (varies between runs)."""
+        return {k: {"computed": v["computed"], "cached": v["cached"]} for k, v in self.signal_stats.items()}
+
     def signal_stats_public(self) -> dict[str, Any]:
         """Signal names -> fingerprint and config (deterministic; cache hits and times go to timings)."""
         return {k: {"fingerprint": v["fingerprint"], "config": v["config"]} for k, v in self.signal_stats.items()}
@@ -146,8 +150,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
                               stats=sig_stats) if sigs else pa.table({})
     timings["signals"] = round(time.perf_counter() - t1, 3)
-    timings["signal_cache"] = {k: {"computed": v["computed"], "cached": v["cached"], "seconds": v["seconds"]}
-                               for k, v in sig_stats.items()}
+    for k, v in sig_stats.items():
+        timings[f"signal:{k}"] = v["seconds"]
     ctx = SelectionContext(pool=pool.table, signals=signals, seed=cfg.seed,
                            vector_loader=_vector_loader(pool.table, cfg, workers))
     n = len(pool)

@@ -305,6 +305,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
     hid = xxhash.xxh3_64_hexdigest
     tail = "\x00" + task.rel + "\x00"
     validate = F.validate_turns
+    is_table = R.file_kind(task.path) == "csv"
     for item in _raw_iter(task):
         if isinstance(item, R.ParseProblem):
             rec = {"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
@@ -316,7 +317,8 @@ def process_task(task: FileTask) -> dict[str, Any]:
             rejects.append(rec)
             continue
         if adapter is None:
-            fmt = F.detect_format(item.obj)
+            # A CSV row without a header is a list of columns, not an alternating conversation.
+            fmt = None if (is_table and isinstance(item.obj, list)) else F.detect_format(item.obj)
             if fmt is None:
                 keys = sorted(item.obj)[:12] if isinstance(item.obj, dict) else type(item.obj).__name__
                 hint = (" This looks like a header-less table: give a column mapping, e.g. "
