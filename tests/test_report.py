@@ -249,3 +249,18 @@ def test_one_million_rows_give_a_small_page(tmp_path):
     assert sum(d["sources"]["pool"]) == n
     # a sanity ceiling only (shared CI machines); measured figures belong in benchmarks
     assert seconds < 30, f"rendering 1M rows took {seconds:.1f}s"
+
+
+def test_manifest_counts_win_and_steps_without_reasons_count_in_minus_out(tmp_path):
+    manifest = {"counts": {"records": 100, "rejected": 2, "duplicates": 4, "filtered": 6, "selected": 10},
+                "steps": [{"step": "filter", "name": "filter", "in": 100, "out": 94,
+                           "dropped": {"filter: turns > 1": 6}},
+                          {"step": "select", "name": "stratified", "in": 90, "out": 10, "dropped": {}}]}
+    pool, sig = make_pool(100), make_signals(100)
+    sel = np.zeros(100, bool)
+    sel[:10] = True
+    page = render(tmp_path, pool, sig, sel, manifest)
+    assert re.search(r'tile-read.*?<span class="value">102</span>', page)       # records + rejected
+    assert re.search(r'tile-duplicates.*?<span class="value">4</span>', page)
+    assert "filtered: filter: turns &gt; 1</td><td class=\"num\">6<" in page
+    assert "not chosen: stratified</td><td class=\"num\">80<" in page

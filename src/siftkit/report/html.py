@@ -93,6 +93,9 @@ def _header(manifest: dict[str, Any]) -> str:
     summary = []
     if isinstance(cfg, dict):
         for k, v in cfg.items():
+            if k == "inputs" and isinstance(v, list):
+                summary.append(f"<dt>inputs</dt><dd>{len(v):,} (listed under Inputs)</dd>")
+                continue
             shown = v if isinstance(v, (str, int, float, bool)) or v is None else compact_json(v, 120)
             summary.append(f"<dt>{esc(k)}</dt><dd>{esc(shown)}</dd>")
     cfg_html = f'<dl class="config">{"".join(summary)}</dl>' if summary else ""
@@ -100,17 +103,25 @@ def _header(manifest: dict[str, Any]) -> str:
             f"{cfg_html}</header>")
 
 
+def _step_drops(step: dict[str, Any]) -> dict[str, int]:
+    """What a step dropped, by reason; ``in - out`` when the step gave no reasons."""
+    dropped = {str(k): int(v) for k, v in (step.get("dropped") or {}).items() if v}
+    n_in, n_out = step.get("in"), step.get("out")
+    if not dropped and isinstance(n_in, int) and isinstance(n_out, int) and n_in > n_out:
+        dropped = {"": n_in - n_out}
+    return dropped
+
+
 def _totals(manifest: dict[str, Any], n_pool: int, n_sel: int) -> dict[str, int]:
     counts = manifest.get("counts") or {}
-    steps = manifest.get("steps") or []
     by_role: dict[str, int] = {"dedup": 0, "filter": 0, "select": 0}
-    for s in steps:
-        role = s.get("step")
-        if role in by_role:
-            by_role[role] += int(sum((s.get("dropped") or {}).values()))
+    for s in manifest.get("steps") or []:
+        if s.get("step") in by_role:
+            by_role[s["step"]] += sum(_step_drops(s).values())
     rejected = int(counts.get("rejected", 0))
     return {"read": int(counts.get("read", n_pool + rejected)), "rejected": rejected,
-            "duplicates": by_role["dedup"], "filtered": by_role["filter"], "not chosen": by_role["select"],
+            "duplicates": int(counts.get("duplicates", by_role["dedup"])),
+            "filtered": int(counts.get("filtered", by_role["filter"])),
             "selected": int(counts.get("selected", n_sel))}
 
 
@@ -133,8 +144,10 @@ def _counts(manifest: dict[str, Any], tot: dict[str, int], computed: dict[str, d
         rows.append(["file defects (no record lost)", int(counts["defects"])])
     for s in manifest.get("steps") or []:
         label = STEP_LABELS.get(s.get("step"), s.get("step", "step"))
-        for reason, n in sorted((s.get("dropped") or {}).items()):
-            rows.append([f"{label}: {s.get('name', '')} ({reason})", int(n)])
+        name = str(s.get("name", ""))
+        for reason, n in sorted(_step_drops(s).items()):
+            what = reason if reason.startswith(name) else f"{name} ({reason})" if reason else name
+            rows.append([f"{label}: {what}", n])
     rows.append(["selected", tot["selected"]])
     overall = table(["count", "records"], rows, "counts")
     by_source = counts.get("by_source") or {}
@@ -160,7 +173,7 @@ def _steps(manifest: dict[str, Any]) -> str:
         return '<p class="empty">No pipeline steps recorded.</p>'
     rows = []
     for i, s in enumerate(steps, 1):
-        dropped = ", ".join(f"{k}: {int(v):,}" for k, v in sorted((s.get("dropped") or {}).items())) or "–"
+        dropped = ", ".join(f"{k}: {v:,}" if k else f"{v:,}" for k, v in sorted(_step_drops(s).items())) or "–"
         n_in, n_out = s.get("in"), s.get("out")
         kept = f"{100.0 * n_out / n_in:.1f}%" if isinstance(n_in, int) and isinstance(n_out, int) and n_in else "–"
         rows.append([i, s.get("step", ""), s.get("name", ""), compact_json(s.get("params", {})),

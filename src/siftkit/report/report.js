@@ -68,8 +68,11 @@
       el("text", { x: m.l - 6, y: y + 3.5, "text-anchor": "end", fill: AXIS, class: "tick" }, s, yt.fmt(v));
     });
     el("line", { x1: m.l, x2: w - m.r, y1: h - m.b, y2: h - m.b, stroke: AXIS }, s);
+    var last = -1e9;
     xt.forEach(function (v) {
       var x = xpos(v);
+      if (x - last < 26) return;   // keep tick labels from overlapping
+      last = x;
       el("line", { x1: x, x2: x, y1: h - m.b, y2: h - m.b + 4, stroke: AXIS }, s);
       el("text", { x: x, y: h - m.b + 15, "text-anchor": "middle", fill: AXIS, class: "tick" }, s, fmt(v));
     });
