@@ -20,6 +20,7 @@ SIGNAL_MODULES: dict[str, str] = {
     "exact_hash": "siftkit.signals.text",
     "compression": "siftkit.signals.text",
     "tokens": "siftkit.signals.tokens",
+    "embedding": "siftkit.signals.embeddings",
     "lm_loss": "siftkit.scoring.lm_loss",
     "deita": "siftkit.scoring.deita",
     "selectit": "siftkit.scoring.selectit",
@@ -32,6 +33,12 @@ SELECTOR_MODULES: dict[str, str] = {
     "filter": "siftkit.selectors.filter",
     "dedup": "siftkit.selectors.dedup",
     "stratified": "siftkit.selectors.stratified",
+    "kmeans": "siftkit.selectors.kmeans",
+    "repr-filter": "siftkit.selectors.repr_filter",
+    "k-center": "siftkit.selectors.kcenter",
+    "facility-location": "siftkit.selectors.facility_location",
+    "minhash-dedup": "siftkit.selectors.near_dedup",
+    "semdedup": "siftkit.selectors.semdedup",
     "ifd-filter": "siftkit.selectors.ifd_filter",
 }
 

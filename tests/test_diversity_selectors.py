@@ -1,0 +1,351 @@
+"""Diversity selectors against brute-force references on small random data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from siftkit.errors import ConfigError
+from siftkit.registry import make, selector_class
+
+from diversity_helpers import blobs, context, unit
+
+pytest.importorskip("faiss")
+
+
+# ------------------------------------------------------------------------------------------------ references
+
+def ref_repr_filter(x: np.ndarray, scores: np.ndarray, threshold: float, budget: int) -> list[int]:
+    """DEITA, literally: walk by descending score, keep unless cos to an already-kept sample > threshold."""
+    x = x.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    order = sorted(range(len(x)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for i in order:
+        if len(kept) == budget:
+            break
+        if all(float(x[i] @ x[j]) <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def ref_nearest_neighbour_misreading(x: np.ndarray, threshold: float) -> list[int]:
+    """The misreading: drop a row whose nearest neighbour in the whole pool is above the threshold."""
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    return [i for i in range(len(x)) if s[i].max() <= threshold]
+
+
+def ref_k_center(x: np.ndarray, budget: int, first: int | None, initial: np.ndarray | None = None) -> list[int]:
+    """Naive farthest-first: one length-N distance vector updated with every point at every pick."""
+    x = x.astype(np.float64)
+    if initial is not None:
+        dmin = np.min(np.linalg.norm(x[:, None, :] - initial[None].astype(np.float64), axis=2), axis=1)
+        picks: list[int] = []
+    else:
+        dmin = np.linalg.norm(x - x[first], axis=1)
+        dmin[first] = -1
+        picks = [first]
+    while len(picks) < budget:
+        j = int(np.argmax(dmin))
+        picks.append(j)
+        dmin = np.minimum(dmin, np.linalg.norm(x - x[j], axis=1))
+        dmin[picks] = -1
+    return picks
+
+
+def ref_facility_location(nbr: np.ndarray, sim: np.ndarray, budget: int) -> list[int]:
+    """Plain greedy on F(S) = sum_i max_{j in S} sim(i, j) over a dense kernel built from the kNN graph."""
+    n = len(nbr)
+    kernel = np.zeros((n, n))
+    for i in range(n):
+        for j, s in zip(nbr[i], sim[i]):
+            if j >= 0:
+                kernel[i, j] = max(float(s), 0.0)
+    cover = np.zeros(n)
+    picks: list[int] = []
+    for _ in range(budget):
+        gains = np.maximum(kernel - cover[:, None], 0).sum(axis=0)
+        gains[picks] = -1
+        j = int(np.argmax(gains))
+        picks.append(j)
+        cover = np.maximum(cover, kernel[:, j])
+    return picks
+
+
+def sel(name: str, **params):  # noqa: ANN201
+    return make(selector_class(name), params, name)
+
+
+# ------------------------------------------------------------------------------------------------ repr-filter
+
+@pytest.mark.parametrize("threshold,budget,block", [(0.5, 40, 7), (0.3, 500, 64), (0.0, 30, 2048), (0.7, 10, 3)])
+def test_repr_filter_matches_deita_reference(threshold: float, budget: int, block: int) -> None:
+    rng = np.random.default_rng(1)
+    x = unit(rng, 300, 6)
+    scores = rng.normal(size=300)
+    ctx = context(x, {"score": scores})
+    res = sel("repr-filter", by="score", threshold=threshold, block=block, fill=False).run(
+        ctx, np.arange(300), budget)
+    assert res.kept.tolist() == ref_repr_filter(x, scores, threshold, budget)
+
+
+def test_repr_filter_is_not_the_nearest_neighbour_misreading() -> None:
+    # A, B, C on a circle 18 degrees apart: cos(A,B) = cos(B,C) = 0.951, cos(A,C) = 0.809
+    ang = np.deg2rad([0.0, 18.0, 36.0])
+    x = np.stack([np.cos(ang), np.sin(ang)], axis=1).astype(np.float32)
+    ctx = context(x, {"score": [3.0, 2.0, 1.0]})
+    res = sel("repr-filter", by="score", threshold=0.9, fill=False).run(ctx, np.arange(3), 3)
+    # DEITA keeps A, rejects B (too close to kept A), keeps C (B was never kept, A is far enough)
+    assert res.kept.tolist() == [0, 2]
+    assert ref_nearest_neighbour_misreading(x, 0.9) == []  # the misreading would drop all three
+    assert res.dropped["too_similar"] == 1
+
+
+def test_repr_filter_fill_meets_budget_exactly() -> None:
+    x = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (20, 1))  # all identical: only one passes
+    ctx = context(x, {"score": np.arange(20.0)})
+    strict = sel("repr-filter", by="score", fill=False).run(ctx, np.arange(20), 5)
+    assert strict.kept.tolist() == [19]
+    filled = sel("repr-filter", by="score").run(ctx, np.arange(20), 5)
+    assert filled.kept.tolist() == [19, 18, 17, 16, 15]
+    assert filled.details["filled"] == 4
+
+
+def test_repr_filter_respects_candidates_and_no_budget() -> None:
+    rng = np.random.default_rng(2)
+    x = unit(rng, 100, 4)
+    scores = rng.normal(size=100)
+    cand = np.arange(0, 100, 3)
+    res = sel("repr-filter", by="score", threshold=0.8).run(context(x, {"score": scores}), cand, None)
+    ref = ref_repr_filter(x[cand], scores[cand], 0.8, len(cand))
+    assert res.kept.tolist() == cand[ref].tolist()
+
+
+# ------------------------------------------------------------------------------------------------ k-center
+
+@pytest.mark.parametrize("n,d,budget", [(400, 3, 50), (300, 16, 120), (50, 2, 50)])
+def test_k_center_matches_naive_farthest_first(n: int, d: int, budget: int) -> None:
+    from siftkit.selectors.kcenter import k_center_greedy
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    assert k_center_greedy(x, budget, first=5).tolist() == ref_k_center(x, budget, 5)
+
+
+def test_k_center_with_initial_set() -> None:
+    from siftkit.selectors.kcenter import k_center_greedy
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    init = rng.normal(size=(10, 5)).astype(np.float32)
+    assert k_center_greedy(x, 40, initial=init).tolist() == ref_k_center(x, 40, None, init)
+
+
+def test_k_center_selector_seeded_and_initial_column() -> None:
+    rng = np.random.default_rng(4)
+    x = unit(rng, 200, 8)
+    flag = np.zeros(200, dtype=bool)
+    flag[:5] = True
+    ctx = context(x, {"init": flag}, seed=7)
+    cand = np.arange(5, 200)
+    a = sel("k-center").run(ctx, cand, 30).kept
+    b = sel("k-center").run(context(x, {"init": flag}, seed=7), cand, 30).kept
+    assert a.tolist() == b.tolist() and len(a) == 30 and len(set(a.tolist())) == 30
+    res = sel("k-center", initial="init").run(ctx, cand, 30)
+    assert res.details["initial"] == 5
+    ref = ref_k_center(x[cand], 30, None, x[:5])
+    assert res.kept.tolist() == cand[ref].tolist()
+
+
+# ------------------------------------------------------------------------------------------------ facility location
+
+def test_lazy_facility_location_matches_plain_greedy() -> None:
+    from siftkit.selectors.facility_location import facility_location_greedy, knn_graph
+
+    rng = np.random.default_rng(5)
+    x = unit(rng, 250, 8)
+    nbr, sim = knn_graph(x, 8)
+    picks, gains = facility_location_greedy(nbr, sim, 40)
+    assert picks.tolist() == ref_facility_location(nbr, sim, 40)
+    assert np.all(np.diff(gains) <= 1e-9)  # submodular: greedy gains never increase
+
+
+def test_facility_location_selector_budget_and_stochastic() -> None:
+    rng = np.random.default_rng(6)
+    x, _ = blobs(rng, [60, 60, 60], d=8)
+    ctx = context(x, seed=1)
+    lazy = sel("facility-location", knn=10).run(ctx, np.arange(180), 3)
+    # one pick per well-separated blob
+    assert sorted(k // 60 for k in lazy.kept.tolist()) == [0, 1, 2]
+    st1 = sel("facility-location", method="stochastic", epsilon=0.1).run(ctx, np.arange(180), 20)
+    st2 = sel("facility-location", method="stochastic", epsilon=0.1).run(context(x, seed=1), np.arange(180), 20)
+    assert st1.kept.tolist() == st2.kept.tolist() and len(set(st1.kept.tolist())) == 20
+    full = sel("facility-location", knn=10).run(ctx, np.arange(180), 20)
+    assert st1.details["objective"] >= 0.9 * full.details["objective"]
+
+
+def test_facility_location_approximate_knn_path() -> None:
+    from siftkit.selectors.facility_location import knn_graph
+
+    rng = np.random.default_rng(7)
+    x, _ = blobs(rng, [300] * 4, d=8)
+    exact_nbr, _ = knn_graph(x, 5)
+    ivf_nbr, _ = knn_graph(x, 5, exact_limit=100, nprobe=64)  # nprobe >= nlist: IVF is exhaustive
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_nbr.tolist(), ivf_nbr.tolist())])
+    assert recall > 0.99
+
+
+# ------------------------------------------------------------------------------------------------ kmeans
+
+def test_allocate_exact_capped_and_redistributed() -> None:
+    from siftkit.selectors.kmeans import allocate
+
+    sizes = np.array([100, 3, 50, 1, 46])
+    for budget in (1, 7, 60, 150, 199, 200, 500):
+        for weights in (sizes, np.ones(5)):
+            q = allocate(sizes, budget, weights)
+            assert q.sum() == min(budget, sizes.sum()) and np.all(q <= sizes) and np.all(q >= 0)
+    q = allocate(sizes, 100, sizes)  # proportional: within one unit of the exact share
+    assert np.all(np.abs(q - 100 * sizes / sizes.sum()) < 1)
+    q = allocate(sizes, 100, np.ones(5))  # equal with redistribution: max-min fair
+    assert q.tolist()[1] == 3 and q.tolist()[3] == 1 and max(q) - min(q[sizes > q]) <= 1
+
+
+def ref_balanced(labels: np.ndarray, quota: np.ndarray, scores: np.ndarray) -> list[int]:
+    chosen = []
+    for c in range(len(quota)):
+        members = [i for i in range(len(labels)) if labels[i] == c]
+        members.sort(key=lambda i: (-scores[i], i))
+        chosen += [(r, c, i) for r, i in enumerate(members[:quota[c]])]
+    return [i for _, _, i in sorted(chosen)]
+
+
+def test_balanced_pick_matches_reference() -> None:
+    from siftkit.selectors.kmeans import allocate, balanced_pick
+
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 7, size=300)
+    scores = np.round(rng.normal(size=300), 1)  # ties on purpose
+    quota = allocate(np.bincount(labels, minlength=7), 90, np.bincount(labels, minlength=7))
+    got = balanced_pick(labels, quota, scores, "top", 1.0, rng)
+    assert got.tolist() == ref_balanced(labels, quota, scores)
+
+
+def test_kmeans_selector_balances_clusters_and_takes_top() -> None:
+    rng = np.random.default_rng(9)
+    x, truth = blobs(rng, [400, 200, 100, 50], d=12)
+    length = rng.integers(1, 1000, size=len(x)).astype(float)
+    ctx = context(x, {"tokens_total": length}, seed=3)
+    res = sel("kmeans", k=4, by="tokens_total").run(ctx, np.arange(len(x)), 75)
+    assert len(res.kept) == 75 and len(set(res.kept.tolist())) == 75
+    per_blob = np.bincount(truth[res.kept], minlength=4)
+    assert per_blob.tolist() == [40, 20, 10, 5]          # proportional to cluster size
+    for b in range(4):                                   # the longest of each cluster
+        members = np.flatnonzero(truth == b)
+        top = members[np.argsort(-length[members], kind="stable")][:per_blob[b]]
+        assert set(res.kept[truth[res.kept] == b].tolist()) == set(top.tolist())
+    again = sel("kmeans", k=4, by="tokens_total").run(context(x, {"tokens_total": length}, seed=3),
+                                                      np.arange(len(x)), 75)
+    assert again.kept.tolist() == res.kept.tolist()
+    eq = sel("kmeans", k=4, by="tokens_total", quota="equal").run(ctx, np.arange(len(x)), 200)
+    assert sorted(np.bincount(truth[eq.kept], minlength=4).tolist()) == [50, 50, 50, 50]
+    eq2 = sel("kmeans", k=4, quota="equal").run(ctx, np.arange(len(x)), 400)  # 50 cap: redistributed
+    assert np.bincount(truth[eq2.kept], minlength=4)[3] == 50 and len(eq2.kept) == 400
+
+
+def test_kmeans_sampling_prefers_high_scores() -> None:
+    rng = np.random.default_rng(10)
+    x, truth = blobs(rng, [500, 500], d=8)
+    score = rng.normal(size=1000)
+    ctx = context(x, {"q": score}, seed=0)
+    cold = sel("kmeans", k=2, by="q", within="sample", temperature=1e-4).run(ctx, np.arange(1000), 100)
+    top = sel("kmeans", k=2, by="q").run(ctx, np.arange(1000), 100)
+    assert set(cold.kept.tolist()) == set(top.kept.tolist())   # T -> 0 is top-k
+    warm = sel("kmeans", k=2, by="q", within="sample", temperature=1.0).run(ctx, np.arange(1000), 100)
+    assert 0.3 < score[warm.kept].mean() < score[top.kept].mean()   # exp(q) favours, but does not only take, the top
+
+
+def test_length_kmeans_preset_shape() -> None:
+    from siftkit.selectors.kmeans import PRESETS
+
+    steps = PRESETS["length-kmeans"]["steps"]
+    km = [s for s in steps if s.get("select") == "kmeans"][0]
+    assert km["by"] == "tokens_total"
+    params = {k: v for k, v in km.items() if k != "select"}
+    assert sel("kmeans", **params).needs() == ["tokens_total"]
+
+
+# ------------------------------------------------------------------------------------------------ semdedup
+
+def test_semdedup_single_cluster_matches_greedy_reference() -> None:
+    rng = np.random.default_rng(11)
+    base = unit(rng, 60, 8)
+    noisy = base[rng.integers(0, 60, size=140)] + 0.05 * rng.normal(size=(140, 8)).astype(np.float32)
+    x = np.vstack([base, noisy]).astype(np.float32)
+    ctx = context(x)
+    res = sel("semdedup", eps=0.05, k=1).run(ctx, np.arange(200), None)
+    ref = sorted(ref_repr_filter(x, np.zeros(200), 0.95, 200))
+    assert res.kept.tolist() == ref
+    assert res.dropped["semantic_duplicate"] == 200 - len(ref) > 50
+
+
+def test_semdedup_per_cluster_reference_and_scores() -> None:
+    from siftkit.selectors.semdedup import semdedup_keep
+
+    rng = np.random.default_rng(12)
+    x = unit(rng, 300, 3)
+    labels = rng.integers(0, 5, size=300)
+    scores = rng.normal(size=300)
+    got = semdedup_keep(x, labels, 0.1, scores, block=16)
+    ref = []
+    for c in range(5):
+        m = np.flatnonzero(labels == c)
+        ref += m[ref_repr_filter(x[m], scores[m], 0.9, len(m))].tolist()
+    assert got.tolist() == sorted(ref)
+
+
+def test_semdedup_uses_kmeans_and_keeps_one_per_duplicate_group() -> None:
+    rng = np.random.default_rng(13)
+    base = unit(rng, 40, 16)
+    x = np.repeat(base, 3, axis=0) + 0.001 * rng.normal(size=(120, 16)).astype(np.float32)
+    res = sel("semdedup", eps=0.01, k=8).run(context(x, seed=2), np.arange(120), None)
+    assert len(res.kept) == 40 and sorted(set((res.kept // 3).tolist())) == list(range(40))
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+@pytest.mark.parametrize("name,params", [
+    ("kmeans", {"k": 0}), ("kmeans", {"quota": "fair"}), ("kmeans", {"within": "sample"}),
+    ("repr-filter", {"threshold": 1.5}), ("facility-location", {"method": "exact"}),
+    ("facility-location", {"knn": 0}), ("semdedup", {"eps": -1}), ("kmeans", {"clusters": 5}),
+])
+def test_bad_params_are_config_errors(name: str, params: dict) -> None:
+    with pytest.raises(ConfigError):
+        sel(name, **params)
+
+
+def test_budgeted_selectors_require_budget_and_return_exact_counts() -> None:
+    rng = np.random.default_rng(14)
+    x = unit(rng, 120, 6)
+    ctx = context(x, {"s": rng.normal(size=120)})
+    for name, params in [("kmeans", {"k": 5}), ("k-center", {}), ("facility-location", {}),
+                         ("repr-filter", {"by": "s", "threshold": 0.2})]:
+        s = sel(name, **params)
+        for budget in (1, 17, 120, 500):
+            kept = s.run(ctx, np.arange(120), budget).kept
+            assert len(kept) == min(budget, 120) and len(set(kept.tolist())) == len(kept), (name, budget)
+        if name != "repr-filter":
+            with pytest.raises(ConfigError):
+                s.run(ctx, np.arange(120), None)
+
+
+def test_default_embedding_spec_reaches_loader() -> None:
+    seen = []
+    x = unit(np.random.default_rng(0), 10, 4)
+    ctx = context(x)
+    ctx.vector_loader = lambda spec: seen.append(spec) or x
+    sel("k-center").run(ctx, np.arange(10), 3)
+    sel("k-center", embedding="sentence-transformers").run(ctx, np.arange(10), 3)
+    assert seen == [{"name": "embedding", "backend": "static", "segment": "query"},
+                    {"name": "embedding", "backend": "sentence-transformers", "segment": "query"}]
