@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from scoring_tiny import SAMPLES, build_tiny_lm, msgs, pool_table  # noqa: E402
+from scoring_tiny import SAMPLES, build_tiny_lm, msgs, pool_table, reference_lm  # noqa: E402
 
 from siftkit.errors import ConfigError  # noqa: E402
 from siftkit.scoring.lm_loss import LMLoss  # noqa: E402
@@ -22,46 +22,10 @@ def tiny(tmp_path_factory):
 
 
 def reference(folder: str, conv: list[dict[str, str]]) -> dict[str, float]:
-    """Unbatched, token-by-token-indexed reference: one forward per condition, shifted log-softmax."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    last = max(i for i, m in enumerate(conv) if m["role"] == "assistant")
-    conv = conv[: last + 1]
-    text = tok.apply_chat_template(conv, tokenize=False)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    offs = enc["offset_mapping"]
-    ys = text.rindex(conv[last]["content"])
-    ye = ys + len(conv[last]["content"])
-    x_spans, pos = [], 0
-    for m in conv[:last]:
-        at = text.index(m["content"], pos)
-        x_spans.append((at, at + len(m["content"])))
-        pos = at + len(m["content"])
-
-    def overl(t, a, b):
-        s, e = offs[t]
-        return e > s and s < b and e > a
-
-    resp = [t for t in range(1, len(offs)) if overl(t, ys, ye)]
-    prm = [t for t in range(1, len(offs)) if any(overl(t, a, b) for a, b in x_spans)]
-    ids = torch.tensor([enc["input_ids"]])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
-    nll = [-logp[t - 1, ids[0, t]].item() for t in resp]
-    ent = [-(logp[t - 1].exp() * logp[t - 1]).sum().item() for t in resp]
-    pnll = [-logp[t - 1, ids[0, t]].item() for t in prm]
-    header = tok.apply_chat_template([{"role": "assistant", "content": "\x00"}], tokenize=False).split("\x00")[0]
-    hid = tok(header, add_special_tokens=False)["input_ids"]
-    ids_b = torch.tensor([hid + [int(ids[0, t]) for t in resp]])
-    with torch.no_grad():
-        logp_b = torch.log_softmax(model(ids_b).logits[0].double(), -1)
-    nll_b = [-logp_b[len(hid) + k - 1, ids_b[0, len(hid) + k]].item() for k in range(len(resp))]
-    loss, alone = float(np.mean(nll)), float(np.mean(nll_b))
-    return {"lm_loss": loss, "lm_entropy": float(np.mean(ent)), "lm_prompt_ppl": math.exp(np.mean(pnll)),
-            "lm_loss_noprompt": alone, "lm_ifd": loss / alone, "lm_ifd_ppl": math.exp(loss - alone),
-            "lm_tokens": len(resp)}
+    return reference_lm(AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder),
+                        conv)
 
 
 def test_matches_unbatched_reference(tiny):
