@@ -14,6 +14,7 @@ Texts are encoded in length-sorted mini-batches; the output is float16, optional
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -76,7 +77,7 @@ class EmbeddingSignal(Signal):
         if self._enc is not None:
             return
         if self.backend == "static":
-            self._enc = StaticEncoder(self.model, self.max_length)
+            self._enc = _static_encoder(self.model, self.max_length)
         elif self.backend == "sentence-transformers":
             self._enc = SentenceTransformerEncoder(self.model, self.max_length, self.device)
         else:
@@ -146,6 +147,11 @@ def resolve_static_model(model: str) -> Path:
     except ImportError:
         raise MissingDependencyError("huggingface_hub", "hf", f"downloading the static model {model!r}") from None
     return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors"]))
+
+
+@functools.lru_cache(maxsize=4)
+def _static_encoder(model: str, max_length: int) -> "StaticEncoder":
+    return StaticEncoder(model, max_length)   # read-only once built: shared by every signal instance
 
 
 class StaticEncoder:
