@@ -349,3 +349,25 @@ def test_default_embedding_spec_reaches_loader() -> None:
     sel("k-center", embedding="sentence-transformers").run(ctx, np.arange(10), 3)
     assert seen == [{"name": "embedding", "backend": "static", "segment": "query"},
                     {"name": "embedding", "backend": "sentence-transformers", "segment": "query"}]
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+def test_pipeline_length_kmeans_preset_and_dedup_steps(small_pool, tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("static_model")
+    from siftkit import api
+
+    cache = str(tmp_path / "cache")
+    sel_a = api.select(str(small_pool), 3, preset="length-kmeans", cache_dir=cache, seed=1)
+    assert len(sel_a.selected) == 3
+    km = [r for r in sel_a.steps if r.name == "kmeans"][0]
+    assert sum(km.details["quota"]) == 3
+    sel_b = api.select(str(small_pool), 3, preset="length-kmeans", cache_dir=cache, seed=1)
+    assert sel_b.selected.tolist() == sel_a.selected.tolist()
+    steps = [{"dedup": "minhash", "threshold": 0.5, "ngram": 2}, {"dedup": "semantic", "eps": 0.01},
+             {"select": "k-center"}]
+    sel_c = api.select(str(small_pool), 4, steps=steps, cache_dir=cache)
+    assert len(sel_c.selected) == 4
+    names = [r.name for r in sel_c.steps]
+    assert names == ["minhash-dedup", "semdedup", "k-center"]
+    assert sel_c.steps[0].dropped["near_duplicate"] >= 1   # "what is   2+2?" duplicates "What is 2+2?"

@@ -173,13 +173,13 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
             if engine == "local":
                 from ..engines.local import run_shards
             elif engine == "ray":
-                from ..engines.ray import run_shards  # type: ignore[no-redef]
+                try:
+                    from ..engines.ray import run_shards  # type: ignore[no-redef]
+                except ImportError as e:
+                    raise ConfigError(f"the ray engine is not available: {e}") from None
             else:
                 raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-            if engine == "ray":
-                run_shards(sig, shards, done)
-            else:
-                run_shards(sig, shards, done, workers=workers)
+            run_shards(sig, shards, done, workers=workers)
     return store.assemble(sig, ids)
 
 
