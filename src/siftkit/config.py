@@ -97,9 +97,10 @@ def parse_step(step: Any, where: str) -> StepSpec:
         cls = selector_class(name)
     except ConfigError as e:
         raise ConfigError(f"{where}.{role}: {e}") from None
-    actual_role = "select" if role == "step" else role
-    if role == "step":
-        actual_role = getattr(cls, "role", "select")
+    actual_role = getattr(cls, "role", "select") if role == "step" else role
+    from .registry import make
+
+    make(cls, dict(params), f"{where}.{role}: {name}")  # validate the parameters now, before any work
     return StepSpec(actual_role, name, params, where)
 
 

@@ -35,7 +35,7 @@ class StepReport:
 
     def as_dict(self) -> dict[str, Any]:
         d = {"step": self.role, "name": self.name, "params": self.params, "in": self.n_in, "out": self.n_out,
-             "dropped": self.dropped, "seconds": round(self.seconds, 3)}
+             "dropped": self.dropped}
         small = {k: v for k, v in self.details.items() if k != "groups"}
         if small:
             d["details"] = small
@@ -182,6 +182,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         raise ConfigError("a budget was given but there is no select step (add --method or a select step)")
     selected = np.sort(candidates)
     status[selected] = "selected"
+    for i, r in enumerate(reports):
+        timings[f"step{i}:{r.name}"] = round(r.seconds, 3)
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats)

@@ -86,7 +86,7 @@ def write_records(table: pa.Table, path: str, fmt: str = "original", file_format
         else:
             rows = [orjson.loads(s) for s in originals]
             rows = [r if isinstance(r, dict) else {"record": r} for r in rows]
-            pq.write_table(pa.Table.from_pylist(rows), tmp, compression="zstd")
+            pq.write_table(table_from_rows(rows), tmp, compression="zstd")
     else:
         conv = CONVERTERS[fmt]
         recs = (conv(r) for r in _iter_rows(table.select(["id", "source", "messages"])))
@@ -95,9 +95,18 @@ def write_records(table: pa.Table, path: str, fmt: str = "original", file_format
                 for r in recs:
                     fh.write(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
         else:
-            pq.write_table(pa.Table.from_pylist(list(recs)), tmp, compression="zstd")
+            pq.write_table(table_from_rows(list(recs)), tmp, compression="zstd")
     os.replace(tmp, path)
     return table.num_rows
+
+
+def table_from_rows(rows: list[dict[str, Any]]) -> pa.Table:
+    """Arrow table over the union of the rows' keys (``from_pylist`` alone keeps the first row's keys only)."""
+    keys: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            keys.setdefault(k, None)
+    return pa.table({k: pa.array([r.get(k) for r in rows]) for k in keys}) if rows else pa.table({})
 
 
 def _iter_rows(table: pa.Table) -> Iterable[dict[str, Any]]:

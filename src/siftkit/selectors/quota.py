@@ -21,23 +21,25 @@ def allocate(capacity: np.ndarray, budget: int, weights: np.ndarray | None = Non
         raise ValueError("capacities and weights must be non-negative")
     target = int(min(budget, cap.sum()))
     q = np.zeros(len(cap), dtype=np.int64)
-    while True:
-        left = target - int(q.sum())
-        open_ = (q < cap) & (w > 0)
-        if left <= 0 or not open_.any():
-            break
-        share = np.where(open_, w, 0.0)
+    # Water-filling: groups whose proportional share exceeds their capacity are filled to capacity and
+    # leave the split; the rest share what is left. Then one largest-remainder rounding.
+    active = w > 0
+    while active.any():
+        left = target - int(cap[~active & (w > 0)].sum())
+        share = np.where(active, w, 0.0)
         ideal = left * share / share.sum()
-        add = np.floor(ideal).astype(np.int64)
-        rem = left - int(add.sum())
-        if rem > 0:
-            frac = np.where(open_, ideal - add, -1.0)
-            # largest remainder first; stable so earlier groups win ties
-            order = np.argsort(-frac, kind="stable")[:rem]
-            add[order] += 1
-        q = np.minimum(q + add, cap)
-        if add.sum() == 0:  # pragma: no cover - guarded by rem handling
+        over = active & (ideal >= cap)
+        if not over.any():
+            base = np.floor(ideal).astype(np.int64)
+            rem = left - int(base.sum())
+            frac = np.where(active, ideal - base, -1.0)
+            base[np.argsort(-frac, kind="stable")[:rem]] += 1  # stable: earlier groups win ties
+            q = np.where(active, base, np.where(w > 0, cap, 0))
             break
+        active &= ~over
+    else:
+        q = np.where(w > 0, cap, 0)
+    q = np.minimum(q, cap)
     if int(q.sum()) < target:  # groups with zero weight but spare capacity take the rest, in order
         for i in range(len(cap)):
             extra = min(cap[i] - q[i], target - int(q.sum()))
