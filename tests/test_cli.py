@@ -42,6 +42,7 @@ def test_select_writes_records_manifest_and_status(small_pool, tmp_path):
     assert c["records"] == 7 and c["duplicates"] == 1 and c["selected"] == 3
     assert c["selected"] + c["not_selected"] + c["duplicates"] + c["filtered"] == c["records"]
     assert sum(v["selected"] for v in c["by_source"].values()) == 3
+    assert c["by_source"]["chat"]["duplicates"] == 1 and c["by_source"]["tasks"]["duplicates"] == 0
     assert [s["step"] for s in m["steps"]] == ["dedup", "select"]
     assert all(len(i["sha256"]) == 64 for i in m["inputs"])
     lines = (out / "selected.jsonl").read_text().splitlines()

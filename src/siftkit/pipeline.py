@@ -54,6 +54,7 @@ class Selection:
     status: np.ndarray              # per pool row: "selected", "not_selected" or "dropped:<step reason>"
     timings: dict[str, float] = field(default_factory=dict)
     signal_stats: dict[str, Any] = field(default_factory=dict)
+    drop_roles: dict[str, str] = field(default_factory=dict)   # status label -> "filter" | "dedup"
 
     def cache_hits(self) -> dict[str, Any]:
         """Per signal: records computed now vs reused from the cache (varies between runs)."""
@@ -91,6 +92,12 @@ class Selection:
             c["by_source"].setdefault(s, {"read": 0, "rejected": 0})["selected"] = int(n)
         for v in c["by_source"].values():
             v.setdefault("selected", 0)
+        for role, key in (("dedup", "duplicates"), ("filter", "filtered")):
+            labels = [lab for lab, r in self.drop_roles.items() if r == role]
+            hit = np.isin(self.status, labels) if labels else np.zeros(len(self.status), bool)
+            per = dict(zip(*np.unique(src[hit].astype(str), return_counts=True))) if hit.any() else {}
+            for s_name, v in c["by_source"].items():
+                v[key] = int(per.get(s_name, 0))
         return c
 
 
@@ -159,6 +166,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     status = np.full(n, "not_selected", dtype=object)
     candidates = np.arange(n, dtype=np.int64)
     reports: list[StepReport] = []
+    drop_roles: dict[str, str] = {}
     t2 = time.perf_counter()
     for spec, sel in zip(cfg.steps, selectors):
         ts = time.perf_counter()
@@ -173,6 +181,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         if spec.role != "select" and len(gone):
             label = next(iter(res.dropped)) if len(res.dropped) == 1 else spec.selector
             status[gone] = f"dropped:{label}"
+            drop_roles[f"dropped:{label}"] = spec.role
         reports.append(StepReport(spec.role, spec.selector, sel.config(), len(candidates), len(kept),
                                   dict(res.dropped), res.details, time.perf_counter() - ts))
         candidates = kept if spec.role == "select" else np.sort(kept)
@@ -186,7 +195,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         timings[f"step{i}:{r.name}"] = round(r.seconds, 3)
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
-    return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats)
+    return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles)
 
 
 def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:
