@@ -88,7 +88,7 @@ def selection_config(inputs: Any, *, budget: Any = None, method: str | None = No
             step["by"] = by
         st.append(step)
     elif preset:
-        data["preset"] = preset
+        data["preset"] = {"name": preset, **params} if params else preset
     else:
         m = method or "random"
         step = {"select": m, **params}

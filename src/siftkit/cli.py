@@ -203,7 +203,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from .presets import PRESETS, preset_names
+    from .presets import _all_presets
     from .registry import selector_names, signal_names
 
     if a.what in ("signals", "all"):
@@ -212,8 +212,8 @@ def cmd_list(a: argparse.Namespace) -> int:
         print("selectors: " + ", ".join(selector_names()))
     if a.what in ("presets", "all"):
         print("presets:")
-        for n in preset_names():
-            print(f"  {n:<22}{PRESETS.get(n, {}).get('doc', '')}")
+        for n, p in sorted(_all_presets().items()):
+            print(f"  {n:<22}{p.get('doc', '')}")
     return 0
 
 

@@ -18,6 +18,7 @@ Recipe (YAML) shape — every key is optional except ``inputs``::
     output: {dir: out, format: original, file_format: jsonl, report: true}
     cache_dir: .siftkit
     workers: 2
+    preset: length-kmeans           # instead of a select step; or {name: length-kmeans, k: 200}
 """
 
 from __future__ import annotations

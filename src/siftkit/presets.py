@@ -46,6 +46,10 @@ def preset_names() -> list[str]:
 def expand_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
     presets = _all_presets()
     name = data.pop("preset")
+    overrides: dict[str, Any] = {}
+    if isinstance(name, dict):  # {name: length-kmeans, k: 200}: parameters for the preset's select step
+        overrides = {k: v for k, v in name.items() if k != "name"}
+        name = name.get("name")
     if name not in presets:
         raise ConfigError(f"{source}: unknown preset {name!r}; known: {', '.join(sorted(presets))}")
     p = copy.deepcopy(presets[name])
@@ -56,6 +60,12 @@ def expand_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
     data["steps"] = list(user_steps) + [s for s in p["steps"]
                                         if not (any("dedup" in u for u in user_steps if isinstance(u, dict))
                                                 and "dedup" in s)]
+    for s in data["steps"]:
+        if isinstance(s, dict) and "select" in s:
+            s.update(overrides)
+            overrides = {}
+    if overrides:
+        raise ConfigError(f"{source}: preset {name!r} has no select step to take {sorted(overrides)}")
     for s in p.get("signals", []):
         data.setdefault("signals", []).append(s)
     return data
