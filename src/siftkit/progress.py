@@ -41,14 +41,14 @@ class _NullBar:
 
 @contextmanager
 def bar(desc: str, total: int | None = None, unit: str = "rec") -> Iterator[object]:
-    """A tqdm bar on stderr (disabled when quiet or when stderr is not a terminal and total is small)."""
+    """A tqdm bar on stderr; disabled with --quiet and when stderr is not a terminal (logs stay clean)."""
     if _QUIET:
         yield _NullBar()
         return
     from tqdm import tqdm
 
     b = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, leave=False,
-             dynamic_ncols=True, mininterval=0.5)
+             dynamic_ncols=True, mininterval=0.5, disable=None)
     try:
         yield b
     finally:
