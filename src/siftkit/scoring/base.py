@@ -84,9 +84,8 @@ class ModelSignal(Signal):
         return min(self.max_length, lm.max_positions) if lm.max_positions else self.max_length
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_lm"] = None        # never ship a loaded model between processes; setup() reloads it
-        return state
+        # never ship loaded models between processes (private attributes): setup() reloads them
+        return {k: (None if k.startswith("_") else v) for k, v in self.__dict__.items()}
 
 
 def conversations(batch: pa.Table) -> tuple[list[list[dict[str, str]]], np.ndarray]:
@@ -115,9 +114,10 @@ def digit_ids(tokenizer: Any, digits: range) -> np.ndarray:
         tid = vocab.get(str(d))
         if tid is None:
             enc = tokenizer(str(d), add_special_tokens=False)["input_ids"]
-            if len(enc) != 1:
-                raise ConfigError(f"the tokenizer has no single token for the digit {d!r} (it encodes as "
-                                  f"{len(enc)} tokens); this model cannot be used as a rating scorer")
+            if len(enc) != 1 or enc[0] == tokenizer.unk_token_id:
+                how = "the unknown token" if len(enc) == 1 else f"{len(enc)} tokens"
+                raise ConfigError(f"the tokenizer has no single token for the digit {str(d)!r} (it encodes as "
+                                  f"{how}); this model cannot be used as a rating scorer")
             tid = enc[0]
         out.append(int(tid))
     if len(set(out)) != len(out):
