@@ -35,8 +35,11 @@ PROMPT, RESP, RESP_ALONE = 0, 1, 2
 @register_signal("lm_loss")
 class LMLoss(B.ModelSignal):
     def __init__(self, model: str, *, template: str = "auto", turns: str = "last", truncation: str = "right",
-                 ifd: bool = True, prefix: str = "lm", **kw: Any):
+                 ifd: bool = True, prefix: str = "lm", backend: str = "transformers", **kw: Any):
         super().__init__(model, **kw)
+        if backend not in ("transformers", "vllm"):
+            raise ConfigError(f"lm_loss: backend must be 'transformers' or 'vllm', got {backend!r}")
+        self.backend = backend
         check_template(template)
         if turns not in ("last", "all"):
             raise ConfigError(f"lm_loss: turns must be 'last' or 'all', got {turns!r}")
@@ -48,7 +51,21 @@ class LMLoss(B.ModelSignal):
 
     def config(self) -> dict[str, Any]:
         return {**self.model_config(), "template": self.template, "turns": self.turns,
-                "truncation": self.truncation, "ifd": self.ifd, "prefix": self.prefix}
+                "truncation": self.truncation, "ifd": self.ifd, "prefix": self.prefix,
+                **({"backend": self.backend} if self.backend != "transformers" else {})}
+
+    def setup(self) -> None:
+        if self.backend == "vllm":
+            from .model import load_tokenizer
+            from .vllm_backend import load_vllm
+
+            self._lm = load_tokenizer(self.model, gguf_file=self.gguf_file,
+                                      trust_remote_code=self.trust_remote_code, revision=self.revision)
+            self._vllm = load_vllm(self.model, gguf_file=self.gguf_file, dtype=self.dtype,
+                                   max_length=self.max_length, trust_remote_code=self.trust_remote_code,
+                                   revision=self.revision)
+        else:
+            super().setup()
 
     def columns(self) -> dict[str, pa.DataType]:
         p = self.prefix
@@ -85,7 +102,12 @@ class LMLoss(B.ModelSignal):
                 seqs.append(ids)
                 classes.append(cls)
                 owner.append(r)
-        stats = score(lm, seqs, classes, 3, token_budget=self.token_budget, max_batch=self.max_batch)
+        if self.backend == "vllm":
+            from .vllm_backend import score_vllm
+
+            stats = score_vllm(self._vllm, seqs, classes, 3)
+        else:
+            stats = score(lm, seqs, classes, 3, token_budget=self.token_budget, max_batch=self.max_batch)
         nll, ent, cnt = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3), np.int64)
         if owner:
             own = np.asarray(owner)

@@ -143,5 +143,24 @@ def _probe_fast_head(lm: LoadedModel, torch: Any) -> bool:
     return bool(full.shape == via.shape and torch.allclose(full, via, rtol=1e-4, atol=1e-4))
 
 
+def load_tokenizer(model: str, *, gguf_file: str | None = None, trust_remote_code: bool = False,
+                   revision: str | None = None) -> LoadedModel:
+    """Tokenizer only (``model`` is None): for backends that run the network elsewhere (vLLM)."""
+    require_torch()
+    from transformers import AutoTokenizer
+
+    source, gguf = resolve_source(model, gguf_file)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    try:
+        tok = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load the tokenizer of {model!r}: {e}") from None
+    if not getattr(tok, "is_fast", False):
+        raise ConfigError(f"model {model!r}: siftkit needs a fast tokenizer (character offsets)")
+    return LoadedModel(None, tok, "cuda", model, 0, None, fast_head=False)
+
+
 def clear_cache() -> None:
     _CACHE.clear()
