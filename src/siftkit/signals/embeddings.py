@@ -15,6 +15,7 @@ Texts are encoded in length-sorted mini-batches; the output is float16, optional
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import struct
@@ -149,6 +150,13 @@ def resolve_static_model(model: str) -> Path:
     return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors"]))
 
 
+_WS_METASPACE = {"type": "Sequence", "pretokenizers": [
+    {"type": "WhitespaceSplit"}, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                                  "split": True}]}
+# characters str.split() treats as whitespace but Rust's char::is_whitespace does not
+_PY_ONLY_SPACES = frozenset("\x1c\x1d\x1e\x1f")
+
+
 @functools.lru_cache(maxsize=4)
 def _static_encoder(model: str, max_length: int) -> "StaticEncoder":
     return StaticEncoder(model, max_length)   # read-only once built: shared by every signal instance
@@ -189,22 +197,120 @@ class StaticEncoder:
         self.model_normalize = bool(cfg.get("normalize", False))
         self.max_length = max_length
         self.dim = table.shape[1]
+        spec = json.loads(self.tokenizer.to_str())
+        # Word-level fast path (exact): with a WhitespaceSplit + Metaspace pre-tokenizer every word is
+        # tokenised on its own, and the per-character normaliser commutes with splitting on whitespace, so
+        # each distinct raw word is normalised and tokenised once and cached as (token ids, vector sum).
+        self._word_path = spec.get("pre_tokenizer") == _WS_METASPACE
+        self._added = [t["content"] for t in spec.get("added_tokens", [])]
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self._cache: dict[str, int] = {}
+        self._new_sums: list[np.ndarray] = []
+        self._sums = np.zeros((0, self.dim), dtype=np.float32)
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._new_counts: list[int] = []
+
+    def _add_word(self, w: str) -> int:
+        norm = self.tokenizer.normalizer.normalize_str(w) if self.tokenizer.normalizer is not None else w
+        ids: list[int] | None = []
+        for piece in norm.split():
+            if "\u2581" in piece or _PY_ONLY_SPACES.intersection(piece):
+                ids = None    # the tokenizer would split this differently: full pipeline for the text
+                break
+            ids.extend(t.id for t in self.tokenizer.model.tokenize("\u2581" + piece))  # type: ignore[union-attr]
+        k = len(self._counts) + len(self._new_counts)
+        self._cache[w] = k
+        self._new_sums.append(self.table[ids].sum(axis=0) if ids else np.zeros(self.dim, np.float32))
+        self._new_counts.append(len(ids) if ids is not None else -(10**9))
+        return k
+
+    def _fast_rows(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Per text, the cached word indices (or [] for texts that need the full pipeline) and those texts."""
+        get, add = self._cache.get, self._add_word
+        rows: list[list[int]] = []
+        slow: list[int] = []
+        added = self._added
+        for i, t in enumerate(texts):
+            if _PY_ONLY_SPACES.intersection(t) or "\u2581" in t or any(a in t for a in added):
+                rows.append([])
+                slow.append(i)
+                continue
+            ks = [get(w) for w in t.split()]
+            if None in ks:
+                ks = [k if k is not None else (get(w) if get(w) is not None else add(w))
+                      for k, w in zip(ks, t.split())]
+            rows.append(ks)  # type: ignore[arg-type]
+        if self._new_sums:
+            self._sums = np.vstack([self._sums, np.asarray(self._new_sums, dtype=np.float32)])
+            self._counts = np.concatenate([self._counts, np.asarray(self._new_counts, dtype=np.int64)])
+            self._new_sums, self._new_counts = [], []
+        return rows, slow
+
+    def _truncated_mean(self, text: str, ks: list[int]) -> np.ndarray:
+        cum = np.cumsum(self._counts[ks])
+        j = int(np.searchsorted(cum, self.max_length, side="right"))   # words [0, j) fit entirely
+        total = self._sums[ks[:j]].sum(axis=0) if j else np.zeros(self.dim, np.float32)
+        room = self.max_length - (int(cum[j - 1]) if j else 0)
+        if room > 0:
+            piece = self.tokenizer.normalizer.normalize_str(text.split()[j]) \
+                if self.tokenizer.normalizer is not None else text.split()[j]
+            ids = [t.id for p in piece.split() for t in self.tokenizer.model.tokenize("\u2581" + p)][:room]
+            total = total + self.table[ids].sum(axis=0)
+        return total / self.max_length
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids (first ``max_length``) of each text through the full tokenizer pipeline."""
+        encs = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        return [e.ids[:self.max_length] for e in encs]
+
+    def _pool_ids(self, ids_list: list[list[int]]) -> np.ndarray:
+        lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
+        out = np.zeros((len(ids_list), self.dim), dtype=np.float32)
+        if lens.sum() == 0:
+            return out
+        ids = np.fromiter(itertools.chain.from_iterable(ids_list), dtype=np.int64, count=int(lens.sum()))
+        nz = lens > 0
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        out[nz] = np.add.reduceat(self.table[ids], starts[nz], axis=0) / lens[nz, None]
+        return out
 
     def encode(self, texts: list[str]) -> np.ndarray:
         # Tokens past max_length are dropped; cutting the text first (16 chars per token is far above any
         # real token length) keeps very long conversations cheap to tokenise.
         cut = self.max_length * 16
-        encs = self.tokenizer.encode_batch_fast([t[:cut] for t in texts], add_special_tokens=False)
-        ids_list = [e.ids[:self.max_length] for e in encs]
-        lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if lens.sum() == 0:
-            return out
-        ids = np.fromiter((i for x in ids_list for i in x), dtype=np.int64, count=int(lens.sum()))
-        vecs = self.table[ids]
-        nz = lens > 0
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        out[nz] = np.add.reduceat(vecs, starts[nz], axis=0) / lens[nz, None]
+        texts = [t[:cut] for t in texts]
+        if self._word_path:
+            if len(self._cache) > 500_000:
+                self._reset_cache()
+            rows, slow = self._fast_rows(texts)
+            lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+            flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lens.sum()))
+            starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+            nz = lens > 0
+            sums = np.zeros((len(texts), self.dim), dtype=np.float32)
+            counts = np.zeros(len(texts), dtype=np.int64)
+            for s in range(0, len(texts), 512):   # in chunks: the gathered rows stay cache-sized
+                e = min(len(texts), s + 512)
+                m = nz[s:e]
+                if m.any():
+                    a = starts[s]
+                    b = starts[e - 1] + lens[e - 1]
+                    sums[s:e][m] = np.add.reduceat(self._sums[flat[a:b]], starts[s:e][m] - a, axis=0)
+                    counts[s:e][m] = np.add.reduceat(self._counts[flat[a:b]], starts[s:e][m] - a)
+            ok = counts > 0
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            out[ok] = sums[ok] / counts[ok, None]
+            # longer than max_length tokens: the whole words that fit, plus the start of the next word
+            for i in np.flatnonzero(counts > self.max_length).tolist():
+                out[i] = self._truncated_mean(texts[i], rows[i])
+            # a word the fast path cannot split, or text it cannot tokenise identically: full pipeline
+            redo = sorted(set(slow) | set(np.flatnonzero(counts < 0).tolist()))
+            if redo:
+                out[redo] = self._pool_ids(self.token_ids([texts[i] for i in redo]))
+        else:
+            out = self._pool_ids(self.token_ids(texts))
         if self.model_normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.where(norms > 0, norms, 1.0)
