@@ -31,7 +31,7 @@ SHARED = ROOT.parent / "shared" / "data" / "pool"
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from siftkit import progress  # noqa: E402
+from siftkit import progress
 
 
 def smollm() -> str:
@@ -46,12 +46,13 @@ def samples(n: int, seed: int) -> list[list[dict[str, str]]]:
     convs: list[list[dict[str, str]]] = []
     files = sorted((SHARED / "alpaca_en").glob("*.json")) if SHARED.is_dir() else []
     if files:
-        recs = json.load(open(files[0], encoding="utf-8"))
+        recs = json.loads(files[0].read_text(encoding="utf-8"))
         for i in rng.choice(len(recs), size=min(len(recs), n), replace=False):
             r = recs[int(i)]
             user = r["instruction"] + (("\n\n" + r["input"]) if r.get("input") else "")
             convs.append([{"role": "user", "content": user}, {"role": "assistant", "content": r["output"]}])
-        lima = [json.loads(x)["conversations"] for x in open(SHARED / "lima_train.jsonl", encoding="utf-8")]
+        lines = (SHARED / "lima_train.jsonl").read_text(encoding="utf-8").splitlines()
+        lima = [json.loads(x)["conversations"] for x in lines if x.strip()]
         for k, i in enumerate(rng.choice(len(lima), size=len(lima), replace=False)):
             if len(convs) >= n + n // 4:
                 break
@@ -60,7 +61,7 @@ def samples(n: int, seed: int) -> list[list[dict[str, str]]]:
                 convs.append([{"role": "user", "content": turns[0]}, {"role": "assistant", "content": turns[1]}])
         rng.shuffle(convs)
         return convs[:n]
-    words = "the a model data select quality answer question system token batch length".split()
+    words = ["the", "a", "model", "data", "select", "quality", "answer", "question", "system", "token", "batch", "length"]
     for _ in range(n):
         q = " ".join(rng.choice(words, size=int(rng.integers(5, 60))))
         a = " ".join(rng.choice(words, size=int(rng.integers(10, 300))))
@@ -72,7 +73,7 @@ def baseline(lm: Any, sig: Any, table: Any) -> tuple[np.ndarray, int]:
     """Batch 1: per sample, forward the full conversation and the response alone; full logits each time."""
     import torch
 
-    tok, model = lm.tokenizer, lm.model
+    model = lm.model
     losses = np.full(table.num_rows, np.nan)
     n_tok = 0
     for i in range(table.num_rows):
@@ -119,8 +120,8 @@ def main() -> None:
     args = ap.parse_args()
     progress.set_quiet(True)
     import torch
-    from scoring_tiny import pool_table
 
+    from scoring_tiny import pool_table
     from siftkit.scoring.lm_loss import LMLoss
 
     model = args.model or smollm()

@@ -9,11 +9,10 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from scoring_tiny import SAMPLES, pool_table  # noqa: E402
-
-from siftkit.engines.ray import _to_arrow, _to_numpy  # noqa: E402
-from siftkit.signals.compute import compute_signals  # noqa: E402
-from siftkit.signals.store import SignalStore  # noqa: E402
+from scoring_tiny import SAMPLES, pool_table
+from siftkit.engines.ray import _to_arrow, _to_numpy
+from siftkit.signals.compute import compute_signals
+from siftkit.signals.store import SignalStore
 
 
 @pytest.fixture(scope="module")

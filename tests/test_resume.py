@@ -17,10 +17,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from scoring_tiny import SAMPLES, build_tiny_lm, pool_table  # noqa: E402
-
-from siftkit.signals.compute import build_signal  # noqa: E402
-from siftkit.signals.store import SignalStore  # noqa: E402
+from scoring_tiny import SAMPLES, build_tiny_lm, pool_table
+from siftkit.signals.compute import build_signal
+from siftkit.signals.store import SignalStore
 
 N, SHARD = 60, 4
 
@@ -39,10 +38,11 @@ CHILD = textwrap.dedent("""
     pool_path, cache, model, out = sys.argv[1:5]
     stats = {}
     res = compute_signals(pq.read_table(pool_path), [{"name": "lm_loss", "model": model}], cache,
-                          shard_size=%d, stats=stats)
+                          shard_size=__SHARD_SIZE__, stats=stats)
     pq.write_table(res, out)
-    json.dump(stats, open(out + ".json", "w"))
-""" % SHARD)
+    with open(out + ".json", "w") as fh:
+        json.dump(stats, fh)
+""").replace("__SHARD_SIZE__", str(SHARD))
 
 
 def run_child(tmp, cache, model, out, slow=False):
@@ -73,7 +73,7 @@ def test_sigkill_then_resume(tmp_path):
 
     resumed = run_child(tmp_path, cache, model, tmp_path / "resumed.parquet")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
-    stats = json.load(open(tmp_path / "resumed.parquet.json"))["lm_loss"]
+    stats = json.loads((tmp_path / "resumed.parquet.json").read_text())["lm_loss"]
     assert stats["computed"] == N - SHARD * len(done) and stats["cached"] == SHARD * len(done)
     for p, st in done.items():                       # completed shards untouched
         assert (os.stat(p).st_ino, os.stat(p).st_mtime_ns) == st

@@ -49,7 +49,6 @@ def test_full_logits_path_equals_fast_head(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from scoring_tiny import SAMPLES, build_tiny_lm, pool_table
-
     from siftkit.scoring.lm_loss import LMLoss
 
     sig = LMLoss(str(build_tiny_lm(tmp_path / "m")))

@@ -15,7 +15,7 @@ def ctx(values):
     n = len(values)
     pool = pa.table({"id": [f"r{i}" for i in range(n)], "source": ["s"] * n})
     sig = pa.table({"lm_ifd": pa.array(values, pa.float64()),
-                    "lm_ifd_ppl": pa.array([np.exp(np.log(v)) if v == v else v for v in values], pa.float64())})
+                    "lm_ifd_ppl": pa.array([v if np.isnan(v) else np.exp(np.log(v)) for v in values], pa.float64())})
     return SelectionContext(pool=pool, signals=sig, seed=0)
 
 

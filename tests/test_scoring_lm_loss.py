@@ -10,10 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from scoring_tiny import SAMPLES, build_tiny_lm, msgs, pool_table, reference_lm  # noqa: E402
-
-from siftkit.errors import ConfigError  # noqa: E402
-from siftkit.scoring.lm_loss import LMLoss  # noqa: E402
+from scoring_tiny import SAMPLES, build_tiny_lm, msgs, pool_table, reference_lm
+from siftkit.errors import ConfigError
+from siftkit.scoring.lm_loss import LMLoss
 
 
 @pytest.fixture(scope="module")

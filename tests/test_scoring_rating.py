@@ -8,14 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from scoring_tiny import SAMPLES, build_tiny_lm, msgs, pool_table  # noqa: E402
-
-from siftkit.errors import ConfigError  # noqa: E402
-from siftkit.scoring import rating as R  # noqa: E402
-from siftkit.scoring.base import digit_ids  # noqa: E402
-from siftkit.scoring.deita import COMPLEXITY_PROMPT, QUALITY_PROMPT, Deita  # noqa: E402
-from siftkit.scoring.knowledge import TEMPLATES, Knowledge  # noqa: E402
-from siftkit.scoring.selectit import PROMPTS, SelectIT, token_level  # noqa: E402
+from scoring_tiny import SAMPLES, build_tiny_lm, msgs, pool_table
+from siftkit.errors import ConfigError
+from siftkit.scoring import rating as R
+from siftkit.scoring.base import digit_ids
+from siftkit.scoring.deita import COMPLEXITY_PROMPT, QUALITY_PROMPT, Deita
+from siftkit.scoring.knowledge import TEMPLATES, Knowledge
+from siftkit.scoring.selectit import PROMPTS, SelectIT, token_level
 
 
 @pytest.fixture(scope="module")

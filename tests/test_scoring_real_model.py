@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
-from scoring_tiny import pool_table, reference_lm  # noqa: E402
+from scoring_tiny import pool_table, reference_lm
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

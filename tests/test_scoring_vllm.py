@@ -11,10 +11,9 @@ pytest.importorskip("vllm")
 if not torch.cuda.is_available():
     pytest.skip("the vLLM backend needs a CUDA GPU", allow_module_level=True)
 
-from scoring_tiny import SAMPLES, build_tiny_lm, pool_table  # noqa: E402
-
-from siftkit.scoring.lm_loss import LMLoss  # noqa: E402
-from siftkit.scoring.vllm_backend import TOLERANCE  # noqa: E402
+from scoring_tiny import SAMPLES, build_tiny_lm, pool_table
+from siftkit.scoring.lm_loss import LMLoss
+from siftkit.scoring.vllm_backend import TOLERANCE
 
 
 def test_vllm_matches_transformers(tmp_path):

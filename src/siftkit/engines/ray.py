@@ -19,7 +19,8 @@ Ray instance is started on this machine.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,7 @@ SHARD_COL, POS_COL = "_siftkit_shard", "_siftkit_pos"
 def init_ray(address: str | None = None) -> Any:
     try:
         import ray
+        import ray.data
     except ImportError:
         raise MissingDependencyError("ray", "ray", "the Ray engine") from None
     if not ray.is_initialized():
@@ -95,8 +97,6 @@ def run_shards(sig: Signal, shards: list[pa.Table], on_done: Callable[[int, dict
     if not shards:
         return
     ray = init_ray(address)
-    import ray.data
-
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True

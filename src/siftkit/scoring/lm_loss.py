@@ -134,7 +134,7 @@ class LMLoss(B.ModelSignal):
             return B.TEMPLATE_ERROR
         try:
             ids, offs = tokenize(rendered, tok)
-        except Exception:
+        except (ValueError, TypeError, RuntimeError, OverflowError):
             return B.TOKENIZER_ERROR
         cls = np.full(len(ids), -1, dtype=np.int64)
         turn_masks = []

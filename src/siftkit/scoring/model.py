@@ -99,8 +99,8 @@ def load_model(model: str, *, gguf_file: str | None = None, device: str = "auto"
         if not dev.startswith("cuda"):
             raise ConfigError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes)")
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
         except ImportError:
             raise MissingDependencyError("bitsandbytes", None, f"{quantization} quantised loading") from None
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=quantization == "8bit",

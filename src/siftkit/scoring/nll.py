@@ -10,8 +10,9 @@ position for a fixed set of candidate ids (rating prompts). No Python loop runs 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

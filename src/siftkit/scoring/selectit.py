@@ -30,16 +30,16 @@ from . import rating as R
 
 # siftkit's own paraphrases of a 1-5 rating request (the method needs k paraphrases; wording is free).
 PROMPTS = (
-    "Rate how well the response answers the instruction, from 1 (very poor) to 5 (excellent).\n"
-    "Instruction: {instruction}\nResponse: {response}\nRating (1-5): ",
-    "On a scale of 1 to 5, how good is this answer to the request?\n"
-    "Request: {instruction}\nAnswer: {response}\nScore: ",
-    "Evaluate the quality of the reply below. Give a single number from 1 (worst) to 5 (best).\n"
-    "Question: {instruction}\nReply: {response}\nQuality score: ",
-    "You are a strict grader. Read the task and the submitted response, then grade it 1-5.\n"
-    "Task: {instruction}\nSubmitted response: {response}\nGrade: ",
-    "How helpful, correct and complete is the response? Answer with 1, 2, 3, 4 or 5.\n"
-    "Instruction:\n{instruction}\nResponse:\n{response}\nAnswer: ",
+    ("Rate how well the response answers the instruction, from 1 (very poor) to 5 (excellent).\n"
+     "Instruction: {instruction}\nResponse: {response}\nRating (1-5): "),
+    ("On a scale of 1 to 5, how good is this answer to the request?\n"
+     "Request: {instruction}\nAnswer: {response}\nScore: "),
+    ("Evaluate the quality of the reply below. Give a single number from 1 (worst) to 5 (best).\n"
+     "Question: {instruction}\nReply: {response}\nQuality score: "),
+    ("You are a strict grader. Read the task and the submitted response, then grade it 1-5.\n"
+     "Task: {instruction}\nSubmitted response: {response}\nGrade: "),
+    ("How helpful, correct and complete is the response? Answer with 1, 2, 3, 4 or 5.\n"
+     "Instruction:\n{instruction}\nResponse:\n{response}\nAnswer: "),
 )
 DIGITS = range(1, 6)
 

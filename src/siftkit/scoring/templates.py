@@ -96,7 +96,7 @@ def _render_chat(messages: list[dict[str, str]], tokenizer: Any, add_generation_
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
     try:
         text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
-    except Exception as e:  # jinja raise_exception(), e.g. roles that do not alternate
+    except _template_errors() as e:  # jinja raise_exception(), e.g. roles that do not alternate
         raise TemplateError(f"chat template rejected the conversation: {e}") from None
     spans, pos = [], 0
     for m in msgs:
@@ -109,6 +109,12 @@ def _render_chat(messages: list[dict[str, str]], tokenizer: Any, add_generation_
     return Rendered(text, spans, special=False)
 
 
+def _template_errors() -> tuple[type[BaseException], ...]:
+    from jinja2 import TemplateError as JinjaError
+
+    return (JinjaError, ValueError, TypeError, KeyError, IndexError)
+
+
 def assistant_header(template: str, tokenizer: Any) -> Rendered:
     """The short text that precedes an assistant turn with no instruction (IFD's s(y) condition)."""
     if template != "chat":
@@ -119,8 +125,8 @@ def assistant_header(template: str, tokenizer: Any) -> Rendered:
                  [{"role": "user", "content": ""}, {"role": "assistant", "content": mark}]):
         try:
             text = tokenizer.apply_chat_template(msgs, tokenize=False)
-        except Exception:
-            continue
+        except _template_errors():
+            text = ""               # this template needs a user turn first: try the next form
         if mark in text:
             return Rendered(text[: text.index(mark)], [], special=False)
     raise ConfigError("the chat template cannot render a lone assistant turn; use a named template")

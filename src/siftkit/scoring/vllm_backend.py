@@ -11,8 +11,9 @@ path (tolerance 2e-3 relative on losses, float32 both sides) and runs only where
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
