@@ -127,3 +127,18 @@ def digit_ids(tokenizer: Any, digits: range) -> np.ndarray:
 
 def reasons_array(reasons: list[str]) -> np.ndarray:
     return np.asarray(reasons, dtype=object)
+
+
+def reason_counts(signals: pa.Table) -> dict[str, dict[str, int]]:
+    """Per ``*_reason`` column of a signal table, how many records failed for each reason (for manifests)."""
+    out: dict[str, dict[str, int]] = {}
+    for name in signals.column_names:
+        if not name.endswith("_reason"):
+            continue
+        vals = signals.column(name).to_pylist()
+        counts: dict[str, int] = {}
+        for v in vals:
+            if v:
+                counts[v] = counts.get(v, 0) + 1
+        out[name] = dict(sorted(counts.items()))
+    return out
