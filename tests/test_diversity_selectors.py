@@ -124,13 +124,15 @@ def test_repr_filter_respects_candidates_and_no_budget() -> None:
 
 # ------------------------------------------------------------------------------------------------ k-center
 
-@pytest.mark.parametrize("n,d,budget", [(400, 3, 50), (300, 16, 120), (50, 2, 50)])
-def test_k_center_matches_naive_farthest_first(n: int, d: int, budget: int) -> None:
+@pytest.mark.parametrize("n,d,budget,cand", [(400, 3, 50, 4096), (300, 16, 120, 4096), (50, 2, 50, 4096),
+                                             (600, 3, 200, 8), (500, 32, 150, 40), (400, 8, 399, 1)])
+def test_k_center_matches_naive_farthest_first(n: int, d: int, budget: int, cand: int) -> None:
+    """Small candidate sets force many stale-bound refreshes; the picks must not change."""
     from siftkit.selectors.kcenter import k_center_greedy
 
     rng = np.random.default_rng(n)
     x = rng.normal(size=(n, d)).astype(np.float32)
-    assert k_center_greedy(x, budget, first=5).tolist() == ref_k_center(x, budget, 5)
+    assert k_center_greedy(x, budget, first=5, cand_size=cand).tolist() == ref_k_center(x, budget, 5)
 
 
 def test_k_center_with_initial_set() -> None:
@@ -140,6 +142,7 @@ def test_k_center_with_initial_set() -> None:
     x = rng.normal(size=(300, 5)).astype(np.float32)
     init = rng.normal(size=(10, 5)).astype(np.float32)
     assert k_center_greedy(x, 40, initial=init).tolist() == ref_k_center(x, 40, None, init)
+    assert k_center_greedy(x, 40, initial=init, cand_size=4).tolist() == ref_k_center(x, 40, None, init)
 
 
 def test_k_center_selector_seeded_and_initial_column() -> None:

@@ -22,13 +22,19 @@ TEXTS = ["How do I reverse a list in Python?", "What is the capital of France?",
 
 # ------------------------------------------------------------------------------------------------ static
 
+EDGE = ["a\x1cb c", "x\u2581y", "<unk> hi", "tab\there\nnew\u3000ideographic", "\u00a0nbsp\u2028sep",
+        "\ufb01 ligature \uff26\uff55\uff4c\uff4c", "long " * 700, "many different words " * 200 + "tail"]
+
+
 def test_static_backend_equals_the_packaged_encoder() -> None:
     static_model = pytest.importorskip("static_model")
     sig = EmbeddingSignal(backend="static", normalize=False)
-    ours = sig.encode(TEXTS)
-    ref = np.asarray(static_model.get_embeddings(TEXTS), dtype=np.float32)
-    assert ours.shape == (len(TEXTS), 64)
-    assert np.abs(ours - ref).max() < 1e-5
+    texts = TEXTS + EDGE   # word-cache fast path, its fallbacks and > 512-token truncation
+    ref = np.asarray(static_model.get_embeddings(texts), dtype=np.float32)
+    for _ in range(2):     # cold, then warm word cache
+        ours = sig.encode(texts)
+        assert ours.shape == (len(texts), 64)
+        assert np.abs(ours - ref).max() < 1e-5
 
 
 def test_static_backend_model2vec_folder_without_quantisation(tmp_path: Path) -> None:
@@ -84,6 +90,9 @@ def test_fingerprint_tracks_output_affecting_params_only() -> None:
 class CountingSignal(EmbeddingSignal):
     """The static signal, counting the records it computes (class attribute: survives pickling)."""
     computed: list[int] = []
+
+    def config(self) -> dict:   # own fingerprint: the engine reuses live signals by fingerprint
+        return {**super().config(), "counting": True}
 
     def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
         CountingSignal.computed.append(batch.num_rows)

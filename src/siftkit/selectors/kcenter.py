@@ -4,10 +4,16 @@ Repeatedly add the candidate farthest (Euclidean; on L2-normalised embeddings by
 geometry) from everything selected so far, starting from an optional initial set (``initial``: a boolean
 column marking pool rows already selected, e.g. an earlier round) or from one random candidate.
 
-Exact, with O(N) state: one "distance to the nearest selected point" vector plus each point's nearest
-centre. A new centre c can only lower the distance of a point x assigned to centre a if
-d(a, c) < 2 * d(x, a) (triangle inequality), so whole groups whose radius is below d(a, c) / 2 are skipped;
-late picks touch a small fraction of the pool. The output order is the pick order (a coverage ranking).
+Exact, with O(N) state: the length-N "distance to the nearest selected point" vector (plus each point's
+nearest centre, for triangle-inequality pruning). The naive update
+touches all N points at every pick (a memory-bound matrix-vector product per pick). Here the vector is
+kept *stale* between refreshes: the next pick is searched among the T points with the largest stale
+distances (kept exactly up to date, T x d per pick); since distances only shrink, every other point is at
+most the T-th stale value, so the best candidate is the true farthest point whenever it is not below that
+bound. When it is, the centres picked since the last refresh are applied to all N points at once (one
+matrix-matrix product, compute-bound, skipping every point x whose nearest centre a has
+d(a, c) >= 2 * dmin(x) for all new centres c) and the candidate set is rebuilt (T doubles when refreshes
+come too often). Same picks as the naive loop; the output order is the pick order (a coverage ranking).
 """
 
 from __future__ import annotations
@@ -24,85 +30,95 @@ from .base import SelectionContext, Selector, StepResult
 
 
 def _dist(x: np.ndarray, sq: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Euclidean distances from the rows of ``x`` (squared norms ``sq``) to the vector ``c``."""
-    d2 = sq + np.float32(c @ c) - 2.0 * (x @ c)
+    """Euclidean distances from the rows of ``x`` (squared norms ``sq``) to the rows of ``c`` (n x m)."""
+    d2 = sq[:, None] + np.einsum("ij,ij->i", c, c)[None, :] - 2.0 * (x @ c.T)
     return np.sqrt(np.maximum(d2, 0.0, out=d2))
 
 
+class _Distances:
+    """The length-N distance-to-nearest-centre vector, each point's nearest centre, and the centres."""
+
+    def __init__(self, x: np.ndarray, capacity: int):
+        self.x, self.sq = x, np.einsum("ij,ij->i", x, x)
+        self.dmin = np.full(len(x), np.inf, dtype=np.float32)
+        self.assign = np.full(len(x), -1, dtype=np.int64)
+        self.centers = np.empty((capacity, x.shape[1]), dtype=np.float32)
+        self.k = 0
+
+    def add(self, vecs: np.ndarray, chunk: int = 32768) -> None:
+        """Apply new centres to every point that can get closer. A point x with nearest centre a can only
+        get closer to a new centre c if d(a, c) < 2 * dmin(x) (triangle inequality): others are skipped."""
+        p, k0 = len(vecs), self.k
+        self.centers[k0:k0 + p] = vecs
+        self.k += p
+        ids = np.arange(k0, k0 + p)
+        if k0:
+            near = _dist(self.centers[:k0], np.einsum("ij,ij->i", self.centers[:k0], self.centers[:k0]),
+                         vecs).min(axis=1)
+            rows = np.flatnonzero(near[self.assign] < 2.0 * self.dmin * (1 + 1e-5) + 1e-6)
+        else:
+            rows = np.arange(len(self.x))
+        for s in range(0, len(rows), chunk):
+            r = rows[s:s + chunk]
+            d = _dist(self.x[r], self.sq[r], vecs)
+            j = d.argmin(axis=1)
+            dj = d[np.arange(len(r)), j]
+            better = dj < self.dmin[r]
+            self.dmin[r[better]] = dj[better]
+            self.assign[r[better]] = ids[j[better]]
+
+
 def k_center_greedy(x: np.ndarray, budget: int, first: int | None = None, initial: np.ndarray | None = None,
-                    show_progress: bool = False) -> np.ndarray:
+                    cand_size: int = 1024, grow_below: int = 4, show_progress: bool = False) -> np.ndarray:
     """Pick ``budget`` rows of ``x`` (float32) farthest-first. ``initial`` (k x d) are already-selected
-    points; without it the walk starts at row ``first``. Returns positions in pick order."""
+    points; without it the walk starts at row ``first`` (default 0). Returns positions in pick order."""
     n = len(x)
     budget = min(budget, n)
     if budget <= 0:
         return np.zeros(0, dtype=np.int64)
-    sq = np.einsum("ij,ij->i", x, x)
-    cap = budget + (0 if initial is None else len(initial))
-    centers = np.empty((cap, x.shape[1]), dtype=np.float32)
-    radius = np.zeros(cap, dtype=np.float64)
-    members: list[np.ndarray] = []
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    state = _Distances(x, budget + (len(initial) if initial is not None else 0))
+    sq, dmin = state.sq, state.dmin
     picks: list[int] = []
     if initial is not None and len(initial):
-        import faiss
-
-        initial = np.ascontiguousarray(initial, dtype=np.float32)
-        index = faiss.IndexFlatL2(initial.shape[1])
-        index.add(initial)
-        dmin = np.empty(n, dtype=np.float32)
-        assign = np.empty(n, dtype=np.int64)
-        for s in range(0, n, 65536):
-            d2, ids = index.search(np.ascontiguousarray(x[s:s + 65536]), 1)
-            dmin[s:s + 65536] = np.sqrt(np.maximum(d2[:, 0], 0))
-            assign[s:s + 65536] = ids[:, 0]
-        m = len(initial)
-        centers[:m] = initial
-        order = np.argsort(assign, kind="stable")
-        bounds = np.searchsorted(assign[order], np.arange(m + 1))
-        for g in range(m):
-            mem = order[bounds[g]:bounds[g + 1]]
-            members.append(mem)
-            radius[g] = float(dmin[mem].max()) if len(mem) else 0.0
+        state.add(np.ascontiguousarray(initial, dtype=np.float32))
     else:
-        if first is None:
-            first = 0
-        c = x[first]
-        dmin = _dist(x, sq, c)
-        centers[0] = c
-        dmin[first] = -1.0
-        members.append(np.flatnonzero(dmin >= 0))
-        radius[0] = float(dmin.max())
-        picks.append(int(first))
-        m = 1
+        first = 0 if first is None else int(first)
+        picks.append(first)
+        state.add(x[first:first + 1])
+    taken = np.zeros(n, dtype=bool)
+    taken[picks] = True
+    size = min(cand_size, n)
     with progress.bar("k-center", total=budget if show_progress else None) as bar:
         bar.update(len(picks))
         while len(picks) < budget:
-            j = int(np.argmax(dmin))
-            c = x[j].copy()
-            dmin[j] = -1.0  # selected: never picked again, never moved
-            picks.append(j)
-            dc = np.sqrt(np.maximum(((centers[:m] - c) ** 2).sum(axis=1), 0.0))
-            check = np.flatnonzero(dc <= 2.0 * radius[:m] * (1 + 1e-6) + 1e-7)
-            moved_parts: list[np.ndarray] = []
-            for g in check.tolist():
-                mem = members[g]
-                if not len(mem):
-                    continue
-                d = _dist(x[mem], sq[mem], c)
-                move = d < dmin[mem]
-                if move.any():
-                    moved = mem[move]
-                    dmin[moved] = d[move]
-                    moved_parts.append(moved)
-                    keep = mem[~move]
-                    members[g] = keep
-                    radius[g] = float(dmin[keep].max()) if len(keep) else 0.0
-            moved_all = np.concatenate(moved_parts) if moved_parts else np.zeros(0, dtype=np.int64)
-            centers[m] = c
-            members.append(moved_all)
-            radius[m] = float(dmin[moved_all].max()) if len(moved_all) else 0.0
-            m += 1
-            bar.update(1)
+            stale = np.where(taken, -np.inf, dmin)
+            if size < n:
+                cand = np.argpartition(-stale, size - 1)[:size]
+                outside = np.ones(n, dtype=bool)
+                outside[cand] = False
+                bound = float(stale[outside].max())   # every non-candidate is at most this far
+            else:
+                cand, bound = np.arange(n), -np.inf
+            cand = np.sort(cand)
+            xc, sqc = x[cand], sq[cand]
+            cval = stale[cand].astype(np.float64)
+            new: list[int] = []
+            while len(picks) < budget:
+                j = int(np.argmax(cval))
+                if cval[j] < bound or cval[j] == -np.inf:
+                    break                            # a point outside the candidates may be farther
+                g = int(cand[j])
+                picks.append(g)
+                new.append(g)
+                taken[g] = True
+                cval[j] = -np.inf
+                np.minimum(cval, _dist(xc, sqc, x[g:g + 1])[:, 0], out=cval)
+                bar.update(1)
+            if new:
+                state.add(x[new])
+            if len(new) < grow_below and size < n:
+                size = min(n, size * 2)              # refreshing too often: widen the candidate set
     return np.asarray(picks, dtype=np.int64)
 
 

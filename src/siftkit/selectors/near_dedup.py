@@ -123,10 +123,15 @@ def minhash(hashes: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 
     x = (hashes >> np.uint64(32))[:, None]
     starts = offsets[:-1][has]
     pb = max(1, min(num_perm, block_elems // max(1, len(hashes))))
+    buf = np.empty((len(hashes), pb), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for s in range(0, num_perm, pb):
-            v = (x * a[None, s:s + pb] + b[None, s:s + pb]) >> np.uint64(32)
-            sig[has, s:s + pb] = np.minimum.reduceat(v, starts, axis=0)
+            e = min(num_perm, s + pb)
+            v = buf[:, :e - s]
+            np.multiply(x, a[None, s:e], out=v)       # multiply-add-shift hashing, in place
+            np.add(v, b[None, s:e], out=v)
+            np.right_shift(v, np.uint64(32), out=v)
+            sig[has, s:e] = np.minimum.reduceat(v, starts, axis=0)
     return sig
 
 
