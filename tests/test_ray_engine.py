@@ -68,3 +68,15 @@ def test_model_signal_identical_and_cached(local_ray, tmp_path):
     stats = {}
     c = compute_signals(pool, [spec], str(tmp_path / "ray"), shard_size=7, engine="ray", stats=stats)
     assert stats["lm_loss"]["computed"] == 0 and c.equals(b)
+
+
+def test_vector_signal_identical(local_ray, tmp_path):
+    pytest.importorskip("static_model", reason="tokenlearn-static-model provides the static embeddings")
+    from siftkit.signals.vectors import load_or_compute_vectors
+
+    pool = big_pool(200)
+    spec = {"name": "embedding", "backend": "static", "segment": "query"}
+    a = load_or_compute_vectors(pool, spec, str(tmp_path / "local"), shard_size=64)
+    b = load_or_compute_vectors(pool, spec, str(tmp_path / "ray"), shard_size=64, engine="ray")
+    assert a.shape[0] == 200 and a.shape[1] > 0
+    assert np.array_equal(np.asarray(a), np.asarray(b))
