@@ -6,7 +6,8 @@ turns. A chat template adds a near-constant number of tokens per turn, which doe
 
 Speed: for tokenizers whose pre-tokenizer first splits on whitespace (WhitespaceSplit, Whitespace, BERT;
 the default XLM-R Unigram tokenizer among them), the count of a text is the sum of the counts of its
-whitespace-separated words, so each distinct word is tokenized once and cached (``mode="auto"``).
+whitespace-separated words, so each distinct word is tokenized once and cached (``mode="auto"``); the
+split and the per-batch distinct words are computed in Arrow, so Python touches each distinct word once.
 Each worker checks this on a sample of real texts against a full encode before using it, and falls back to
 full encoding (``mode="exact"``) when any count differs. Other tokenizers (byte-level BPE) use batched
 full encoding with identical turn contents encoded once per batch.
@@ -15,11 +16,15 @@ full encoding with identical turn contents encoded once per batch.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import progress
 from ..errors import ConfigError
@@ -32,6 +37,7 @@ _SPLITTING_PRETOKENIZERS = {"WhitespaceSplit", "Whitespace", "BertPreTokenizer"}
 # Python's str.split() also splits on U+001C..U+001F, which Rust's char::is_whitespace does not.
 _PY_ONLY_WS = re.compile("[\x1c-\x1f]")
 CACHE_LIMIT = 4_000_000
+_IDS = attrgetter("ids")
 
 
 def word_decomposable(tok: Any) -> bool:
@@ -46,7 +52,14 @@ def word_decomposable(tok: Any) -> bool:
 
 
 class TokenCounter:
-    """Counts tokens of many texts, exactly, as fast as the tokenizer allows."""
+    """Counts tokens of many texts, exactly, as fast as the tokenizer allows.
+
+    ``count`` takes a list of strings or an Arrow string array. In word mode, splitting into words and
+    finding the distinct words of a batch run in Arrow (C++): Python only sees each distinct word of a
+    batch once. Arrow's whitespace split is used only after checking, once per process, that it splits
+    on exactly the characters ``str.split()`` does (``arrow_splits_like_python``); else a per-text Python
+    split gives the same counts more slowly.
+    """
 
     def __init__(self, spec: str | None, mode: str = "auto", verify: int = 512):
         self.tok = load_tokenizer(spec)
@@ -57,36 +70,59 @@ class TokenCounter:
         self.use_words = mode == "auto" and word_decomposable(self.tok)
         self.cache: dict[str, int] = {}
 
-    def exact(self, texts: list[str]) -> np.ndarray:
+    def exact(self, texts: list[str] | pa.Array) -> np.ndarray:
+        texts = _as_list(texts)
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
         enc = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
-        out = np.zeros(len(texts), dtype=np.int64)
-        uniq: dict[str, int] = {}
-        for t in texts:
-            uniq.setdefault(t, len(uniq))
-        keys = list(uniq)
-        counts = [len(e.ids) for e in enc(keys, add_special_tokens=False)] if keys else []
-        for i, t in enumerate(texts):
-            out[i] = counts[uniq[t]]
-        return out
+        keys = list(dict.fromkeys(texts))  # identical texts are encoded once
+        counts = dict(zip(keys, map(len, map(_IDS, enc(keys, add_special_tokens=False)))))
+        return np.fromiter(map(counts.__getitem__, texts), dtype=np.int64, count=len(texts))
 
-    def count(self, texts: list[str]) -> np.ndarray:
+    def count(self, texts: list[str] | pa.Array) -> np.ndarray:
         if not self.use_words:
             return self.exact(texts)
         if self.verify_left > 0:
-            self._verify(texts)
+            self._verify(_as_list(texts[: self.verify_left]))
             if not self.use_words:
                 return self.exact(texts)
+        if len(self.cache) > CACHE_LIMIT:
+            self.cache.clear()
+        arr = _as_arrow(texts) if arrow_splits_like_python() else None
+        if arr is None:
+            return self._count_python(_as_list(texts))
+        words = pc.utf8_split_whitespace(arr)
+        enc = pc.dictionary_encode(words.flatten())
+        distinct = enc.dictionary.to_pylist()
+        per_distinct = self._word_counts(distinct)
+        per_word = per_distinct[enc.indices.to_numpy(zero_copy_only=False)]
+        off = words.offsets.to_numpy()
+        csum = np.concatenate([[0], np.cumsum(per_word)])
+        out = csum[off[1:] - off[0]] - csum[off[:-1] - off[0]]
+        odd = np.flatnonzero(pc.match_substring_regex(arr, _PY_ONLY_WS.pattern).to_numpy(zero_copy_only=False))
+        if len(odd):
+            out[odd] = self.exact(arr.take(pa.array(odd)))
+        return out
+
+    def _word_counts(self, words: list[str]) -> np.ndarray:
+        """Token counts of distinct words, from the cache or encoded now (and cached)."""
         cache = self.cache
-        if len(cache) > CACHE_LIMIT:
-            cache.clear()
-        split = [t.split() for t in texts]
-        new = {w for ws in split for w in ws if w not in cache}
-        if new:
-            words = list(new)
+        out = np.fromiter(map(cache.get, words, repeat(-1)), dtype=np.int64, count=len(words))
+        miss = np.flatnonzero(out < 0)
+        if len(miss):
+            new = [words[i] for i in miss.tolist()]
             enc = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
-            for w, e in zip(words, enc(words, add_special_tokens=False)):
-                cache[w] = len(e.ids)
-        get = cache.__getitem__
+            counts = list(map(len, map(_IDS, enc(new, add_special_tokens=False))))
+            cache.update(zip(new, counts))
+            out[miss] = counts
+        return out
+
+    def _count_python(self, texts: list[str]) -> np.ndarray:
+        split = [t.split() for t in texts]
+        distinct = list({w for ws in split for w in ws if w not in self.cache})
+        if distinct:
+            self._word_counts(distinct)
+        get = self.cache.__getitem__
         out = np.fromiter((sum(map(get, ws)) for ws in split), dtype=np.int64, count=len(texts))
         odd = [i for i, t in enumerate(texts) if _PY_ONLY_WS.search(t)]
         if odd:
@@ -94,8 +130,8 @@ class TokenCounter:
         return out
 
     def _verify(self, texts: list[str]) -> None:
-        sample = [t for t in texts[: self.verify_left] if t]
-        self.verify_left -= len(sample)
+        sample = [t for t in texts if t]
+        self.verify_left -= len(texts)
         if not sample:
             return
         saved, self.verify_left = self.verify_left, 0
@@ -108,6 +144,48 @@ class TokenCounter:
                           f"using full encoding")
             self.use_words = False
             self.verify_left = 0
+
+
+def _as_list(texts: list[str] | pa.Array | pa.ChunkedArray) -> list[str]:
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        return ["" if t is None else t for t in texts.to_pylist()]
+    return list(texts)
+
+
+def _as_arrow(texts: list[str] | pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """An Arrow string array without nulls, or None when the texts cannot be one (e.g. lone surrogates)."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if not isinstance(texts, pa.Array):
+        try:
+            texts = pa.array(texts, pa.string())
+        except (pa.ArrowException, UnicodeError, TypeError):
+            return None
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return None
+    return pc.fill_null(texts, "") if texts.null_count else texts
+
+
+@lru_cache(maxsize=1)
+def arrow_splits_like_python() -> bool:
+    """True when Arrow's ``utf8_split_whitespace`` splits on exactly the characters ``str.split()`` does
+    (ignoring the empty words Arrow yields at leading/trailing whitespace: they count 0 tokens).
+
+    Checked once per process on every code point, in strings of 32 code points each followed by "a".
+    """
+    cps = np.arange(0x110000, dtype=np.uint32)
+    cps = cps[(cps < 0xD800) | (cps >= 0xE000)]
+    inter = np.empty(2 * len(cps), dtype=np.uint32)
+    inter[0::2], inter[1::2] = cps, ord("a")
+    text = inter.tobytes().decode("utf-32-le")
+    nbytes = np.ones(len(inter), dtype=np.int32)
+    nbytes[0::2] = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
+    ends = np.cumsum(nbytes)[63::64]
+    offsets = np.concatenate([[0], ends, [] if len(inter) % 64 == 0 else [int(nbytes.sum())]]).astype(np.int32)
+    arr = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.tobytes()),
+                                      pa.py_buffer(text.encode("utf-8")))
+    got = [w for ws in pc.utf8_split_whitespace(arr).to_pylist() for w in ws if w]
+    return got == [w for i in range(0, len(text), 64) for w in text[i:i + 64].split()]
 
 
 @register_signal("tokens")
@@ -148,7 +226,7 @@ class TokenCounts(Signal):
         if self._counter is None:
             self.setup()
         fb = flatten(batch)
-        per_turn = self._counter.count(fb.contents)
+        per_turn = self._counter.count(fb.content_array)
         return {"tokens_query": fb.per_record_sum(per_turn, "query"),
                 "tokens_response": fb.per_record_sum(per_turn, "response"),
                 "tokens_total": fb.per_record_sum(per_turn, "conversation")}
