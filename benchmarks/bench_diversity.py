@@ -19,8 +19,9 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "pool"
 sys.path.insert(0, str(ROOT / "src"))
 
-from siftkit import progress  # noqa: E402
-from siftkit.selectors.base import SelectionContext  # noqa: E402
+from siftkit import progress
+from siftkit.selectors.base import SelectionContext
 
 MSG = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
@@ -75,7 +76,7 @@ def base_texts(limit: int = 200_000) -> tuple[list[str], str]:
         return flatten(t).texts("conversation"), f"real pool ({pool.table.num_rows:,} records)"
     rng = np.random.default_rng(1)
     words = [f"w{i}" for i in range(20000)]
-    return [" ".join(rng.choice(words, size=int(rng.integers(20, 300)))) for _ in range(50_000)], "synthetic"
+    return [" ".join(rng.choice(words, size=rng.integers(20, 300))) for _ in range(50_000)], "synthetic"
 
 
 def expand_texts(texts: list[str], n: int, seed: int = 2) -> list[str]:
@@ -121,7 +122,7 @@ def naive_kmeans_balanced(x: np.ndarray, k: int, budget: int, score: np.ndarray,
     out = []
     for j in range(k):
         m = np.flatnonzero(lab == j)
-        q = int(round(budget * len(m) / len(x)))
+        q = round(budget * len(m) / len(x))
         out += m[np.argsort(-score[m])][:q].tolist()
     return np.asarray(out)
 
@@ -256,7 +257,6 @@ def main() -> None:
         tn, p2 = timed(lambda: naive_k_center(xk, sub_budget * 2))
         row("k-center greedy", f"{n:,} -> {kc_budget:,}", t, tn, ts, "< 600 s", t < 600,
             f"subsample {sub:,} -> {sub_budget * 2:,}: identical to naive = {p1.tolist() == p2}")
-    del ctx, ctx_sub
 
     texts: list[str] = []
     if "minhash" not in skip or "static" not in skip or "minilm" not in skip:
@@ -312,8 +312,8 @@ def main() -> None:
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for r in rows:
-        print(f"| {r['operation']:<58} | {r['scale']:<22} | {r['siftkit_s']:>9} | {str(r['naive_sub_s']):>13} | "
-              f"{str(r['siftkit_sub_s']):>15} | {str(r['speedup_on_sub']):>5} | {r['target']} | {r['meets_target']} |")
+        print(f"| {r['operation']:<58} | {r['scale']:<22} | {r['siftkit_s']:>9} | {r['naive_sub_s']!s:>13} | "
+              f"{r['siftkit_sub_s']!s:>15} | {r['speedup_on_sub']!s:>5} | {r['target']} | {r['meets_target']} |")
     print(f"\npeak RSS (whole process): {rss_gb():.2f} GB (target < 8 GB)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siftkit.diversity import cluster_entropy, coverage, diversity_report, projection_2d, vendi_score
-
 from diversity_helpers import blobs, unit
+from siftkit.diversity import cluster_entropy, coverage, diversity_report, projection_2d, vendi_score
 
 
 def test_coverage_matches_brute_force() -> None:
@@ -51,7 +50,7 @@ def test_vendi_score_matches_kernel_definition() -> None:
 
 def test_projection_and_report_shapes() -> None:
     rng = np.random.default_rng(2)
-    x, truth = blobs(rng, [100, 100, 100], d=12)
+    x, _ = blobs(rng, [100, 100, 100], d=12)
     sel = np.arange(0, 300, 10)
     m = projection_2d(x, sel, sample=120, seed=0)
     assert len(m["pool"]["x"]) == 120 and len(m["selected"]["y"]) == 30

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diversity_helpers import blobs, context, unit
 from siftkit.errors import ConfigError
 from siftkit.registry import make, selector_class
-
-from diversity_helpers import blobs, context, unit
 
 pytest.importorskip("faiss")
 
@@ -73,7 +72,7 @@ def ref_facility_location(nbr: np.ndarray, sim: np.ndarray, budget: int) -> list
     return picks
 
 
-def sel(name: str, **params):  # noqa: ANN201
+def sel(name: str, **params):
     return make(selector_class(name), params, name)
 
 
@@ -259,7 +258,7 @@ def test_kmeans_selector_balances_clusters_and_takes_top() -> None:
 
 def test_kmeans_sampling_prefers_high_scores() -> None:
     rng = np.random.default_rng(10)
-    x, truth = blobs(rng, [500, 500], d=8)
+    x, _ = blobs(rng, [500, 500], d=8)
     score = rng.normal(size=1000)
     ctx = context(x, {"q": score}, seed=0)
     cold = sel("kmeans", k=2, by="q", within="sample", temperature=1e-4).run(ctx, np.arange(1000), 100)
@@ -273,7 +272,7 @@ def test_length_kmeans_preset_shape() -> None:
     from siftkit.selectors.kmeans import PRESETS
 
     steps = PRESETS["length-kmeans"]["steps"]
-    km = [s for s in steps if s.get("select") == "kmeans"][0]
+    km = next(s for s in steps if s.get("select") == "kmeans")
     assert km["by"] == "tokens_total"
     params = {k: v for k, v in km.items() if k != "select"}
     assert sel("kmeans", **params).needs() == ["tokens_total"]
@@ -356,14 +355,14 @@ def test_default_embedding_spec_reaches_loader() -> None:
 
 # ------------------------------------------------------------------------------------------------ end to end
 
-def test_pipeline_length_kmeans_preset_and_dedup_steps(small_pool, tmp_path) -> None:  # noqa: ANN001
+def test_pipeline_length_kmeans_preset_and_dedup_steps(small_pool, tmp_path) -> None:
     pytest.importorskip("static_model")
     from siftkit import api
 
     cache = str(tmp_path / "cache")
     sel_a = api.select(str(small_pool), 3, preset="length-kmeans", cache_dir=cache, seed=1)
     assert len(sel_a.selected) == 3
-    km = [r for r in sel_a.steps if r.name == "kmeans"][0]
+    km = next(r for r in sel_a.steps if r.name == "kmeans")
     assert sum(km.details["quota"]) == 3
     sel_b = api.select(str(small_pool), 3, preset="length-kmeans", cache_dir=cache, seed=1)
     assert sel_b.selected.tolist() == sel_a.selected.tolist()

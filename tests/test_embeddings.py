@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from diversity_helpers import pool_table, qa_pool
 from siftkit.errors import ConfigError
 from siftkit.signals.compute import build_signal
 from siftkit.signals.embeddings import EmbeddingSignal
 from siftkit.signals.vectors import VectorStore, load_or_compute_vectors, normalize_spec
-
-from diversity_helpers import pool_table, qa_pool
 
 TEXTS = ["How do I reverse a list in Python?", "What is the capital of France?",
          "Reverse a Python list: how?", "", "你好，世界", "The mitochondria is the powerhouse of the cell. " * 40]
@@ -89,7 +89,7 @@ def test_fingerprint_tracks_output_affecting_params_only() -> None:
 
 class CountingSignal(EmbeddingSignal):
     """The static signal, counting the records it computes (class attribute: survives pickling)."""
-    computed: list[int] = []
+    computed: ClassVar[list[int]] = []
 
     def config(self) -> dict:   # own fingerprint: the engine reuses live signals by fingerprint
         return {**super().config(), "counting": True}

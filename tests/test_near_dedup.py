@@ -8,12 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diversity_helpers import context, pool_table, qa_pool
 from siftkit.errors import ConfigError
 from siftkit.registry import make, selector_class
 from siftkit.selectors.near_dedup import (
-    connected_components, exact_jaccard, lsh_params, minhash, normalize_text, shingle_hashes)
-
-from diversity_helpers import context, pool_table, qa_pool
+    connected_components,
+    exact_jaccard,
+    lsh_params,
+    minhash,
+    normalize_text,
+    shingle_hashes,
+)
 
 WORDS = [f"w{i}" for i in range(3000)]
 
@@ -60,7 +65,7 @@ def near_dup_texts(rng: np.random.Generator, n_base: int, copies: int, edits: in
     return [texts[i] for i in order]
 
 
-def dedup(**params):  # noqa: ANN201
+def dedup(**params):
     return make(selector_class("minhash-dedup"), params, "minhash-dedup")
 
 

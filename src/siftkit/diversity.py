@@ -49,7 +49,7 @@ def coverage(vectors: np.ndarray, selected: np.ndarray, sample: int | None = 100
             for t in range(0, len(sel), 16384):
                 best[s:s + 4096] = np.maximum(best[s:s + 4096], (q @ sel[t:t + 16384].T).max(axis=1))
     dist = np.clip(1.0 - best.astype(np.float64), 0.0, 2.0)
-    return {"mean": float(dist.mean()), "p95": float(np.percentile(dist, 95)), "points": int(len(rows))}
+    return {"mean": float(dist.mean()), "p95": float(np.percentile(dist, 95)), "points": len(rows)}
 
 
 def cluster_entropy(labels: np.ndarray, selected: np.ndarray, k: int | None = None) -> dict[str, float]:

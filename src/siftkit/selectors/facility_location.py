@@ -108,7 +108,7 @@ def facility_location_greedy(nbr: np.ndarray, sim: np.ndarray, budget: int, meth
         elif method == "stochastic":
             if rng is None:
                 raise ValueError("stochastic greedy needs an rng")
-            sample = max(1, int(math.ceil(n / budget * math.log(1.0 / epsilon))))
+            sample = max(1, math.ceil(n / budget * math.log(1.0 / epsilon)))
             while len(picks) < budget:
                 free = np.flatnonzero(~chosen)
                 cand = np.sort(rng.choice(free, min(sample, len(free)), replace=False))

@@ -149,7 +149,7 @@ class KCenterSelect(Selector):
             if flag.dtype == object:
                 raise ConfigError(f"k-center: initial column {self.initial!r} must be boolean or 0/1")
             rows = np.flatnonzero(np.nan_to_num(flag.astype(np.float64)) != 0)
-            details["initial"] = int(len(rows))
+            details["initial"] = len(rows)
             if len(rows):
                 init = rows_f32(vectors, rows, normalize=self.normalize)
         first = None if init is not None else int(ctx.rng("k-center").integers(len(candidates))) \

@@ -19,6 +19,7 @@ MinHash/LSH is approximate (a pair at Jaccard s becomes a candidate with probabi
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any
@@ -306,8 +307,8 @@ class MinHashDedup(Selector):
         labels = connected_components(n, u, v)
         keep_pos = self._representatives(ctx, candidates, labels, lengths)
         details: dict[str, Any] = {"bands": self.bands, "rows": self.rows, "candidate_pairs": int(n_candidates),
-                                   "verified_pairs": int(len(u)),
-                                   "clusters": int(len(np.unique(labels[labels != np.arange(n)])))}
+                                   "verified_pairs": len(u),
+                                   "clusters": len(np.unique(labels[labels != np.arange(n)]))}
         if self.clusters_path:
             details["clusters_path"] = self.write_clusters(ctx, candidates, labels, keep_pos)
         return StepResult(kept=candidates[keep_pos], dropped={"near_duplicate": int(n - len(keep_pos))},
@@ -336,10 +337,10 @@ class MinHashDedup(Selector):
         bounds = np.flatnonzero(np.concatenate([[True], labels[order][1:] != labels[order][:-1], [True]]))
         os.makedirs(os.path.dirname(os.path.abspath(self.clusters_path)), exist_ok=True)  # type: ignore[arg-type]
         with open(self.clusters_path, "wb") as fh:  # type: ignore[arg-type]
-            for a, b in zip(bounds[:-1], bounds[1:]):
+            for a, b in itertools.pairwise(bounds):
                 mem = order[a:b]
                 if len(mem) < 2:
                     continue
                 fh.write(orjson.dumps({"kept": ids[mem[kept[mem]]][0], "duplicates": ids[mem[~kept[mem]]].tolist(),
-                                       "size": int(len(mem))}) + b"\n")
+                                       "size": len(mem)}) + b"\n")
         return str(self.clusters_path)

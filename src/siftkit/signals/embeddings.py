@@ -158,7 +158,7 @@ _PY_ONLY_SPACES = frozenset("\x1c\x1d\x1e\x1f")
 
 
 @functools.lru_cache(maxsize=4)
-def _static_encoder(model: str, max_length: int) -> "StaticEncoder":
+def _static_encoder(model: str, max_length: int) -> StaticEncoder:
     return StaticEncoder(model, max_length)   # read-only once built: shared by every signal instance
 
 
