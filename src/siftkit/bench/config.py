@@ -1,0 +1,287 @@
+"""``siftkit bench`` configuration: one YAML file, validated up front, errors naming the key.
+
+Shape (every key but ``pool``, ``base_model`` and ``methods`` has a default)::
+
+    pool: {inputs: [data/pool], on_error: skip, heldout: 50}
+    budgets: [100]                 # or budget: 100 (counts, fractions or "5%", as in recipes)
+    base_model: HuggingFaceTB/SmolLM2-135M-Instruct   # hub name, folder or .gguf file
+    random_seeds: 5                # random baselines: the random selector with seeds 0..n-1
+    methods:                       # name -> recipe fragment (steps | preset, signals, seeds)
+      longest: {steps: [{select: top, by: tokens_response}]}
+      per-source: {preset: longest-per-source, seeds: 1}
+    train: {mode: lora, epochs: 1, lr: 2.0e-4, ...}   # see TRAIN_DEFAULTS
+    eval: {tasks: [mmlu, gsm8k, bbh, ifeval, heldout], limit: 50, data_dir: ../shared/data/eval}
+    output: runs/bench
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+TOP_KEYS = {"pool", "budget", "budgets", "base_model", "gguf_file", "template", "tokenizer", "random_seeds",
+            "methods", "train", "eval", "output", "cache_dir", "device", "eval_base", "seed"}
+POOL_KEYS = {"inputs", "on_error", "heldout", "heldout_seed"}
+METHOD_KEYS = {"steps", "preset", "signals", "seeds"}
+TASKS = ("mmlu", "gsm8k", "bbh", "ifeval", "heldout")
+# Defaults scaled for small models on small budgets (the study's 7-8B full SFT used 3 epochs, lr 7e-6, cosine,
+# warmup 0.01, weight decay 0.1, batch 128, max length 4096). LoRA needs a ~100x larger learning rate than
+# full fine-tuning; a batch of 16 keeps several optimiser steps per epoch at budgets of a few hundred.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "mode": "lora", "epochs": 3, "lr": None, "scheduler": "cosine", "warmup": 0.01, "weight_decay": 0.1,
+    "batch_size": 16, "micro_batch_size": 4, "max_length": 1024, "lora_r": 16, "lora_alpha": 32,
+    "lora_dropout": 0.05, "lora_targets": "all-linear", "save_model": True, "dtype": "auto",
+}
+LR_DEFAULTS = {"lora": 2e-4, "full": 2e-5}
+EVAL_DEFAULTS: dict[str, Any] = {
+    "tasks": list(TASKS), "limit": 50, "data_dir": None, "paths": {}, "mmlu_shots": 0, "bbh_shots": 0,
+    "max_new_tokens": {"gsm8k": 256, "bbh": 64, "ifeval": 384}, "batch_size": 8, "heldout_limit": None,
+}
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    recipe: dict[str, Any]    # steps / preset / signals for siftkit.config.build_config
+    seeds: list[int]
+
+
+@dataclass
+class BenchConfig:
+    inputs: list[Any]
+    on_error: str
+    heldout: int
+    heldout_seed: int
+    budgets: list[Any]
+    base_model: str
+    gguf_file: str | None
+    template: str
+    tokenizer: str | None
+    random_seeds: list[int]
+    methods: list[MethodSpec]
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    output: str
+    cache_dir: str
+    device: str
+    eval_base: bool
+    seed: int
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def all_methods(self) -> list[MethodSpec]:
+        """The random baseline first, then the configured methods."""
+        rnd = MethodSpec("random", {"steps": [{"select": "random"}]}, list(self.random_seeds))
+        return [rnd] + self.methods
+
+
+def _int(v: Any, where: str, minimum: int = 0) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum}, not {v!r}")
+    return v
+
+
+def _num(v: Any, where: str) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise ConfigError(f"{where} must be a non-negative number, not {v!r}")
+    return float(v)
+
+
+def _seeds(v: Any, where: str) -> list[int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return list(range(_int(v, where, 1)))
+    if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        if len(set(v)) != len(v):
+            raise ConfigError(f"{where}: seeds repeat: {v}")
+        return list(v)
+    raise ConfigError(f"{where} must be a count (5) or a list of integer seeds ([0, 1, 2]), not {v!r}")
+
+
+def _rel(path: Any, base: str) -> Any:
+    if isinstance(path, str) and base and not os.path.isabs(path) and not path.startswith("hf:"):
+        return os.path.normpath(os.path.join(base, path))
+    return path
+
+
+def _resolve_paths(data: dict[str, Any], base: str) -> None:
+    """Paths in a config file are relative to the file (hub names are left alone when no such path exists)."""
+    pool = data.get("pool")
+    if isinstance(pool, dict) and isinstance(pool.get("inputs"), list):
+        for i, inp in enumerate(pool["inputs"]):
+            if isinstance(inp, dict) and "path" in inp:
+                inp["path"] = _rel(inp["path"], base)
+            else:
+                pool["inputs"][i] = _rel(inp, base)
+    for key in ("output", "cache_dir"):
+        data[key] = _rel(data.get(key), base)
+    for key in ("base_model", "tokenizer"):
+        cand = _rel(data.get(key), base)
+        if isinstance(cand, str) and os.path.exists(cand):
+            data[key] = cand
+    ev = data.get("eval")
+    if isinstance(ev, dict):
+        ev["data_dir"] = _rel(ev.get("data_dir"), base)
+        if isinstance(ev.get("paths"), dict):
+            ev["paths"] = {k: _rel(v, base) for k, v in ev["paths"].items()}
+
+
+def load_bench_config(path: str) -> BenchConfig:
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"bench config not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a bench config is a mapping (pool, base_model, methods, ...)")
+    _resolve_paths(data, os.path.dirname(os.path.abspath(path)))
+    return build_bench_config(data, path)
+
+
+def _method(name: Any, spec: Any, src: str) -> MethodSpec:
+    where = f"{src}: methods.{name}"
+    if not isinstance(name, str) or not name or "/" in name or name == "random" or name == "base":
+        raise ConfigError(f"{where}: a method name must be a non-empty string without '/', "
+                          "other than 'random' and 'base' (reserved)")
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a recipe fragment like {{steps: [...]}} or {{preset: NAME}}")
+    unknown = set(spec) - METHOD_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(METHOD_KEYS)}")
+    if not spec.get("steps") and not spec.get("preset"):
+        raise ConfigError(f"{where}: give 'steps' or 'preset'")
+    seeds = _seeds(spec.get("seeds", 1), f"{where}.seeds")
+    recipe = {k: copy.deepcopy(v) for k, v in spec.items() if k != "seeds"}
+    from ..config import build_config
+
+    build_config({"inputs": ["."], "budget": 1, **recipe}, where)   # validates steps, preset and params now
+    return MethodSpec(name, recipe, seeds)
+
+
+def build_bench_config(data: dict[str, Any], src: str = "bench config") -> BenchConfig:
+    data = copy.deepcopy(data)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{src}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    pool = data.get("pool")
+    if isinstance(pool, (str, list)):
+        pool = {"inputs": pool if isinstance(pool, list) else [pool]}
+    if not isinstance(pool, dict) or not pool.get("inputs"):
+        raise ConfigError(f"{src}: 'pool' is required: {{inputs: [files or folders], heldout: 50}}")
+    unknown = set(pool) - POOL_KEYS
+    if unknown:
+        raise ConfigError(f"{src}: pool: unknown key(s) {sorted(unknown)}; allowed: {sorted(POOL_KEYS)}")
+    inputs = pool["inputs"] if isinstance(pool["inputs"], list) else [pool["inputs"]]
+    on_error = pool.get("on_error", "raise")
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"{src}: pool.on_error must be 'raise' or 'skip', not {on_error!r}")
+    heldout = _int(pool.get("heldout", 0), f"{src}: pool.heldout")
+    heldout_seed = _int(pool.get("heldout_seed", 0), f"{src}: pool.heldout_seed")
+    if "budget" in data and "budgets" in data:
+        raise ConfigError(f"{src}: give 'budget' or 'budgets', not both")
+    budgets = data.get("budgets", data.get("budget"))
+    if budgets is None:
+        raise ConfigError(f"{src}: 'budget' is required (a count, 0.05 or '5%'), or 'budgets: [..]'")
+    budgets = budgets if isinstance(budgets, list) else [budgets]
+    from ..selectors.base import resolve_budget
+
+    for i, b in enumerate(budgets):
+        try:
+            resolve_budget(b, 10**9)
+        except ConfigError as e:
+            raise ConfigError(f"{src}: budgets[{i}]: {e}") from None
+    if len({str(b) for b in budgets}) != len(budgets):
+        raise ConfigError(f"{src}: budgets repeat: {budgets}")
+    base = data.get("base_model")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{src}: 'base_model' is required (hub name, local folder or .gguf file)")
+    from ..scoring.templates import check_template
+
+    template = data.get("template", "auto")
+    try:
+        check_template(template)
+    except ConfigError as e:
+        raise ConfigError(f"{src}: template: {e}") from None
+    methods_raw = data.get("methods")
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise ConfigError(f"{src}: 'methods' is required: a mapping of name -> {{steps: [...]}} or {{preset: ..}}")
+    methods = [_method(k, v, src) for k, v in methods_raw.items()]
+    train = _train(data.get("train") or {}, src)
+    ev = _eval(data.get("eval") or {}, src)
+    device = data.get("device", "auto")
+    if not isinstance(device, str):
+        raise ConfigError(f"{src}: device must be a string ('auto', 'cpu', 'cuda', 'cuda:1')")
+    output = data.get("output") or "bench_out"
+    if not isinstance(output, str):
+        raise ConfigError(f"{src}: output must be a folder path")
+    cache_dir = data.get("cache_dir") or os.path.join(output, "cache")
+    return BenchConfig(inputs=inputs, on_error=on_error, heldout=heldout, heldout_seed=heldout_seed,
+                       budgets=budgets, base_model=base, gguf_file=data.get("gguf_file"), template=template,
+                       tokenizer=data.get("tokenizer"),
+                       random_seeds=_seeds(data.get("random_seeds", 5), f"{src}: random_seeds"),
+                       methods=methods, train=train, eval=ev, output=output, cache_dir=cache_dir, device=device,
+                       eval_base=bool(data.get("eval_base", True)), seed=_int(data.get("seed", 0), f"{src}: seed"),
+                       raw=data)
+
+
+def _train(t: Any, src: str) -> dict[str, Any]:
+    if not isinstance(t, dict):
+        raise ConfigError(f"{src}: train must be a mapping")
+    unknown = set(t) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{src}: train: unknown key(s) {sorted(unknown)}; allowed: {sorted(TRAIN_DEFAULTS)}")
+    out = {**TRAIN_DEFAULTS, **t}
+    if out["mode"] not in ("lora", "full"):
+        raise ConfigError(f"{src}: train.mode must be 'lora' or 'full', not {out['mode']!r}")
+    if out["lr"] is None:
+        out["lr"] = LR_DEFAULTS[out["mode"]]
+    for k in ("epochs", "lr", "warmup", "weight_decay", "lora_dropout"):
+        out[k] = _num(out[k], f"{src}: train.{k}")
+    for k in ("batch_size", "micro_batch_size", "max_length", "lora_r", "lora_alpha"):
+        _int(out[k], f"{src}: train.{k}", 1)
+    if out["batch_size"] % out["micro_batch_size"]:
+        raise ConfigError(f"{src}: train.batch_size ({out['batch_size']}) must be a multiple of "
+                          f"train.micro_batch_size ({out['micro_batch_size']})")
+    if out["warmup"] >= 1:
+        raise ConfigError(f"{src}: train.warmup is a fraction of the steps, < 1 (got {out['warmup']})")
+    if out["scheduler"] not in ("cosine", "linear", "constant", "constant_with_warmup"):
+        raise ConfigError(f"{src}: train.scheduler must be cosine, linear, constant or constant_with_warmup")
+    return out
+
+
+def _eval(e: Any, src: str) -> dict[str, Any]:
+    if not isinstance(e, dict):
+        raise ConfigError(f"{src}: eval must be a mapping")
+    unknown = set(e) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{src}: eval: unknown key(s) {sorted(unknown)}; allowed: {sorted(EVAL_DEFAULTS)}")
+    out = copy.deepcopy(EVAL_DEFAULTS)
+    mnt = {**out["max_new_tokens"], **(e.get("max_new_tokens") or {})}
+    out.update(e)
+    out["max_new_tokens"] = mnt
+    tasks = out["tasks"]
+    if not isinstance(tasks, list) or not tasks:
+        raise ConfigError(f"{src}: eval.tasks must be a non-empty list of {', '.join(TASKS)} or lm_eval:NAME")
+    for t in tasks:
+        if not isinstance(t, str) or (t not in TASKS and not t.startswith("lm_eval:")):
+            raise ConfigError(f"{src}: eval.tasks: unknown task {t!r}; known: {', '.join(TASKS)}, lm_eval:NAME")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"{src}: eval.tasks repeat: {tasks}")
+    if out["limit"] is not None:
+        _int(out["limit"], f"{src}: eval.limit", 1)
+    for k in ("mmlu_shots", "bbh_shots"):
+        _int(out[k], f"{src}: eval.{k}")
+    _int(out["batch_size"], f"{src}: eval.batch_size", 1)
+    for k, v in mnt.items():
+        _int(v, f"{src}: eval.max_new_tokens.{k}", 1)
+    if not isinstance(out["paths"], dict) or set(out["paths"]) - set(TASKS):
+        raise ConfigError(f"{src}: eval.paths maps task names ({', '.join(TASKS[:4])}) to files or folders")
+    return out

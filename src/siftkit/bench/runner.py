@@ -1,0 +1,292 @@
+"""Run a bench: every (budget, method, seed) cell = select -> fine-tune -> evaluate; then statistics and report.
+
+Layout of the output folder::
+
+    bench.json                       the validated config, the held-out ids, the eval item counts
+    base/                            the untrained base model's scores (eval_base: true)
+    budget-<b>/<method>/seed-<s>/
+        selection/                   manifest.json, selected.jsonl (messages), selection.parquet
+        train_log.json               settings, seed, loss history, examples/skipped/truncated
+        model/                       LoRA adapter or full weights (train.save_model)
+        eval/<task>.jsonl            raw per-item outputs (prompt, output, prediction, correct ...)
+        done.json                    scores per task + fingerprint: the cell is finished
+    results.json, results.md, bench_report.html
+
+A cell whose ``done.json`` exists is not rerun. Its fingerprint (base model, template, budget, seed,
+method recipe, train and eval settings, held-out split) must match the config: a changed setting is an
+error naming the cell, never a silent mix of old and new numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .. import progress
+from ..errors import ConfigError
+from ..io.pool import Pool, read_pool
+from .config import BenchConfig, MethodSpec
+from .evals import HIGHER_IS_BETTER
+
+
+@dataclass
+class Cell:
+    budget: Any
+    method: MethodSpec | None       # None: the base model, not fine-tuned
+    seed: int
+    path: str
+
+    @property
+    def name(self) -> str:
+        return "base" if self.method is None else self.method.name
+
+
+def _dump(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str))
+    os.replace(tmp, path)
+
+
+def _load(path: str) -> Any:
+    with open(path, "rb") as fh:
+        return orjson.loads(fh.read())
+
+
+def plan_cells(cfg: BenchConfig, only: list[str] | None = None) -> list[Cell]:
+    cells = [Cell(None, None, 0, os.path.join(cfg.output, "base"))] if cfg.eval_base else []
+    for b in cfg.budgets:
+        for m in cfg.all_methods():
+            if only and m.name not in only:
+                continue
+            for s in m.seeds:
+                cells.append(Cell(b, m, s, os.path.join(cfg.output, f"budget-{b}", m.name, f"seed-{s}")))
+    return cells
+
+
+def fingerprint(cfg: BenchConfig, cell: Cell, heldout_ids: list[str]) -> str:
+    what = {"base_model": cfg.base_model, "gguf_file": cfg.gguf_file, "template": cfg.template,
+            "eval": cfg.eval, "heldout": hashlib.sha256("\n".join(heldout_ids).encode()).hexdigest(),
+            "inputs": cfg.inputs, "train_seed": cfg.seed, "max_length": cfg.train["max_length"],
+            "dtype": cfg.train.get("dtype"), "device": cfg.device}
+    if cell.method is not None:
+        what.update(budget=cell.budget, seed=cell.seed, recipe=cell.method.recipe, train=cfg.train,
+                    tokenizer=cfg.tokenizer)
+    raw = json.dumps(what, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def split_heldout(pool: Pool, n: int, seed: int) -> tuple[Pool, np.ndarray]:
+    """(pool without the held-out rows, held-out row indices); the same split for every cell."""
+    if n >= len(pool):
+        raise ConfigError(f"pool.heldout ({n}) must be smaller than the pool ({len(pool)} records)")
+    rng = np.random.default_rng([seed, 0x5EED])
+    held = np.sort(rng.choice(len(pool), size=n, replace=False)) if n else np.zeros(0, dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(pool)), held)
+    import pyarrow as pa
+
+    train = Pool(table=pool.table.take(pa.array(keep, pa.int64())), rejects=pool.rejects, files=pool.files,
+                 skipped_files=pool.skipped_files, read_seconds=pool.read_seconds)
+    return train, held
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig):
+        self.cfg = cfg
+        self._base: Any = None
+        self._items: dict[str, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ inputs, model, eval items
+    def prepare(self) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.output, exist_ok=True)
+        pool = read_pool(cfg.inputs, on_error=cfg.on_error)
+        self.train_pool, held = split_heldout(pool, cfg.heldout, cfg.heldout_seed)
+        tbl = pool.table
+        self.heldout = [{"id": i, "messages": m} for i, m in zip(
+            tbl.column("id").take(held).to_pylist(), tbl.column("messages").take(held).to_pylist())]
+        self.heldout_ids = [h["id"] for h in self.heldout]
+        progress.info(f"bench: pool {len(pool):,} records, {len(self.heldout):,} held out, "
+                      f"{len(self.train_pool):,} to select from")
+
+    def selection_tokenizer(self) -> str:
+        if self.cfg.tokenizer:
+            return self.cfg.tokenizer
+        base = self.cfg.base_model
+        if self.cfg.gguf_file and os.path.isdir(base):
+            return os.path.join(base, self.cfg.gguf_file)
+        return base
+
+    def base(self) -> Any:
+        if self._base is None:
+            from ..scoring.model import load_model
+            from ..scoring.templates import resolve
+
+            lm = load_model(self.cfg.base_model, gguf_file=self.cfg.gguf_file, device=self.cfg.device,
+                            dtype=self.cfg.train.get("dtype", "auto"))
+            if lm.tokenizer.pad_token_id is None:
+                lm.tokenizer.pad_token = lm.tokenizer.eos_token
+            self.template = resolve(self.cfg.template, lm.tokenizer)
+            self._base = lm
+        return self._base
+
+    def items(self, task: str) -> list[dict[str, Any]]:
+        if task not in self._items:
+            if task == "heldout":
+                lim = self.cfg.eval.get("heldout_limit")
+                self._items[task] = self.heldout[:lim] if lim else self.heldout
+            elif task.startswith("lm_eval:"):
+                self._items[task] = []
+            else:
+                import importlib
+
+                mod = importlib.import_module(f"siftkit.bench.evals.{task}")
+                self._items[task] = mod.load(self.cfg.eval, seed=0)
+            if task == "heldout" and not self._items[task]:
+                raise ConfigError("eval.tasks has 'heldout' but pool.heldout is 0: set pool.heldout (e.g. 50)")
+        return self._items[task]
+
+    # ------------------------------------------------------------------ one cell
+    def evaluate(self, model: Any, cell_dir: str) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
+        import importlib
+
+        from .evals.common import EvalModel, write_jsonl
+
+        lm = self.base()
+        ev = dict(self.cfg.eval, max_length=int(self.cfg.train["max_length"]))
+        em = EvalModel(model, lm.tokenizer, self.template, lm.device, batch_size=int(ev["batch_size"]))
+        os.makedirs(os.path.join(cell_dir, "eval"), exist_ok=True)
+        scores, higher, secs = {}, {}, {}
+        for task in ev["tasks"]:
+            t0 = time.perf_counter()
+            if task.startswith("lm_eval:"):
+                from .evals import lm_eval_task
+
+                score, hib, recs = lm_eval_task.run(model, lm.tokenizer, task.split(":", 1)[1], ev.get("limit"),
+                                                    int(ev["batch_size"]))
+            else:
+                mod = importlib.import_module(f"siftkit.bench.evals.{task}")
+                score, recs = mod.run(em, self.items(task), ev)
+                hib = HIGHER_IS_BETTER[task]
+            write_jsonl(os.path.join(cell_dir, "eval", f"{task.replace(':', '_')}.jsonl"), recs)
+            scores[task], higher[task] = float(score), hib
+            secs[task] = round(time.perf_counter() - t0, 2)
+            progress.info(f"  {task}: {score:.4f} ({len(recs)} items, {secs[task]:.0f}s)")
+        return scores, higher, secs
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        from ..config import build_config
+        from ..output import write_selection
+        from ..pipeline import run_selection
+
+        cfg = self.cfg
+        fp = fingerprint(cfg, cell, self.heldout_ids)
+        done_path = os.path.join(cell.path, "done.json")
+        if os.path.isfile(done_path):
+            done = _load(done_path)
+            if done.get("fingerprint") != fp:
+                raise ConfigError(f"{cell.path} was run with different settings (fingerprint {done.get('fingerprint')}"
+                                  f" != {fp}); use a new output folder or delete that cell to rerun it")
+            progress.info(f"bench: {cell.path} done, skipped")
+            return done
+        os.makedirs(cell.path, exist_ok=True)
+        progress.info(f"bench: {cell.name} budget={cell.budget} seed={cell.seed}")
+        t0 = time.perf_counter()
+        lm = self.base()
+        timings: dict[str, Any] = {}
+        info: dict[str, Any] = {}
+        if cell.method is None:
+            model = lm.model
+        else:
+            rc = build_config({"inputs": cfg.inputs, "on_error": cfg.on_error, "tokenizer": self.selection_tokenizer(),
+                               "budget": cell.budget, "seed": cell.seed, "cache_dir": cfg.cache_dir,
+                               **copy.deepcopy(cell.method.recipe)}, f"methods.{cell.name}")
+            sel = run_selection(rc, pool=self.train_pool)
+            write_selection(sel, os.path.join(cell.path, "selection"), "messages")
+            timings["select_s"] = round(time.perf_counter() - t0, 2)
+            convs = self.train_pool.table.column("messages").take(sel.selected).to_pylist()
+            info["selected"] = len(convs)
+            from .train import build_examples, train_cell
+
+            ex = build_examples(convs, lm.tokenizer, self.template, int(cfg.train["max_length"]))
+            t1 = time.perf_counter()
+            model, log = train_cell(copy.deepcopy(lm.model), lm.tokenizer, ex, cfg.train, cell.path,
+                                    seed=cfg.seed + cell.seed, device=lm.device)
+            timings["train_s"] = round(time.perf_counter() - t1, 2)
+            _dump(os.path.join(cell.path, "train_log.json"), log)
+            info.update(train_loss=log["train_loss"], train_examples=log["examples"], steps=log["steps"])
+        scores, higher, secs = self.evaluate(model, cell.path)
+        timings["eval_s"] = secs
+        timings["total_s"] = round(time.perf_counter() - t0, 2)
+        done = {"method": cell.name, "budget": cell.budget, "seed": cell.seed, "fingerprint": fp, "scores": scores,
+                "higher_is_better": higher, "info": info, "timings": timings,
+                "items": {t: len(self.items(t)) for t in scores if not t.startswith("lm_eval:")}}
+        _dump(done_path, done)
+        del model
+        return done
+
+
+def run_bench(cfg: BenchConfig, only: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every cell, then write results.json, results.md and bench_report.html."""
+    bench = Bench(cfg)
+    bench.prepare()
+    _dump(os.path.join(cfg.output, "bench.json"),
+          {"config": cfg.raw, "heldout_ids": bench.heldout_ids, "train": cfg.train, "eval": cfg.eval})
+    for cell in plan_cells(cfg, only):
+        bench.run_cell(cell)
+    return write_results(cfg)
+
+
+def collect(cfg: BenchConfig) -> dict[str, Any]:
+    """Read every finished cell's done.json (cells not run yet are simply absent)."""
+    base = None
+    p = os.path.join(cfg.output, "base", "done.json")
+    if cfg.eval_base and os.path.isfile(p):
+        base = _load(p)
+    by_budget: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for b in cfg.budgets:
+        for m in cfg.all_methods():
+            for s in m.seeds:
+                d = os.path.join(cfg.output, f"budget-{b}", m.name, f"seed-{s}", "done.json")
+                if os.path.isfile(d):
+                    by_budget.setdefault(str(b), {}).setdefault(m.name, {})[s] = _load(d)
+    return {"base": base, "cells": by_budget}
+
+
+def write_results(cfg: BenchConfig) -> dict[str, Any]:
+    from .report import render_bench_report, results_markdown
+    from .stats import compare
+
+    got = collect(cfg)
+    tasks = list(cfg.eval["tasks"])
+    higher: dict[str, bool] = {t: HIGHER_IS_BETTER.get(t, True) for t in tasks}
+    for cells in got["cells"].values():
+        for seeds in cells.values():
+            for d in seeds.values():
+                higher.update(d.get("higher_is_better", {}))
+    results: dict[str, Any] = {"tasks": tasks, "higher_is_better": higher, "budgets": {},
+                               "random_seeds": cfg.random_seeds,
+                               "method_seeds": {m.name: m.seeds for m in cfg.all_methods()},
+                               "base": got["base"]["scores"] if got["base"] else None,
+                               "train": cfg.train, "eval": {k: v for k, v in cfg.eval.items() if k != "paths"},
+                               "base_model": cfg.base_model}
+    for b, cells in got["cells"].items():
+        scores = {m: {s: d["scores"] for s, d in seeds.items()} for m, seeds in cells.items()}
+        results["budgets"][b] = compare(scores, tasks, higher)
+        results["budgets"][b]["cells"] = {m: {str(s): {"scores": d["scores"], "info": d.get("info", {}),
+                                                       "path": os.path.relpath(os.path.join(
+                                                           cfg.output, f"budget-{b}", m, f"seed-{s}"), cfg.output)}
+                                              for s, d in seeds.items()} for m, seeds in cells.items()}
+    _dump(os.path.join(cfg.output, "results.json"), results)
+    with open(os.path.join(cfg.output, "results.md"), "w", encoding="utf-8") as fh:
+        fh.write(results_markdown(results))
+    render_bench_report(results, os.path.join(cfg.output, "bench_report.html"))
+    return results
