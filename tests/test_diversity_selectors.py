@@ -307,12 +307,19 @@ def test_semdedup_per_cluster_reference_and_scores() -> None:
     assert got.tolist() == sorted(ref)
 
 
-def test_semdedup_uses_kmeans_and_keeps_one_per_duplicate_group() -> None:
+def test_semdedup_uses_kmeans_and_keeps_one_per_duplicate_group(tmp_path) -> None:
     rng = np.random.default_rng(13)
     base = unit(rng, 40, 16)
     x = np.repeat(base, 3, axis=0) + 0.001 * rng.normal(size=(120, 16)).astype(np.float32)
-    res = sel("semdedup", eps=0.01, k=8).run(context(x, seed=2), np.arange(120), None)
+    out = tmp_path / "sem.jsonl"
+    res = sel("semdedup", eps=0.01, k=8, clusters_path=str(out)).run(context(x, seed=2), np.arange(120), None)
     assert len(res.kept) == 40 and sorted(set((res.kept // 3).tolist())) == list(range(40))
+    import json
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 40 and all(r["size"] == 3 for r in rows)
+    for r in rows:   # each group is one original and its two noisy copies
+        assert len({int(i[1:]) // 3 for i in [r["kept"], *r["duplicates"]]}) == 1
 
 
 # ------------------------------------------------------------------------------------------------ config

@@ -49,13 +49,13 @@ class SemDeDup(Selector):
     role = "dedup"
 
     def __init__(self, eps: float = 0.05, k: int | None = None, by: str | None = None,
-                 embedding: dict[str, Any] | str | None = None, niter: int = 20):
+                 embedding: dict[str, Any] | str | None = None, niter: int = 20, clusters_path: str | None = None):
         if not 0 <= float(eps) < 2:
             raise ConfigError(f"semdedup: eps must be in [0, 2) (cosine threshold 1 - eps), got {eps}")
         if k is not None and int(k) < 1:
             raise ConfigError(f"semdedup: k must be >= 1, got {k}")
         self.eps, self.k, self.by = float(eps), (int(k) if k is not None else None), by
-        self.embedding, self.niter = normalize_spec(embedding), int(niter)
+        self.embedding, self.niter, self.clusters_path = normalize_spec(embedding), int(niter), clusters_path
 
     def needs(self) -> list[str]:
         return [self.by] if self.by else []
@@ -78,5 +78,35 @@ class SemDeDup(Selector):
         scores = np.asarray(ctx.column(self.by)[candidates], dtype=np.float64) if self.by else None
         with progress.bar("semdedup", total=None):
             keep = semdedup_keep(x, labels, self.eps, scores)
+        details: dict[str, Any] = {"clusters": int(labels.max()) + 1, "threshold": 1.0 - self.eps}
+        if self.clusters_path:
+            details["clusters_path"] = self.write_clusters(ctx, candidates, x, labels, keep)
         return StepResult(kept=candidates[keep], dropped={"semantic_duplicate": int(n - len(keep))},
-                          details={"clusters": int(labels.max()) + 1, "threshold": 1.0 - self.eps})
+                          details=details)
+
+    def write_clusters(self, ctx: SelectionContext, candidates: np.ndarray, x: np.ndarray, labels: np.ndarray,
+                       keep: np.ndarray) -> str:
+        """JSONL, one line per kept record with duplicates: {"kept", "duplicates", "size"}; each dropped
+        record is listed under its most similar kept record of the same k-means cluster."""
+        import os
+
+        import orjson
+
+        kept_mask = np.zeros(len(x), dtype=bool)
+        kept_mask[keep] = True
+        owner = np.full(len(x), -1, dtype=np.int64)
+        for c in np.unique(labels[~kept_mask]).tolist():
+            members = np.flatnonzero(labels == c)
+            k_rows, d_rows = members[kept_mask[members]], members[~kept_mask[members]]
+            owner[d_rows] = k_rows[np.argmax(x[d_rows] @ x[k_rows].T, axis=1)]
+        ids = ctx.pool.column("id").to_numpy(zero_copy_only=False)[candidates]
+        path = str(self.clusters_path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        dropped = np.flatnonzero(owner >= 0)
+        order = dropped[np.argsort(owner[dropped], kind="stable")]
+        with open(path, "wb") as fh:
+            for k_row in np.unique(owner[dropped]).tolist():
+                dup = order[owner[order] == k_row]
+                fh.write(orjson.dumps({"kept": ids[k_row], "duplicates": ids[dup].tolist(),
+                                       "size": int(len(dup) + 1)}) + b"\n")
+        return path
