@@ -53,7 +53,8 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_
     train_rows = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
     train = np.ascontiguousarray(np.asarray(x[train_rows], dtype=np.float32))
     km = faiss.Kmeans(d, k, niter=niter, seed=int(seed % (2**31 - 1)), spherical=spherical,
-                      max_points_per_centroid=max_points_per_centroid, verbose=False)
+                      max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1,
+                      verbose=False)
     km.train(train)
     labels = np.empty(n, dtype=np.int64)
     for s in range(0, n, chunk):
