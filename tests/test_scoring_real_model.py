@@ -71,3 +71,25 @@ def test_smollm_ppl_and_ifd_equal_direct_computation():
     # a real instruct model: responses are far more predictable than uniform over the vocabulary
     assert (out["lm_loss"] < math.log(lm.model.config.vocab_size) / 2).all()
     assert np.isfinite(out["lm_ifd"]).all()
+
+
+@pytest.mark.slow
+def test_smollm_rating_and_knowledge_signals():
+    """DEITA / SelectIT read real digit tokens of SmolLM's tokenizer; knowledge separates a known fact."""
+    from siftkit.scoring.deita import Deita
+    from siftkit.scoring.knowledge import Knowledge
+    from siftkit.scoring.selectit import SelectIT
+
+    path = smollm_path()
+    convs = real_samples()[:3]
+    d = Deita(path, token_budget=4096).compute(pool_table(convs))
+    assert ((d["deita_complexity"] > 1) & (d["deita_complexity"] < 6)).all()
+    assert ((d["deita_quality"] > 1) & (d["deita_quality"] < 6)).all()
+    s = SelectIT(path, token_budget=4096).compute(pool_table(convs))
+    assert np.isfinite(s["selectit_sentence"]).all() and (s["selectit_model"] == s["selectit_sentence"]).all()
+    qa = [[{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": a}]
+          for a in ("Paris", "Blorptown Quexia")]
+    k = Knowledge(path).compute(pool_table(qa))
+    assert k["knowledge_logprob"][0] > k["knowledge_logprob"][1] + 2
+    assert k["knowledge_level"][1] == 0 and k["knowledge_greedy"][0] >= 0   # (the model may answer in a sentence)
+    assert list(k["knowledge_reason"]) == ["", ""]
