@@ -12,7 +12,7 @@ import siftkit
 from conftest import EXAMPLES, convo, write_jsonl
 from siftkit.cli import main
 
-SUBCOMMANDS = ["read", "score", "inspect", "select", "run", "report", "list"]
+SUBCOMMANDS = ["read", "score", "inspect", "select", "run", "report", "list", "bench"]
 
 
 def run_cli(*args: str) -> int:

@@ -306,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--output", help="where to write the HTML (default: OUT_DIR/report.html)")
     rp.set_defaults(func=cmd_report)
 
+    from .bench.cli import add_bench_parser  # argparse only: no torch/trl import until it runs
+
+    add_bench_parser(sub)
+
     ls = sub.add_parser("list", help="list signals, selectors and presets", epilog=EPILOG)
     ls.add_argument("what", nargs="?", choices=["signals", "selectors", "presets", "all"], default="all")
     ls.set_defaults(func=cmd_list)
