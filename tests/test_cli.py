@@ -175,3 +175,11 @@ def test_python_api_mirrors_cli(small_pool, tmp_path):
     assert sel.ids == sel2.ids
     m = siftkit.write(sel2, str(tmp_path / "o"), format="messages")
     assert m["counts"]["selected"] == 4
+
+
+def test_core_import_stays_light():
+    code = ("import sys, siftkit, siftkit.cli, siftkit.api, siftkit.pipeline; "
+            "print(','.join(m for m in ('torch', 'transformers', 'trl', 'faiss', 'ray', 'sentence_transformers') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
