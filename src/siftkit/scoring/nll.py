@@ -104,7 +104,7 @@ def _score_batch(lm: LoadedModel, torch: Any, ids: Sequence[np.ndarray], classes
                 logp = torch.log_softmax(logits_at(b_idx[sl], t_idx[sl]), dim=-1)
                 tgt = targets[sl]
                 nll = -logp.gather(1, tgt[:, None])[:, 0]
-                ent = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)
+                ent = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)   # 0 * -inf (masked vocab) -> 0
                 hit = (logp.argmax(-1) == tgt).long()
                 nll_sum.index_add_(0, seg[sl], nll.double())
                 ent_sum.index_add_(0, seg[sl], ent.double())
