@@ -18,6 +18,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
             import os
 
             cfg.cache_dir = os.path.join(a.output, "cache")
+    if a.base_model:
+        cfg.base_model = cfg.raw["base_model"] = a.base_model
     if a.dry_run:
         for c in plan_cells(cfg, a.only):
             print(f"{c.name}\tbudget={c.budget}\tseed={c.seed}\t{c.path}")
@@ -38,6 +40,7 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
                                    "bench_report.html (docs/bench.md).")
     p.add_argument("config", help="bench config (YAML)")
     p.add_argument("-o", "--output", help="output folder (default: the config's 'output')")
+    p.add_argument("--base-model", help="override the config's base_model (hub name, folder or .gguf file)")
     p.add_argument("--only", action="append", metavar="METHOD",
                    help="run only these methods (repeatable; 'random' for the baselines)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their folders, run nothing")

@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import ConfigError
 
 TOP_KEYS = {"pool", "budget", "budgets", "base_model", "gguf_file", "template", "tokenizer", "random_seeds",
-            "methods", "train", "eval", "output", "cache_dir", "device", "eval_base", "seed"}
+            "methods", "train", "eval", "output", "cache_dir", "device", "eval_base", "seed", "threads"}
 POOL_KEYS = {"inputs", "on_error", "heldout", "heldout_seed"}
 METHOD_KEYS = {"steps", "preset", "signals", "seeds"}
 TASKS = ("mmlu", "gsm8k", "bbh", "ifeval", "heldout")
@@ -39,7 +39,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 LR_DEFAULTS = {"lora": 2e-4, "full": 2e-5}
 EVAL_DEFAULTS: dict[str, Any] = {
     "tasks": list(TASKS), "limit": 50, "data_dir": None, "paths": {}, "mmlu_shots": 0, "bbh_shots": 0,
-    "max_new_tokens": {"gsm8k": 256, "bbh": 64, "ifeval": 384}, "batch_size": 8, "heldout_limit": None,
+    "max_new_tokens": {"gsm8k": 256, "bbh": 64, "ifeval": 384}, "batch_size": 8, "limits": {},
 }
 
 
@@ -70,6 +70,7 @@ class BenchConfig:
     device: str
     eval_base: bool
     seed: int
+    threads: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     def all_methods(self) -> list[MethodSpec]:
@@ -229,6 +230,7 @@ def build_bench_config(data: dict[str, Any], src: str = "bench config") -> Bench
                        random_seeds=_seeds(data.get("random_seeds", 5), f"{src}: random_seeds"),
                        methods=methods, train=train, eval=ev, output=output, cache_dir=cache_dir, device=device,
                        eval_base=bool(data.get("eval_base", True)), seed=_int(data.get("seed", 0), f"{src}: seed"),
+                       threads=None if data.get("threads") is None else _int(data["threads"], f"{src}: threads", 1),
                        raw=data)
 
 
@@ -277,6 +279,13 @@ def _eval(e: Any, src: str) -> dict[str, Any]:
         raise ConfigError(f"{src}: eval.tasks repeat: {tasks}")
     if out["limit"] is not None:
         _int(out["limit"], f"{src}: eval.limit", 1)
+    if not isinstance(out["limits"], dict):
+        raise ConfigError(f"{src}: eval.limits maps task names to item counts ({{gsm8k: 20}})")
+    for k, v in out["limits"].items():
+        if k not in tasks:
+            raise ConfigError(f"{src}: eval.limits.{k}: {k!r} is not in eval.tasks")
+        if v is not None:
+            _int(v, f"{src}: eval.limits.{k}", 1)
     for k in ("mmlu_shots", "bbh_shots"):
         _int(out[k], f"{src}: eval.{k}")
     _int(out["batch_size"], f"{src}: eval.batch_size", 1)

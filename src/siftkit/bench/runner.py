@@ -108,6 +108,10 @@ class Bench:
     def prepare(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.output, exist_ok=True)
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
         pool = read_pool(cfg.inputs, on_error=cfg.on_error)
         self.train_pool, held = split_heldout(pool, cfg.heldout, cfg.heldout_seed)
         tbl = pool.table
@@ -141,7 +145,9 @@ class Bench:
     def items(self, task: str) -> list[dict[str, Any]]:
         if task not in self._items:
             if task == "heldout":
-                lim = self.cfg.eval.get("heldout_limit")
+                from .evals.common import task_limit
+
+                lim = task_limit(self.cfg.eval, "heldout")
                 self._items[task] = self.heldout[:lim] if lim else self.heldout
             elif task.startswith("lm_eval:"):
                 self._items[task] = []
@@ -158,7 +164,7 @@ class Bench:
     def evaluate(self, model: Any, cell_dir: str) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
         import importlib
 
-        from .evals.common import EvalModel, write_jsonl
+        from .evals.common import EvalModel, task_limit, write_jsonl
 
         lm = self.base()
         ev = dict(self.cfg.eval, max_length=int(self.cfg.train["max_length"]))
@@ -170,7 +176,7 @@ class Bench:
             if task.startswith("lm_eval:"):
                 from .evals import lm_eval_task
 
-                score, hib, recs = lm_eval_task.run(model, lm.tokenizer, task.split(":", 1)[1], ev.get("limit"),
+                score, hib, recs = lm_eval_task.run(model, lm.tokenizer, task.split(":", 1)[1], task_limit(ev, task),
                                                     int(ev["batch_size"]))
             else:
                 mod = importlib.import_module(f"siftkit.bench.evals.{task}")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
-from .common import EvalModel, task_path
+from .common import EvalModel, task_limit, task_path
 
 INSTRUCTION = "\nGive only the final answer."
 _CHOICE = re.compile(r"^\(([a-r])\)$")
@@ -71,7 +71,7 @@ def load(ev: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
             items.append({"task": task, "input": e["input"], "target": str(e["target"]), "prompt": prefix + e["input"]})
         rng = np.random.default_rng([seed, len(per_task)])
         per_task.append([items[i] for i in rng.permutation(len(items))])
-    limit = ev.get("limit")
+    limit = task_limit(ev, "bbh")
     out: list[dict[str, Any]] = []
     depth = 0
     while (limit is None or len(out) < limit) and any(depth < len(t) for t in per_task):

@@ -78,6 +78,45 @@ class EvalModel:
                 out[i] = float(logp[r, pos - 1, ids[r, pos]].double().sum())
         return out
 
+    def choice_loglik(self, contexts: list[str], choices: list[str]) -> np.ndarray:
+        """(n, k) log p(choice | context) for the same k choices after every context.
+
+        When every choice is one token (MMLU's " A".." D" in most tokenizers) one forward per context reads all
+        k log-probs at its last position; otherwise every (context, choice) pair is scored with ``loglik``.
+        """
+        import torch
+
+        single = []
+        for c in choices:
+            k = self.encode(c, False)
+            single.append(k[0] if len(k) == 1 else None)
+        fast = all(t is not None for t in single)
+        if fast:   # the choice must tokenise the same after the context as alone
+            probe = self.encode(contexts[0], True) if contexts else []
+            fast = all(self.encode(contexts[0] + c, True)[len(probe):] == [t]
+                       for c, t in zip(choices, single)) if contexts else True
+        if not fast:
+            flat = self.loglik([c for c in contexts for _ in choices], [k for _ in contexts for k in choices])
+            return flat.reshape(len(contexts), len(choices))
+        seqs = [self.encode(c, True)[-self.max_length:] for c in contexts]
+        out = np.zeros((len(seqs), len(choices)), dtype=np.float64)
+        order = np.argsort([-len(s) for s in seqs], kind="stable")
+        pad, tok = self.tokenizer.pad_token_id, torch.tensor(single)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start: start + self.batch_size]
+            width = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
+                att[r, : len(seqs[i])] = 1
+            last = att.sum(1) - 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits
+            logp = torch.log_softmax(logits[torch.arange(len(idx)), last.to(logits.device)].float(), -1).cpu()
+            out[idx] = logp[:, tok].double().numpy()
+        return out
+
     def generate(self, prompts: list[tuple[str, bool]], max_new_tokens: int) -> list[str]:
         """Greedy completions of rendered prompts (text, add-BOS), in input order."""
         import torch
@@ -101,6 +140,12 @@ class EvalModel:
             for r, i in enumerate(idx):
                 outs[i] = self.tokenizer.decode(gen[r, width:].tolist(), skip_special_tokens=True)
         return outs
+
+
+def task_limit(ev: dict[str, Any], task: str) -> int | None:
+    """``eval.limits[task]`` when given, else ``eval.limit`` (None: every item)."""
+    limits = ev.get("limits") or {}
+    return limits[task] if task in limits else ev.get("limit")
 
 
 def pick(items: list[Any], limit: int | None, seed: int = 0) -> list[Any]:

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ...errors import ConfigError
-from .common import EvalModel, pick, read_jsonl, task_path
+from .common import EvalModel, pick, task_limit, read_jsonl, task_path
 
 INSTRUCTION = "\nSolve the problem step by step, then give the final answer on the last line as '#### <number>'."
 _NUM = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -53,7 +53,7 @@ def load(ev: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
             raise ConfigError(f"{path}:{i + 1}: a GSM8K item needs 'question' and 'answer'")
         ref = r["answer"].rsplit("####", 1)[-1].strip() if "####" in r["answer"] else str(r["answer"]).strip()
         items.append({"question": r["question"], "reference": ref})
-    return pick(items, ev.get("limit"), seed)
+    return pick(items, task_limit(ev, "gsm8k"), seed)
 
 
 def run(em: EvalModel, items: list[dict[str, Any]], ev: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:

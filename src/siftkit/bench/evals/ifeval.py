@@ -14,7 +14,7 @@ import re
 from typing import Any, Callable
 
 from ...errors import ConfigError
-from .common import EvalModel, pick, read_jsonl, task_path
+from .common import EvalModel, pick, task_limit, read_jsonl, task_path
 
 
 def _rel(n: int, relation: str, k: int) -> bool:
@@ -135,7 +135,7 @@ def load(ev: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
         r["kwargs"] = r.get("kwargs") or [{} for _ in r["instruction_id_list"]]
         if len(r["kwargs"]) != len(r["instruction_id_list"]):
             raise ConfigError(f"{path}: item {r.get('key')}: kwargs and instruction_id_list differ in length")
-    items = pick(covered, ev.get("limit"), seed)
+    items = pick(covered, task_limit(ev, "ifeval"), seed)
     for it in items:
         it["uncovered_in_file"] = len(rows) - len(covered)
     return items

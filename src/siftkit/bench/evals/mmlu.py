@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
-from .common import EvalModel, pick, task_path
+from .common import EvalModel, pick, task_limit, task_path
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -56,7 +56,7 @@ def load(ev: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
     if not files:
         raise ConfigError(f"eval: no MMLU csv files in {test_dir}")
     items = [it for f in files for it in read_csv(f)]
-    items = pick(items, ev.get("limit"), seed)
+    items = pick(items, task_limit(ev, "mmlu"), seed)
     shots = int(ev.get("mmlu_shots", 0))
     dev: dict[str, list[dict[str, Any]]] = {}
     if shots:
@@ -78,9 +78,7 @@ def score(logliks: np.ndarray, answers: list[int]) -> tuple[float, np.ndarray]:
 
 
 def run(em: EvalModel, items: list[dict[str, Any]], ev: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
-    ctx = [it["prompt"] for it in items for _ in LETTERS]
-    cont = [f" {L}" for _ in items for L in LETTERS]
-    ll = em.loglik(ctx, cont).reshape(len(items), len(LETTERS))
+    ll = em.choice_loglik([it["prompt"] for it in items], [f" {L}" for L in LETTERS])
     acc, ok = score(ll, [it["answer"] for it in items])
     recs = [{"subject": it["subject"], "question": it["question"], "answer": LETTERS[it["answer"]],
              "pred": LETTERS[int(np.argmax(ll[i]))], "loglik": [round(float(x), 4) for x in ll[i]],
