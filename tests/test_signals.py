@@ -142,3 +142,28 @@ def test_build_signal_errors():
         build_signal({"name": "text_stats", "bogus": 1})
     with pytest.raises(ConfigError, match="unexpected keyword"):
         build_signal({"name": "exact_hash", "bogus": 1})
+
+
+def test_reason_counts_feed_the_manifest(small_pool, tmp_path):
+    from siftkit.config import build_config
+    from siftkit.pipeline import run_selection
+    from siftkit.signals.base import Signal, reason_counts
+
+    class Flaky(Signal):
+        name = "flaky"
+
+        def columns(self):
+            return {"flaky": pa.float64(), "flaky_reason": pa.string()}
+
+        def compute(self, batch):
+            n = batch.num_rows
+            reason = np.array(["too_long" if i % 3 == 0 else "" for i in range(n)], dtype=object)
+            return {"flaky": np.where(reason == "", 1.0, np.nan), "flaky_reason": reason}
+
+    pool = read_pool(str(small_pool))
+    cfg = build_config({"inputs": ["<pool>"], "signals": [Flaky()], "budget": 2, "cache_dir": str(tmp_path),
+                        "steps": [{"select": "top", "by": "flaky"}]})
+    sel = run_selection(cfg, pool=pool)
+    assert sel.counts()["signal_failures"] == {"flaky_reason": {"too_long": 3}}
+    assert reason_counts(sel.signals) == {"flaky_reason": {"too_long": 3}}
+    assert not np.isin(sel.selected, [0, 3, 6]).any()  # failed records are never chosen

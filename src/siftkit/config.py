@@ -202,7 +202,9 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         if isinstance(s, dict) and "name" not in s and len(s) == 1:
             (name, params), = s.items()
             s = {"name": name, **(params or {})}
-        if not isinstance(s, (str, dict)):
+        from .signals.base import Signal
+
+        if not isinstance(s, (str, dict, Signal)):
             raise ConfigError(f"{source}: signals[{i}]: expected a name or a mapping")
         norm_signals.append(s)
     workers = data.get("workers")

@@ -83,6 +83,11 @@ class Selection:
         c["duplicates"] = sum(n for s in self.steps if s.role == "dedup" for n in s.dropped.values())
         c["filtered"] = sum(n for s in self.steps if s.role == "filter" for n in s.dropped.values())
         c["dropped_by_step"] = by_step
+        from .signals.base import reason_counts
+
+        failures = {k: v for k, v in reason_counts(self.signals).items() if v}
+        if failures:
+            c["signal_failures"] = failures
         c["selected"] = int(len(self.selected))
         c["not_selected"] = int((self.status == "not_selected").sum())
         src = np.asarray(self.pool.table.column("source").to_pylist(), dtype=object)

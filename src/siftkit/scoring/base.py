@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError
-from ..signals.base import Signal
+from ..signals.base import Signal, reason_counts  # noqa: F401  (re-exported)
 from ..signals.segments import flatten
 from .model import LoadedModel, load_model, resolve_source
 
@@ -28,6 +28,7 @@ class ModelSignal(Signal):
     version = "1"
     batch_size = 512          # records per compute() call; forward batches are planned by token budget
     parallel = False          # torch uses every core (or the GPU) itself
+    shard_size = 2048         # cache a part every 2,048 records: resume loses little model time
 
     def __init__(self, model: str, *, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto",
                  quantization: str | None = None, trust_remote_code: bool = False,
@@ -127,18 +128,3 @@ def digit_ids(tokenizer: Any, digits: range) -> np.ndarray:
 
 def reasons_array(reasons: list[str]) -> np.ndarray:
     return np.asarray(reasons, dtype=object)
-
-
-def reason_counts(signals: pa.Table) -> dict[str, dict[str, int]]:
-    """Per ``*_reason`` column of a signal table, how many records failed for each reason (for manifests)."""
-    out: dict[str, dict[str, int]] = {}
-    for name in signals.column_names:
-        if not name.endswith("_reason"):
-            continue
-        vals = signals.column(name).to_pylist()
-        counts: dict[str, int] = {}
-        for v in vals:
-            if v:
-                counts[v] = counts.get(v, 0) + 1
-        out[name] = dict(sorted(counts.items()))
-    return out

@@ -26,6 +26,8 @@ class Signal(ABC):
     batch_size: ClassVar[int] = 8192     # records per compute() call
     resources: ClassVar[dict[str, float]] = {"cpus": 1}  # e.g. {"gpus": 1} for model signals
     parallel: ClassVar[bool] = True      # False when compute() already uses all cores (threads, GPU)
+    shard_size: ClassVar[int | None] = None  # records per cached part (None: the driver's default); small for
+                                             # slow signals so a killed run loses little work
 
     def config(self) -> dict[str, Any]:
         """Everything that changes this signal's output (used for the cache fingerprint)."""
@@ -54,3 +56,18 @@ class Signal(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{self.name}({args})"
+
+
+def reason_counts(signals: pa.Table) -> dict[str, dict[str, int]]:
+    """Per ``*_reason`` column of a signal table, how many records failed for each reason (for manifests)."""
+    out: dict[str, dict[str, int]] = {}
+    for name in signals.column_names:
+        if not name.endswith("_reason"):
+            continue
+        vals = signals.column(name).to_pylist()
+        counts: dict[str, int] = {}
+        for v in vals:
+            if v:
+                counts[v] = counts.get(v, 0) + 1
+        out[name] = dict(sorted(counts.items()))
+    return out

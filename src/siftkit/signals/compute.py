@@ -32,12 +32,13 @@ def build_signal(spec: str | dict[str, Any] | Signal) -> Signal:
 
 
 def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str,
-                    *, workers: int = 1, shard_size: int = SHARD_SIZE, engine: str = "local",
+                    *, workers: int = 1, shard_size: int | None = None, engine: str = "local",
                     refresh: bool = False, stats: dict[str, Any] | None = None) -> pa.Table:
     """Return a table aligned with ``pool`` holding every column of every signal.
 
     Cached values are reused by record id; missing ones are computed in shards of ``shard_size``
-    records, each written to the cache as soon as it is done (so a killed run resumes).
+    records (default: the signal's own ``shard_size``, else ``SHARD_SIZE``), each written to the cache as
+    soon as it is done (so a killed run resumes).
     ``stats`` (if given) receives per-signal timings and cache hits.
     """
     store = SignalStore(cache_dir)
@@ -52,7 +53,8 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
         todo = np.flatnonzero(missing)
         computed = 0
         if len(todo):
-            computed = _compute_missing(sig, pool, todo, store, workers, shard_size, engine)
+            computed = _compute_missing(sig, pool, todo, store, workers,
+                                        shard_size or sig.shard_size or SHARD_SIZE, engine)
             cached, missing = store.load(sig, ids)
             if missing.any():  # pragma: no cover - would be a bug in a signal or the store
                 raise RuntimeError(f"signal {sig.name}: {int(missing.sum())} records still missing after compute")
