@@ -18,8 +18,7 @@ def write_pool(folder: Path, n: int = 40) -> Path:
         rows.append({"messages": [{"role": "user", "content": f"Tell me about {t} (#{i})."},
                                   {"role": "assistant", "content": answer}]})
     with open(folder / "chat.jsonl", "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r) + "\n")
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
     with open(folder / "tasks.json", "w", encoding="utf-8") as fh:
         json.dump([{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": f"{i} + {i + 1} = {2 * i + 1}"}
                    for i in range(n // 2)], fh)
@@ -36,14 +35,12 @@ def write_eval(folder: Path) -> Path:
             ["How many legs has a cat?", "two", "four", "six", "eight", "1"]]
     with open(folder / "mmlu" / "test" / "misc_test.csv", "w", encoding="utf-8") as fh:
         fh.write("question,choice0,choice1,choice2,choice3,answer\n")
-        for r in rows:
-            fh.write(",".join(r) + "\n")
+        fh.writelines(",".join(r) + "\n" for r in rows)
     with open(folder / "mmlu" / "dev" / "misc_dev.csv", "w", encoding="utf-8") as fh:
         fh.write("What is 1 + 1?,1,2,3,4,B\n")
     with open(folder / "gsm8k_test.jsonl", "w", encoding="utf-8") as fh:
-        for i in range(6):
-            fh.write(json.dumps({"question": f"Tom has {i} apples and buys 2 more. How many?",
-                                 "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}) + "\n")
+        fh.writelines(json.dumps({"question": f"Tom has {i} apples and buys 2 more. How many?",
+                                 "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}) + "\n" for i in range(6))
     (folder / "bbh").mkdir(exist_ok=True)
     for task, ex in (("boolean_expressions", [{"input": "True and False is", "target": "False"},
                                               {"input": "not False is", "target": "True"},
@@ -53,15 +50,14 @@ def write_eval(folder: Path) -> Path:
         with open(folder / "bbh" / f"{task}.json", "w", encoding="utf-8") as fh:
             json.dump({"canary": "x", "examples": ex}, fh)
     with open(folder / "ifeval_input.jsonl", "w", encoding="utf-8") as fh:
-        for i, (ids, kw) in enumerate([(["punctuation:no_comma"], [{}]),
+        fh.writelines(json.dumps({"key": i, "prompt": f"Write about the sea ({i}).", "instruction_id_list": ids,
+                                 "kwargs": kw}) + "\n" for i, (ids, kw) in enumerate([(["punctuation:no_comma"], [{}]),
                                        (["change_case:english_lowercase"], [{}]),
                                        (["language:response_language"], [{"language": "de"}]),
                                        (["length_constraints:number_words"], [{"relation": "less than",
                                                                                "num_words": 40}]),
                                        (["keywords:existence", "punctuation:no_comma"], [{"keywords": ["sea"]}, {}]),
-                                       (["startend:quotation"], [{}])]):
-            fh.write(json.dumps({"key": i, "prompt": f"Write about the sea ({i}).", "instruction_id_list": ids,
-                                 "kwargs": kw}) + "\n")
+                                       (["startend:quotation"], [{}])]))
     return folder
 
 

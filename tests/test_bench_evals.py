@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench_helpers import write_eval
 from siftkit.bench.evals import bbh, gsm8k, ifeval, mmlu
 from siftkit.bench.evals.common import pick, task_limit, task_path
 from siftkit.errors import ConfigError
-
-from bench_helpers import write_eval
-
 
 # ---------------------------------------------------------------- MMLU
 
@@ -179,12 +177,12 @@ def test_task_path_errors_name_the_keys(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- model paths (tiny random model)
 
 @pytest.fixture(scope="module")
-def em(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def em(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from scoring_tiny import build_tiny_lm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from scoring_tiny import build_tiny_lm
     from siftkit.bench.evals.common import EvalModel
 
     folder = build_tiny_lm(tmp_path_factory.mktemp("tiny"))
@@ -193,7 +191,7 @@ def em(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     return EvalModel(model, tok, "chat", "cpu", batch_size=3)
 
 
-def _direct_loglik(em, ctx: str, cont: str) -> float:  # noqa: ANN001
+def _direct_loglik(em, ctx: str, cont: str) -> float:
     import torch
 
     c = em.encode(ctx, True)
@@ -204,7 +202,7 @@ def _direct_loglik(em, ctx: str, cont: str) -> float:  # noqa: ANN001
     return float(sum(logp[len(c) + j - 1, k[j]] for j in range(len(k))))
 
 
-def test_loglik_matches_unbatched(em) -> None:  # noqa: ANN001
+def test_loglik_matches_unbatched(em) -> None:
     ctx = ["What is the capital of France?", "Two plus two", "hello", "The quick brown fox jumps over"]
     cont = [" Paris", " equals four", " there, how are you", " the lazy dog."]
     got = em.loglik(ctx, cont)
@@ -212,7 +210,7 @@ def test_loglik_matches_unbatched(em) -> None:  # noqa: ANN001
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_choice_loglik_fast_path_equals_pairwise(em) -> None:  # noqa: ANN001
+def test_choice_loglik_fast_path_equals_pairwise(em) -> None:
     ctx = ["Question one?\nAnswer:", "A longer question about the sea and the sky?\nAnswer:", "Q\nAnswer:"]
     choices = [" A", " B", " C", " D"]
     fast = em.choice_loglik(ctx, choices)
@@ -221,19 +219,18 @@ def test_choice_loglik_fast_path_equals_pairwise(em) -> None:  # noqa: ANN001
     assert not np.allclose(fast[0], fast[0, 0])            # the choices get different scores
 
 
-def test_generate_is_greedy_and_batch_independent(em) -> None:  # noqa: ANN001
+def test_generate_is_greedy_and_batch_independent(em) -> None:
     prompts = [em.chat_prompt(q) for q in ("hello there", "Write a short poem about the sea.", "Two plus two?")]
     batched = em.generate(prompts, 6)
     single = [em.generate([p], 6)[0] for p in prompts]
     assert batched == single and all(isinstance(o, str) for o in batched)
 
 
-def test_heldout_loss_matches_direct(em) -> None:  # noqa: ANN001
+def test_heldout_loss_matches_direct(em) -> None:
     import torch
 
-    from siftkit.bench.evals import heldout
-
     from scoring_tiny import SAMPLES
+    from siftkit.bench.evals import heldout
 
     items = [{"id": f"r{i}", "messages": m} for i, m in enumerate(SAMPLES)]
     loss, recs = heldout.run(em, items, {"max_length": 256})

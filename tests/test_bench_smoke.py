@@ -20,12 +20,11 @@ pytest.importorskip("trl")
 pytest.importorskip("peft")
 pytest.importorskip("scipy")
 
-from bench_helpers import config, write_eval, write_pool  # noqa: E402
-
-from siftkit.bench.config import build_bench_config  # noqa: E402
-from siftkit.bench.runner import run_bench  # noqa: E402
-from siftkit.bench.stats import mann_whitney  # noqa: E402
-from siftkit.errors import ConfigError  # noqa: E402
+from bench_helpers import config, write_eval, write_pool
+from siftkit.bench.config import build_bench_config
+from siftkit.bench.runner import run_bench
+from siftkit.bench.stats import mann_whitney
+from siftkit.errors import ConfigError
 
 TASKS = ["mmlu", "gsm8k", "bbh", "ifeval", "heldout"]
 

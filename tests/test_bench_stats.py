@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from siftkit.bench.stats import compare, mann_whitney, min_attainable_p, summary  # noqa: E402
+from siftkit.bench.stats import compare, mann_whitney, min_attainable_p, summary
 
 
 def test_one_run_above_all_random_gives_the_minimum_p() -> None:

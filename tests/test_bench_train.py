@@ -10,24 +10,23 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from scoring_tiny import SAMPLES, build_tiny_lm, msgs  # noqa: E402
-
-from siftkit.bench.train import build_examples  # noqa: E402
+from scoring_tiny import SAMPLES, build_tiny_lm, msgs
+from siftkit.bench.train import build_examples
 
 
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tok(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(build_tiny_lm(tmp_path_factory.mktemp("tiny")))
 
 
-def _masked_text(tok, row) -> str:  # noqa: ANN001
+def _masked_text(tok, row) -> str:
     ids = np.asarray(row["input_ids"])
     return tok.decode(ids[np.asarray(row["assistant_masks"], bool)].tolist())
 
 
-def test_chat_template_mask_covers_every_assistant_turn_and_its_end_token(tok) -> None:  # noqa: ANN001
+def test_chat_template_mask_covers_every_assistant_turn_and_its_end_token(tok) -> None:
     ex = build_examples(SAMPLES, tok, "chat", 256)
     assert ex.skipped == 0 and ex.truncated == 0 and ex.kept == list(range(len(SAMPLES)))
     for conv, row in zip(SAMPLES, ex.rows):
@@ -36,7 +35,7 @@ def test_chat_template_mask_covers_every_assistant_turn_and_its_end_token(tok) -
         assert len(row["input_ids"]) == len(row["assistant_masks"])
 
 
-def test_named_template_mask_and_truncation(tok) -> None:  # noqa: ANN001
+def test_named_template_mask_and_truncation(tok) -> None:
     conv = msgs(("user", "Two plus two?"), ("assistant", "four"))
     ex = build_examples([conv], tok, "plain", 256)
     text = _masked_text(tok, ex.rows[0])
@@ -49,7 +48,7 @@ def test_named_template_mask_and_truncation(tok) -> None:  # noqa: ANN001
     assert none.rows == [] and none.skipped == 1
 
 
-def test_trl_builds_minus_100_labels_from_the_mask(tok, tmp_path: Path) -> None:  # noqa: ANN001
+def test_trl_builds_minus_100_labels_from_the_mask(tok, tmp_path: Path) -> None:
     pytest.importorskip("trl")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM

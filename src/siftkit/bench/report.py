@@ -124,9 +124,9 @@ def strip_plot(task: str, res: dict[str, Any], base: float | None, higher: bool)
 
 def render_bench_report(results: dict[str, Any], path: str) -> str:
     css = _asset("report.css")
-    body = [f'<header><h1>siftkit bench report</h1><div class="meta"><span><b>base model</b> '
-            f'{esc(results.get("base_model"))}</span><span><b>random seeds</b> '
-            f'{esc(results.get("random_seeds"))}</span></div>']
+    body = [(f'<header><h1>siftkit bench report</h1><div class="meta"><span><b>base model</b> '
+             f'{esc(results.get("base_model"))}</span><span><b>random seeds</b> '
+             f'{esc(results.get("random_seeds"))}</span></div>')]
     tr = results.get("train") or {}
     body.append('<dl class="config">' + "".join(f"<dt>train.{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in tr.items())
                 + "".join(f"<dt>eval.{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in (results.get("eval") or {}).items())

@@ -16,7 +16,7 @@ import numpy as np
 
 def summary(values: list[float]) -> dict[str, Any]:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    return {"n": int(len(v)), "mean": float(v.mean()) if len(v) else None,
+    return {"n": len(v), "mean": float(v.mean()) if len(v) else None,
             "std": float(v.std(ddof=1)) if len(v) > 1 else None, "values": [None if x is None else float(x) for x in values]}
 
 

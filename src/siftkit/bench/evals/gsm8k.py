@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ...errors import ConfigError
-from .common import EvalModel, pick, task_limit, read_jsonl, task_path
+from .common import EvalModel, pick, read_jsonl, task_limit, task_path
 
 INSTRUCTION = "\nSolve the problem step by step, then give the final answer on the last line as '#### <number>'."
 _NUM = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")

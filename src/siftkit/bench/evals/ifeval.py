@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...errors import ConfigError
-from .common import EvalModel, pick, task_limit, read_jsonl, task_path
+from .common import EvalModel, pick, read_jsonl, task_limit, task_path
 
 
 def _rel(n: int, relation: str, k: int) -> bool:
