@@ -64,3 +64,30 @@ def test_trl_builds_minus_100_labels_from_the_mask(tok, tmp_path: Path) -> None:
         labels = np.asarray(got["labels"])
         mask = np.asarray(row["assistant_masks"], bool)
         assert (labels[~mask] == -100).all() and (labels[mask] == np.asarray(row["input_ids"])[mask]).all()
+
+
+def test_full_fine_tuning_updates_every_weight_and_logs(tok, tmp_path: Path) -> None:
+    """``mode: full`` (LoRA is exercised by the smoke run)."""
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from siftkit.bench.config import TRAIN_DEFAULTS
+    from siftkit.bench.train import train_cell
+
+    base = AutoModelForCausalLM.from_pretrained(build_tiny_lm(tmp_path / "m"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    mode = "full"
+    settings = {**TRAIN_DEFAULTS, "mode": mode, "epochs": 1, "lr": 1e-3, "batch_size": 2, "micro_batch_size": 1,
+                "max_length": 128}
+    ex = build_examples(SAMPLES, tok, "chat", 128)
+    model, log = train_cell(base, tok, ex, settings, str(tmp_path / "cell"), seed=0, device="cpu")
+    assert log["examples"] == len(SAMPLES) and log["steps"] == 3 and np.isfinite(log["train_loss"])
+    assert [h["loss"] for h in log["history"] if "loss" in h]                   # per-step loss history
+    after = model.state_dict()
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert "model.layers.0.self_attn.q_proj.weight" in changed and "lm_head.weight" in changed
+    assert log["trainable_params"] == sum(p.numel() for p in model.parameters())
+    assert (tmp_path / "cell" / "model" / "config.json").is_file()
+    assert not (tmp_path / "cell" / "trainer").exists()

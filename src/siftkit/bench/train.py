@@ -73,6 +73,20 @@ def _require() -> None:
             raise MissingDependencyError(mod, extra, "siftkit bench fine-tuning") from None
 
 
+def drop_gguf_quantizer(model: Any) -> Any:
+    """A model loaded from a ``.gguf`` holds ordinary dequantised tensors but stays flagged as "quantized with
+    GGUF", which transformers refuses to train or save: clear that flag (other quantisations are kept)."""
+    q = getattr(model, "hf_quantizer", None)
+    method = str(getattr(getattr(q, "quantization_config", None), "quant_method", "")).lower()
+    if q is not None and method.endswith("gguf"):
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.quantization_method = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model
+
+
 def train_cell(model: Any, tokenizer: Any, examples: Examples, settings: dict[str, Any], out_dir: str,
                seed: int, device: str) -> tuple[Any, dict[str, Any]]:
     """Fine-tune ``model`` (a fresh copy of the base) in place; returns the trained model and a log."""
@@ -84,6 +98,7 @@ def train_cell(model: Any, tokenizer: Any, examples: Examples, settings: dict[st
     if not examples.rows:
         raise ConfigError("the selection has no trainable examples (no assistant tokens after templating)")
     torch.manual_seed(seed)
+    model = drop_gguf_quantizer(model)
     micro = int(settings["micro_batch_size"])
     accum = int(settings["batch_size"]) // micro
     cuda = device.startswith("cuda")
