@@ -83,3 +83,26 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("pool: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_bench_config(str(tmp_path / "b.yaml"))
+
+
+def test_cli_dry_run_lists_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from siftkit.bench.cli import add_bench_parser
+
+    (tmp_path / "b.yaml").write_text(
+        "pool: {inputs: [pool]}\nbudgets: [5, 10]\nbase_model: m\nrandom_seeds: 2\n"
+        "methods: {l: {steps: [{select: top, by: tokens_response}], seeds: [0, 3]}}\noutput: out\n")
+    ap = argparse.ArgumentParser()
+    add_bench_parser(ap.add_subparsers())
+    a = ap.parse_args(["bench", str(tmp_path / "b.yaml"), "--dry-run", "--only", "l"])
+    assert a.func(a) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [tuple(x.split("\t")[:3]) for x in lines] == [
+        ("base", "budget=None", "seed=0"), ("l", "budget=5", "seed=0"), ("l", "budget=5", "seed=3"),
+        ("l", "budget=10", "seed=0"), ("l", "budget=10", "seed=3")]
+    assert lines[2].endswith(str(tmp_path / "out" / "budget-5" / "l" / "seed-3"))
+    a = ap.parse_args(["bench", str(tmp_path / "b.yaml"), "--dry-run", "-o", str(tmp_path / "o2")])
+    assert a.func(a) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + 2 * (2 + 2) and all(str(tmp_path / "o2") in x for x in out)
