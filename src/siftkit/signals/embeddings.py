@@ -18,6 +18,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any, ClassVar
@@ -203,11 +204,13 @@ class StaticEncoder:
         # each distinct raw word is normalised and tokenised once and cached as (token ids, vector sum).
         self._word_path = spec.get("pre_tokenizer") == _WS_METASPACE
         self._added = [t["content"] for t in spec.get("added_tokens", [])]
+        # texts the fast path must not take: Python-only separators, the metaspace char, added tokens
+        self._guard = re.compile("|".join(["[\x1c-\x1f\u2581]", *map(re.escape, self._added)]))
         self._reset_cache()
 
     def _reset_cache(self) -> None:
         self._cache: dict[str, int] = {}
-        self._new_sums: list[np.ndarray] = []
+        self._new_ids: list[list[int]] = []
         self._sums = np.zeros((0, self.dim), dtype=np.float32)
         self._counts = np.zeros(0, dtype=np.int64)
         self._new_counts: list[int] = []
@@ -222,7 +225,7 @@ class StaticEncoder:
             ids.extend(t.id for t in self.tokenizer.model.tokenize("\u2581" + piece))  # type: ignore[union-attr]
         k = len(self._counts) + len(self._new_counts)
         self._cache[w] = k
-        self._new_sums.append(self.table[ids].sum(axis=0) if ids else np.zeros(self.dim, np.float32))
+        self._new_ids.append(ids or [])
         self._new_counts.append(len(ids) if ids is not None else -(10**9))
         return k
 
@@ -231,9 +234,9 @@ class StaticEncoder:
         get, add = self._cache.get, self._add_word
         rows: list[list[int]] = []
         slow: list[int] = []
-        added = self._added
+        guard = self._guard.search
         for i, t in enumerate(texts):
-            if _PY_ONLY_SPACES.intersection(t) or "\u2581" in t or any(a in t for a in added):
+            if guard(t):
                 rows.append([])
                 slow.append(i)
                 continue
@@ -242,10 +245,12 @@ class StaticEncoder:
                 ks = [k if k is not None else (get(w) if get(w) is not None else add(w))
                       for k, w in zip(ks, t.split())]
             rows.append(ks)  # type: ignore[arg-type]
-        if self._new_sums:
-            self._sums = np.vstack([self._sums, np.asarray(self._new_sums, dtype=np.float32)])
+        if self._new_ids:   # vector sums of the new words, in one pass
+            sums = self._pool_ids(self._new_ids) * np.asarray([len(i) for i in self._new_ids],
+                                                                dtype=np.float32)[:, None]
+            self._sums = np.vstack([self._sums, sums])
             self._counts = np.concatenate([self._counts, np.asarray(self._new_counts, dtype=np.int64)])
-            self._new_sums, self._new_counts = [], []
+            self._new_ids, self._new_counts = [], []
         return rows, slow
 
     def _truncated_mean(self, text: str, ks: list[int]) -> np.ndarray:
