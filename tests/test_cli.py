@@ -183,3 +183,16 @@ def test_core_import_stays_light():
             "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""
+
+
+def test_report_always_shows_lengths_and_diversity_on_request(small_pool, tmp_path):
+    out = tmp_path / "r"
+    assert run_cli("select", str(small_pool), "--budget", "4", "--out", str(out), "--cache-dir",
+                   str(tmp_path / "c"), "--diversity") == 0
+    html = (out / "report.html").read_text()
+    assert "No signals computed" not in html and "tokens_total" in html
+    m = json.loads((out / "manifest.json").read_text())
+    metrics = {r["metric"]: r["value"] for r in m["outputs"]["diversity"]}
+    assert 0 <= metrics["coverage: mean distance pool -> nearest selected"] <= 2
+    assert isinstance(metrics["cluster entropy of the selection (normalised)"], float)
+    assert "Pool vs selection, 2-D PCA map" in html

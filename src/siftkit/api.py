@@ -129,16 +129,17 @@ def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
     if write:
         out = cfg.output
         manifest = write_selection(sel, out.get("dir", "siftkit-out"), out.get("format", "original"),
-                                   out.get("file_format", "jsonl"), bool(out.get("report", False)))
+                                   out.get("file_format", "jsonl"), bool(out.get("report", False)),
+                                   bool(out.get("diversity", False)))
     return sel, manifest
 
 
 def write(selection: "Selection", out_dir: str, *, format: str = "original", file_format: str = "jsonl",
-          report: bool = False) -> dict[str, Any]:
-    """Write selected records, selection.parquet, rejects and manifest.json to ``out_dir``."""
+          report: bool = False, diversity: bool = False) -> dict[str, Any]:
+    """Write selected records, selection.parquet, rejects and manifest.json (and report.html) to ``out_dir``."""
     from .output import write_selection
 
-    return write_selection(selection, out_dir, format, file_format, report)
+    return write_selection(selection, out_dir, format, file_format, report or diversity, diversity)
 
 
 def report(out_dir: str, path: str | None = None) -> str:

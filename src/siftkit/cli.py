@@ -152,7 +152,8 @@ def cmd_select(a: argparse.Namespace) -> int:
         stratify=a.stratify, quota=a.quota, seed=a.seed, tokenizer=a.tokenizer, preset=a.preset,
         on_error=a.on_error, cache_dir=a.cache_dir, workers=a.workers, engine=a.engine,
         method_params=_kv(a.param, "--param"), signals=[_parse_value(s) for s in a.signal],
-        output={"dir": a.out, "format": a.output_format, "file_format": a.file_format, "report": a.report})
+        output={"dir": a.out, "format": a.output_format, "file_format": a.file_format,
+                "report": a.report or a.diversity, "diversity": a.diversity})
     if a.method is None and a.preset is None and not a.stratify:
         progress.info("no --method given: using random (the study's strong baseline)")
     cfg = build_config(data, "select")
@@ -182,7 +183,7 @@ def _finish(sel: Any, cfg: Any, a: argparse.Namespace) -> int:
     out = cfg.output
     out_dir = out.get("dir") or "siftkit-out"
     manifest = write_selection(sel, out_dir, out.get("format", "original"), out.get("file_format", "jsonl"),
-                               bool(out.get("report", False)))
+                               bool(out.get("report", False)), bool(out.get("diversity", False)))
     c = manifest["counts"]
     for s in manifest["steps"]:
         drops = ", ".join(f"{k}: {v:,}" for k, v in s["dropped"].items())
@@ -292,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--output-format", choices=["original", "messages", "sharegpt", "alpaca"], default="original")
     o.add_argument("--file-format", choices=["jsonl", "parquet"], default="jsonl")
     o.add_argument("--report", action="store_true", help="also write report.html")
+    o.add_argument("--diversity", action="store_true",
+                   help="add diversity metrics (coverage, cluster entropy, Vendi, 2-D map) to the report, "
+                        "computing default embeddings if no selector used any (needs [embed] for k-means)")
     se.set_defaults(func=cmd_select)
 
     ru = sub.add_parser("run", help="run a YAML recipe (same options as select)", epilog=EPILOG)

@@ -15,7 +15,7 @@ Recipe (YAML) shape — every key is optional except ``inputs``::
         by: tokens_total
     budget: 50000                   # count, fraction (0.05) or "5%"
     seed: 0
-    output: {dir: out, format: original, file_format: jsonl, report: true}
+    output: {dir: out, format: original, file_format: jsonl, report: true, diversity: false}
     cache_dir: .siftkit
     workers: 2
     preset: length-kmeans           # instead of a select step; or {name: length-kmeans, k: 200}
@@ -32,7 +32,7 @@ from .errors import ConfigError
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
             "workers", "engine", "preset"}
-OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects"}
+OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity"}
 OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
 FILE_FORMATS = ("jsonl", "parquet")
 STEP_ROLES = ("filter", "dedup", "select", "step")

@@ -69,8 +69,62 @@ def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def diversity_sections(sel: Selection, force: bool = False) -> list[dict[str, Any]]:
+    """Report sections with diversity metrics (coverage, cluster entropy, Vendi, 2-D map) of the selection.
+
+    Uses the embeddings a selector already loaded; with ``force`` (``output.diversity: true``) computes the
+    default embedding (static, query segment) when none was used. Empty when there is nothing to measure.
+    """
+    import orjson as _oj
+
+    vecs = dict(sel.vectors)
+    if not vecs and force and sel.vector_loader is not None:
+        vecs = {'{"name":"embedding"}': sel.vector_loader({"name": "embedding"})}
+    if not vecs or len(sel.selected) == 0:
+        return []
+    from .diversity import diversity_report
+
+    spec_key, v = next(iter(vecs.items()))
+    d = diversity_report(v, sel.selected, seed=sel.config.seed)
+    rows = [
+        {"metric": "coverage: mean distance pool -> nearest selected", "value": round(d["coverage"]["mean"], 4)},
+        {"metric": "coverage: 95th percentile", "value": round(d["coverage"]["p95"], 4)},
+        {"metric": "cluster entropy of the selection (normalised)",
+         "value": round(float(d["cluster_entropy"]["normalized"]), 4)},
+        {"metric": "cluster entropy of the pool (normalised)",
+         "value": round(float(d["pool_cluster_entropy"]["normalized"]), 4)},
+        {"metric": "Vendi score, selection (sample)", "value": round(d["vendi"]["selected"], 2)},
+        {"metric": "Vendi score, pool (sample)", "value": round(d["vendi"]["pool"], 2)},
+    ]
+    m = d["map"]
+    n_pool, n_sel = len(m["pool"]["x"]), len(m["selected"]["x"])
+    return [{"title": "Diversity", "text": f"Embeddings: {spec_key}", "table": rows},
+            {"title": "Pool vs selection, 2-D PCA map",
+             "scatter": {"x": m["pool"]["x"] + m["selected"]["x"], "y": m["pool"]["y"] + m["selected"]["y"],
+                         "selected": [False] * n_pool + [True] * n_sel, "xlabel": "PC1", "ylabel": "PC2"}}]
+
+
+def _with_length_signals(sel: Selection) -> pa.Table:
+    """The selection's signals plus character and token lengths (cached), so every report shows lengths."""
+    from .signals.compute import compute_signals
+
+    cfg = sel.config
+    want = [("text_stats", "chars_total"), ({"name": "tokens", "tokenizer": cfg.tokenizer}, "tokens_total")]
+    missing = [spec for spec, col in want if col not in sel.signals.column_names]
+    if not missing:
+        return sel.signals
+    more = compute_signals(sel.pool.table, missing, cfg.cache_dir, workers=cfg.workers or 1, engine=cfg.engine)
+    if sel.signals.num_columns == 0:
+        return more
+    table = sel.signals
+    for name in more.column_names:
+        if name not in table.column_names:
+            table = table.append_column(name, more.column(name))
+    return table
+
+
 def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_format: str = "jsonl",
-                    report: bool = False) -> dict[str, Any]:
+                    report: bool = False, diversity: bool = False) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
@@ -104,8 +158,13 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
 
         t1 = time.perf_counter()
         outputs["report"] = "report.html"
+        extra = diversity_sections(sel, force=diversity)
+        report_signals = _with_length_signals(sel)
+        if extra:
+            outputs["diversity"] = extra[0]["table"]
         manifest = build_manifest(sel, outputs)
-        render_report(sel.pool.table, sel.signals, sel.mask, manifest, os.path.join(out_dir, "report.html"))
+        render_report(sel.pool.table, report_signals, sel.mask, manifest, os.path.join(out_dir, "report.html"),
+                      extra_sections=extra)
         sel.timings["report"] = round(time.perf_counter() - t1, 3)
     manifest = build_manifest(sel, outputs)
     with open(os.path.join(out_dir, "manifest.json"), "wb") as fh:

@@ -55,6 +55,8 @@ class Selection:
     timings: dict[str, float] = field(default_factory=dict)
     signal_stats: dict[str, Any] = field(default_factory=dict)
     drop_roles: dict[str, str] = field(default_factory=dict)   # status label -> "filter" | "dedup"
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embeddings the selectors used (by spec)
+    vector_loader: Any = None                                     # computes embeddings through the cache
 
     def cache_hits(self) -> dict[str, Any]:
         """Per signal: records computed now vs reused from the cache (varies between runs)."""
@@ -200,7 +202,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         timings[f"step{i}:{r.name}"] = round(r.seconds, 3)
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
-    return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles)
+    return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles,
+                     dict(ctx._vectors), ctx.vector_loader)
 
 
 def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:
@@ -220,5 +223,5 @@ def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):  # noqa: ANN20
             from .signals.vectors import load_or_compute_vectors
         except ImportError as e:
             raise ConfigError(f"embeddings are not available: {e}") from None
-        return load_or_compute_vectors(pool, spec, cfg.cache_dir, workers=workers)
+        return load_or_compute_vectors(pool, spec, cfg.cache_dir, workers=workers, engine=cfg.engine)
     return load
