@@ -40,6 +40,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "minhash-dedup": "siftkit.selectors.near_dedup",
     "semdedup": "siftkit.selectors.semdedup",
     "ifd-filter": "siftkit.selectors.ifd_filter",
+    "zip": "siftkit.selectors.zip",
 }
 
 _SIGNALS: dict[str, type] = {}
