@@ -25,6 +25,7 @@ SIGNAL_MODULES: dict[str, str] = {
     "deita": "siftkit.scoring.deita",
     "selectit": "siftkit.scoring.selectit",
     "knowledge": "siftkit.scoring.knowledge",
+    "instag": "siftkit.scoring.instag",
 }
 SELECTOR_MODULES: dict[str, str] = {
     "random": "siftkit.selectors.random",
@@ -41,6 +42,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "semdedup": "siftkit.selectors.semdedup",
     "ifd-filter": "siftkit.selectors.ifd_filter",
     "zip": "siftkit.selectors.zip",
+    "instag-coverage": "siftkit.selectors.instag",
 }
 
 _SIGNALS: dict[str, type] = {}
