@@ -43,6 +43,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "ifd-filter": "siftkit.selectors.ifd_filter",
     "zip": "siftkit.selectors.zip",
     "instag-coverage": "siftkit.selectors.instag",
+    "rds": "siftkit.selectors.rds",
 }
 
 _SIGNALS: dict[str, type] = {}

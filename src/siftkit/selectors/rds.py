@@ -1,0 +1,153 @@
+"""``rds``: RDS+ (Ivison et al., 2025), targeted selection by representation similarity, round-robin.
+
+Representations: by default the position-weighted mean of a causal LM's last hidden states over the whole
+conversation (the ``embedding`` signal, ``backend="causal-lm"``, ``pooling="weighted-mean"``,
+``segment="conversation"``; give ``model=``, or a full ``embedding`` spec). Target examples are
+conversations read with ``siftkit.io.read_pool`` from ``targets`` (a file or folder, or a list); their task
+is the ``source`` of each target input (one task per file by default) or the column named by ``task_by``.
+
+Scores: cosine similarity between every candidate and every target example, computed in chunks of
+``chunk`` candidates (chunk x Q float32 at a time); only each target example's best ``k`` candidates are
+kept (numpy arrays of Q x k merged chunk by chunk: no dense N x Q matrix is stored). ``k`` starts at
+``2 * ceil(budget / Q) + 16`` and doubles if a target example runs out of unselected candidates.
+
+Selection (round-robin): tasks take turns; inside a task its target examples take turns; at its turn an
+example takes its most similar not-yet-selected candidate. Stops at exactly ``budget`` (every task gets
+the same share, +-1). Output order is the pick order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..registry import make, register_selector, signal_class
+from ..signals.segments import flatten
+from ..signals.vectors import normalize_spec, rows_f32
+from .base import SelectionContext, Selector, StepResult
+
+
+def topk_per_target(x: np.ndarray, t: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``t`` (Q x d), the ``k`` rows of ``x`` (N x d) with the highest inner product:
+    (indices Q x k, values Q x k), best first, ties broken by the lower row index."""
+    n, q = len(x), len(t)
+    k = min(k, n)
+    best_v = np.full((q, 0), -np.inf, dtype=np.float32)
+    best_i = np.zeros((q, 0), dtype=np.int64)
+    for s in range(0, n, chunk):
+        sims = np.asarray(t @ np.asarray(x[s:s + chunk], dtype=np.float32).T, dtype=np.float32)   # q x c
+        kk = min(k, sims.shape[1])
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk] if kk < sims.shape[1] else \
+            np.broadcast_to(np.arange(sims.shape[1]), (q, sims.shape[1]))
+        v = np.take_along_axis(sims, part, axis=1)
+        cat_v = np.concatenate([best_v, v], axis=1)
+        cat_i = np.concatenate([best_i, part + s], axis=1)
+        # sort by (-value, index) and keep k
+        order = np.lexsort((cat_i, -cat_v), axis=1)[:, :k] if cat_v.shape[1] else cat_i
+        best_v = np.take_along_axis(cat_v, order, axis=1)
+        best_i = np.take_along_axis(cat_i, order, axis=1)
+    return best_i, best_v
+
+
+def round_robin(ranked: np.ndarray, task_of: np.ndarray, budget: int, n: int) -> np.ndarray | None:
+    """Round-robin picks from per-target ranked lists (Q x k row indices into 0..n-1). ``None`` when some
+    example exhausts its list before the budget is met (the caller retries with a larger k)."""
+    budget = min(budget, n)
+    tasks = list(dict.fromkeys(task_of.tolist()))
+    members = {tk: np.flatnonzero(task_of == tk).tolist() for tk in tasks}
+    turn = {tk: 0 for tk in tasks}
+    ptr = np.zeros(len(ranked), dtype=np.int64)
+    taken = np.zeros(n, dtype=bool)
+    picks: list[int] = []
+    k = ranked.shape[1]
+    while len(picks) < budget:
+        for tk in tasks:
+            if len(picks) == budget:
+                break
+            ex = members[tk][turn[tk] % len(members[tk])]
+            turn[tk] += 1
+            p = ptr[ex]
+            while p < k and taken[ranked[ex, p]]:
+                p += 1
+            if p == k:
+                return None
+            ptr[ex] = p + 1
+            taken[ranked[ex, p]] = True
+            picks.append(int(ranked[ex, p]))
+    return np.asarray(picks, dtype=np.int64)
+
+
+def rds_select(x: np.ndarray, t: np.ndarray, task_of: np.ndarray, budget: int,
+               chunk: int = 65536) -> np.ndarray:
+    """Positions into ``x`` (L2-normalised candidate vectors) chosen by RDS+ round-robin for targets ``t``."""
+    n, q = len(x), len(t)
+    budget = min(budget, n)
+    k = 2 * -(-budget // max(q, 1)) + 16
+    while True:
+        ranked, _ = topk_per_target(x, t, k, chunk)
+        picks = round_robin(ranked, task_of, budget, n)
+        if picks is not None:
+            return picks
+        if k >= n:                    # cannot happen: with k = n every example sees every candidate
+            raise AssertionError("rds: ran out of candidates with k = n")
+        k = min(n, 2 * k)
+
+
+@register_selector("rds")
+class RDSSelect(Selector):
+    role = "select"
+
+    def __init__(self, targets: str | list[str] | None = None, model: str | None = None,
+                 embedding: dict[str, Any] | str | None = None, task_by: str = "source",
+                 chunk: int = 65536):
+        if not targets:
+            raise ConfigError("rds: 'targets' must name a file or folder of target-task conversations")
+        if embedding is None:
+            if not model:
+                raise ConfigError("rds: give model= (a causal LM for RDS+ representations) or an embedding spec")
+            embedding = {"backend": "causal-lm", "model": model, "pooling": "weighted-mean",
+                         "segment": "conversation"}
+        elif model:
+            raise ConfigError("rds: give either model= or embedding=, not both")
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        self.embedding = normalize_spec(embedding)
+        if self.embedding.get("name", "embedding") != "embedding":
+            raise ConfigError("rds: the embedding spec must be an 'embedding' signal (targets are encoded "
+                              "with the same encoder)")
+        self.task_by, self.chunk = task_by, int(chunk)
+
+    def config(self) -> dict[str, Any]:
+        return {"targets": self.targets, "embedding": self.embedding, "task_by": self.task_by}
+
+    def target_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Q x d normalised target vectors, task label per target), encoded like the pool."""
+        from ..io.pool import read_pool
+
+        table = read_pool(self.targets).table
+        if len(table) == 0:
+            raise ConfigError(f"rds: no target examples in {self.targets}")
+        if self.task_by not in table.column_names:
+            raise ConfigError(f"rds: target column {self.task_by!r} not found; have {table.column_names}")
+        params = {k: v for k, v in self.embedding.items() if k != "name"}
+        enc = make(signal_class("embedding"), params, "rds embedding")
+        segment = params.get("segment", "query")
+        vecs = enc.encode(flatten(table).texts(segment))
+        tasks = np.asarray([str(v) for v in table.column(self.task_by).to_pylist()], dtype=object)
+        return rows_f32(vecs, np.arange(len(vecs)), normalize=True), tasks
+
+    def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
+        if budget is None:
+            raise ConfigError("rds is a budgeted selector: give it a budget")
+        candidates = np.asarray(candidates, dtype=np.int64)
+        t, tasks = self.target_vectors()
+        x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        if x.shape[1] != t.shape[1]:
+            raise ConfigError(f"rds: pool vectors are {x.shape[1]}-d but targets are {t.shape[1]}-d")
+        picks = rds_select(x, t, tasks, budget, self.chunk)
+        kept = candidates[picks]
+        uniq, counts = np.unique(tasks, return_counts=True)
+        return StepResult(kept=kept, dropped={"over_budget": int(len(candidates) - len(kept))},
+                          details={"targets": len(t),
+                                   "tasks": {str(u): int(c) for u, c in zip(uniq, counts)}})
