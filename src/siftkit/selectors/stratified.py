@@ -36,9 +36,10 @@ class StratifiedSelector(Selector):
     def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
         if budget is None:
             raise ConfigError("stratified needs a budget")
-        keys = ctx.column(self.column)[candidates]
-        uniq, inverse = np.unique(keys.astype(str) if keys.dtype == object else keys, return_inverse=True)
-        groups = [np.flatnonzero(inverse == g) for g in range(len(uniq))]  # positions, in pool order
+        uniq, inverse = _strata(ctx, self.column, candidates)
+        # positions of each stratum (sorted key order), in pool order
+        by_group = np.argsort(inverse, kind="stable")
+        groups = np.split(by_group, np.cumsum(np.bincount(inverse, minlength=len(uniq)))[:-1]) if len(uniq) else []
         if self.by is not None:
             vals = ctx.column(self.by)[candidates].astype(np.float64)
             orders = [g[rank(vals[g], not self.ascending)] for g in groups]
@@ -56,3 +57,22 @@ class StratifiedSelector(Selector):
         if n_nan:
             dropped["missing_value"] = n_nan
         return StepResult(candidates[np.sort(kept)], dropped=dropped, details={"quotas": quotas})
+
+
+def _strata(ctx: SelectionContext, column: str, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of ``column`` over the candidates and each candidate's index into them
+    (as ``np.unique(..., return_inverse=True)``); string columns are hashed in Arrow, not as Python objects."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = ctx.signals if column in ctx.signals.column_names else ctx.pool
+    col = table.column(column) if column in table.column_names and column != "messages" else None
+    if col is None or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
+        keys = ctx.column(column)[candidates]
+        return np.unique(keys.astype(str) if keys.dtype == object else keys, return_inverse=True)
+    enc = pc.dictionary_encode(col.take(pa.array(candidates, pa.int64()))).combine_chunks()
+    values = np.asarray(enc.dictionary.to_pylist(), dtype=object).astype(str)
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return values[order], rank[enc.indices.to_numpy(zero_copy_only=False)]
