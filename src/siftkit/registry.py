@@ -44,6 +44,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "zip": "siftkit.selectors.zip",
     "instag-coverage": "siftkit.selectors.instag",
     "rds": "siftkit.selectors.rds",
+    "diverseevol": "siftkit.selectors.diverseevol",
 }
 
 _SIGNALS: dict[str, type] = {}
