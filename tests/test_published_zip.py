@@ -107,3 +107,13 @@ def test_bad_config(params):
 def test_needs_budget():
     with pytest.raises(ConfigError, match="budget"):
         make(selector_class("zip"), {}, "zip").run(_ctx(qa_pool(["a"])), np.arange(1), None)
+
+
+def test_stage_one_partition_equals_stable_sort_with_ties():
+    from siftkit.selectors.zip import _lowest
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 6, 300).astype(np.float64)       # many ties
+    rows = np.sort(rng.choice(1000, 300, replace=False))
+    for k in (1, 7, 50, 299, 300, 400):
+        assert _lowest(rows, values, k).tolist() == rows[np.argsort(values, kind="stable")[:k]].tolist()

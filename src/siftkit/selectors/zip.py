@@ -85,6 +85,15 @@ class _Fast:
         return (self.raw + len(data)) / max(n, 1)
 
 
+def _lowest(rows: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` rows with the lowest values, ascending, ties by row order (argpartition, then sort k)."""
+    if k < len(rows):
+        kth = np.partition(values, k - 1)[k - 1]
+        pick = np.flatnonzero(values <= kth)          # every row tied with the k-th value, in row order
+        rows, values = rows[pick], values[pick]
+    return rows[np.argsort(values, kind="stable")[:k]]
+
+
 def zip_select(texts: list[bytes], budget: int, k1: int = 10_000, k2: int = 200, k3: int = 100,
                mode: str = "fast", level: int = 9, sep: bytes = b"\n",
                show_progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
@@ -101,7 +110,7 @@ def zip_select(texts: list[bytes], budget: int, k1: int = 10_000, k2: int = 200,
     with progress.bar("zip", total=budget if show_progress else None) as bar:
         while len(picks) < budget:
             avail = np.flatnonzero(available)
-            cand = avail[np.argsort(score[avail], kind="stable")[:k1]]              # stage 1
+            cand = _lowest(avail, score[avail], k1)                                 # stage 1
             for i in cand.tolist():                                                 # stage 2
                 score[i] = selected.ratio_with(texts[i])
             scored += len(cand)
