@@ -44,7 +44,7 @@ def tag_lists(values: list[Any], ids: list[str] | None = None) -> list[list[str]
 def coverage_select(tags: list[list[str] | None], budget: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Positions into ``tags`` in selection order, and details (passes, tags covered, untagged used)."""
     vocab: dict[str, int] = {}
-    coded = [[vocab.setdefault(t, len(vocab)) for t in ts] if ts else [] for ts in tags]
+    coded = [list(dict.fromkeys(vocab.setdefault(t, len(vocab)) for t in ts)) if ts else [] for ts in tags]
     count = np.asarray([len(c) for c in coded])
     order = np.argsort(-count, kind="stable")
     order = order[count[order] > 0].tolist()
@@ -53,12 +53,14 @@ def coverage_select(tags: list[list[str] | None], budget: int) -> tuple[np.ndarr
     passes = 0
     while order and len(picks) < budget:
         passes += 1
-        covered = np.zeros(len(vocab), dtype=bool)
+        covered = [False] * len(vocab)     # plain lists: tag sets are short, numpy indexing costs more
         rest: list[int] = []
         for i in order:
-            if len(picks) < budget and not covered[coded[i]].all():
+            c = coded[i]
+            if len(picks) < budget and not all(covered[t] for t in c):
                 picks.append(i)
-                covered[coded[i]] = True
+                for t in c:
+                    covered[t] = True
             else:
                 rest.append(i)
         order = rest
