@@ -403,6 +403,7 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
 
+            pa.array(["warm"], pa.string())  # pyarrow's lazy imports happen once here, not in every child
             # Largest tasks first for balance; results are re-ordered to input order afterwards.
             order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
             with ProcessPoolExecutor(workers, mp_context=_mp_context(mp)) as ex:

@@ -69,12 +69,20 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
 
 
+def make_shards(pool: pa.Table, rows: np.ndarray, shard_size: int) -> list[pa.Table]:
+    """Compact shard tables of the given pool rows (without the ``original`` column).
+
+    Each shard is its own ``take`` rather than a slice of one big table: a slice pickles (to a worker
+    process) with the whole underlying buffers, which at 1M records ships gigabytes per shard.
+    """
+    cols = pool.select([c for c in pool.column_names if c != "original"])
+    return [cols.take(pa.array(rows[s:s + shard_size], pa.int64())) for s in range(0, len(rows), shard_size)]
+
+
 def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: SignalStore, workers: int,
                      shard_size: int, engine: str) -> int:
-    sub = pool.take(pa.array(todo, pa.int64())).select(
-        [c for c in pool.column_names if c != "original"])
-    shards = [sub.slice(s, shard_size) for s in range(0, sub.num_rows, shard_size)]
-    with progress.bar(f"score {sig.name}", total=sub.num_rows) as bar:
+    shards = make_shards(pool, todo, shard_size)
+    with progress.bar(f"score {sig.name}", total=len(todo)) as bar:
         def done(i: int, values: dict[str, Any]) -> None:
             store.write_part(sig, shards[i].column("id").combine_chunks(), values)
             bar.update(shards[i].num_rows)
@@ -91,4 +99,4 @@ def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: Signa
             ray_run_shards(sig, shards, done)
         else:
             raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-    return sub.num_rows
+    return len(todo)

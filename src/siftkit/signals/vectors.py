@@ -162,10 +162,10 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     missing = pc.invert(pc.is_in(ids, value_set=known)).to_numpy(zero_copy_only=False)
     todo = np.flatnonzero(missing)
     if len(todo):
-        sub = pool_table.take(pa.array(todo, pa.int64()))
-        sub = sub.select([c for c in sub.column_names if c != "original"])
-        shards = [sub.slice(s, shard_size) for s in range(0, sub.num_rows, shard_size)]
-        with progress.bar(f"embed {sig.name}", total=sub.num_rows) as bar:
+        from .compute import make_shards
+
+        shards = make_shards(pool_table, todo, shard_size)
+        with progress.bar(f"embed {sig.name}", total=len(todo)) as bar:
             def done(i: int, values: dict[str, Any]) -> None:
                 store.write_shard(sig, shards[i].column("id").combine_chunks(), values[sig.name])
                 bar.update(shards[i].num_rows)
