@@ -121,7 +121,9 @@ def main() -> None:
     _, t_rds_sub = timed(lambda: rds_select(sub, t, tasks, sb))
 
     def naive_rds() -> list[int]:
-        sims = sub @ t.T                                   # dense N x Q
+        # dense N x Q, same float32 product order as siftkit's chunks (sub @ t.T differs by ~1 ulp and can
+        # swap two candidates whose similarities differ by 1e-7)
+        sims = (t @ sub.T).T
         ranked = np.argsort(-sims, axis=0, kind="stable").T
         taken: set[int] = set()
         out: list[int] = []
