@@ -28,7 +28,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _all_presets() -> dict[str, dict[str, Any]]:
+    from .presets_published import PRESETS as PUBLISHED
+
     out = dict(PRESETS)
+    out.update(PUBLISHED)
     try:  # presets contributed by optional selector modules (e.g. length + k-means)
         from .selectors.kmeans import PRESETS as KMEANS_PRESETS  # type: ignore[attr-defined]
 
