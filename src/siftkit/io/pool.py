@@ -18,6 +18,8 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import os
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -406,12 +408,17 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
             pa.array(["warm"], pa.string())  # pyarrow's lazy imports happen once here, not in every child
             # Largest tasks first for balance; results are re-ordered to input order afterwards.
             order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
-            with ProcessPoolExecutor(workers, mp_context=_mp_context(mp)) as ex:
-                futs = {i: ex.submit(process_task, tasks[i]) for i in order}
-                out = {}
-                for i in order:
-                    out[i] = futs[i].result()
-                    b.update(1)
+            spill = tempfile.mkdtemp(prefix="siftkit-read-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            try:
+                with ProcessPoolExecutor(workers, mp_context=_mp_context(mp)) as ex:
+                    futs = {i: ex.submit(_process_task_spilled, tasks[i], os.path.join(spill, f"{i}.arrow"))
+                            for i in order}
+                    out = {}
+                    for i in order:
+                        out[i] = _load_spilled(futs[i].result())
+                        b.update(1)
+            finally:
+                shutil.rmtree(spill, ignore_errors=True)  # mapped tables stay valid after unlinking
             results = [out[i] for i in range(len(tasks))]
         else:
             for t in tasks:
@@ -442,6 +449,22 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
         raise EmptyResultError(f"the pool is empty: {len(rejects)} record(s) rejected, none usable"
                                + (f" (first: {rejects[0]['file']}: {rejects[0]['reason']})" if rejects else ""))
     return pool
+
+
+def _process_task_spilled(task: FileTask, path: str) -> dict[str, Any]:
+    """process_task in a worker; the table goes back as an Arrow IPC file (in /dev/shm where available)
+    that the parent memory-maps, instead of being pickled through the result pipe."""
+    res = process_task(task)
+    table = res.pop("table")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    res["table_path"] = path
+    return res
+
+
+def _load_spilled(res: dict[str, Any]) -> dict[str, Any]:
+    res["table"] = pa.ipc.open_file(pa.memory_map(res.pop("table_path"))).read_all()
+    return res
 
 
 def _task_size(t: FileTask) -> int:
