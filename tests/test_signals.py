@@ -167,3 +167,14 @@ def test_reason_counts_feed_the_manifest(small_pool, tmp_path):
     assert sel.counts()["signal_failures"] == {"flaky_reason": {"too_long": 3}}
     assert reason_counts(sel.signals) == {"flaky_reason": {"too_long": 3}}
     assert not np.isin(sel.selected, [0, 3, 6]).any()  # failed records are never chosen
+
+
+def test_arrow_word_split_matches_python_and_counts_agree():
+    from siftkit.signals.tokens import arrow_splits_like_python
+
+    assert arrow_splits_like_python()
+    texts = ["Hello,   world!\n\nNew\tline", "你好世界 hello", "a\u00a0b\u3000c\u2028d", "x\x1fy z", "", " ",
+             "\u0085lead", "tab\tand\x0bvt\x0cff"] * 5
+    c = TokenCounter(None)
+    assert c.count(texts).tolist() == c.count(pa.array(texts)).tolist() == TokenCounter(None, mode="exact").count(
+        texts).tolist()
