@@ -105,11 +105,12 @@ def parse_step(step: Any, where: str) -> StepSpec:
     return StepSpec(actual_role, name, params, where)
 
 
-def load_recipe(path: str) -> dict[str, Any]:
+def load_yaml_mapping(path: str, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; errors give ``file:line:column`` for bad YAML."""
     import yaml
 
     if not os.path.isfile(path):
-        raise ConfigError(f"recipe not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     with open(path, encoding="utf-8") as fh:
         try:
             data = yaml.safe_load(fh)
@@ -118,7 +119,12 @@ def load_recipe(path: str) -> dict[str, Any]:
             loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
             raise ConfigError(f"{path}{loc}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping of keys (inputs, steps, budget, ...)")
+        raise ConfigError(f"{path}: a {what} is a mapping of keys")
+    return data
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    data = load_yaml_mapping(path, "recipe")
     # Relative input paths are relative to the recipe file, not to the current folder.
     base = os.path.dirname(os.path.abspath(path))
     for i, inp in enumerate(data.get("inputs") or []):

@@ -130,17 +130,9 @@ def _resolve_paths(data: dict[str, Any], base: str) -> None:
 
 
 def load_bench_config(path: str) -> BenchConfig:
-    import yaml
+    from ..config import load_yaml_mapping
 
-    if not os.path.isfile(path):
-        raise ConfigError(f"bench config not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a bench config is a mapping (pool, base_model, methods, ...)")
+    data = load_yaml_mapping(path, "bench config")
     _resolve_paths(data, os.path.dirname(os.path.abspath(path)))
     return build_bench_config(data, path)
 

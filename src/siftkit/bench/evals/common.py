@@ -64,12 +64,7 @@ class EvalModel:
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             idx = order[start: start + self.batch_size]
-            width = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            att = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                att[r, : len(seqs[i])] = 1
+            ids, att = _right_padded([seqs[i] for i in idx], pad)
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()
@@ -105,12 +100,7 @@ class EvalModel:
         pad, tok = self.tokenizer.pad_token_id, torch.tensor(single)
         for start in range(0, len(order), self.batch_size):
             idx = order[start: start + self.batch_size]
-            width = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            att = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                att[r, : len(seqs[i])] = 1
+            ids, att = _right_padded([seqs[i] for i in idx], pad)
             last = att.sum(1) - 1
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits
@@ -188,3 +178,16 @@ def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     os.replace(tmp, path)
+
+
+def _right_padded(seqs: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """Right-padded (ids, attention mask) tensors for token id lists."""
+    import torch
+
+    width = max(len(q) for q in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, q in enumerate(seqs):
+        ids[r, : len(q)] = torch.tensor(q)
+        att[r, : len(q)] = 1
+    return ids, att
