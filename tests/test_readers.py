@@ -176,3 +176,11 @@ def test_jsonl_byte_ranges_match_whole_file(tmp_path: Path, monkeypatch):
     chunked = read_pool(str(f), workers=2)
     assert chunked.table.equals(whole.table)
     assert [fi.records for fi in chunked.files] == [3000]
+
+
+def test_same_file_name_in_different_folders_keeps_ids_distinct(tmp_path: Path):
+    a = write_jsonl(tmp_path / "a" / "part.jsonl", ROWS)
+    b = write_jsonl(tmp_path / "b" / "part.jsonl", ROWS)  # identical content, same row numbers
+    p = read_pool([str(a), str(b)])
+    assert len(set(p.ids)) == 10
+    assert sorted({f.rel for f in p.files}) == ["a/part.jsonl", "b/part.jsonl"]

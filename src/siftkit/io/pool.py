@@ -243,7 +243,23 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool) -> tuple[list[Fil
                     tasks.append(FileTask(p, rel, src, spec.format, spec.mapping, spec.header, recover, rng))
             else:
                 tasks.append(FileTask(p, rel, src, spec.format, spec.mapping, spec.header, recover))
+    _disambiguate_rels(tasks)
     return tasks, skipped
+
+
+def _disambiguate_rels(tasks: list[FileTask]) -> None:
+    """Different files with the same relative name (``a/c00.jsonl`` and ``b/c00.jsonl`` given one by one)
+    get paths relative to their common folder instead, so provenance and ids stay distinct."""
+    by_rel: dict[str, set[str]] = {}
+    for t in tasks:
+        by_rel.setdefault(t.rel, set()).add(os.path.abspath(t.path))
+    for rel, paths in by_rel.items():
+        if len(paths) < 2:
+            continue
+        root = os.path.commonpath(sorted(paths))
+        for t in tasks:
+            if t.rel == rel:
+                t.rel = os.path.relpath(os.path.abspath(t.path), root).replace(os.sep, "/")
 
 
 # ---------------------------------------------------------------- per-file work
