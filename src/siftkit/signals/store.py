@@ -39,7 +39,7 @@ class SignalStore:
         if not os.path.exists(meta):
             blob = {"name": sig.name, "version": sig.version, "config": sig.config(),
                     "columns": {k: str(v) for k, v in sig.columns().items()}}
-            _atomic_write(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+            atomic_write(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
                                              default=str))
         return d
 
@@ -74,9 +74,7 @@ class SignalStore:
         first = ids[0].as_py() if len(ids) else ""
         key = xxhash.xxh3_64_hexdigest(f"{first}:{len(ids)}".encode())
         path = os.path.join(d, f"part-{key}.parquet")
-        tmp = path + f".tmp{os.getpid()}"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        atomic_parquet(path, table)
         return path
 
     def clear(self, sig: Signal) -> int:
@@ -91,8 +89,15 @@ def _empty_aligned(cols: dict[str, pa.DataType], n: int) -> pa.Table:
     return pa.table({k: pa.nulls(n, type=t) for k, t in cols.items()})
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
+    """Write via a temporary file and rename: readers never see a partial file, a killed run leaves none."""
     tmp = path + f".tmp{os.getpid()}"
     with open(tmp, "wb") as fh:
         fh.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_parquet(path: str, table: pa.Table) -> None:
+    tmp = path + f".tmp{os.getpid()}"
+    pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)

@@ -27,6 +27,7 @@ import xxhash
 
 from ..errors import ConfigError
 from .base import Signal
+from .store import atomic_parquet, atomic_write
 
 # Default vector spec for diversity selectors: CPU-only static embeddings of the query segment.
 DEFAULT_SPEC: dict[str, Any] = {"name": "embedding", "backend": "static", "segment": "query"}
@@ -65,7 +66,7 @@ class VectorStore:
         if not os.path.exists(meta):
             blob = {"name": sig.name, "version": sig.version, "config": sig.config(), "dim": dim,
                     "dtype": "float16"}
-            _atomic_bytes(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+            atomic_write(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
                                              default=str))
         return d
 
@@ -88,7 +89,7 @@ class VectorStore:
         base = os.path.join(d, f"shard-{key}")
         # matrix first, ids last: a shard counts as complete only when its ids file exists
         _atomic_npy(base + ".npy", vectors.astype(np.float16, copy=False))
-        _atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
+        atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
         return base
 
     def known_ids(self, sig: Signal) -> pa.Array:
@@ -125,7 +126,7 @@ class VectorStore:
         out.flush()
         del out
         os.replace(tmp, base + ".npy")
-        _atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
+        atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
         return np.load(base + ".npy", mmap_mode="r")
 
 
@@ -197,21 +198,8 @@ def rows_f32(vectors: np.ndarray, rows: np.ndarray, normalize: bool = False,
     return out
 
 
-def _atomic_bytes(path: str, data: bytes) -> None:
-    tmp = path + f".tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _atomic_npy(path: str, arr: np.ndarray) -> None:
     tmp = path + f".tmp{os.getpid()}"
     with open(tmp, "wb") as fh:
         np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _atomic_parquet(path: str, table: pa.Table) -> None:
-    tmp = path + f".tmp{os.getpid()}"
-    pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
