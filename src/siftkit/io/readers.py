@@ -79,22 +79,15 @@ def read_jsonl(path: str, start: int = 0, end: int | None = None, first_line: in
                ) -> Iterator[RawRecord | ParseProblem]:
     """Read JSON Lines; ``start``/``end`` select a byte range (uncompressed files only)."""
     loads = orjson.loads
-    if start or end is not None:
+    if path.lower().endswith((".gz", ".zst")):
+        lines: Any = (ln.encode() for ln in open_text_stream(path))
+    else:
         with open(path, "rb") as fh:
             fh.seek(start)
             data = fh.read(None if end is None else end - start)
-        lines: Any = data.split(b"\n")
+        lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-    else:
-        if path.lower().endswith((".gz", ".zst")):
-            lines = (ln.encode() for ln in open_text_stream(path))
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read()
-            lines = data.split(b"\n")
-            if lines and lines[-1] == b"":
-                lines.pop()
     for i, raw in enumerate(lines):
         lineno = first_line + i
         s = raw.strip()
