@@ -51,20 +51,18 @@ _SIGNALS: dict[str, type] = {}
 _SELECTORS: dict[str, type] = {}
 
 
-def register_signal(name: str) -> Callable[[type[T]], type[T]]:
-    def deco(cls: type[T]) -> type[T]:
-        cls.name = name  # type: ignore[attr-defined]
-        _SIGNALS[name] = cls
-        return cls
-    return deco
+def _registrar(table: dict[str, type]) -> Callable[[str], Callable[[type[T]], type[T]]]:
+    def register(name: str) -> Callable[[type[T]], type[T]]:
+        def deco(cls: type[T]) -> type[T]:
+            cls.name = name  # type: ignore[attr-defined]
+            table[name] = cls
+            return cls
+        return deco
+    return register
 
 
-def register_selector(name: str) -> Callable[[type[T]], type[T]]:
-    def deco(cls: type[T]) -> type[T]:
-        cls.name = name  # type: ignore[attr-defined]
-        _SELECTORS[name] = cls
-        return cls
-    return deco
+register_signal = _registrar(_SIGNALS)
+register_selector = _registrar(_SELECTORS)
 
 
 def _lookup(kind: str, name: str, table: dict[str, type], modules: dict[str, str]) -> type:
