@@ -88,8 +88,11 @@ def drop_gguf_quantizer(model: Any) -> Any:
 
 
 def train_cell(model: Any, tokenizer: Any, examples: Examples, settings: dict[str, Any], out_dir: str,
-               seed: int, device: str) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune ``model`` (a fresh copy of the base) in place; returns the trained model and a log."""
+               seed: int, device: str, callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune ``model`` (a fresh copy of the base) in place; returns the trained model and a log.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (e.g. LESS snapshots the LoRA weights and
+    the Adam moments at the end of every epoch)."""
     _require()
     import torch
     from datasets import Dataset
@@ -125,7 +128,7 @@ def train_cell(model: Any, tokenizer: Any, examples: Examples, settings: dict[st
     datasets.disable_progress_bars()
     ds = Dataset.from_list(examples.rows)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=list(callbacks or []))
     for cb in (PrinterCallback, ProgressCallback):   # the loss history goes to train_log.json instead
         trainer.remove_callback(cb)
     result = trainer.train()
