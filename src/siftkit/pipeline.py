@@ -167,7 +167,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     for k, v in sig_stats.items():
         timings[f"signal:{k}"] = v["seconds"]
     ctx = SelectionContext(pool=pool.table, signals=signals, seed=cfg.seed,
-                           vector_loader=_vector_loader(pool.table, cfg, workers))
+                           vector_loader=_vector_loader(pool.table, cfg, workers), cache_dir=cfg.cache_dir)
     n = len(pool)
     budget = resolve_budget(cfg.budget, n)
     status = np.full(n, "not_selected", dtype=object)

@@ -32,6 +32,8 @@ class SelectionContext:
     # Vector signals (embeddings): ``vector_loader(spec)`` returns an N x d array aligned with the pool,
     # computing it through the cache when needed. Set by the pipeline; see ``embeddings()``.
     vector_loader: Callable[[dict[str, Any]], np.ndarray] | None = None
+    # The run's cache folder, for selectors that keep their own artefacts (e.g. LESS warm-up checkpoints).
+    cache_dir: str | None = None
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def embeddings(self, spec: dict[str, Any] | str | None = None) -> np.ndarray:
