@@ -26,6 +26,7 @@ SIGNAL_MODULES: dict[str, str] = {
     "selectit": "siftkit.scoring.selectit",
     "knowledge": "siftkit.scoring.knowledge",
     "instag": "siftkit.scoring.instag",
+    "less_grads": "siftkit.less.signal",
 }
 SELECTOR_MODULES: dict[str, str] = {
     "random": "siftkit.selectors.random",
@@ -45,6 +46,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "instag-coverage": "siftkit.selectors.instag",
     "rds": "siftkit.selectors.rds",
     "diverseevol": "siftkit.selectors.diverseevol",
+    "less": "siftkit.selectors.less",
 }
 
 _SIGNALS: dict[str, type] = {}

@@ -142,7 +142,7 @@ def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
 
 
 def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | None, cache_dir: str,
-                            workers: int = 1, shard_size: int = 65536, engine: str = "local") -> np.ndarray:
+                            workers: int = 1, shard_size: int | None = None, engine: str = "local") -> np.ndarray:
     """The N x d float16 vectors of ``spec`` for every pool row, in pool order (read-only memmap).
 
     Missing ids are computed shard by shard (each shard saved as soon as it is done), so a killed run
@@ -165,7 +165,7 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     if len(todo):
         from .compute import make_shards
 
-        shards = make_shards(pool_table, todo, shard_size)
+        shards = make_shards(pool_table, todo, shard_size or sig.shard_size or 65536)
         with progress.bar(f"embed {sig.name}", total=len(todo)) as bar:
             def done(i: int, values: dict[str, Any]) -> None:
                 store.write_shard(sig, shards[i].column("id").combine_chunks(), values[sig.name])

@@ -1,0 +1,124 @@
+"""``less_grads``: a vector signal, the LESS gradient feature of every record for one warm-up checkpoint.
+
+Per record: the per-sample gradient of the LoRA weights (loss = mean NLL over the trained tokens, the bench
+fine-tuning mask), turned into the Adam update direction with the checkpoint's moments (``adam=True``, the
+training pool) or left as is (``adam=False``, SGD, the target examples), projected to ``dim`` dimensions
+with the seeded Rademacher projection and L2-normalised; stored as float16 like every vector signal (cached
+by record id and a fingerprint of the model, checkpoint, projection and template; resumable by shard).
+Records with no trained token (no assistant turn, or truncated before it) get a row of NaN.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from ..errors import ConfigError
+from ..registry import register_signal
+from ..signals.base import Signal
+
+
+@register_signal("less_grads")
+class LessGrads(Signal):
+    kind: ClassVar[str] = "vector"
+    version: ClassVar[str] = "1"
+    batch_size: ClassVar[int] = 256
+    parallel: ClassVar[bool] = False        # torch uses every core (or the GPU) itself
+    shard_size: ClassVar[int | None] = 1024
+
+    def __init__(self, model: str, checkpoint: str, *, adam: bool = True, dim: int = 8192, proj_seed: int = 0,
+                 template: str = "auto", max_length: int = 2048, token_budget: int = 4096, max_batch: int = 16,
+                 gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
+        meta_path = os.path.join(checkpoint, "meta.json")
+        if not os.path.isfile(meta_path):
+            raise ConfigError(f"less_grads: {checkpoint} is not a LESS warm-up checkpoint (no meta.json)")
+        with open(meta_path, "rb") as fh:
+            self.meta = orjson.loads(fh.read())
+        if int(dim) < 1 or int(max_length) < 2 or int(token_budget) < 1 or int(max_batch) < 1:
+            raise ConfigError("less_grads: dim, max_length, token_budget and max_batch must be positive")
+        self.model, self.checkpoint, self.adam = model, checkpoint, bool(adam)
+        self.dim, self.proj_seed, self.template = int(dim), int(proj_seed), template
+        self.max_length, self.token_budget, self.max_batch = int(max_length), int(token_budget), int(max_batch)
+        self.gguf_file, self.device, self.dtype = gguf_file, device, dtype
+        self._state: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model, "gguf_file": self.gguf_file, "checkpoint": self.meta["fingerprint"],
+                "adam": self.adam, "dim": self.dim, "proj_seed": self.proj_seed, "template": self.template,
+                "max_length": self.max_length, "dtype": self.dtype}
+
+    def columns(self) -> dict[str, pa.DataType]:
+        return {self.name: pa.float16()}
+
+    def __getstate__(self) -> dict[str, Any]:      # workers load their own model
+        return {**self.__dict__, "_state": None}
+
+    def setup(self) -> None:
+        if self._state is not None:
+            return
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from safetensors.torch import load_file
+
+        from ..bench.train import drop_gguf_quantizer
+        from ..scoring.model import load_model
+        from ..scoring.templates import resolve
+        from .grads import AdamState
+        from .projection import RademacherProjector
+
+        lm = load_model(self.model, gguf_file=self.gguf_file, device=self.device, dtype=self.dtype)
+        lora = self.meta["lora"]
+        cfg = LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+                         target_modules=lora["targets"], task_type="CAUSAL_LM")
+        model = get_peft_model(drop_gguf_quantizer(copy.deepcopy(lm.model)), cfg)
+        weights = load_file(os.path.join(self.checkpoint, "weights.safetensors"))
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if set(params) != set(weights):
+            missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+            raise ConfigError(f"less_grads: checkpoint {self.checkpoint} does not match the LoRA model built from "
+                              f"{self.model} (missing {missing[:3]}, unexpected {extra[:3]})")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(weights[n].to(p.dtype))
+        model.eval()
+        adam = None
+        if self.adam:
+            mom = load_file(os.path.join(self.checkpoint, "adam.safetensors"), device=str(lm.device))
+            adam = AdamState({n: mom[f"{n}.exp_avg"] for n in params}, {n: mom[f"{n}.exp_avg_sq"] for n in params},
+                             tuple(self.meta.get("betas", (0.9, 0.999))), float(self.meta.get("eps", 1e-8)))
+        tok = lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        self._state = {"model": model, "tok": tok, "template": resolve(self.template, tok), "adam": adam,
+                       "device": lm.device, "fast_head": lm.fast_head, "pad": int(pad),
+                       "proj": RademacherProjector(self.dim, self.proj_seed, device=lm.device)}
+
+    def encode(self, conversations: list[list[dict[str, str]]]) -> np.ndarray:
+        """(n, dim) float32 features; NaN rows for records with nothing to train on."""
+        from ..bench.train import build_examples
+        from ..scoring.batching import plan_batches
+        from .grads import gradient_features
+
+        self.setup()
+        st = self._state
+        out = np.full((len(conversations), self.dim), np.nan, dtype=np.float32)
+        ex = build_examples(conversations, st["tok"], st["template"], self.max_length)
+        if not ex.rows:
+            return out
+        kept = np.asarray(ex.kept, dtype=np.int64)
+        lengths = np.asarray([len(r["input_ids"]) for r in ex.rows], dtype=np.int64)
+        for b in plan_batches(lengths, self.token_budget, self.max_batch):
+            feats = gradient_features(st["model"], [ex.rows[i] for i in b], st["pad"], st["device"], st["proj"],
+                                      st["adam"], st["fast_head"])
+            out[kept[b]] = feats
+        return out
+
+    def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        from ..scoring.base import conversations
+
+        convs, _ = conversations(batch)
+        return {self.name: self.encode(convs).astype(np.float16)}
