@@ -28,13 +28,23 @@ def test_rademacher_rows_do_not_depend_on_chunking_or_start() -> None:
     assert torch.equal(rademacher_rows(100, 50, 64, seed=7), full[100:150])
     assert not torch.equal(rademacher_rows(0, 300, 64, seed=8), full)
     x = torch.randn(5, 300)
-    small = RademacherProjector(64, seed=7, chunk_entries=64 * 7, cache_bytes=0)    # 7 rows per chunk
+    small = RademacherProjector(64, seed=7, cache_bytes=0)          # regenerates every block
     big = RademacherProjector(64, seed=7)
     want = x @ full
     assert torch.allclose(small.project(x, 0), want, atol=1e-4)
     assert torch.allclose(big.project(x, 0), want, atol=1e-4)
     # two parameter blocks at their offsets sum to the whole projection
     assert torch.allclose(big.project(x[:, :120], 0) + big.project(x[:, 120:], 120), want, atol=1e-4)
+
+
+def test_rademacher_definition_is_stable() -> None:
+    """R is part of the cache's meaning (features computed today must match targets computed next year): its
+    definition (PCG64 raw stream per 256-row block, bit j % 8 of byte j // 8) must not drift. Rows 254-257
+    straddle blocks 0 and 1."""
+    want = [[-1, 1, -1, -1, 1, 1, -1, -1, 1, 1, 1, -1], [-1, -1, 1, -1, 1, -1, -1, -1, -1, -1, 1, -1],
+            [1, -1, -1, -1, 1, -1, 1, 1, -1, -1, -1, 1], [-1, 1, 1, 1, 1, -1, 1, 1, 1, -1, -1, -1]]
+    assert rademacher_rows(254, 4, 12, seed=5).int().tolist() == want
+    assert RademacherProjector(12, seed=5).project(torch.eye(4), 254).int().tolist() == want
 
 
 def test_rademacher_entries_look_independent_and_preserve_angles() -> None:
@@ -122,7 +132,7 @@ def test_gradient_features_equal_a_dense_reference(tiny: Path) -> None:
     m = {n: 0.01 * torch.randn(params[n].shape, generator=g0) for n in names}
     v = {n: 1e-4 * torch.rand(params[n].shape, generator=g0) for n in names}
     dim = 128
-    proj = RademacherProjector(dim, seed=3, chunk_entries=dim * 100)
+    proj = RademacherProjector(dim, seed=3)
     got_sgd = gradient_features(model, rows, tok.pad_token_id, "cpu", proj)
     got_adam = gradient_features(model, rows, tok.pad_token_id, "cpu", proj, AdamState(m, v))
     total = sum(params[n].numel() for n in names)

@@ -123,24 +123,35 @@ def adam_direction(g: Any, m: Any, v: Any, betas: tuple[float, float], eps: floa
     return m2 / (v2 + eps).sqrt()
 
 
-def gradient_features(model: Any, rows: list[dict[str, list[int]]], pad_id: int, device: Any,
-                      projector: RademacherProjector, adam: AdamState | None = None,
-                      fast_head: bool = False) -> np.ndarray:
-    """(B, dim) float32 L2-normalised projected gradient features (Adam directions when ``adam`` is given)."""
+def flat_directions(model: Any, rows: list[dict[str, list[int]]], pad_id: int, device: Any,
+                    adam: AdamState | None = None, fast_head: bool = False) -> Any:
+    """(B, P) float32: per-sample gradients (Adam directions when ``adam`` is given), parameters concatenated
+    in ``named_parameters`` order, each flattened row-major."""
     import torch
 
     grads, _ = per_sample_grads(model, rows, pad_id, device, fast_head)
-    out = torch.zeros((len(rows), projector.dim), dtype=torch.float32, device=device)
-    offset = 0
+    parts = []
     for name, g in grads:
         if adam is not None:
             if name not in adam.exp_avg:
                 raise ValueError(f"the checkpoint's optimiser state has no moments for {name}")
             g = adam_direction(g, adam.exp_avg[name].to(g.device), adam.exp_avg_sq[name].to(g.device),
                                adam.betas, adam.eps)
-        flat = g.reshape(len(rows), -1)
-        out += projector.project(flat, offset)
-        offset += flat.shape[1]
+        parts.append(g.reshape(len(rows), -1))
+    return torch.cat(parts, dim=1)
+
+
+def project_normalise(flat: Any, projector: RademacherProjector) -> np.ndarray:
+    """(B, P) -> (B, dim) float32 numpy, L2-normalised rows."""
+    import torch
+
+    out = projector.project(flat, 0)
     norms = out.norm(dim=1, keepdim=True)
-    out = out / torch.where(norms > 0, norms, torch.ones_like(norms))
-    return out.cpu().numpy()
+    return (out / torch.where(norms > 0, norms, torch.ones_like(norms))).cpu().numpy()
+
+
+def gradient_features(model: Any, rows: list[dict[str, list[int]]], pad_id: int, device: Any,
+                      projector: RademacherProjector, adam: AdamState | None = None,
+                      fast_head: bool = False) -> np.ndarray:
+    """(B, dim) float32 L2-normalised projected gradient features (Adam directions when ``adam`` is given)."""
+    return project_normalise(flat_directions(model, rows, pad_id, device, adam, fast_head), projector)

@@ -33,7 +33,7 @@ class LessGrads(Signal):
 
     def __init__(self, model: str, checkpoint: str, *, adam: bool = True, dim: int = 8192, proj_seed: int = 0,
                  template: str = "auto", max_length: int = 2048, token_budget: int = 4096, max_batch: int = 16,
-                 gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
+                 proj_memory: int = 1 << 30, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
         meta_path = os.path.join(checkpoint, "meta.json")
         if not os.path.isfile(meta_path):
             raise ConfigError(f"less_grads: {checkpoint} is not a LESS warm-up checkpoint (no meta.json)")
@@ -44,6 +44,7 @@ class LessGrads(Signal):
         self.model, self.checkpoint, self.adam = model, checkpoint, bool(adam)
         self.dim, self.proj_seed, self.template = int(dim), int(proj_seed), template
         self.max_length, self.token_budget, self.max_batch = int(max_length), int(token_budget), int(max_batch)
+        self.proj_memory = int(proj_memory)     # bytes of (samples x P) float32 gradients buffered per projection
         self.gguf_file, self.device, self.dtype = gguf_file, device, dtype
         self._state: Any = None
 
@@ -101,7 +102,9 @@ class LessGrads(Signal):
         """(n, dim) float32 features; NaN rows for records with nothing to train on."""
         from ..bench.train import build_examples
         from ..scoring.batching import plan_batches
-        from .grads import gradient_features
+        import torch
+
+        from .grads import flat_directions, project_normalise
 
         self.setup()
         st = self._state
@@ -111,10 +114,26 @@ class LessGrads(Signal):
             return out
         kept = np.asarray(ex.kept, dtype=np.int64)
         lengths = np.asarray([len(r["input_ids"]) for r in ex.rows], dtype=np.int64)
+        # Per-sample gradients are buffered and projected together: each block of R is expanded once per
+        # buffer instead of once per forward batch (the expansion, not the product, dominates on a CPU).
+        n_params = sum(p.numel() for p in st["model"].parameters() if p.requires_grad)
+        per_proj = max(1, self.proj_memory // (4 * n_params))
+        buf: list[Any] = []
+        idx: list[np.ndarray] = []
+
+        def flush() -> None:
+            if buf:
+                out[np.concatenate(idx)] = project_normalise(torch.cat(buf), st["proj"])
+                buf.clear()
+                idx.clear()
+
         for b in plan_batches(lengths, self.token_budget, self.max_batch):
-            feats = gradient_features(st["model"], [ex.rows[i] for i in b], st["pad"], st["device"], st["proj"],
-                                      st["adam"], st["fast_head"])
-            out[kept[b]] = feats
+            buf.append(flat_directions(st["model"], [ex.rows[i] for i in b], st["pad"], st["device"], st["adam"],
+                                       st["fast_head"]))
+            idx.append(kept[b])
+            if sum(len(x) for x in idx) >= per_proj:
+                flush()
+        flush()
         return out
 
     def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
