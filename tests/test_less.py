@@ -28,13 +28,17 @@ def test_rademacher_rows_do_not_depend_on_chunking_or_start() -> None:
     assert torch.equal(rademacher_rows(100, 50, 64, seed=7), full[100:150])
     assert not torch.equal(rademacher_rows(0, 300, 64, seed=8), full)
     x = torch.randn(5, 300)
-    small = RademacherProjector(64, seed=7, cache_bytes=0)          # regenerates every block
+    small = RademacherProjector(64, seed=7, cache_bytes=0, chunk_entries=1)   # block by block, no cache
     big = RademacherProjector(64, seed=7)
     want = x @ full
     assert torch.allclose(small.project(x, 0), want, atol=1e-4)
     assert torch.allclose(big.project(x, 0), want, atol=1e-4)
     # two parameter blocks at their offsets sum to the whole projection
     assert torch.allclose(big.project(x[:, :120], 0) + big.project(x[:, 120:], 120), want, atol=1e-4)
+    two = RademacherProjector(64, seed=7, chunk_entries=2 * 256 * 64)                # two blocks per chunk
+    xl = torch.randn(3, 1000)
+    assert torch.allclose(two.project(xl[:, 10:900], 10), xl[:, 10:900] @ rademacher_rows(10, 890, 64, seed=7),
+                          atol=1e-4)
 
 
 def test_rademacher_definition_is_stable() -> None:

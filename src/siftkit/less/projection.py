@@ -60,11 +60,12 @@ def rademacher_rows(start: int, n_rows: int, dim: int, seed: int, device: Any = 
 
 
 class RademacherProjector:
-    def __init__(self, dim: int = 8192, seed: int = 0, *, device: Any = "cpu", cache_bytes: int = 2 << 30):
+    def __init__(self, dim: int = 8192, seed: int = 0, *, device: Any = "cpu", cache_bytes: int = 2 << 30,
+                 chunk_entries: int = 1 << 25):
         if int(dim) < 1:
             raise ValueError(f"projection dim must be >= 1, got {dim}")
         self.dim, self.seed, self.device = int(dim), int(seed), device
-        self.cache_bytes = int(cache_bytes)
+        self.cache_bytes, self.chunk_entries = int(cache_bytes), int(chunk_entries)
         self._cache: dict[int, Any] = {}
         self._cached_bytes = 0
 
@@ -81,18 +82,21 @@ class RademacherProjector:
         return t
 
     def project(self, x: Any, row_offset: int = 0) -> Any:
-        """(B, p) float tensor -> (B, dim) float32: ``x @ R[row_offset : row_offset + p]``."""
+        """(B, p) float tensor -> (B, dim) float32: ``x @ R[row_offset : row_offset + p]``.
+
+        Blocks are expanded ``chunk_entries`` at a time (one lookup and one matrix product per chunk)."""
         import torch
 
         b, p = x.shape
         out = torch.zeros((b, self.dim), dtype=torch.float32, device=x.device)
         x = x.float()
-        pos = 0
-        while pos < p:
-            row = row_offset + pos
-            k, lo = divmod(row, BLOCK_ROWS)
-            n = min(BLOCK_ROWS - lo, p - pos)
-            r = unpack_signs(self._packed(k)[lo:lo + n], self.dim)
-            out += x[:, pos:pos + n] @ r
-            pos += n
+        per_chunk = max(1, self.chunk_entries // (BLOCK_ROWS * self.dim))    # blocks per chunk
+        first, last = row_offset // BLOCK_ROWS, (row_offset + p - 1) // BLOCK_ROWS
+        for k0 in range(first, last + 1, per_chunk):
+            ks = range(k0, min(k0 + per_chunk, last + 1))
+            packed = torch.cat([self._packed(k) for k in ks]) if len(ks) > 1 else self._packed(k0)
+            lo = max(row_offset, k0 * BLOCK_ROWS)                  # global rows covered by this chunk
+            hi = min(row_offset + p, (ks[-1] + 1) * BLOCK_ROWS)
+            r = unpack_signs(packed[lo - k0 * BLOCK_ROWS: hi - k0 * BLOCK_ROWS], self.dim)
+            out += x[:, lo - row_offset: hi - row_offset] @ r
         return out
