@@ -207,7 +207,7 @@ def build_bench_config(data: dict[str, Any], src: str = "bench config") -> Bench
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise ConfigError(f"{src}: 'methods' is required: a mapping of name -> {{steps: [...]}} or {{preset: ..}}")
     methods = [_method(k, v, src) for k, v in methods_raw.items()]
-    train = _train(data.get("train") or {}, src)
+    train = train_settings(data.get("train") or {}, src)
     ev = _eval(data.get("eval") or {}, src)
     device = data.get("device", "auto")
     if not isinstance(device, str):
@@ -226,7 +226,9 @@ def build_bench_config(data: dict[str, Any], src: str = "bench config") -> Bench
                        raw=data)
 
 
-def _train(t: Any, src: str) -> dict[str, Any]:
+def train_settings(t: Any, src: str) -> dict[str, Any]:
+    """Fine-tuning settings: ``TRAIN_DEFAULTS`` overridden by ``t`` (validated; ``lr`` defaults per mode from
+    ``LR_DEFAULTS``). Shared by the bench and by methods that fine-tune briefly (DiverseEvol, Cherry)."""
     if not isinstance(t, dict):
         raise ConfigError(f"{src}: train must be a mapping")
     unknown = set(t) - set(TRAIN_DEFAULTS)

@@ -113,6 +113,18 @@ class EmbeddingSignal(Signal):
         texts = flatten(batch).texts(self.segment)
         return {self.name: self.encode(texts).astype(np.float16)}
 
+    def encode_with(self, model: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
+        """``encode`` with an already-loaded causal LM (e.g. one just fine-tuned in memory) in place of
+        ``self.model``: same pooling, layer, truncation, batching and normalisation, nothing written to disk."""
+        if self.backend != "causal-lm":
+            raise ConfigError("encode_with needs the causal-lm embedding backend")
+        saved = self._enc
+        self._enc = CausalLMEncoder.from_loaded(model, tokenizer, self.pooling, self.layer, self.max_length)
+        try:
+            return self.encode(texts)
+        finally:
+            self._enc = saved
+
 
 # ---------------------------------------------------------------------------------------------- static
 
@@ -393,16 +405,26 @@ class CausalLMEncoder:
         kw: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         if not hasattr(torch, dtype):
             raise ConfigError(f"unknown torch dtype {dtype!r}")
-        self.tokenizer = AutoTokenizer.from_pretrained(model, **kw)
-        if self.tokenizer.pad_token is None:
-            if self.tokenizer.eos_token is None:
-                raise ConfigError(f"tokenizer of {model!r} has neither a pad nor an eos token")
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.device = _torch_device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), **kw)
-        self.model.to(self.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model, **kw)
+        lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), **kw)
+        self._bind(lm.to(_torch_device(device)), tokenizer, pooling, layer, max_length, name=model)
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, pooling: str, layer: int, max_length: int) -> CausalLMEncoder:
+        """An encoder over a model already in memory (kept on its device; put in eval mode)."""
+        enc = cls.__new__(cls)
+        enc._bind(model, tokenizer, pooling, layer, max_length, name=getattr(model, "name_or_path", "model"))
+        return enc
+
+    def _bind(self, model: Any, tokenizer: Any, pooling: str, layer: int, max_length: int, name: str) -> None:
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ConfigError(f"tokenizer of {name!r} has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer, self.model = tokenizer, model.eval()
+        self.device = next(model.parameters()).device
         self.pooling, self.layer, self.max_length = pooling, layer, max_length
-        self.dim = int(self.model.config.hidden_size)
+        self.dim = int(model.config.hidden_size)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
