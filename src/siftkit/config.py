@@ -212,6 +212,10 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 
         if not isinstance(s, (str, dict, Signal)):
             raise ConfigError(f"{source}: signals[{i}]: expected a name or a mapping")
+        if isinstance(s, dict) and "brief_experience" in s:   # Cherry's experienced model (siftkit.cherry)
+            from .cherry import check_signal_spec
+
+            s = check_signal_spec(s, f"{source}: signals[{i}]")
         norm_signals.append(s)
     workers = data.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):

@@ -178,7 +178,7 @@ def report_from_output(out_dir: str, path: str | None = None) -> str:
     from .config import build_config
     from .errors import InputDataError
     from .io.pool import read_pool
-    from .pipeline import Selection, StepReport, plan_signals, make_selector
+    from .pipeline import Selection, StepReport, make_selector, plan_signals, resolve_model_signals
     from .signals.compute import compute_signals
 
     mpath = os.path.join(out_dir, "manifest.json")
@@ -192,6 +192,7 @@ def report_from_output(out_dir: str, path: str | None = None) -> str:
     for inp in manifest.get("inputs", []):
         if by_rel.get(inp["rel"]) not in (None, inp["sha256"]):
             raise InputDataError(f"input {inp['path']} changed since the selection was made (sha256 differs)")
+    cfg = resolve_model_signals(cfg, pool, cfg.workers or 1)
     sigs = plan_signals(cfg, [make_selector(s) for s in cfg.steps])
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=cfg.workers or 1)
     status = pq.read_table(os.path.join(out_dir, "selection.parquet"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,6 +149,17 @@ def plan_signals(cfg: RunConfig, selectors: list[Selector]) -> list[Signal]:
     return chosen
 
 
+def resolve_model_signals(cfg: RunConfig, pool: Pool, workers: int = 1) -> RunConfig:
+    """The config with every signal whose model is built from the pool first (an ``lm_loss`` with Cherry's
+    ``brief_experience``) pointed at that model (built now, or reused from the cache). ``raw`` is kept."""
+    from .cherry import needs_resolving, resolve_signals
+
+    if not needs_resolving(cfg.signals):
+        return cfg
+    signals = resolve_signals(cfg.signals, pool.table, cfg.cache_dir, workers=workers, engine=cfg.engine)
+    return dataclasses.replace(cfg, signals=signals)
+
+
 def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -157,10 +169,15 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
                   + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
     selectors = [make_selector(s) for s in cfg.steps]
+    workers = cfg.workers or _auto_workers(len(pool))
+    tb = time.perf_counter()
+    resolved = resolve_model_signals(cfg, pool, workers)
+    if resolved is not cfg:
+        cfg = resolved
+        timings["brief_experience"] = round(time.perf_counter() - tb, 3)
     t1 = time.perf_counter()
     sig_stats: dict[str, Any] = {}
     sigs = plan_signals(cfg, selectors)
-    workers = cfg.workers or _auto_workers(len(pool))
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
                               stats=sig_stats) if sigs else pa.table({})
     timings["signals"] = round(time.perf_counter() - t1, 3)

@@ -50,12 +50,17 @@ def expand_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
     presets = _all_presets()
     name = data.pop("preset")
     overrides: dict[str, Any] = {}
-    if isinstance(name, dict):  # {name: length-kmeans, k: 200}: parameters for the preset's select step
+    # {name: length-kmeans, k: 200}: parameters for the preset's select step, except those a preset takes
+    # itself through its "options" function (which removes them from the mapping and returns signals)
+    if isinstance(name, dict):
         overrides = {k: v for k, v in name.items() if k != "name"}
         name = name.get("name")
     if name not in presets:
         raise ConfigError(f"{source}: unknown preset {name!r}; known: {', '.join(sorted(presets))}")
     p = copy.deepcopy(presets[name])
+    preset_signals = list(p.get("signals", []))
+    if p.get("options") is not None:   # preset-level options (e.g. cherry-ifd's model): consumed here
+        preset_signals += p["options"](overrides, f"{source}: preset {name}")
     user_steps = data.get("steps") or []
     # User filters/dedups run before the preset's own steps; a user select step replaces the preset's.
     if any(isinstance(s, dict) and ("select" in s) for s in user_steps):
@@ -69,6 +74,6 @@ def expand_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
             overrides = {}
     if overrides:
         raise ConfigError(f"{source}: preset {name!r} has no select step to take {sorted(overrides)}")
-    for s in p.get("signals", []):
+    for s in preset_signals:
         data.setdefault("signals", []).append(s)
     return data

@@ -4,18 +4,49 @@ Parameters of a preset's select step can be overridden in a recipe (``preset: {n
 0.85}``); its signals are appended after the recipe's own, so a recipe that lists e.g. its own ``lm_loss``
 (another model) provides the columns first. Presets whose signal needs *your* model (Cherry IFD scores
 with the base model you will fine-tune) list no signal: the run then stops with a clear "no signal
-provides column ..." until you add one. See docs/published.md for what is faithful in each.
+provides column ..." until you add one, or give the preset its ``model`` option (``cherry-ifd``: ``preset:
+{name: cherry-ifd, model: ..., brief_experience: {...}}``; a preset's ``options`` function takes such
+preset-level keys). See docs/published.md for what is faithful in each.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .errors import ConfigError
+
+CHERRY_OPTIONS = ("model", "template", "lm_loss", "brief_experience")
+
+
+def cherry_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """``cherry-ifd`` options (removed from ``opts``): ``model`` (the base; adds the lm_loss signal),
+    ``template``, ``lm_loss`` (more lm_loss parameters) and ``brief_experience`` (score IFD with Cherry's
+    briefly fine-tuned model built from the pool; see ``siftkit.cherry``)."""
+    got = {k: opts.pop(k) for k in CHERRY_OPTIONS if k in opts}
+    if not got:
+        return []
+    if not isinstance(got.get("model"), str) or not got["model"]:
+        raise ConfigError(f"{where}: {', '.join(sorted(got))} need(s) model: <your base model> "
+                          "(hub name, folder or .gguf file)")
+    extra = got.get("lm_loss") or {}
+    if not isinstance(extra, dict) or {"name", "model", "brief_experience"} & set(extra):
+        raise ConfigError(f"{where}: lm_loss must be a mapping of further lm_loss parameters "
+                          "(max_length, dtype, device, ...), without name, model or brief_experience")
+    spec: dict[str, Any] = {"name": "lm_loss", **extra, "model": got["model"]}
+    if "template" in got:
+        spec["template"] = got["template"]
+    if got.get("brief_experience") not in (None, False):
+        spec["brief_experience"] = got["brief_experience"]
+    return [spec]
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "cherry-ifd": {
-        "doc": "Cherry LLM: drop IFD > 1, then the highest IFD (loss ratio s(y|x)/s(y)). List an lm_loss signal "
-               "with your base model under 'signals'. The optional brief-experience model is not built here: "
-               "score with an already briefly fine-tuned model to reproduce it.",
+        "doc": "Cherry LLM: drop IFD > 1, then the highest IFD (loss ratio s(y|x)/s(y)). Give model: <your base "
+               "model> (or list an lm_loss signal yourself); brief_experience: {clusters: 100, per_cluster: 10, "
+               "train: {...}} first fine-tunes the base briefly on a cluster-balanced, mid-perplexity sample "
+               "and scores IFD with that model (siftkit.cherry).",
+        "options": cherry_options,
         "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd"},
                   {"select": "top", "by": "lm_ifd"}],
     },
