@@ -106,3 +106,13 @@ def test_config_errors_and_fingerprint(tiny):
     assert "small_loss" in cols and "small_ifd" not in cols
     out = no_ifd.compute(pool_table(SAMPLES[:2]))
     assert set(out) == set(cols)
+
+
+def test_token_budget_defaults_per_device(tiny):
+    from siftkit.scoring.base import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
+
+    sig = LMLoss(tiny, device="cpu")
+    assert sig.effective_token_budget(sig.lm) == CPU_TOKEN_BUDGET < GPU_TOKEN_BUDGET
+    assert LMLoss(tiny, device="cpu", token_budget=96).effective_token_budget(sig.lm) == 96
+    with pytest.raises(ConfigError, match="token_budget"):
+        LMLoss(tiny, token_budget=0)

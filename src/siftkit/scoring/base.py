@@ -22,6 +22,10 @@ TEMPLATE_ERROR = "template_error"  # the chat template rejected the conversation
 TOKENIZER_ERROR = "tokenizer_error"
 
 
+GPU_TOKEN_BUDGET = 8192
+CPU_TOKEN_BUDGET = 512
+
+
 class ModelSignal(Signal):
     """A scalar signal that runs a causal LM. Subclasses implement ``columns`` and ``compute``."""
 
@@ -32,18 +36,19 @@ class ModelSignal(Signal):
 
     def __init__(self, model: str, *, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto",
                  quantization: str | None = None, trust_remote_code: bool = False,
-                 revision: str | None = None, max_length: int = 2048, token_budget: int = 8192,
+                 revision: str | None = None, max_length: int = 2048, token_budget: int | None = None,
                  max_batch: int = 256):
         if not isinstance(model, str) or not model:
             raise ConfigError(f"{self.name}: 'model' must be a hub name, a local folder or a .gguf file")
         if max_length < 8:
             raise ConfigError(f"{self.name}: max_length must be at least 8, got {max_length}")
-        if token_budget < 1 or max_batch < 1:
+        if (token_budget is not None and token_budget < 1) or max_batch < 1:
             raise ConfigError(f"{self.name}: token_budget and max_batch must be positive")
         self.model, self.gguf_file = model, gguf_file
         self.device, self.dtype, self.quantization = device, dtype, quantization
         self.trust_remote_code, self.revision = bool(trust_remote_code), revision
-        self.max_length, self.token_budget, self.max_batch = int(max_length), int(token_budget), int(max_batch)
+        self.max_length, self.max_batch = int(max_length), int(max_batch)
+        self.token_budget = None if token_budget is None else int(token_budget)
         self._lm: LoadedModel | None = None
 
     @property
@@ -80,6 +85,14 @@ class ModelSignal(Signal):
             self.setup()
         assert self._lm is not None
         return self._lm
+
+    def effective_token_budget(self, lm: LoadedModel) -> int:
+        """Padded tokens per forward batch: ``token_budget`` when given, else a per-device default. On a GPU
+        large batches pay (8192); on a CPU a forward pass is compute-bound already at batch size 1 and big
+        padded batches only add memory traffic, so the default is small (see docs/scoring.md, measured)."""
+        if self.token_budget is not None:
+            return self.token_budget
+        return GPU_TOKEN_BUDGET if str(lm.device).startswith("cuda") else CPU_TOKEN_BUDGET
 
     def context_length(self, lm: LoadedModel) -> int:
         return min(self.max_length, lm.max_positions) if lm.max_positions else self.max_length

@@ -101,7 +101,7 @@ class Deita(B.ModelSignal):
         digits = B.digit_ids(lm.tokenizer, DIGITS)
         max_len = self.context_length(lm)
         prompts = [R.build(fmt, f, lm.tokenizer, self.mode, max_len) for f in fields]
-        logits = R.digit_logits(lm, prompts, digits, self.token_budget, self.max_batch)
+        logits = R.digit_logits(lm, prompts, digits, self.effective_token_budget(lm), self.max_batch)
         expected = R.softmax(logits) @ np.arange(1, 7, dtype=np.float64)
         return expected, np.asarray([p.truncated for p in prompts], dtype=bool)
 

@@ -97,7 +97,7 @@ class InsTag(B.ModelSignal):
             prompts[r] = p
         todo = [r for r in range(n) if reasons[r] == B.OK]
         outputs = generate(lm, [prompts[r].ids for r in todo], self.max_new_tokens,  # type: ignore[union-attr]
-                           self.token_budget, self.max_batch)
+                           self.effective_token_budget(lm), self.max_batch)
         tags_col = np.full(n, None, dtype=object)
         count = np.full(n, np.nan)
         for r, text in zip(todo, outputs):

@@ -101,7 +101,7 @@ class Knowledge(B.ModelSignal):
                 seqs.append(ids)
                 classes.append(cls)
                 slot.append((r, k))
-        st = score(lm, seqs, classes, 1, token_budget=self.token_budget, max_batch=self.max_batch)
+        st = score(lm, seqs, classes, 1, token_budget=self.effective_token_budget(lm), max_batch=self.max_batch)
         logprob = np.full((n, K), np.nan)
         greedy = np.zeros((n, K), dtype=bool)
         for s, (r, k) in enumerate(slot):

@@ -107,7 +107,7 @@ class LMLoss(B.ModelSignal):
 
             stats = score_vllm(self._vllm, seqs, classes, 3)
         else:
-            stats = score(lm, seqs, classes, 3, token_budget=self.token_budget, max_batch=self.max_batch)
+            stats = score(lm, seqs, classes, 3, token_budget=self.effective_token_budget(lm), max_batch=self.max_batch)
         nll, ent, cnt = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3), np.int64)
         if owner:
             own = np.asarray(owner)

@@ -116,7 +116,7 @@ class SelectIT(B.ModelSignal):
             return out
         for k, fmt in enumerate(self.prompts):
             prompts = [R.build(fmt, f, lm.tokenizer, self.mode, max_len) for f in fields]
-            p = R.softmax(R.digit_logits(lm, prompts, digits, self.token_budget, self.max_batch))
+            p = R.softmax(R.digit_logits(lm, prompts, digits, self.effective_token_budget(lm), self.max_batch))
             out[:, k] = token_level(p)
         return out
 
