@@ -19,7 +19,6 @@ from siftkit.less.grads import AdamState, adam_direction, gradient_features, per
 from siftkit.less.projection import RademacherProjector, rademacher_rows
 from siftkit.selectors.less import less_scores
 
-
 # ------------------------------------------------------------------------------------------- projection
 
 def test_rademacher_rows_do_not_depend_on_chunking_or_start() -> None:
@@ -155,7 +154,7 @@ def test_gradient_features_equal_a_dense_reference(tiny: Path) -> None:
 def test_less_scores_equal_a_dense_reference() -> None:
     rng = np.random.default_rng(0)
     n, d = 50, 16
-    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)   # noqa: E731
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
     feats = [unit(rng.normal(size=(n, d))).astype(np.float16) for _ in range(2)]
     targets = [unit(rng.normal(size=(5, d))).astype(np.float32) for _ in range(2)]
     tasks = np.array(["a", "b", "a", "b", "b"], dtype=object)
@@ -251,7 +250,7 @@ def test_less_selector_end_to_end(tiny: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     sel = _run(tiny, tmp_path, cache, "a")
     assert len(sel.selected) == 6
-    rep = [s for s in sel.steps if s.name == "less"][0]
+    rep = next(s for s in sel.steps if s.name == "less")
     assert rep.dropped.get("no_gradient") == 1
     ckpts = rep.details["checkpoints"]
     assert [c["epoch"] for c in ckpts] == [1, 2] and len(rep.details["tasks"]) == 2

@@ -13,7 +13,8 @@ from siftkit.errors import ConfigError
 from siftkit.pipeline import make_selector, plan_signals, run_selection
 from siftkit.presets_published import PRESETS
 
-OVERRIDES = {"rds-plus": {"targets": "t.jsonl", "model": "some/causal-lm"}}
+OVERRIDES = {"rds-plus": {"targets": "t.jsonl", "model": "some/causal-lm"},
+             "less": {"targets": "t.jsonl", "model": "some/causal-lm"}}
 
 
 def recipe(name: str, pool: str, budget: int = 3) -> dict:

@@ -96,4 +96,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                "round-robin. Give 'targets' (file/folder of target conversations) and 'model'.",
         "steps": [{"dedup": "exact"}, {"select": "rds"}],
     },
+    "less": {
+        "doc": "LESS: LoRA warm-up on a random 5% (4 epochs, one checkpoint each), per-sample gradients as Adam "
+               "directions, Rademacher projection to 8192-d, lr-weighted cosine to target-task gradients (mean "
+               "within a task, max across tasks). Give 'targets' and 'model'.",
+        "steps": [{"dedup": "exact"}, {"select": "less"}],
+    },
 }

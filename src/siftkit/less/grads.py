@@ -37,15 +37,15 @@ def lora_linears(model: Any) -> list[tuple[str, Any]]:
     """(parameter name, module) of every trainable weight, which must belong to an ``nn.Linear``."""
     import torch
 
-    owner: dict[int, tuple[str, Any, str]] = {}
-    for mname, mod in model.named_modules():
+    owner: dict[int, tuple[Any, str]] = {}
+    for _, mod in model.named_modules():
         for pname, p in mod.named_parameters(recurse=False):
-            owner[id(p)] = (f"{mname}.{pname}" if mname else pname, mod, pname)
+            owner[id(p)] = (mod, pname)
     out = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        full, mod, pname = owner[id(p)]
+        mod, pname = owner[id(p)]
         if not isinstance(mod, torch.nn.Linear) or pname != "weight" or mod.bias is not None and \
                 mod.bias.requires_grad:
             raise ValueError(f"per-sample gradients support trainable nn.Linear weights only (LoRA); "

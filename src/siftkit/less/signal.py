@@ -100,10 +100,10 @@ class LessGrads(Signal):
 
     def encode(self, conversations: list[list[dict[str, str]]]) -> np.ndarray:
         """(n, dim) float32 features; NaN rows for records with nothing to train on."""
-        from ..bench.train import build_examples
-        from ..scoring.batching import plan_batches
         import torch
 
+        from ..bench.train import build_examples
+        from ..scoring.batching import plan_batches
         from .grads import flat_directions, project_normalise
 
         self.setup()

@@ -103,7 +103,7 @@ class LESSSelect(Selector):
             return load_checkpoints(self.warmup)
         if ctx.cache_dir is None:
             raise ConfigError("less: the warm-up needs a cache folder (set cache_dir)")
-        n = max(1, int(round(self.warmup_fraction * len(candidates))))
+        n = max(1, round(self.warmup_fraction * len(candidates)))
         rows = ctx.rng("less-warmup").choice(candidates, size=min(n, len(candidates)), replace=False)
         return warmup(ctx.pool, rows, model=self.model, cache_dir=ctx.cache_dir, seed=ctx.seed,
                       template=self.template, train=self.train, gguf_file=self.gguf_file, device=self.device,
