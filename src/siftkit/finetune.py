@@ -55,16 +55,18 @@ class BaseLM:
         return self.lm.tokenizer
 
     def finetune(self, conversations: list[list[dict[str, str]]], settings: dict[str, Any],
-                 seed: int) -> tuple[Any, dict[str, Any]]:
+                 seed: int, callbacks: list[Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Fine-tune a fresh copy of the base on ``conversations``; returns (merged model in eval mode, log).
 
         ``log["kept"]`` lists the positions (into ``conversations``) of the examples actually trained on
-        (a conversation with no assistant token left after templating and truncation is skipped)."""
+        (a conversation with no assistant token left after templating and truncation is skipped). ``callbacks``:
+        extra ``TrainerCallback`` objects (LESS snapshots every epoch)."""
         from .bench.train import build_examples, train_cell
 
         ex = build_examples(conversations, self.tokenizer, self.template, int(settings["max_length"]))
         with tempfile.TemporaryDirectory(prefix="siftkit-finetune-") as work:
             model, log = train_cell(copy.deepcopy(self.lm.model), self.tokenizer, ex,
-                                    {**settings, "save_model": False}, work, seed=int(seed), device=self.lm.device)
+                                    {**settings, "save_model": False}, work, seed=int(seed), device=self.lm.device,
+                                    callbacks=callbacks)
         log["kept"] = list(ex.kept)
         return model, log

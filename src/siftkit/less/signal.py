@@ -22,6 +22,10 @@ from ..errors import ConfigError
 from ..registry import register_signal
 from ..signals.base import Signal
 
+# Per process: one LoRA model per (base model, LoRA config), one projector per (dim, seed, device).
+_LORA_MODELS: dict[tuple, dict[str, Any]] = {}
+_PROJECTORS: dict[tuple, Any] = {}
+
 
 @register_signal("less_grads")
 class LessGrads(Signal):
@@ -62,41 +66,62 @@ class LessGrads(Signal):
     def setup(self) -> None:
         if self._state is not None:
             return
+        from ..scoring.model import load_model
+        from ..scoring.templates import resolve
+        from .projection import RademacherProjector
+
+        lm = load_model(self.model, gguf_file=self.gguf_file, device=self.device, dtype=self.dtype)
+        tok = lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        pkey = (self.dim, self.proj_seed, str(lm.device))
+        if pkey not in _PROJECTORS:
+            _PROJECTORS[pkey] = RademacherProjector(self.dim, self.proj_seed, device=lm.device)
+        self._state = {"lm": lm, "tok": tok, "template": resolve(self.template, tok), "device": lm.device,
+                       "fast_head": lm.fast_head, "pad": int(pad), "proj": _PROJECTORS[pkey]}
+        self._activate()
+
+    def _activate(self) -> None:
+        """Load this checkpoint's LoRA weights (and Adam moments) into the process's shared LoRA model.
+
+        One LoRA copy of the base model per process, whatever the number of checkpoints and signals: the
+        checkpoints differ only in their LoRA weights, which are swapped in when another checkpoint computes.
+        """
         import torch
         from peft import LoraConfig, get_peft_model
         from safetensors.torch import load_file
 
         from ..bench.train import drop_gguf_quantizer
-        from ..scoring.model import load_model
-        from ..scoring.templates import resolve
         from .grads import AdamState
-        from .projection import RademacherProjector
 
-        lm = load_model(self.model, gguf_file=self.gguf_file, device=self.device, dtype=self.dtype)
-        lora = self.meta["lora"]
-        cfg = LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
-                         target_modules=lora["targets"], task_type="CAUSAL_LM")
-        model = get_peft_model(drop_gguf_quantizer(copy.deepcopy(lm.model)), cfg)
-        weights = load_file(os.path.join(self.checkpoint, "weights.safetensors"))
+        st, lora = self._state, self.meta["lora"]
+        lm = st["lm"]
+        key = (self.model, self.gguf_file, str(lm.device), self.dtype, orjson.dumps(lora, option=orjson.OPT_SORT_KEYS))
+        slot = _LORA_MODELS.get(key)
+        if slot is None:
+            cfg = LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+                             target_modules=lora["targets"], task_type="CAUSAL_LM")
+            model = get_peft_model(drop_gguf_quantizer(copy.deepcopy(lm.model)), cfg).eval()
+            slot = _LORA_MODELS[key] = {"model": model, "weights": None, "moments": None, "adam": None}
+        model = slot["model"]
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        if set(params) != set(weights):
-            missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
-            raise ConfigError(f"less_grads: checkpoint {self.checkpoint} does not match the LoRA model built from "
-                              f"{self.model} (missing {missing[:3]}, unexpected {extra[:3]})")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(weights[n].to(p.dtype))
-        model.eval()
-        adam = None
-        if self.adam:
+        if slot["weights"] != self.checkpoint:
+            weights = load_file(os.path.join(self.checkpoint, "weights.safetensors"))
+            if set(params) != set(weights):
+                missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+                raise ConfigError(f"less_grads: checkpoint {self.checkpoint} does not match the LoRA model built "
+                                  f"from {self.model} (missing {missing[:3]}, unexpected {extra[:3]})")
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(weights[n].to(p.dtype))
+            slot["weights"] = self.checkpoint
+        if self.adam and slot["moments"] != self.checkpoint:
             mom = load_file(os.path.join(self.checkpoint, "adam.safetensors"), device=str(lm.device))
-            adam = AdamState({n: mom[f"{n}.exp_avg"] for n in params}, {n: mom[f"{n}.exp_avg_sq"] for n in params},
-                             tuple(self.meta.get("betas", (0.9, 0.999))), float(self.meta.get("eps", 1e-8)))
-        tok = lm.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        self._state = {"model": model, "tok": tok, "template": resolve(self.template, tok), "adam": adam,
-                       "device": lm.device, "fast_head": lm.fast_head, "pad": int(pad),
-                       "proj": RademacherProjector(self.dim, self.proj_seed, device=lm.device)}
+            slot["adam"] = AdamState({n: mom[f"{n}.exp_avg"] for n in params},
+                                     {n: mom[f"{n}.exp_avg_sq"] for n in params},
+                                     tuple(self.meta.get("betas", (0.9, 0.999))), float(self.meta.get("eps", 1e-8)))
+            slot["moments"] = self.checkpoint
+        st["model"] = model
+        st["adam"] = slot["adam"] if self.adam else None
 
     def encode(self, conversations: list[list[dict[str, str]]]) -> np.ndarray:
         """(n, dim) float32 features; NaN rows for records with nothing to train on."""
@@ -107,6 +132,7 @@ class LessGrads(Signal):
         from .grads import flat_directions, project_normalise
 
         self.setup()
+        self._activate()
         st = self._state
         out = np.full((len(conversations), self.dim), np.nan, dtype=np.float32)
         ex = build_examples(conversations, st["tok"], st["template"], self.max_length)

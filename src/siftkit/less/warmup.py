@@ -15,7 +15,6 @@ them (no training), and any change trains afresh. Nothing is pickled: tensors ar
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -136,9 +135,7 @@ def warmup(pool: pa.Table, rows: np.ndarray, *, model: str, cache_dir: str, seed
     """Warm up LoRA on ``pool`` rows ``rows``; returns the per-epoch checkpoints (reused when cached)."""
     from transformers import TrainerCallback
 
-    from ..bench.train import build_examples, train_cell
-    from ..scoring.model import load_model
-    from ..scoring.templates import resolve
+    from ..finetune import BaseLM
 
     settings = less_train_settings(train)
     rows = np.sort(np.asarray(rows, dtype=np.int64))
@@ -150,24 +147,18 @@ def warmup(pool: pa.Table, rows: np.ndarray, *, model: str, cache_dir: str, seed
         return load_checkpoints(folder)
     shutil.rmtree(folder, ignore_errors=True)          # an interrupted warm-up restarts from scratch
     os.makedirs(folder, exist_ok=True)
-    lm = load_model(model, gguf_file=gguf_file, device=device, dtype=dtype)
-    tmpl = resolve(template, lm.tokenizer)
+    base = BaseLM.load(model, template=template, device=device, dtype=dtype, gguf_file=gguf_file)
     convs = pool.column("messages").take(pa.array(rows)).to_pylist()
-    ex = build_examples(convs, lm.tokenizer, tmpl, int(settings["max_length"]))
-    if not ex.rows:
-        raise ConfigError("less: no warm-up record has an assistant token to train on")
     lora = {"r": int(settings["lora_r"]), "alpha": int(settings["lora_alpha"]),
             "dropout": float(settings["lora_dropout"]), "targets": settings["lora_targets"]}
     snap = type("LessSnapshot", (_Snapshot, TrainerCallback), {})(folder, fp, lora)
-    progress.info(f"less: warm-up on {len(ex.rows):,} records, {settings['epochs']:g} epoch(s), "
-                  f"LoRA r={lora['r']}")
-    _, log = train_cell(copy.deepcopy(lm.model), lm.tokenizer, ex, settings, folder, seed=seed,
-                        device=lm.device, callbacks=[snap])
+    progress.info(f"less: warm-up on {len(convs):,} records, {settings['epochs']:g} epoch(s), LoRA r={lora['r']}")
+    _, log = base.finetune(convs, settings, seed, callbacks=[snap])
     if not snap.epochs:
         raise RuntimeError("less: the warm-up finished without an epoch checkpoint")
-    log = {k: v for k, v in log.items() if k != "history"}
+    log = {k: v for k, v in log.items() if k not in ("history", "kept")}
     atomic_write(os.path.join(folder, "train_log.json"), json.dumps(log, indent=2, default=str).encode())
     atomic_write(os.path.join(folder, "done.json"),
-                 orjson.dumps({"epochs": snap.epochs, "fingerprint": fp, "records": len(ex.rows),
-                               "skipped": ex.skipped, "template": tmpl}))
+                 orjson.dumps({"epochs": snap.epochs, "fingerprint": fp, "records": log["examples"],
+                               "skipped": log["skipped"], "template": base.template}))
     return load_checkpoints(folder)
