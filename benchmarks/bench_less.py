@@ -12,7 +12,10 @@ Stages, all in one run on the same records (real alpaca_en + lima conversations 
    flat ``.grad`` vector, the same Adam transform and the same projection; the max |difference| of the
    normalised features is reported (they must agree);
 4. scoring + top-k selection (``less_scores``) at ``--score-n`` synthetic normalised features (pure
-   selection cost at scale: checkpoints x N x dim float16 read in chunks).
+   selection cost at scale: checkpoints x N x dim float16 read in chunks);
+5. ``--targeting K``: does it target? A recipe run (``select: less``) on a pool of K GSM8K-train, K
+   CodeAlpaca and K ChatDoctor records in their original files, with 4 GSM8K-test problems as the target
+   task, budget K/2: the share of GSM8K records among the picks (random expectation: 1/3).
 
 Writes benchmarks/results/bench_less.json.
 """
@@ -39,6 +42,35 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from siftkit import progress
 
 
+def check_targeting(model: str, args: Any, train: dict[str, Any]) -> dict[str, Any]:
+    from siftkit import api
+
+    data = ROOT.parent / "shared" / "data"
+    k = args.targeting
+    tmp = Path(tempfile.mkdtemp(prefix="less_target_"))
+    gsm = [json.loads(x) for x in (data / "pool" / "gsm8k_train.jsonl").read_text().splitlines()[:k]]
+    (tmp / "gsm8k_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm))
+    for name in ("codealpaca_2k.json", "chatdoctor_5k.json"):
+        recs = json.loads((data / "pool" / name).read_text())[:k]
+        (tmp / name).write_text(json.dumps(recs))
+    (tmp / "targets").mkdir()
+    test = (data / "eval" / "gsm8k_test.jsonl").read_text().splitlines()[:4]
+    (tmp / "targets" / "gsm8k.jsonl").write_text("\n".join(test) + "\n")
+    recipe = {"inputs": [str(tmp / "gsm8k_train.jsonl"), str(tmp / "codealpaca_2k.json"),
+                         str(tmp / "chatdoctor_5k.json")], "budget": k // 2, "seed": args.seed,
+              "cache_dir": str(tmp / "cache"),
+              "steps": [{"select": "less", "model": model, "targets": str(tmp / "targets" / "gsm8k.jsonl"),
+                         "train": train, "dim": args.dim, "max_length": args.max_length,
+                         "warmup_fraction": 0.1}]}
+    t = time.perf_counter()
+    sel, _ = api.run(recipe, write=False)
+    seconds = time.perf_counter() - t
+    sources = sel.pool.table.column("source").take(sel.selected).to_pylist()
+    share = sum("gsm8k" in s for s in sources) / max(1, len(sources))
+    return {"seconds": seconds, "picked_sources": sources, "gsm8k_share": share, "records": 3 * k,
+            "budget": k // 2}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="hub name, folder or .gguf (default: SmolLM2-135M GGUF)")
@@ -50,6 +82,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--score-n", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--targeting", type=int, default=0, help="records per source for the targeting check (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_less.json"))
     args = ap.parse_args()
     progress.set_quiet(True)
@@ -150,10 +183,17 @@ def main() -> None:
     rows_out.append({"stage": f"scores + top-k, {args.score_n:,} records x {n_ck} checkpoints x {args.dim}-d",
                      "seconds": t_score})
 
+    targeting = None
+    if args.targeting:
+        targeting = check_targeting(model, args, train)
+        rows_out.append({"stage": f"targeting: recipe run, {3 * args.targeting} records (3 sources), budget "
+                                  f"{args.targeting // 2}: {targeting['gsm8k_share']:.2f} of picks from GSM8K",
+                         "seconds": targeting["seconds"]})
+
     n_params = sum(params[n].numel() for n in names)
     res = {"model": model, "device": str(st["device"]), "torch_threads": torch.get_num_threads(),
            "records": len(convs), "tokens": n_tok, "lora_r": args.lora_r, "lora_params": n_params,
-           "dim": args.dim, "epochs": args.epochs, "max_length": args.max_length,
+           "dim": args.dim, "epochs": args.epochs, "max_length": args.max_length, "targeting": targeting,
            "max_abs_diff_vs_reference": diff, "speedup_features_vs_batch1": (t_ref / len(ref_idx)) / per_rec_batched,
            "speedup_gradients_vs_batch1": ((t_ref - t_ref_proj) / len(ref_idx)) / ((t_feat - proj_time[0]) / len(convs)),
            "rows": rows_out, "platform": platform.platform(), "cpu_count": os.cpu_count(),
