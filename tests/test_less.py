@@ -299,3 +299,27 @@ def test_less_config_errors(tiny: Path, tmp_path: Path) -> None:
         from siftkit.less.signal import LessGrads
 
         LessGrads("m", str(tmp_path))
+
+
+def test_less_differentiates_only_the_candidates_and_keeps_features_out_of_the_report(tiny: Path,
+                                                                                       tmp_path: Path) -> None:
+    pytest.importorskip("trl")
+    import pyarrow.parquet as pq
+
+    from siftkit.api import run
+    from siftkit.output import diversity_sections
+
+    convs = _pool_convs()[:10]
+    pool = _write_jsonl(tmp_path / "pool.jsonl", convs + convs[:3])          # 3 exact duplicates
+    tgt = _write_jsonl(tmp_path / "t.jsonl", convs[:1])
+    cache = tmp_path / "cache"
+    recipe = {"inputs": [pool], "budget": 4, "seed": 0, "cache_dir": str(cache),
+              "steps": [{"dedup": "exact"},
+                        {"select": "less", "model": str(tiny), "targets": tgt, "dim": 64, "train": TRAIN,
+                         "warmup_fraction": 0.3}]}
+    sel, _ = run(recipe, write=False)
+    assert sel.steps[0].n_out == 10 and len(sel.selected) == 4
+    parts = list((cache / "vectors" / "less_grads").rglob("shard-*.ids.parquet"))
+    ids = [i for p in parts for i in pq.read_table(p).column(0).to_pylist()]
+    assert len(ids) == 2 * 10 == 2 * len(set(ids))          # 2 checkpoints x the 10 candidates, no duplicate
+    assert sel.vectors == {} and diversity_sections(sel) == []

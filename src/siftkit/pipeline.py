@@ -235,10 +235,11 @@ def _auto_workers(n: int) -> int:
 
 
 def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):  # noqa: ANN202
-    def load(spec: dict[str, Any]) -> np.ndarray:
+    def load(spec: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
         try:
             from .signals.vectors import load_or_compute_vectors
         except ImportError as e:
             raise ConfigError(f"embeddings are not available: {e}") from None
-        return load_or_compute_vectors(pool, spec, cfg.cache_dir, workers=workers, engine=cfg.engine)
+        part = pool if rows is None else pool.take(pa.array(rows, pa.int64()))
+        return load_or_compute_vectors(part, spec, cfg.cache_dir, workers=workers, engine=cfg.engine)
     return load

@@ -30,8 +30,9 @@ class SelectionContext:
     signals: pa.Table                    # signal columns, same row order as pool
     seed: int = 0
     # Vector signals (embeddings): ``vector_loader(spec)`` returns an N x d array aligned with the pool,
-    # computing it through the cache when needed. Set by the pipeline; see ``embeddings()``.
-    vector_loader: Callable[[dict[str, Any]], np.ndarray] | None = None
+    # ``vector_loader(spec, rows)`` the rows given only; computed through the cache when needed. Set by the
+    # pipeline; see ``embeddings()`` and ``vectors()``.
+    vector_loader: Callable[..., np.ndarray] | None = None
     # The run's cache folder, for selectors that keep their own artefacts (e.g. LESS warm-up checkpoints).
     cache_dir: str | None = None
     _vectors: dict[str, np.ndarray] = field(default_factory=dict)
@@ -48,6 +49,14 @@ class SelectionContext:
                 raise ConfigError("this selector needs embeddings, but no vector loader is configured")
             self._vectors[key] = self.vector_loader(spec)
         return self._vectors[key]
+
+    def vectors(self, spec: dict[str, Any], rows: np.ndarray) -> np.ndarray:
+        """Vectors of ``spec`` for pool rows ``rows`` only (len(rows) x d, in that order), computed through the
+        cache. For costly per-record features (LESS gradients) of the candidates still in play; unlike
+        ``embeddings()`` they are not kept for the report's diversity map."""
+        if self.vector_loader is None:
+            raise ConfigError("this selector needs vector features, but no vector loader is configured")
+        return self.vector_loader(spec, np.asarray(rows, dtype=np.int64))
 
     def column(self, name: str) -> np.ndarray:
         """A signal or pool column as a numpy array (strings as object arrays)."""

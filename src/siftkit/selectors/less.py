@@ -3,7 +3,8 @@
 1. Warm-up (:mod:`siftkit.less.warmup`): LoRA on a seeded random ``warmup_fraction`` of the candidates (5%),
    one checkpoint per epoch with its Adam moments and mean learning rate (reused from the cache on reruns;
    ``warmup=`` a finished warm-up folder skips it).
-2. Per checkpoint, every candidate's feature (the ``less_grads`` vector signal, cached and resumable): the
+2. Per checkpoint, every candidate's feature (the ``less_grads`` vector signal, cached and resumable; only
+   the candidates still in play after earlier steps are differentiated): the
    per-sample LoRA gradient on the trained tokens, as the Adam update direction from the checkpoint's
    moments, Rademacher-projected to ``dim`` (8192) and L2-normalised.
 3. Target examples (``targets``: files or folders read with ``siftkit.io.read_pool``; one task per input
@@ -121,7 +122,7 @@ class LESSSelect(Selector):
         for c in ckpts:
             progress.info(f"less: gradient features, checkpoint epoch {c.epoch} (lr {c.lr:.3g})")
             spec = self._spec(c.path, adam=True)
-            feats.append(ctx.embeddings(spec))
+            feats.append(ctx.vectors(spec, candidates))          # aligned with the candidates
             t = LessGrads(**{k: v for k, v in self._spec(c.path, adam=False).items() if k != "name"}).encode(convs)
             if not np.isfinite(t).all():
                 bad = np.flatnonzero(~np.isfinite(t).all(axis=1))
@@ -129,10 +130,11 @@ class LESSSelect(Selector):
                                   f"of (first: target row {int(bad[0])})")
             tfeats.append(t)
             lrs.append(c.lr)
-        ok = np.isfinite(np.asarray(feats[0][candidates, 0], dtype=np.float32))
-        rows = candidates[ok]
-        score, per_task = less_scores(feats, tfeats, lrs, tasks, rows, self.chunk)
-        order = np.lexsort((np.arange(len(rows)), -score))
+        ok = np.isfinite(np.asarray(feats[0][:, 0], dtype=np.float32))
+        pos = np.flatnonzero(ok)
+        score, per_task = less_scores(feats, tfeats, lrs, tasks, pos, self.chunk)
+        order = np.lexsort((np.arange(len(pos)), -score))
+        rows = candidates[pos]
         kept = rows[order[:budget]]
         dropped = {"over_budget": int(len(rows) - len(kept))}
         if (~ok).any():
