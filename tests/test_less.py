@@ -323,3 +323,25 @@ def test_less_differentiates_only_the_candidates_and_keeps_features_out_of_the_r
     ids = [i for p in parts for i in pq.read_table(p).column(0).to_pylist()]
     assert len(ids) == 2 * 10 == 2 * len(set(ids))          # 2 checkpoints x the 10 candidates, no duplicate
     assert sel.vectors == {} and diversity_sections(sel) == []
+
+
+def test_less_runs_as_a_bench_method(tiny: Path, tmp_path: Path) -> None:
+    """``siftkit bench`` runs LESS like any recipe: selection (warm-up + gradients), fine-tune, evaluation."""
+    pytest.importorskip("trl")
+    pytest.importorskip("scipy")
+    from bench_helpers import config, write_eval, write_pool
+    from siftkit.bench.config import build_bench_config
+    from siftkit.bench.runner import run_bench
+
+    targets = _write_jsonl(tmp_path / "t.jsonl", [msgs(("user", "What is 2 plus 3?"), ("assistant", "5"))])
+    method = {"steps": [{"select": "less", "model": str(tiny), "targets": targets, "dim": 64,
+                         "warmup_fraction": 0.2, "train": {**TRAIN, "epochs": 1}}]}
+    raw = config(tmp_path, tiny, write_pool(tmp_path / "pool"), write_eval(tmp_path / "eval"),
+                 random_seeds=1, methods={"less": method},
+                 eval={"tasks": ["heldout"], "limit": 5, "data_dir": str(tmp_path / "eval")})
+    run_bench(build_bench_config(raw))
+    cell = tmp_path / "out" / "budget-8" / "less" / "seed-0"
+    manifest = json.loads((cell / "selection" / "manifest.json").read_text())
+    assert manifest["counts"]["selected"] == 8 and manifest["steps"][-1]["name"] == "less"
+    done = json.loads((cell / "done.json").read_text())
+    assert np.isfinite(done["scores"]["heldout"])
