@@ -21,23 +21,24 @@ from siftkit.selectors.less import less_scores
 
 # ------------------------------------------------------------------------------------------- projection
 
-def test_rademacher_rows_do_not_depend_on_chunking_or_start() -> None:
-    full = rademacher_rows(0, 300, 64, seed=7)
+@pytest.mark.parametrize("kind", ["pcg64", "hash"])
+def test_rademacher_rows_do_not_depend_on_chunking_or_start(kind: str) -> None:
+    full = rademacher_rows(0, 300, 64, seed=7, kind=kind)
     assert set(torch.unique(full).tolist()) == {-1.0, 1.0}
-    assert torch.equal(rademacher_rows(100, 50, 64, seed=7), full[100:150])
-    assert not torch.equal(rademacher_rows(0, 300, 64, seed=8), full)
+    assert torch.equal(rademacher_rows(100, 50, 64, seed=7, kind=kind), full[100:150])
+    assert not torch.equal(rademacher_rows(0, 300, 64, seed=8, kind=kind), full)
     x = torch.randn(5, 300)
-    small = RademacherProjector(64, seed=7, cache_bytes=0, chunk_entries=1)   # block by block, no cache
-    big = RademacherProjector(64, seed=7)
+    small = RademacherProjector(64, seed=7, cache_bytes=0, chunk_entries=1, kind=kind)   # row/block at a time
+    big = RademacherProjector(64, seed=7, kind=kind)
     want = x @ full
     assert torch.allclose(small.project(x, 0), want, atol=1e-4)
     assert torch.allclose(big.project(x, 0), want, atol=1e-4)
     # two parameter blocks at their offsets sum to the whole projection
     assert torch.allclose(big.project(x[:, :120], 0) + big.project(x[:, 120:], 120), want, atol=1e-4)
-    two = RademacherProjector(64, seed=7, chunk_entries=2 * 256 * 64)                # two blocks per chunk
+    two = RademacherProjector(64, seed=7, chunk_entries=2 * 256 * 64, kind=kind)    # two blocks per chunk
     xl = torch.randn(3, 1000)
-    assert torch.allclose(two.project(xl[:, 10:900], 10), xl[:, 10:900] @ rademacher_rows(10, 890, 64, seed=7),
-                          atol=1e-4)
+    want = xl[:, 10:900] @ rademacher_rows(10, 890, 64, seed=7, kind=kind)
+    assert torch.allclose(two.project(xl[:, 10:900], 10), want, atol=1e-4)
 
 
 def test_rademacher_definition_is_stable() -> None:
@@ -48,10 +49,16 @@ def test_rademacher_definition_is_stable() -> None:
             [1, -1, -1, -1, 1, -1, 1, 1, -1, -1, -1, 1], [-1, 1, 1, 1, 1, -1, 1, 1, 1, -1, -1, -1]]
     assert rademacher_rows(254, 4, 12, seed=5).int().tolist() == want
     assert RademacherProjector(12, seed=5).project(torch.eye(4), 254).int().tolist() == want
+    # the on-device hash stream (entry = 32-bit hash of seed and i * dim + j): also pinned
+    want_hash = [[1, -1, -1, -1, -1, 1, 1, 1, -1, 1, -1, -1], [1, -1, 1, 1, -1, -1, 1, -1, -1, 1, -1, 1],
+                 [-1, 1, -1, -1, -1, 1, -1, -1, 1, 1, 1, -1], [-1, -1, -1, -1, -1, 1, 1, -1, 1, -1, 1, 1]]
+    assert rademacher_rows(254, 4, 12, seed=5, kind="hash").int().tolist() == want_hash
+    assert RademacherProjector(12, seed=5, kind="hash").project(torch.eye(4), 254).int().tolist() == want_hash
 
 
-def test_rademacher_entries_look_independent_and_preserve_angles() -> None:
-    r = rademacher_rows(0, 2000, 1024, seed=0)
+@pytest.mark.parametrize("kind", ["pcg64", "hash"])
+def test_rademacher_entries_look_independent_and_preserve_angles(kind: str) -> None:
+    r = rademacher_rows(0, 2000, 1024, seed=0, kind=kind)
     assert abs(float(r.mean())) < 0.005                         # balanced signs over 2M entries
     c = (r[:, :512].T @ r[:, :512]) / 2000                      # column correlations
     off = c[~torch.eye(512, dtype=torch.bool)]
@@ -126,7 +133,8 @@ def test_adam_direction_formula() -> None:
     assert torch.allclose(got[0], mm / torch.sqrt(vv + 1e-8))
 
 
-def test_gradient_features_equal_a_dense_reference(tiny: Path) -> None:
+@pytest.mark.parametrize("kind", ["pcg64", "hash"])
+def test_gradient_features_equal_a_dense_reference(tiny: Path, kind: str) -> None:
     model = _lora_model(tiny)
     rows, tok = _rows(tiny)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -135,11 +143,11 @@ def test_gradient_features_equal_a_dense_reference(tiny: Path) -> None:
     m = {n: 0.01 * torch.randn(params[n].shape, generator=g0) for n in names}
     v = {n: 1e-4 * torch.rand(params[n].shape, generator=g0) for n in names}
     dim = 128
-    proj = RademacherProjector(dim, seed=3)
+    proj = RademacherProjector(dim, seed=3, kind=kind)
     got_sgd = gradient_features(model, rows, tok.pad_token_id, "cpu", proj)
     got_adam = gradient_features(model, rows, tok.pad_token_id, "cpu", proj, AdamState(m, v))
     total = sum(params[n].numel() for n in names)
-    dense = rademacher_rows(0, total, dim, seed=3)
+    dense = rademacher_rows(0, total, dim, seed=3, kind=kind)
     for b, row in enumerate(rows):
         ref = _batch1(model, row)
         flat = torch.cat([ref[n].reshape(-1) for n in names])
@@ -295,6 +303,8 @@ def test_less_config_errors(tiny: Path, tmp_path: Path) -> None:
         LESSSelect(model="m", targets="x", train={"epoch": 3})
     with pytest.raises(ConfigError, match="lora"):
         LESSSelect(model="m", targets="x", train={"mode": "full"})
+    with pytest.raises(ConfigError, match="projection"):
+        LESSSelect(model="m", targets="x", projection="gaussian")
     with pytest.raises(ConfigError, match="meta.json"):
         from siftkit.less.signal import LessGrads
 

@@ -36,6 +36,7 @@ class LessGrads(Signal):
     shard_size: ClassVar[int | None] = 1024
 
     def __init__(self, model: str, checkpoint: str, *, adam: bool = True, dim: int = 8192, proj_seed: int = 0,
+                 projection: str = "pcg64",
                  template: str = "auto", max_length: int = 2048, token_budget: int = 4096, max_batch: int = 16,
                  proj_memory: int = 1 << 30, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
         meta_path = os.path.join(checkpoint, "meta.json")
@@ -45,7 +46,11 @@ class LessGrads(Signal):
             self.meta = orjson.loads(fh.read())
         if int(dim) < 1 or int(max_length) < 2 or int(token_budget) < 1 or int(max_batch) < 1:
             raise ConfigError("less_grads: dim, max_length, token_budget and max_batch must be positive")
-        self.model, self.checkpoint, self.adam = model, checkpoint, bool(adam)
+        from .projection import KINDS
+
+        if projection not in KINDS:
+            raise ConfigError(f"less_grads: projection must be one of {', '.join(KINDS)}, got {projection!r}")
+        self.model, self.checkpoint, self.adam, self.projection = model, checkpoint, bool(adam), projection
         self.dim, self.proj_seed, self.template = int(dim), int(proj_seed), template
         self.max_length, self.token_budget, self.max_batch = int(max_length), int(token_budget), int(max_batch)
         self.proj_memory = int(proj_memory)     # bytes of (samples x P) float32 gradients buffered per projection
@@ -55,7 +60,8 @@ class LessGrads(Signal):
     def config(self) -> dict[str, Any]:
         return {"model": self.model, "gguf_file": self.gguf_file, "checkpoint": self.meta["fingerprint"],
                 "adam": self.adam, "dim": self.dim, "proj_seed": self.proj_seed, "template": self.template,
-                "max_length": self.max_length, "dtype": self.dtype}
+                "max_length": self.max_length, "dtype": self.dtype,
+                **({"projection": self.projection} if self.projection != "pcg64" else {})}
 
     def columns(self) -> dict[str, pa.DataType]:
         return {self.name: pa.float16()}
@@ -73,9 +79,9 @@ class LessGrads(Signal):
         lm = load_model(self.model, gguf_file=self.gguf_file, device=self.device, dtype=self.dtype)
         tok = lm.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        pkey = (self.dim, self.proj_seed, str(lm.device))
+        pkey = (self.dim, self.proj_seed, str(lm.device), self.projection)
         if pkey not in _PROJECTORS:
-            _PROJECTORS[pkey] = RademacherProjector(self.dim, self.proj_seed, device=lm.device)
+            _PROJECTORS[pkey] = RademacherProjector(self.dim, self.proj_seed, device=lm.device, kind=self.projection)
         self._state = {"lm": lm, "tok": tok, "template": resolve(self.template, tok), "device": lm.device,
                        "fast_head": lm.fast_head, "pad": int(pad), "proj": _PROJECTORS[pkey]}
         self._activate()

@@ -52,8 +52,8 @@ class LESSSelect(Selector):
 
     def __init__(self, model: str | None = None, targets: str | list[str] | None = None, task_by: str = "source",
                  warmup_fraction: float = 0.05, warmup: str | None = None, train: dict[str, Any] | None = None,
-                 dim: int = 8192, proj_seed: int = 0, template: str = "auto", max_length: int = 2048,
-                 token_budget: int = 4096, max_batch: int = 16, gguf_file: str | None = None,
+                 dim: int = 8192, proj_seed: int = 0, projection: str = "pcg64", template: str = "auto",
+                 max_length: int = 2048, token_budget: int = 4096, max_batch: int = 16, gguf_file: str | None = None,
                  device: str = "auto", dtype: str = "auto", chunk: int = 16384):
         if not model:
             raise ConfigError("less: 'model' (the base model to warm up and take gradients of) is required")
@@ -71,18 +71,22 @@ class LESSSelect(Selector):
         self.task_by, self.warmup_fraction, self.warmup = task_by, float(warmup_fraction), warmup
         self.dim, self.proj_seed, self.template, self.max_length = int(dim), int(proj_seed), template, int(max_length)
         self.token_budget, self.max_batch, self.device, self.dtype = int(token_budget), int(max_batch), device, dtype
-        self.chunk = int(chunk)
+        from ..less.projection import KINDS
+
+        if projection not in KINDS:
+            raise ConfigError(f"less: projection must be one of {', '.join(KINDS)}, got {projection!r}")
+        self.chunk, self.projection = int(chunk), projection
 
     def config(self) -> dict[str, Any]:
         return {"model": self.model, "gguf_file": self.gguf_file, "targets": self.targets, "task_by": self.task_by,
                 "warmup_fraction": self.warmup_fraction, "warmup": self.warmup, "train": self.settings,
-                "dim": self.dim, "proj_seed": self.proj_seed, "template": self.template,
-                "max_length": self.max_length}
+                "dim": self.dim, "proj_seed": self.proj_seed, "projection": self.projection,
+                "template": self.template, "max_length": self.max_length}
 
     def _spec(self, ckpt: str, adam: bool) -> dict[str, Any]:
         return {"name": "less_grads", "model": self.model, "checkpoint": ckpt, "adam": adam, "dim": self.dim,
-                "proj_seed": self.proj_seed, "template": self.template, "max_length": self.max_length,
-                "token_budget": self.token_budget, "max_batch": self.max_batch, "gguf_file": self.gguf_file,
+                "proj_seed": self.proj_seed, "projection": self.projection, "template": self.template,
+                "max_length": self.max_length,                "token_budget": self.token_budget, "max_batch": self.max_batch, "gguf_file": self.gguf_file,
                 "device": self.device, "dtype": self.dtype}
 
     def _targets(self) -> tuple[Any, np.ndarray]:
