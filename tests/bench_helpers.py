@@ -75,3 +75,14 @@ def config(tmp: Path, model: Path, pool: Path, evals: Path, **over: Any) -> dict
     }
     cfg.update(over)
     return cfg
+
+
+def tiny_model_and_chat_pool(root: Path, n: int = 40) -> tuple[str, str]:
+    """A tiny random chat model folder and a folder of ``n`` chat conversations (the pool of ``write_pool``
+    without its tasks file): for methods that fine-tune briefly (DiverseEvol, Cherry)."""
+    from scoring_tiny import build_tiny_lm
+
+    model = str(build_tiny_lm(root / "tiny"))
+    pool_dir = write_pool(root / "pool", n=n)
+    (pool_dir / "tasks.json").unlink()
+    return model, str(pool_dir)

@@ -96,14 +96,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("torch")
     pytest.importorskip("trl")
     pytest.importorskip("peft")
-    from bench_helpers import write_pool
-    from scoring_tiny import build_tiny_lm
+    from bench_helpers import tiny_model_and_chat_pool
 
-    root = tmp_path_factory.mktemp("de")
-    model = str(build_tiny_lm(root / "tiny"))
-    pool_dir = write_pool(root / "pool", n=40)
-    (pool_dir / "tasks.json").unlink()                # 40 chat conversations
-    return model, str(pool_dir)
+    return tiny_model_and_chat_pool(tmp_path_factory.mktemp("de"))     # 40 chat conversations, 10 topics
 
 
 def _pool_table(pool_dir: str):
