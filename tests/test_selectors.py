@@ -159,3 +159,15 @@ def test_stratified_is_deterministic_per_seed():
     b = StratifiedSelector().run(ctx(seed=3), ALL, 25).kept
     c = StratifiedSelector().run(ctx(seed=4), ALL, 25).kept
     assert (a == b).all() and set(a) != set(c)
+
+
+def test_selector_errors_name_the_step() -> None:
+    from siftkit.config import parse_step
+    from siftkit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_step({"select": "kmeans", "k": 0}, "recipe: steps[2]")
+    assert str(e.value).startswith("recipe: steps[2].select: kmeans: k must be")     # the name is not repeated
+    with pytest.raises(ConfigError) as e:
+        parse_step({"select": "kmeans", "kk": 3}, "recipe: steps[1]")
+    assert str(e.value) == "recipe: steps[1].select: kmeans: got an unexpected keyword argument 'kk'"

@@ -8,6 +8,7 @@ the core import path. To add a signal or selector: write one module, decorate th
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any, Callable, TypeVar
 
 from .errors import ConfigError
@@ -89,7 +90,15 @@ def make(cls: type, params: dict[str, Any], where: str) -> Any:
     try:
         return cls(**params)
     except TypeError as e:
-        raise ConfigError(f"{where}: {e}".replace("__init__() ", "")) from None
+        raise ConfigError(f"{where}: " + re.sub(r"^[\w.]*__init__\(\) ", "", str(e))) from None
+    except ConfigError as e:                    # a constructor's own check: say which step or signal it was
+        msg = str(e)
+        if msg.startswith(where):
+            raise
+        name = where.rsplit(": ", 1)[-1]
+        if msg.startswith(f"{name}: "):         # "kmeans: k must be ..." under "steps[0].select: kmeans"
+            msg = msg[len(name) + 2:]
+        raise ConfigError(f"{where}: {msg}") from None
 
 
 def signal_names() -> list[str]:
