@@ -113,7 +113,7 @@ def brute_allocate(cap, budget, weights):
     q = np.zeros(len(cap), int)
     for _ in range(min(budget, sum(cap))):
         open_ = [i for i in range(len(cap)) if q[i] < cap[i]]
-        w = [weights[i] if weights[i] > 0 else 0 for i in open_]
+        w = [max(0, weights[i]) for i in open_]
         i = open_[int(np.argmin([(q[j] + 1) / w_ if w_ > 0 else np.inf for j, w_ in zip(open_, w)]))] \
             if any(w) else open_[0]
         q[i] += 1

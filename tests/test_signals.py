@@ -61,7 +61,7 @@ def test_compression_ratio(tmp_path):
     r = Compression().compute(p.table)
     assert r["zlib_ratio"][0] < 0.1 < r["zlib_ratio"][1]
     import zlib
-    assert r["zlib_bytes"][1] == len(zlib.compress("q\n\nThe quick brown fox.".encode(), 9))
+    assert r["zlib_bytes"][1] == len(zlib.compress(b"q\n\nThe quick brown fox.", 9))
 
 
 def test_token_counts_match_plain_encoding(multi):
@@ -85,6 +85,7 @@ def test_word_cache_equals_exact_on_tricky_texts():
 
 def test_token_signal_fingerprint_tracks_tokenizer(tmp_path):
     import shutil
+
     from siftkit.signals.tokenizer import default_tokenizer_path
     a = TokenCounts()
     b = TokenCounts(mode="exact")

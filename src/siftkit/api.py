@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -101,7 +102,7 @@ def selection_config(inputs: Any, *, budget: Any = None, method: str | None = No
     return data
 
 
-def select(inputs: Pool | Inputs, budget: Any, **options: Any) -> "Selection":
+def select(inputs: Pool | Inputs, budget: Any, **options: Any) -> Selection:
     """Select ``budget`` records (``siftkit select``); options as in ``selection_config``."""
     from .pipeline import run_selection
 
@@ -112,7 +113,7 @@ def select(inputs: Pool | Inputs, budget: Any, **options: Any) -> "Selection":
 
 
 def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
-        write: bool = True) -> tuple["Selection", dict[str, Any] | None]:
+        write: bool = True) -> tuple[Selection, dict[str, Any] | None]:
     """Run a YAML recipe (path) or a recipe dict (``siftkit run``). Returns (selection, manifest)."""
     from .output import write_selection
     from .pipeline import run_selection
@@ -134,7 +135,7 @@ def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
     return sel, manifest
 
 
-def write(selection: "Selection", out_dir: str, *, format: str = "original", file_format: str = "jsonl",
+def write(selection: Selection, out_dir: str, *, format: str = "original", file_format: str = "jsonl",
           report: bool = False, diversity: bool = False) -> dict[str, Any]:
     """Write selected records, selection.parquet, rejects and manifest.json (and report.html) to ``out_dir``."""
     from .output import write_selection
@@ -173,7 +174,7 @@ def inspect(pool: Pool | Inputs, *, signals: Sequence[str | dict] = ("text_stats
 
 def _pct(v: np.ndarray, qs: list[float]) -> dict[str, Any]:
     ok = v[~np.isnan(v)]
-    out: dict[str, Any] = {"n": int(len(v)), "missing": int(len(v) - len(ok))}
+    out: dict[str, Any] = {"n": len(v), "missing": int(len(v) - len(ok))}
     if len(ok):
         out["mean"] = float(ok.mean())
         out["q"] = [float(x) for x in np.quantile(ok, qs)]
@@ -190,7 +191,17 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
-from .pipeline import Selection  # noqa: E402  (re-export for type hints)
+from .pipeline import Selection
 
-__all__ = ["read", "score", "select", "run", "write", "report", "inspect", "selection_config", "RunConfig",
-           "Selection"]
+__all__ = [
+    "RunConfig",
+    "Selection",
+    "inspect",
+    "read",
+    "report",
+    "run",
+    "score",
+    "select",
+    "selection_config",
+    "write",
+]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__, progress
 from .errors import ConfigError, SiftkitError
@@ -144,7 +145,6 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 def cmd_select(a: argparse.Namespace) -> int:
     from .api import selection_config
     from .config import build_config
-    from .output import write_selection
     from .pipeline import run_selection
 
     data = selection_config(
@@ -161,8 +161,8 @@ def cmd_select(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from .config import build_config, load_recipe
     from .api import _set_path
+    from .config import build_config, load_recipe
     from .pipeline import run_selection
 
     data = load_recipe(a.recipe)

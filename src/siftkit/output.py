@@ -51,7 +51,7 @@ def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
     return {
         "manifest_version": MANIFEST_VERSION,
         "siftkit_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seed": cfg.seed,
         "budget": cfg.budget,
         "config": cfg.raw,
@@ -75,7 +75,6 @@ def diversity_sections(sel: Selection, force: bool = False) -> list[dict[str, An
     Uses the embeddings a selector already loaded; with ``force`` (``output.diversity: true``) computes the
     default embedding (static, query segment) when none was used. Empty when there is nothing to measure.
     """
-    import orjson as _oj
 
     vecs = dict(sel.vectors)
     if not vecs and force and sel.vector_loader is not None:

@@ -91,7 +91,7 @@ class Selection:
         failures = {k: v for k, v in reason_counts(self.signals).items() if v}
         if failures:
             c["signal_failures"] = failures
-        c["selected"] = int(len(self.selected))
+        c["selected"] = len(self.selected)
         c["not_selected"] = int((self.status == "not_selected").sum())
         src = np.asarray(self.pool.table.column("source").to_pylist(), dtype=object)
         sel_src, sel_n = np.unique(src[self.selected].astype(str), return_counts=True) if len(self.selected) \
@@ -234,7 +234,7 @@ def _auto_workers(n: int) -> int:
     return 1 if n < 50_000 else max(1, os.cpu_count() or 1)
 
 
-def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):  # noqa: ANN202
+def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):
     def load(spec: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
         try:
             from .signals.vectors import load_or_compute_vectors

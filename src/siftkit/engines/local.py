@@ -8,7 +8,8 @@ implements the same ``run_shards`` contract.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa

@@ -25,7 +25,8 @@ name                      record shape
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -55,7 +56,7 @@ def _text(value: Any, field: str) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
-        raise RecordError(f"expected text, got a boolean", field)
+        raise RecordError("expected text, got a boolean", field)
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, list):  # OpenAI content parts

@@ -21,8 +21,9 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 import xxhash
@@ -58,7 +59,7 @@ class InputSpec:
     split: str | None = None  # for HF datasets
 
     @classmethod
-    def coerce(cls, value: "InputSpec | str | os.PathLike | Mapping[str, Any]") -> "InputSpec":
+    def coerce(cls, value: InputSpec | str | os.PathLike | Mapping[str, Any]) -> InputSpec:
         if isinstance(value, InputSpec):
             return value
         if isinstance(value, Mapping):
@@ -499,6 +500,6 @@ def _check_unique_ids(pool: Pool) -> None:
         raise InputDataError(f"duplicate record ids {dup}: the same file was given twice?")
 
 
-def _mp_context(mp):  # noqa: ANN001
+def _mp_context(mp):
     """fork where available: no re-import of the user's __main__ (scripts without a main guard work)."""
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")

@@ -14,7 +14,8 @@ File formats: ``jsonl`` (UTF-8, one object a line) or ``parquet`` (zstd).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -92,8 +93,7 @@ def write_records(table: pa.Table, path: str, fmt: str = "original", file_format
         recs = (conv(r) for r in _iter_rows(table.select(["id", "source", "messages"])))
         if file_format == "jsonl":
             with open(tmp, "wb") as fh:
-                for r in recs:
-                    fh.write(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
+                fh.writelines(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in recs)
         else:
             pq.write_table(table_from_rows(list(recs)), tmp, compression="zstd")
     os.replace(tmp, path)

@@ -13,8 +13,9 @@ Three roles share the interface:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -101,7 +102,7 @@ class Selector(ABC):
         """``candidates``: int64 pool row indices in pool order. Must be deterministic given ctx.seed."""
 
 
-def resolve_budget(budget: int | float | str | None, n_pool: int) -> int | None:
+def resolve_budget(budget: float | str | None, n_pool: int) -> int | None:
     """A budget is a count (``50000``), a fraction of the pool (``0.05``) or a percentage (``"5%"``)."""
     if budget is None:
         return None
