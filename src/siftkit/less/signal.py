@@ -38,7 +38,7 @@ class LessGrads(Signal):
     def __init__(self, model: str, checkpoint: str, *, adam: bool = True, dim: int = 8192, proj_seed: int = 0,
                  projection: str = "pcg64",
                  template: str = "auto", max_length: int = 2048, token_budget: int = 4096, max_batch: int = 16,
-                 proj_memory: int = 1 << 30, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
+                 proj_memory: int | None = None, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
         meta_path = os.path.join(checkpoint, "meta.json")
         if not os.path.isfile(meta_path):
             raise ConfigError(f"less_grads: {checkpoint} is not a LESS warm-up checkpoint (no meta.json)")
@@ -53,7 +53,9 @@ class LessGrads(Signal):
         self.model, self.checkpoint, self.adam, self.projection = model, checkpoint, bool(adam), projection
         self.dim, self.proj_seed, self.template = int(dim), int(proj_seed), template
         self.max_length, self.token_budget, self.max_batch = int(max_length), int(token_budget), int(max_batch)
-        self.proj_memory = int(proj_memory)     # bytes of (samples x P) float32 gradients buffered per projection
+        # bytes of (samples x P) float32 gradients buffered per projection (None: 1 GiB on a CPU, a quarter of
+        # the free memory on a GPU, where large LoRA configurations need big buffers to amortise the projection)
+        self.proj_memory = None if proj_memory is None else int(proj_memory)
         self.gguf_file, self.device, self.dtype = gguf_file, device, dtype
         self._state: Any = None
 
@@ -149,7 +151,7 @@ class LessGrads(Signal):
         # Per-sample gradients are buffered and projected together: each block of R is expanded once per
         # buffer instead of once per forward batch (the expansion, not the product, dominates on a CPU).
         n_params = sum(p.numel() for p in st["model"].parameters() if p.requires_grad)
-        per_proj = max(1, self.proj_memory // (4 * n_params))
+        per_proj = max(1, self._proj_memory() // (4 * n_params))
         buf: list[Any] = []
         idx: list[np.ndarray] = []
 
@@ -167,6 +169,16 @@ class LessGrads(Signal):
                 flush()
         flush()
         return out
+
+    def _proj_memory(self) -> int:
+        if self.proj_memory is not None:
+            return self.proj_memory
+        dev = str(self._state["device"])
+        if dev.startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.mem_get_info(torch.device(dev))[0] // 4)
+        return 1 << 30
 
     def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
         from ..scoring.base import conversations
