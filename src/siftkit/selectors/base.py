@@ -102,6 +102,19 @@ class Selector(ABC):
         """``candidates``: int64 pool row indices in pool order. Must be deterministic given ctx.seed."""
 
 
+def read_targets(targets: list[str], task_by: str, who: str) -> tuple[pa.Table, np.ndarray]:
+    """Target-task examples of a targeted selector (RDS+, LESS): the conversations read from ``targets`` and
+    each one's task (the ``task_by`` column as strings; ``source``: one task per input)."""
+    from ..io.pool import read_pool
+
+    table = read_pool(targets).table
+    if len(table) == 0:
+        raise ConfigError(f"{who}: no target examples in {targets}")
+    if task_by not in table.column_names:
+        raise ConfigError(f"{who}: target column {task_by!r} not found; have {table.column_names}")
+    return table, np.asarray([str(v) for v in table.column(task_by).to_pylist()], dtype=object)
+
+
 def resolve_budget(budget: float | str | None, n_pool: int) -> int | None:
     """A budget is a count (``50000``), a fraction of the pool (``0.05``) or a percentage (``"5%"``)."""
     if budget is None:

@@ -26,7 +26,7 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from .base import SelectionContext, Selector, StepResult
+from .base import SelectionContext, Selector, StepResult, read_targets
 
 
 def less_scores(features: list[np.ndarray], targets: list[np.ndarray], lrs: list[float], task_of: np.ndarray,
@@ -90,15 +90,9 @@ class LESSSelect(Selector):
                 "device": self.device, "dtype": self.dtype}
 
     def _targets(self) -> tuple[Any, np.ndarray]:
-        from ..io.pool import read_pool
         from ..scoring.base import conversations
 
-        table = read_pool(self.targets).table
-        if len(table) == 0:
-            raise ConfigError(f"less: no target examples in {self.targets}")
-        if self.task_by not in table.column_names:
-            raise ConfigError(f"less: target column {self.task_by!r} not found; have {table.column_names}")
-        tasks = np.asarray([str(v) for v in table.column(self.task_by).to_pylist()], dtype=object)
+        table, tasks = read_targets(self.targets, self.task_by, "less")
         return conversations(table)[0], tasks
 
     def checkpoints(self, ctx: SelectionContext, candidates: np.ndarray) -> list[Any]:

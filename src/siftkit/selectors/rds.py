@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..registry import make, register_selector, signal_class
 from ..signals.segments import flatten
 from ..signals.vectors import normalize_spec, rows_f32
-from .base import SelectionContext, Selector, StepResult
+from .base import SelectionContext, Selector, StepResult, read_targets
 
 
 def topk_per_target(x: np.ndarray, t: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
@@ -123,18 +123,11 @@ class RDSSelect(Selector):
 
     def target_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(Q x d normalised target vectors, task label per target), encoded like the pool."""
-        from ..io.pool import read_pool
-
-        table = read_pool(self.targets).table
-        if len(table) == 0:
-            raise ConfigError(f"rds: no target examples in {self.targets}")
-        if self.task_by not in table.column_names:
-            raise ConfigError(f"rds: target column {self.task_by!r} not found; have {table.column_names}")
+        table, tasks = read_targets(self.targets, self.task_by, "rds")
         params = {k: v for k, v in self.embedding.items() if k != "name"}
         enc = make(signal_class("embedding"), params, "rds embedding")
         segment = params.get("segment", "query")
         vecs = enc.encode(flatten(table).texts(segment))
-        tasks = np.asarray([str(v) for v in table.column(self.task_by).to_pylist()], dtype=object)
         return rows_f32(vecs, np.arange(len(vecs)), normalize=True), tasks
 
     def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
