@@ -195,3 +195,17 @@ def test_report_always_shows_lengths_and_diversity_on_request(small_pool, tmp_pa
     assert 0 <= metrics["coverage: mean distance pool -> nearest selected"] <= 2
     assert isinstance(metrics["cluster entropy of the selection (normalised)"], float)
     assert "Pool vs selection, 2-D PCA map" in html
+
+
+@pytest.mark.parametrize("budget", ["100%", "1.0", "0.5", "50%"])
+def test_fraction_budgets_are_of_the_candidates_and_recorded(small_pool, tmp_path, budget):
+    out = tmp_path / "out"
+    rc = run_cli("select", str(small_pool), "--budget", budget, "--dedup", "first", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "c"))
+    assert rc == 0
+    m = json.loads((out / "manifest.json").read_text())
+    after_dedup = m["steps"][0]["out"]
+    assert after_dedup == m["counts"]["records"] - 1          # the pool holds one exact duplicate pair
+    want = after_dedup if budget in ("100%", "1.0") else round(after_dedup * 0.5)
+    assert m["budget_resolved"] == want == m["counts"]["selected"]
+    assert len((out / "selected.jsonl").read_text().splitlines()) == want

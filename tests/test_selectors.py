@@ -31,9 +31,23 @@ def test_budget_forms():
     assert resolve_budget("5%", 1000) == 50
     assert resolve_budget("50k", 10**6) == 50000
     assert resolve_budget("1_000", 10**6) == 1000
-    for bad in (0, -3, "abc", 1.5, "150%"):
+    for bad in (0, -3, "abc", 1.5, "150%", float("nan"), float("inf"), True, [3]):
         with pytest.raises(ConfigError):
             resolve_budget(bad, 1000)
+
+
+@pytest.mark.parametrize("budget", [1.0, "1.0", "100%", "100 %".replace(" ", "")])
+def test_full_fraction_budget_means_every_candidate(budget):
+    assert resolve_budget(budget, 1000) == 1000
+    assert resolve_budget(budget, 7) == 7
+
+
+def test_integer_budget_is_a_count_and_fractions_never_round_to_zero():
+    assert resolve_budget(1, 1000) == 1
+    assert resolve_budget("1", 1000) == 1
+    assert resolve_budget(2000.0, 1000) == 2000       # a whole float above 1 is a count
+    assert resolve_budget(0.001, 10) == 1
+    assert resolve_budget("0.5", 9) == 4              # round half to even, as Python's round()
 
 
 def test_random_is_seeded_and_exact():

@@ -54,6 +54,7 @@ def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seed": cfg.seed,
         "budget": cfg.budget,
+        "budget_resolved": sel.budget_resolved,
         "config": cfg.raw,
         "inputs": [{"path": os.path.abspath(f.path), "rel": f.rel, "source": f.source, "format": f.format,
                     "size": f.size, "sha256": f.sha256, "records": f.records, "rejected": f.rejected,

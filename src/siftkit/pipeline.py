@@ -58,6 +58,7 @@ class Selection:
     drop_roles: dict[str, str] = field(default_factory=dict)   # status label -> "filter" | "dedup"
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embeddings the selectors used (by spec)
     vector_loader: Any = None                                     # computes embeddings through the cache
+    budget_resolved: int | None = None                            # the budget as a count of records
 
     def cache_hits(self) -> dict[str, Any]:
         """Per signal: records computed now vs reused from the cache (varies between runs)."""
@@ -186,7 +187,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     ctx = SelectionContext(pool=pool.table, signals=signals, seed=cfg.seed,
                            vector_loader=_vector_loader(pool.table, cfg, workers), cache_dir=cfg.cache_dir)
     n = len(pool)
-    budget = resolve_budget(cfg.budget, n)
+    budget: int | None = None   # resolved at the select step: a fraction is of the records that reach it
     status = np.full(n, "not_selected", dtype=object)
     candidates = np.arange(n, dtype=np.int64)
     reports: list[StepReport] = []
@@ -194,7 +195,9 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     t2 = time.perf_counter()
     for spec, sel in zip(cfg.steps, selectors):
         ts = time.perf_counter()
-        b = budget if spec.role == "select" else None
+        b = None
+        if spec.role == "select" and cfg.budget is not None:
+            budget = b = resolve_budget(cfg.budget, len(candidates))
         if spec.role == "select" and budget is not None and budget > len(candidates):
             progress.warn(f"budget {budget:,} is larger than the {len(candidates):,} records left after "
                           f"earlier steps: selecting all of them")
@@ -211,7 +214,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         candidates = kept if spec.role == "select" else np.sort(kept)
         if len(candidates) == 0:
             raise EmptyResultError(f"{spec.where} ({spec.selector}) left no records: nothing to select")
-    if budget is not None and not any(s.role == "select" for s in cfg.steps):
+    if cfg.budget is not None and not any(s.role == "select" for s in cfg.steps):
         raise ConfigError("a budget was given but there is no select step (add --method or a select step)")
     selected = np.sort(candidates)
     status[selected] = "selected"
@@ -220,7 +223,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles,
-                     dict(ctx._vectors), ctx.vector_loader)
+                     dict(ctx._vectors), ctx.vector_loader, budget)
 
 
 def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:

@@ -115,10 +115,16 @@ def read_targets(targets: list[str], task_by: str, who: str) -> tuple[pa.Table, 
     return table, np.asarray([str(v) for v in table.column(task_by).to_pylist()], dtype=object)
 
 
-def resolve_budget(budget: float | str | None, n_pool: int) -> int | None:
-    """A budget is a count (``50000``), a fraction of the pool (``0.05``) or a percentage (``"5%"``)."""
+def resolve_budget(budget: float | str | None, n_candidates: int) -> int | None:
+    """The number of records a budget asks for, out of ``n_candidates``.
+
+    An integer is a count (``50000``, ``"50k"``); a float in (0, 1] is a fraction of the candidates
+    (``0.05``; ``1.0`` = all of them); a percentage string is the same fraction (``"5%"``, ``"100%"``).
+    A fraction never rounds down to zero records. Floats above 1 must be whole counts (``2000.0``).
+    """
     if budget is None:
         return None
+    what = budget
     if isinstance(budget, str):
         b = budget.strip().replace("_", "")
         try:
@@ -129,19 +135,28 @@ def resolve_budget(budget: float | str | None, n_pool: int) -> int | None:
             elif b.lower().endswith("k") and b[:-1].replace(".", "", 1).isdigit():
                 budget = int(float(b[:-1]) * 1000)
             else:
-                budget = float(b) if "." in b else int(b)
+                budget = float(b) if any(c in b for c in ".eE") else int(b)
         except ValueError:
-            raise ConfigError(f"budget {budget!r} is not a count, a fraction (0.05) or a percentage (5%)") from None
-    if isinstance(budget, bool):
-        raise ConfigError("budget must be a number")
+            raise ConfigError(f"budget {what!r} is not a count (50000, 50k), a fraction in (0, 1] (0.05) "
+                              f"or a percentage (5%)") from None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise ConfigError(f"budget must be a count, a fraction or a percentage, not {what!r}")
     if isinstance(budget, float):
-        if budget <= 0:
-            raise ConfigError(f"budget must be positive, got {budget}")
-        if budget < 1:
-            return max(1, int(round(budget * n_pool)))
+        if not budget > 0 or budget != budget or budget == float("inf"):
+            raise ConfigError(f"budget must be positive and finite, got {what!r}")
+        if budget <= 1:
+            return min(n_candidates, max(1, int(round(budget * n_candidates)))) if n_candidates else 0
         if budget != int(budget):
-            raise ConfigError(f"budget {budget} is neither a fraction (< 1) nor a whole count")
+            raise ConfigError(f"budget {what!r} is neither a fraction in (0, 1] nor a whole count")
         budget = int(budget)
     if budget <= 0:
-        raise ConfigError(f"budget must be positive, got {budget}")
+        raise ConfigError(f"budget must be positive, got {what!r}")
     return int(budget)
+
+
+def is_fraction_budget(budget: float | str | None) -> bool:
+    """Whether a (valid) budget is relative to the candidates (a fraction or a percentage)."""
+    if isinstance(budget, str):
+        b = budget.strip().replace("_", "")
+        return b.endswith("%") or (any(c in b for c in ".eE") and float(b) <= 1)
+    return isinstance(budget, float) and budget <= 1
