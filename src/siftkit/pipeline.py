@@ -147,6 +147,11 @@ def plan_signals(cfg: RunConfig, selectors: list[Selector]) -> list[Signal]:
             if sig.fingerprint() not in chosen_fp:
                 chosen.append(sig)
                 chosen_fp.add(sig.fingerprint())
+    from .selectors.expr import kind_of_type
+
+    kinds = {c: kind_of_type(t) for s in providers for c, t in s.columns().items()}
+    for sel in selectors:
+        sel.check_columns(kinds)   # kinds and a one-row trial, before any signal is computed
     return chosen
 
 

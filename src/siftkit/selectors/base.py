@@ -94,6 +94,10 @@ class Selector(ABC):
         """Signal columns this selector reads (the pipeline computes the signals that provide them)."""
         return []
 
+    def check_columns(self, kinds: dict[str, str]) -> None:
+        """Check the columns this selector reads against their kinds (``"num"``, ``"str"``, ``"bool"``,
+        ``"other"``) before any signal is computed; raise ConfigError on a mismatch."""
+
     def config(self) -> dict[str, Any]:
         return {}
 
