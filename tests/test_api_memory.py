@@ -96,6 +96,14 @@ def test_arrow_table_and_record_batch(chat_file):
     disk = siftkit.read(str(chat_file))
     same_records(siftkit.read(table, source="chat"), disk)
     same_records(siftkit.read(table.to_batches()[0], source="chat"), disk)
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    same_records(siftkit.read(reader, source="chat"), disk)
+
+    class CStream:   # any object speaking the Arrow C stream protocol (duckdb results, ...)
+        def __arrow_c_stream__(self, requested_schema=None):
+            return table.__arrow_c_stream__(requested_schema)
+
+    same_records(siftkit.read(CStream(), source="chat"), disk)
 
 
 def test_hf_dataset_with_indices_name_and_splits(chat_file):
@@ -108,6 +116,7 @@ def test_hf_dataset_with_indices_name_and_splits(chat_file):
     # a shuffled / selected dataset reads in its own row order (the indices mapping is applied)
     sub = ds.shuffle(seed=3).select(range(4))
     assert [r["messages"] for r in siftkit.read(sub).records()] == [r["messages"] for r in sub]
+    same_records(siftkit.read(ds.to_iterable_dataset(), source="chat"), siftkit.read(str(chat_file)))
     dd = datasets.DatasetDict({"train": ds, "test": ds.select(range(2))})
     with pytest.raises(ConfigError, match="DatasetDict needs split="):
         siftkit.read(dd)
@@ -231,8 +240,12 @@ def test_score_and_inspect_take_in_memory_data(tmp_path):
     pd = pytest.importorskip("pandas")
     table = siftkit.score(pd.DataFrame(CHAT), ["text_stats"], cache_dir=str(tmp_path / "c"))
     assert table.num_rows == len(CHAT) and "chars_response" in table.column_names
-    summary = siftkit.inspect(pa.Table.from_pylist(CHAT), signals=["text_stats"], cache_dir=str(tmp_path / "c"))
+    summary = siftkit.inspect(pa.Table.from_pylist(CHAT), signals=["text_stats"], cache_dir=str(tmp_path / "c"),
+                              source="chat")
     assert summary["counts"]["records"] == len(CHAT)
-    assert summary["signals"]["chars_total"]["memory"]["n"] == len(CHAT)
+    assert summary["signals"]["chars_total"]["chat"]["n"] == len(CHAT)
+    qa = [{"q": "Why?", "a": "Because it is so."}, {"q": "How?", "a": "Carefully and slowly."}]
+    t = siftkit.score(qa, ["text_stats"], mapping={"user": "q", "assistant": "a"}, cache_dir=str(tmp_path / "c"))
+    assert t.column("chars_response").to_pylist() == [17, 21]
     with pytest.raises(ConfigError, match="--by must be a pool column"):
         siftkit.inspect(CHAT, by="chars_total")

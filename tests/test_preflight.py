@@ -73,7 +73,7 @@ def test_length_kmeans_without_faiss_in_a_subprocess(unreadable, tmp_path):
             "print('heavy:', heavy); sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code, "select", unreadable, "--preset", "length-kmeans", "-n", "5",
                         "-o", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")],
-                       capture_output=True, text=True, env=env, timeout=120)
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1] == \
         "siftkit: error: preset 'length-kmeans' needs faiss (k-means): pip install 'siftkit[embed]'"
@@ -192,13 +192,13 @@ def test_bench_checks_its_extra_and_methods(tmp_path, capsys, monkeypatch):
                    f"methods: {{km: {{preset: length-kmeans}}}}\noutput: {tmp_path / 'out'}\n")
     block(monkeypatch, "trl")
     rc, err = cli(capsys, "bench", str(cfg))
-    assert (rc, err) == (2, "siftkit: error: siftkit bench needs trl (fine-tuning and evaluation): "
-                            "pip install 'siftkit[bench]'")
+    assert (rc, err) == (2, ("siftkit: error: siftkit bench needs trl (fine-tuning and evaluation): "
+                             "pip install 'siftkit[bench]'"))
     monkeypatch.delitem(sys.modules, "trl")
     block(monkeypatch, "faiss")
     rc, err = cli(capsys, "bench", str(cfg))
-    assert (rc, err) == (2, "siftkit: error: preset 'length-kmeans' needs faiss (k-means): "
-                            "pip install 'siftkit[embed]'")
+    assert (rc, err) == (2, ("siftkit: error: preset 'length-kmeans' needs faiss (k-means): "
+                             "pip install 'siftkit[embed]'"))
     assert not (tmp_path / "out").exists()
 
 

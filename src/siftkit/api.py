@@ -96,15 +96,18 @@ def signal_specs(signals: Sequence[str | dict], tokenizer: str | None = None) ->
 
 def score(pool: Pool | Inputs, signals: Sequence[str | dict] = ("text_stats", "tokens"), *,
           tokenizer: str | None = None, cache_dir: str = ".siftkit", workers: int | None = None,
-          engine: str = "local", refresh: bool = False, on_error: str = "raise") -> pa.Table:
+          engine: str = "local", refresh: bool = False, on_error: str = "raise", format: str | None = None,
+          mapping: dict | None = None, source: str | None = None, split: str | None = None) -> pa.Table:
     """Compute (or reuse from the cache) signals; returns a table aligned with the pool (``siftkit score``).
-    The signals' extras and files are checked before the pool is read."""
+    The signals' extras and files are checked before the pool is read; ``format``, ``mapping``, ``source``
+    and ``split`` apply to the inputs as in ``read``."""
     from .preflight import check_signals
     from .signals.compute import compute_signals
 
     built = check_signals(signal_specs(signals, tokenizer), engine=engine)
     if not isinstance(pool, Pool):
-        pool = read(pool, on_error=on_error, workers=workers)
+        pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
+                    split=split)
     return compute_signals(pool.table, built, cache_dir, workers=workers or 1, engine=engine, refresh=refresh)
 
 
@@ -228,8 +231,10 @@ def report(out_dir: str, path: str | None = None) -> str:
 
 def inspect(pool: Pool | Inputs, *, signals: Sequence[str | dict] = ("text_stats", "tokens"),
             tokenizer: str | None = None, cache_dir: str = ".siftkit", workers: int | None = None,
-            on_error: str = "raise", by: str = "source") -> dict[str, Any]:
-    """Counts and signal percentiles, overall and per source (``siftkit inspect``)."""
+            on_error: str = "raise", by: str = "source", format: str | None = None, mapping: dict | None = None,
+            source: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """Counts and signal percentiles, overall and per source (``siftkit inspect``); ``format``, ``mapping``,
+    ``source`` and ``split`` apply to the inputs as in ``read``."""
     from .pipeline import POOL_COLUMNS
     from .preflight import check_signals
 
@@ -237,7 +242,8 @@ def inspect(pool: Pool | Inputs, *, signals: Sequence[str | dict] = ("text_stats
         raise ConfigError(f"inspect: --by must be a pool column ({', '.join(POOL_COLUMNS)}), not {by!r}")
     check_signals(signal_specs(signals, tokenizer))
     if not isinstance(pool, Pool):
-        pool = read(pool, on_error=on_error, workers=workers)
+        pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
+                    split=split)
     table = score(pool, signals, tokenizer=tokenizer, cache_dir=cache_dir, workers=workers)
     groups = np.asarray(pool.table.column(by).to_pylist(), dtype=object)
     qs = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0]

@@ -16,6 +16,7 @@ rows and (parsed) originals but other ids, because ``file`` differs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -184,7 +185,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     if value is not None and type(value).__name__ in ("NaTType", "NAType"):
         return None
