@@ -126,6 +126,19 @@ def test_hf_dataset_with_indices_name_and_splits(chat_file):
         siftkit.read(dd, split="valid")
 
 
+def test_generators_and_reader_processes(chat_file):
+    """A generator is taken as the list it yields; in-memory inputs also read in worker processes (streams
+    travel there as tables)."""
+    same_records(siftkit.read((r for r in CHAT), source="chat"), siftkit.read(str(chat_file)))
+    other = write_jsonl(chat_file.parent / "more.jsonl", CHAT[:3])
+    assert len(siftkit.read(str(p) for p in [chat_file, other])) == len(CHAT) + 3
+    table = pa.Table.from_pylist(CHAT)
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    two = siftkit.read([reader, CHAT], workers=2, source="chat")
+    one = siftkit.read([table, CHAT], workers=1, source="chat")
+    assert two.ids == one.ids and two.records() == one.records()
+
+
 def test_list_of_conversations_as_lists_of_strings():
     pool = siftkit.read([["Hi there.", "Hello! How can I help?"], ("Say yes.", "Yes.", "Again.", "Yes.")])
     assert [len(r["messages"]) for r in pool.records()] == [2, 4]

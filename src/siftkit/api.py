@@ -30,8 +30,12 @@ def _input_list(inputs: Inputs, *, format: str | None = None, mapping: dict | No
                 split: str | None = None) -> list[dict[str, Any] | InputSpec]:
     """Inputs as recipe-style dicts (paths) and ``InputSpec`` objects carrying ``data`` (in-memory inputs);
     ``format``/``mapping``/``source``/``header``/``split`` apply to each input that does not set its own."""
+    from collections.abc import Iterator
+
     from .io import memory
 
+    if isinstance(inputs, Iterator) and not memory.is_memory(inputs):   # a generator: of records or of inputs
+        inputs = list(inputs)
     if memory.is_memory(inputs) or isinstance(inputs, (str, os.PathLike, InputSpec, Mapping)):
         inputs = [inputs]
     out: list[dict[str, Any] | InputSpec] = []

@@ -246,7 +246,9 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     if pool is None:
         pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers)
     timings["read"] = round(time.perf_counter() - t0, 3)
+    n_memory = sum(1 for f in pool.table.column("file").unique().to_pylist() if f.startswith("<"))
     progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
+                  + (f" and {n_memory} in-memory input(s)" if n_memory else "")
                   + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
     selectors = [make_selector(s) for s in cfg.steps]
     workers = cfg.workers or _auto_workers(len(pool))

@@ -135,6 +135,14 @@ class MemoryRecords:
     def __init__(self, obj: Any):
         self.kind, self.obj = kind(obj), obj
 
+    def __getstate__(self) -> dict[str, Any]:
+        # streams cannot be pickled (to a reader process): they travel as the table they hold
+        if self.kind in ("arrow_reader", "arrow_stream"):
+            return {"kind": "arrow", "obj": self.obj.read_all() if self.kind == "arrow_reader" else pa.table(self.obj)}
+        if self.kind == "to_arrow":
+            return {"kind": "arrow", "obj": _as_table(self.obj.to_arrow())}
+        return dict(self.__dict__)
+
     def __call__(self) -> Iterator[R.RawRecord]:
         k, obj = self.kind, self.obj
         if k == "arrow":
