@@ -356,7 +356,7 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
         raise ConfigError(f"output folder {out_dir} is a file")
     if state in ("siftkit", "foreign"):
         for p in protect:
-            if p and os.path.exists(p) and _inside(p, out_dir):
+            if p and _inside(p, out_dir):
                 raise ConfigError(f"output folder {out_dir} holds {p} (the cache or an input), which replacing "
                                   f"the folder would delete: choose another --out")
     if state == "foreign" and not overwrite:
