@@ -75,9 +75,9 @@ class DiskFullError(SiftkitError):
     exit_code = 5
 
     def __init__(self, path: str, needed: int | None = None, free: int | None = None,
-                 written: int | None = None):
+                 written: int | None = None, approx: bool = False):
         self.path, self.needed, self.free, self.written = path, needed, free, written
-        what = (f"needs {needed:,} bytes" if needed is not None else
+        what = (f"needs {'about ' if approx else ''}{needed:,} bytes" if needed is not None else
                 f"failed after {written:,} bytes" if written is not None else "needs more space")
         room = f", {free:,} bytes free there" if free is not None else ""
         super().__init__(f"no space left on device writing {path}: {what}{room}. Free some space or "

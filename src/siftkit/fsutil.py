@@ -60,8 +60,10 @@ def remove_path(path: str) -> None:
 
 
 @contextlib.contextmanager
-def disk_guard(path: str, needed: int | None = None, cleanup: Sequence[str] = ()) -> Iterator[None]:
-    """Turn a full disk while writing ``path`` into a DiskFullError; ``cleanup`` paths are removed first."""
+def disk_guard(path: str, needed: int | None = None, cleanup: Sequence[str] = (),
+               approx: bool = True) -> Iterator[None]:
+    """Turn a full disk while writing ``path`` into a DiskFullError; ``cleanup`` paths are removed first.
+    ``needed``: the write's size in bytes (an estimate unless ``approx=False``)."""
     try:
         yield
     except OSError as e:
@@ -72,13 +74,13 @@ def disk_guard(path: str, needed: int | None = None, cleanup: Sequence[str] = ()
             if written is None and os.path.isfile(c):
                 written = os.path.getsize(c)
             remove_path(c)
-        raise DiskFullError(path, needed, free_bytes(path), written) from None
+        raise DiskFullError(path, needed, free_bytes(path), written, approx=approx) from None
 
 
 def atomic_write(path: str, data: bytes) -> None:
     """Write via a temporary file and rename: readers never see a partial file, a killed run leaves none."""
     tmp = path + f".tmp{os.getpid()}"
-    with disk_guard(path, len(data), [tmp]):
+    with disk_guard(path, len(data), [tmp], approx=False):
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

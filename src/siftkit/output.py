@@ -200,7 +200,7 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
         os.mkdir(at(SIDE_DIR))
         sel_name = f"selected.{ext}"
         chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
-        with disk_guard(os.path.join(out_dir, sel_name), cleanup=[at(sel_name + ".tmp")]):
+        with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt), [at(sel_name + ".tmp")]):
             write_records(chosen, at(sel_name), fmt, file_format)
         outputs: dict[str, Any] = {"selected": sel_name, "format": fmt, "file_format": file_format,
                                    "records": int(chosen.num_rows)}
@@ -242,17 +242,26 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
             sel.timings["report"] = round(time.perf_counter() - t1, 3)
         outputs["readme"] = "README.md"
         card = dataset_card(sel_name, len(sel.selected), len(sel.pool), sel.config.seed)
-        with disk_guard(os.path.join(out_dir, "README.md"), len(card)):
+        with disk_guard(os.path.join(out_dir, "README.md"), len(card), approx=False):
             with open(at("README.md"), "wb") as fh:
                 fh.write(card)
         manifest = build_manifest(sel, outputs, pool_info)
         blob = orjson.dumps(manifest, option=orjson.OPT_INDENT_2, default=str)
-        with disk_guard(os.path.join(out_dir, "manifest.json"), len(blob)):
+        with disk_guard(os.path.join(out_dir, "manifest.json"), len(blob), approx=False):
             with open(at("manifest.json"), "wb") as fh:   # last: a folder with a manifest is complete
                 fh.write(blob)
                 fh.flush()
                 os.fsync(fh.fileno())
     return manifest
+
+
+def _records_bytes(chosen: pa.Table, fmt: str) -> int:
+    """About how many bytes the records file takes (for the disk-full message)."""
+    import pyarrow.compute as pc
+
+    if fmt == "original" and chosen.num_rows:
+        return int(pc.sum(pc.binary_length(chosen.column("original"))).as_py() or 0) + chosen.num_rows
+    return int(chosen.select([c for c in chosen.column_names if c != "original"]).nbytes)
 
 
 def dataset_card(selected_name: str, n_selected: int, n_pool: int, seed: int) -> bytes:

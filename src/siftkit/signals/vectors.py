@@ -131,8 +131,10 @@ class VectorStore:
             out.append((base, ids))
         return out
 
-    def known_ids(self, sig: Signal) -> pa.Array:
-        parts = [ids for _, ids in self._checked(sig)]
+    def known_ids(self, sig: Signal, verify_sum: bool = True) -> pa.Array:
+        """Ids of every intact shard (checksums verified: damaged shards are removed, so their ids count
+        as missing and get recomputed before the pool matrix is assembled)."""
+        parts = [ids for _, ids in self._checked(sig, verify_sum=verify_sum)]
         if not parts:
             return pa.array([], pa.string())
         return pa.chunked_array(parts).combine_chunks()
@@ -159,7 +161,7 @@ class VectorStore:
         if whole is not None:
             return whole
         base = self.pool_path(sig, ids)
-        checked = self._checked(sig, verify_sum=True)
+        checked = self._checked(sig)      # checksums were verified by known_ids() before computing
         shards = [b for b, _ in checked]
         shard_ids = [i for _, i in checked]
         offsets = np.cumsum([0] + [len(s) for s in shard_ids])
@@ -171,7 +173,7 @@ class VectorStore:
         dim = int(np.load(shards[0] + ".npy", mmap_mode="r").shape[1]) if shards else 0
         tmp = base + f".npy.tmp{os.getpid()}"
         needed = len(pos) * dim * 2 + 128
-        with disk_guard(base + ".npy", needed, [tmp]):
+        with disk_guard(base + ".npy", needed, [tmp], approx=False):
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pos), dim))
             try:
                 # reserve the blocks now: writing a sparse memmap on a full disk is SIGBUS, not an error
