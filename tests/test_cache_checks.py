@@ -26,7 +26,8 @@ def pool(tmp_path) -> pa.Table:
 
 
 def _damage(path: str, how: str) -> None:
-    data = open(path, "rb").read()
+    with open(path, "rb") as fh:
+        data = fh.read()
     if how == "truncate":
         data = data[: len(data) // 2]
     else:                                   # flip bytes in the middle, same size

@@ -98,7 +98,7 @@ def test_killed_run_leftovers_are_cleaned(tmp_path):
     out = tmp_path / "out"
     assert select(pool, out) == 0
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, check=True).stdout.strip()
     stale = tmp_path / f".siftkit-tmp-out-{dead}-0badc0de"
     stale.mkdir()
     (stale / "selected.jsonl").write_text("half\n")
@@ -115,7 +115,7 @@ def test_interrupted_swap_restores_the_old_output(tmp_path):
     out = tmp_path / "out"
     assert select(pool, out) == 0
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, check=True).stdout.strip()
     moved = tmp_path / f".siftkit-old-out-{dead}-0badc0de"
     os.rename(out, moved)
     from siftkit.output import clean_leftovers
@@ -260,7 +260,7 @@ def test_manifest_records_embedding_fingerprints(tmp_path):
     assert len(m["vectors"]) == 1
     fp, entry = next(iter(m["vectors"].items()))
     assert entry["name"] == "embedding" and entry["dim"] > 0 and entry["config"]["backend"] == "static"
-    step = [s for s in m["steps"] if s["name"] == "k-center"][0]
+    step = next(s for s in m["steps"] if s["name"] == "k-center")
     assert step["embeddings"] == {fp: "embedding"}
     assert all("fingerprint" in v for v in m["signals"].values())
 
@@ -273,13 +273,14 @@ def tiny_disk(tmp_path):
     mnt.mkdir()
     if not sys.platform.startswith("linux"):
         pytest.skip("tmpfs mounts are Linux-only")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
+                       check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
 
 
 def test_disk_full_output_is_a_clean_error(tmp_path, tiny_disk, capsys):

@@ -57,7 +57,7 @@ def test_sigkill_of_the_cli_leaves_no_worker(tmp_path):
                     f"{proc.stderr.read().decode(errors='replace')[-500:]}")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    gone, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs(children, timeout=15)
     for p in alive:                      # never leave them behind, even when the test fails
         p.kill()
     assert not alive, f"{len(alive)} of {len(children)} worker(s) outlived the killed parent"

@@ -152,7 +152,7 @@ _RENAME_EXCHANGE = 2
 
 def exchange(a: str, b: str) -> bool:
     """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``). False where unsupported."""
-    if not os.uname().sysname == "Linux":
+    if os.uname().sysname != "Linux":
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)

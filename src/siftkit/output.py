@@ -242,16 +242,16 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
             sel.timings["report"] = round(time.perf_counter() - t1, 3)
         outputs["readme"] = "README.md"
         card = dataset_card(sel_name, len(sel.selected), len(sel.pool), sel.config.seed)
-        with disk_guard(os.path.join(out_dir, "README.md"), len(card), approx=False):
-            with open(at("README.md"), "wb") as fh:
-                fh.write(card)
+        with disk_guard(os.path.join(out_dir, "README.md"), len(card), approx=False), \
+                open(at("README.md"), "wb") as fh:
+            fh.write(card)
         manifest = build_manifest(sel, outputs, pool_info)
         blob = orjson.dumps(manifest, option=orjson.OPT_INDENT_2, default=str)
-        with disk_guard(os.path.join(out_dir, "manifest.json"), len(blob), approx=False):
-            with open(at("manifest.json"), "wb") as fh:   # last: a folder with a manifest is complete
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
+        with disk_guard(os.path.join(out_dir, "manifest.json"), len(blob), approx=False), \
+                open(at("manifest.json"), "wb") as fh:   # last: a folder with a manifest is complete
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
     return manifest
 
 
