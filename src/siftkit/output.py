@@ -113,9 +113,10 @@ def pool_origin(sel: Selection) -> dict[str, Any]:
     info: dict[str, Any] = {"given": given, "files": len(files), "records": len(sel.pool)}
     if given or not whole:
         info["report_from"] = REPORT_DATA_FILE
-        info["note"] = ("a pool passed from Python" + ("" if files else " without files")
-                        + ("" if whole or not files else ", not all records of its files")
-                        + ": the report is rebuilt from the columns stored in the output")
+        why = ("a pool passed from Python" + ("" if files else " without files") if given else
+               "inputs without local files (hub datasets)" if not files else
+               "a pool holding only some of its files' records")
+        info["note"] = f"{why}: the report is rebuilt from the columns stored in the output"
     else:
         info["report_from"] = "inputs"
     return info
@@ -377,7 +378,7 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
         os.mkdir(tmp)
     try:
         yield tmp
-        fsync_dir(tmp)
+        _fsync_tree(tmp)
         _swap(tmp, out_dir)
     except BaseException as e:
         remove_path(tmp)
@@ -387,6 +388,23 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
 
             raise DiskFullError(out_dir, None, free_bytes(parent)) from None
         raise
+
+
+def _fsync_tree(folder: str) -> None:
+    """Flush every file and folder of the staged output to disk before it becomes visible."""
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            try:
+                fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
 
 
 def _swap(tmp: str, out_dir: str) -> None:
