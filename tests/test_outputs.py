@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -91,6 +92,40 @@ def test_failed_run_leaves_previous_output_untouched(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert {f: (out / f).read_bytes() for f in before} == before
     assert not [e for e in os.listdir(tmp_path) if e.startswith(".siftkit-")]
+
+
+def _consistent(out) -> int:
+    """The folder is one complete output: its manifest's count matches its records and status files."""
+    m = json.loads((out / "manifest.json").read_text())
+    n = m["counts"]["selected"]
+    assert lines(out / m["outputs"]["selected"]) == n
+    status = pq.read_table(out / m["outputs"]["selection"]).column("status").to_pylist()
+    assert status.count("selected") == n
+    return n
+
+
+def test_sigkill_during_the_write_never_mixes_two_runs(tmp_path):
+    from conftest import REPO
+
+    pool = make_pool(tmp_path / "pool", 3000, pad=1500)
+    out = tmp_path / "out"
+    assert select(pool, out, budget="50") == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "siftkit.cli", "-q", "select", str(pool), "--budget", "3000",
+                             "--out", str(out), "--cache-dir", str(tmp_path / "cache")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saw_staging = False
+    while proc.poll() is None:
+        if any(e.startswith(".siftkit-tmp-out-") for e in os.listdir(tmp_path)):
+            saw_staging = True
+            proc.send_signal(9)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    n = _consistent(out)
+    assert n == (50 if saw_staging else 3000)
+    assert select(pool, out, budget="20") == 0
+    assert _consistent(out) == 20 and not [e for e in os.listdir(tmp_path) if e.startswith(".siftkit-")]
 
 
 def test_killed_run_leftovers_are_cleaned(tmp_path):
