@@ -79,7 +79,8 @@ def test_failed_run_leaves_previous_output_untouched(tmp_path, monkeypatch):
     pool = make_pool(tmp_path / "pool", 40)
     out = tmp_path / "out"
     assert select(pool, out, budget="10") == 0
-    before = {f: (out / f).read_bytes() for f in ("manifest.json", "selected.jsonl", "_siftkit/selection.parquet")}
+    files = ("manifest.json", "selected.jsonl", "_siftkit/selection.parquet")
+    before = {f: (out / f).read_bytes() for f in files}
 
     import siftkit.output as O
 
@@ -111,8 +112,8 @@ def test_sigkill_during_the_write_never_mixes_two_runs(tmp_path):
     out = tmp_path / "out"
     assert select(pool, out, budget="50") == 0
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.Popen([sys.executable, "-m", "siftkit.cli", "-q", "select", str(pool), "--budget", "3000",
-                             "--out", str(out), "--cache-dir", str(tmp_path / "cache")], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "siftkit.cli", "-q", "select", str(pool), "--budget",
+                             "3000", "--out", str(out), "--cache-dir", str(tmp_path / "cache")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saw_staging = False
     while proc.poll() is None:

@@ -110,10 +110,11 @@ def test_local_instance_listens_on_loopback_only(tmp_path):
     pytest.importorskip("psutil")
     from conftest import REPO
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    drop = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = str(REPO / "src")
-    r = subprocess.run([sys.executable, "-c", LOOPBACK_PROBE], capture_output=True, text=True, env=env, check=False,
-                       timeout=300, cwd=tmp_path)
+    r = subprocess.run([sys.executable, "-c", LOOPBACK_PROBE], capture_output=True, text=True, env=env,
+                       check=False, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["node"] == "127.0.0.1"

@@ -201,7 +201,8 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
         os.mkdir(at(SIDE_DIR))
         sel_name = f"selected.{ext}"
         chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
-        with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt), [at(sel_name + ".tmp")]):
+        with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt),
+                        [at(sel_name + ".tmp")]):
             write_records(chosen, at(sel_name), fmt, file_format)
         outputs: dict[str, Any] = {"selected": sel_name, "format": fmt, "file_format": file_format,
                                    "records": int(chosen.num_rows)}
@@ -268,8 +269,8 @@ def _records_bytes(chosen: pa.Table, fmt: str) -> int:
 def dataset_card(selected_name: str, n_selected: int, n_pool: int, seed: int) -> bytes:
     """README.md with a Hugging Face dataset card header naming the records file, so that
     ``datasets.load_dataset(OUT)`` loads exactly the selected records (not the manifest or side files)."""
-    return (f"---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: {selected_name}\n"
-            f"---\n\n# siftkit selection\n\n{n_selected:,} of {n_pool:,} records, selected by siftkit "
+    return (f"---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            f"    path: {selected_name}\n---\n\n# siftkit selection\n\n{n_selected:,} of {n_pool:,} records, selected by siftkit "
             f"{__version__} (seed {seed}).\n\n- `{selected_name}`: the selected records\n"
             f"- `manifest.json`: inputs, config, counts, steps, fingerprints\n"
             f"- `{SIDE_DIR}/`: per-record status (`selection.parquet`) and rejects (`rejects.jsonl`)\n\n"
@@ -291,7 +292,8 @@ def report_data(pool: pa.Table, signals: pa.Table, selected: np.ndarray, seed: i
     pos = np.full(n, -1, dtype=np.int64)
     pos[idx] = np.arange(len(idx))
     sample_msgs = pool.column("messages").take(pa.array(idx, pa.int64())).to_pylist()
-    msgs = pa.array([sample_msgs[p] if p >= 0 else None for p in pos.tolist()], pool.schema.field("messages").type)
+    msgs = pa.array([sample_msgs[p] if p >= 0 else None for p in pos.tolist()],
+                    pool.schema.field("messages").type)
     cols: dict[str, Any] = {"messages": msgs}
     for c in (numeric_columns(signals) if signals is not None and signals.num_columns else []):
         cols[c] = signals.column(c)
@@ -367,12 +369,12 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
     if state in ("siftkit", "foreign"):
         for p in protect:
             if p and _inside(p, out_dir):
-                raise ConfigError(f"output folder {out_dir} holds {p} (the cache or an input), which replacing "
-                                  f"the folder would delete: choose another --out")
+                raise ConfigError(f"output folder {out_dir} holds {p} (the cache or an input), which "
+                                  f"replacing the folder would delete: choose another --out")
     if state == "foreign" and not overwrite:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ConfigError(f"output folder {out_dir} is not empty and is not a siftkit output (it holds {shown}): "
-                          f"choose another --out, empty it, or pass --overwrite to replace it")
+        raise ConfigError(f"output folder {out_dir} is not empty and is not a siftkit output (it holds "
+                          f"{shown}): choose another --out, empty it, or pass --overwrite to replace it")
     tmp = os.path.join(parent, f".siftkit-tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}")
     with disk_guard(tmp):
         os.mkdir(tmp)
@@ -414,7 +416,7 @@ def _swap(tmp: str, out_dir: str) -> None:
         os.replace(tmp, out_dir)          # onto nothing, or onto an empty folder
     elif exchange(tmp, out_dir):
         remove_path(tmp)                  # tmp now holds the previous output
-    else:                                 # no RENAME_EXCHANGE: two renames (the next run repairs a kill between)
+    else:                                 # no RENAME_EXCHANGE: two renames (next run repairs a kill between)
         old = os.path.join(parent, f".siftkit-old-{name}-{os.getpid()}-{secrets.token_hex(4)}")
         os.rename(out_dir, old)
         os.rename(tmp, out_dir)
@@ -476,7 +478,8 @@ def _config_inputs_are_pool(manifest: dict[str, Any]) -> bool:
     return any(_input_path(x) == "<pool>" for x in inputs)
 
 
-def _reread_pool(out_dir: str, manifest: dict[str, Any], mpath: str, status: pa.Table) -> tuple[pa.Table, pa.Table]:
+def _reread_pool(out_dir: str, manifest: dict[str, Any], mpath: str,
+                 status: pa.Table) -> tuple[pa.Table, pa.Table]:
     from .config import build_config
     from .io.pool import read_pool
     from .pipeline import make_selector, plan_signals, resolve_model_signals

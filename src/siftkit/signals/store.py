@@ -2,8 +2,8 @@
 
 Layout::
 
-    <cache_dir>/signals/<name>/<fingerprint>/meta.json                            name, version, config, columns
-    <cache_dir>/signals/<name>/<fingerprint>/part-<key>-n<rows>-<xxh3>.parquet     columns: id + the signal's
+    <cache_dir>/signals/<name>/<fingerprint>/meta.json                         name, version, config, columns
+    <cache_dir>/signals/<name>/<fingerprint>/part-<key>-n<rows>-<xxh3>.parquet  id + the signal's columns
 
 Each part's name carries its row count and the xxh3-64 checksum of its bytes. Parts are written
 atomically (temporary file, then rename), so a killed run leaves only whole parts and a rerun computes just
