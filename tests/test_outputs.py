@@ -205,20 +205,25 @@ def test_api_write_overwrite(tmp_path):
 
 # ------------------------------------------------------------------ loading with datasets
 
-@pytest.mark.parametrize("ff", ["jsonl", "parquet"])
-def test_load_dataset_reads_exactly_the_selected_records(tmp_path, ff):
+@pytest.mark.parametrize(("ff", "fmt"), [("jsonl", "messages"), ("parquet", "messages"), ("jsonl", "original")])
+def test_load_dataset_reads_exactly_the_selected_records(tmp_path, ff, fmt):
     datasets = pytest.importorskip("datasets")
     pool = make_pool(tmp_path / "pool", 30)
     (tmp_path / "pool" / "bad.jsonl").write_text('{"messages": []}\n')
-    out = tmp_path / f"out-{ff}"
-    assert select(pool, out, "--on-error", "skip", "--report", "--output-format", "messages",
+    out = tmp_path / f"out-{ff}-{fmt}"
+    assert select(pool, out, "--on-error", "skip", "--report", "--output-format", fmt,
                   "--file-format", ff, budget="7") == 0
     ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
     assert list(ds) == ["train"]
     rows = ds["train"].to_list()
+    assert len(rows) == 7
+    if fmt == "original":      # the untouched input records, no siftkit fields
+        assert [r["messages"] for r in rows] == [json.loads(x)["messages"]
+                                                 for x in (out / "selected.jsonl").read_text().splitlines()]
+        return
     status = pq.read_table(out / "_siftkit" / "selection.parquet").to_pylist()
     chosen = sorted(s["id"] for s in status if s["status"] == "selected")
-    assert len(rows) == 7 and sorted(r["id"] for r in rows) == chosen
+    assert sorted(r["id"] for r in rows) == chosen
     assert set(rows[0]) == {"id", "source", "messages"}
 
 
