@@ -46,7 +46,7 @@ def test_select_writes_records_manifest_and_status(small_pool, tmp_path):
     assert all(len(i["sha256"]) == 64 for i in m["inputs"])
     lines = (out / "selected.jsonl").read_text().splitlines()
     assert len(lines) == 3
-    status = pq.read_table(out / "selection.parquet").to_pylist()
+    status = pq.read_table(out / "_siftkit" / "selection.parquet").to_pylist()
     assert sorted(s["status"] for s in status).count("selected") == 3
     assert {s["status"] for s in status} == {"selected", "not_selected", "dropped:exact_duplicate"}
     # The longest responses were chosen: each selected record is at least as long as any unselected one.
@@ -67,7 +67,7 @@ def test_outputs_are_byte_identical_for_same_seed(tmp_path):
     go(tmp_path / "a", 7)
     go(tmp_path / "b", 7)
     go(tmp_path / "c2", 8)
-    for f in ["selected.jsonl", "selection.parquet", "rejects.jsonl"]:
+    for f in ["selected.jsonl", "_siftkit/selection.parquet", "_siftkit/rejects.jsonl", "README.md"]:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     assert (tmp_path / "a" / "selected.jsonl").read_bytes() != (tmp_path / "c2" / "selected.jsonl").read_bytes()
     ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("a", "b"))

@@ -80,3 +80,43 @@ def test_vector_signal_identical(local_ray, tmp_path):
     b = load_or_compute_vectors(pool, spec, str(tmp_path / "ray"), shard_size=64, engine="ray")
     assert a.shape[0] == 200 and a.shape[1] > 0
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+LOOPBACK_PROBE = """
+import json, sys, psutil
+from siftkit.engines.ray import init_ray
+ray = init_ray()
+me = psutil.Process()
+seen = set()
+for p in [me] + me.children(recursive=True):
+    try:
+        for c in p.net_connections(kind="inet"):
+            if c.status == psutil.CONN_LISTEN:
+                seen.add(c.laddr.ip)
+    except psutil.Error:
+        pass
+print(json.dumps({"node": ray.util.get_node_ip_address(), "listen": sorted(seen)}))
+ray.shutdown()
+"""
+
+
+def test_local_instance_listens_on_loopback_only(tmp_path):
+    """The Ray instance siftkit starts itself (no RAY_ADDRESS) is reachable from this machine only."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("psutil")
+    from conftest import REPO
+
+    drop = ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = str(REPO / "src")
+    r = subprocess.run([sys.executable, "-c", LOOPBACK_PROBE], capture_output=True, text=True, env=env,
+                       check=False, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["node"] == "127.0.0.1"
+    assert got["listen"], "no listening sockets found"
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in got["listen"]), got["listen"]

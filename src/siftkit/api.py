@@ -192,8 +192,9 @@ def _run(cfg: RunConfig, specs: Sequence[Any] | None, pool: Pool | None = None) 
 
 
 def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
-        write: bool = True) -> tuple[Selection, dict[str, Any] | None]:
-    """Run a YAML recipe (path) or a recipe dict (``siftkit run``). Returns (selection, manifest)."""
+        write: bool = True, overwrite: bool = False) -> tuple[Selection, dict[str, Any] | None]:
+    """Run a YAML recipe (path) or a recipe dict (``siftkit run``). Returns (selection, manifest).
+    ``overwrite`` as in :func:`write`."""
     from .output import write_selection
     from .pipeline import run_selection
 
@@ -214,16 +215,19 @@ def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
         out = cfg.output
         manifest = write_selection(sel, out.get("dir", "siftkit-out"), out.get("format", "original"),
                                    out.get("file_format", "jsonl"), bool(out.get("report", False)),
-                                   bool(out.get("diversity", False)))
+                                   bool(out.get("diversity", False)), overwrite=overwrite)
     return sel, manifest
 
 
 def write(selection: Selection, out_dir: str, *, format: str = "original", file_format: str = "jsonl",
-          report: bool = False, diversity: bool = False) -> dict[str, Any]:
-    """Write selected records, selection.parquet, rejects and manifest.json (and report.html) to ``out_dir``."""
+          report: bool = False, diversity: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Write selected records, manifest.json, README.md, ``_siftkit/`` (per-record status, rejects) and
+    report.html to ``out_dir``, atomically (docs/outputs.md). A non-empty folder that is not a siftkit
+    output is refused unless ``overwrite``."""
     from .output import write_selection
 
-    return write_selection(selection, out_dir, format, file_format, report or diversity, diversity)
+    return write_selection(selection, out_dir, format, file_format, report or diversity, diversity,
+                           overwrite=overwrite)
 
 
 def report(out_dir: str, path: str | None = None) -> str:

@@ -1,7 +1,7 @@
 """The ``siftkit`` command line. Every subcommand maps onto a function of ``siftkit.api``.
 
 Exit codes: 0 ok, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result,
-130 interrupted.
+5 disk full, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from typing import Any
 from . import __version__, progress
 from .errors import ConfigError, SiftkitError
 
-EPILOG = "Docs: README.md. Exit codes: 0 ok, 2 usage/config error, 3 bad input data, 4 empty result."
+EPILOG = ("Docs: README.md. Exit codes: 0 ok, 2 usage/config error, 3 bad input data, 4 empty result, "
+          "5 disk full.")
+OVERWRITE_HELP = ("replace the output folder even if it holds files siftkit did not write (a previous siftkit "
+                  "output is always replaced, atomically)")
 
 
 def _input_args(p: argparse.ArgumentParser) -> None:
@@ -185,7 +188,8 @@ def _finish(sel: Any, cfg: Any, a: argparse.Namespace) -> int:
     out = cfg.output
     out_dir = out.get("dir") or "siftkit-out"
     manifest = write_selection(sel, out_dir, out.get("format", "original"), out.get("file_format", "jsonl"),
-                               bool(out.get("report", False)), bool(out.get("diversity", False)))
+                               bool(out.get("report", False)), bool(out.get("diversity", False)),
+                               overwrite=bool(getattr(a, "overwrite", False)))
     c = manifest["counts"]
     for s in manifest["steps"]:
         drops = ", ".join(f"{k}: {v:,}" for k, v in s["dropped"].items())
@@ -295,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--output-format", choices=["original", "messages", "sharegpt", "alpaca"], default="original")
     o.add_argument("--file-format", choices=["jsonl", "parquet"], default="jsonl")
     o.add_argument("--report", action="store_true", help="also write report.html")
+    o.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     o.add_argument("--diversity", action="store_true",
                    help="add diversity metrics (coverage, cluster entropy, Vendi, 2-D map) to the report, "
                         "computing default embeddings if no selector used any (needs [embed] for k-means)")
@@ -305,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe key, e.g. --set budget=1000 --set output.dir=out2")
     ru.add_argument("--out", "-o", help="output folder (overrides output.dir)")
+    ru.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ru.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)

@@ -1,7 +1,8 @@
 """Errors with exit codes. Every user-facing failure is a SiftkitError subclass.
 
 Exit codes (documented in the README):
-  0 success, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result.
+  0 success, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result,
+  5 disk full (no space left where an output or cache file is written).
 """
 
 from __future__ import annotations
@@ -63,3 +64,21 @@ class MissingDependencyError(SiftkitError):
         hint = f"pip install 'siftkit[{extra}]'" if extra else f"pip install {package}"
         what = f" for {purpose}" if purpose else ""
         super().__init__(f"{package} is needed{what} but is not installed: {hint}")
+
+
+class DiskFullError(SiftkitError):
+    """No space left on the device (or quota exceeded) while writing ``path``; temporaries are removed.
+
+    ``needed`` is the size of the write in bytes when known, ``free`` the space left on that disk.
+    """
+
+    exit_code = 5
+
+    def __init__(self, path: str, needed: int | None = None, free: int | None = None,
+                 written: int | None = None, approx: bool = False):
+        self.path, self.needed, self.free, self.written = path, needed, free, written
+        what = (f"needs {'about ' if approx else ''}{needed:,} bytes" if needed is not None else
+                f"failed after {written:,} bytes" if written is not None else "needs more space")
+        room = f", {free:,} bytes free there" if free is not None else ""
+        super().__init__(f"no space left on device writing {path}: {what}{room}. Free some space or "
+                         f"choose another folder (--out, --cache-dir)")

@@ -1,13 +1,21 @@
 """Write a selection to an output folder: records, per-record status, rejects and the manifest.
 
-Files::
+Files (see docs/outputs.md)::
 
     selected.jsonl | selected.parquet   the chosen records (pool order), original or converted
-    selection.parquet                   every pool record: id, source, file, row, status, rank
-    rejects.jsonl                       records that could not be used, with file/line/field/reason
+    README.md                           dataset card: tells ``datasets.load_dataset(OUT)`` to load
+                                        selected.* only
     manifest.json                       inputs (paths, sizes, sha256), config, seed, versions, counts,
-                                        steps, timings
+                                        steps, signal and embedding fingerprints, timings (written last)
     report.html                         (with --report)
+    _siftkit/selection.parquet          every pool record: id, source, file, row, status, rank
+    _siftkit/rejects.jsonl              records that could not be used, with file/line/field/reason
+    _siftkit/report.parquet             (pools not re-readable from the manifest's inputs) the columns
+                                        ``siftkit report`` needs
+
+A run writes everything into a fresh ``.siftkit-tmp-<name>-<pid>-<hex>`` folder beside the output and then
+swaps it into place (``renameat2(RENAME_EXCHANGE)`` on Linux), so the folder is always either the previous
+complete output or the new one. Leftovers of killed runs are removed by the next run into the same folder.
 
 Everything but the ``created``, ``timings`` and ``cache`` (records computed vs reused) fields of the manifest
 is byte-identical for the same inputs, config and seed.
@@ -15,10 +23,14 @@ is byte-identical for the same inputs, config and seed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
+import re
+import secrets
 import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,11 +38,23 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, progress
+from .errors import ConfigError, InputDataError
+from .fsutil import disk_guard, exchange, fsync_dir, is_no_space, pid_alive, remove_path
 from .io.writers import write_jsonl, write_records
 from .pipeline import Selection
 
 MANIFEST_VERSION = 1
+SIDE_DIR = "_siftkit"                       # side files; load_dataset(OUT) reads selected.* only
+SELECTION_FILE = f"{SIDE_DIR}/selection.parquet"
+REJECTS_FILE = f"{SIDE_DIR}/rejects.jsonl"
+REPORT_DATA_FILE = f"{SIDE_DIR}/report.parquet"
+LEGACY_SELECTION_FILE = "selection.parquet"   # outputs written before the side folder
+# Everything siftkit writes at the top of an output folder (incl. the layout before _siftkit/). A folder
+# holding anything else is not replaced without --overwrite.
+OUTPUT_NAMES = frozenset({"selected.jsonl", "selected.parquet", "manifest.json", "report.html", "README.md",
+                          "dataset_info.json", SIDE_DIR, LEGACY_SELECTION_FILE, "rejects.jsonl"})
+_STAGING = re.compile(r"^\.siftkit-(?P<kind>tmp|old)-(?P<name>.+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 def versions() -> dict[str, str]:
@@ -46,7 +70,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(sel: Selection, outputs: dict[str, Any], pool_info: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     cfg = sel.config
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -60,7 +85,9 @@ def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
                     "size": f.size, "sha256": f.sha256, "records": f.records, "rejected": f.rejected,
                     "defects": f.defects} for f in sel.pool.files],
         "skipped_files": sel.pool.skipped_files,
+        "pool": pool_info if pool_info is not None else pool_origin(sel),
         "signals": sel.signal_stats_public(),
+        "vectors": vectors_used(sel),
         "counts": sel.counts(),
         "steps": [s.as_dict() for s in sel.steps],
         "outputs": outputs,
@@ -68,6 +95,39 @@ def build_manifest(sel: Selection, outputs: dict[str, Any]) -> dict[str, Any]:
         "timings": sel.timings,
         "cache": sel.cache_hits(),
     }
+
+
+def vectors_used(sel: Selection) -> dict[str, Any]:
+    """Every embedding the run read (selectors, diversity metrics): fingerprint -> name, config, dim."""
+    used = getattr(sel.vector_loader, "used", None) or {}
+    return {fp: {"name": e["name"], "config": e["config"], "dim": e["dim"]} for fp, e in sorted(used.items())}
+
+
+def pool_origin(sel: Selection) -> dict[str, Any]:
+    """How ``siftkit report`` can rebuild this selection's pool: from the config's inputs (re-read and
+    checked by sha256), or, for a pool handed over from Python (in memory, a subset, no files), from the
+    columns stored in the output (``_siftkit/report.parquet``)."""
+    files = sel.pool.files
+    given = any(_input_path(x) == "<pool>" for x in (sel.config.inputs or []))
+    whole = bool(files) and sum(f.records for f in files) == len(sel.pool)
+    info: dict[str, Any] = {"given": given, "files": len(files), "records": len(sel.pool)}
+    if given or not whole:
+        info["report_from"] = REPORT_DATA_FILE
+        why = ("a pool passed from Python" + ("" if files else " without files") if given else
+               "inputs without local files (hub datasets)" if not files else
+               "a pool holding only some of its files' records")
+        info["note"] = f"{why}: the report is rebuilt from the columns stored in the output"
+    else:
+        info["report_from"] = "inputs"
+    return info
+
+
+def _input_path(x: Any) -> str | None:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return x.get("path")
+    return getattr(x, "path", None)
 
 
 def diversity_sections(sel: Selection, force: bool = False) -> list[dict[str, Any]]:
@@ -124,87 +184,317 @@ def _with_length_signals(sel: Selection) -> pa.Table:
 
 
 def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_format: str = "jsonl",
-                    report: bool = False, diversity: bool = False) -> dict[str, Any]:
+                    report: bool = False, diversity: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Write the output folder (see the module docstring): each file into a temporary folder, manifest
+    last, then swap it into place. ``overwrite`` replaces a non-empty folder that is not a siftkit output.
+    A full disk raises DiskFullError (exit 5) and leaves the previous output as it was."""
     import time
 
     t0 = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
     ext = "jsonl" if file_format == "jsonl" else "parquet"
-    sel_path = os.path.join(out_dir, f"selected.{ext}")
-    chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
-    write_records(chosen, sel_path, fmt, file_format)
-    outputs: dict[str, Any] = {"selected": os.path.basename(sel_path), "format": fmt, "file_format": file_format,
-                               "records": int(chosen.num_rows)}
-    rank = np.full(len(sel.pool), -1, dtype=np.int64)
-    rank[sel.selected] = np.arange(len(sel.selected))
-    status_tbl = pa.table({
-        "id": sel.pool.table.column("id"), "source": sel.pool.table.column("source"),
-        "file": sel.pool.table.column("file"), "row": sel.pool.table.column("row"),
-        "status": pa.array(sel.status.tolist(), pa.string()), "rank": pa.array(rank),
-    })
-    status_path = os.path.join(out_dir, "selection.parquet")
-    pq.write_table(status_tbl, status_path + ".tmp", compression="zstd")
-    os.replace(status_path + ".tmp", status_path)
-    outputs["selection"] = "selection.parquet"
-    rej_path = os.path.join(out_dir, "rejects.jsonl")
-    if sel.pool.rejects:
-        write_jsonl(sel.pool.rejects, rej_path)
-        outputs["rejects"] = "rejects.jsonl"
-    elif os.path.exists(rej_path):
-        os.remove(rej_path)
-    sel.timings["write"] = round(time.perf_counter() - t0, 3)
-    if report:
-        from .report import render_report
+    protect = [sel.config.cache_dir] + [f.path for f in sel.pool.files]
+    pool_info = pool_origin(sel)
+    with staged_output(out_dir, overwrite=overwrite, protect=protect) as tmp:
+        def at(rel: str) -> str:
+            return os.path.join(tmp, rel)
 
-        t1 = time.perf_counter()
-        outputs["report"] = "report.html"
-        extra = diversity_sections(sel, force=diversity)
-        report_signals = _with_length_signals(sel)
-        if extra:
-            outputs["diversity"] = extra[0]["table"]
-        manifest = build_manifest(sel, outputs)
-        render_report(sel.pool.table, report_signals, sel.mask, manifest, os.path.join(out_dir, "report.html"),
-                      extra_sections=extra)
-        sel.timings["report"] = round(time.perf_counter() - t1, 3)
-    manifest = build_manifest(sel, outputs)
-    with open(os.path.join(out_dir, "manifest.json"), "wb") as fh:
-        fh.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2, default=str))
+        os.mkdir(at(SIDE_DIR))
+        sel_name = f"selected.{ext}"
+        chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
+        with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt),
+                        [at(sel_name + ".tmp")]):
+            write_records(chosen, at(sel_name), fmt, file_format)
+        outputs: dict[str, Any] = {"selected": sel_name, "format": fmt, "file_format": file_format,
+                                   "records": int(chosen.num_rows)}
+        rank = np.full(len(sel.pool), -1, dtype=np.int64)
+        rank[sel.selected] = np.arange(len(sel.selected))
+        status_tbl = pa.table({
+            "id": sel.pool.table.column("id"), "source": sel.pool.table.column("source"),
+            "file": sel.pool.table.column("file"), "row": sel.pool.table.column("row"),
+            "status": pa.array(sel.status.tolist(), pa.string()), "rank": pa.array(rank),
+        })
+        with disk_guard(os.path.join(out_dir, SELECTION_FILE), status_tbl.nbytes):
+            pq.write_table(status_tbl, at(SELECTION_FILE), compression="zstd")
+        outputs["selection"] = SELECTION_FILE
+        if sel.pool.rejects:
+            with disk_guard(os.path.join(out_dir, REJECTS_FILE), cleanup=[at(REJECTS_FILE + ".tmp")]):
+                write_jsonl(sel.pool.rejects, at(REJECTS_FILE))
+            outputs["rejects"] = REJECTS_FILE
+        sel.timings["write"] = round(time.perf_counter() - t0, 3)
+        report_signals = None
+        if report or pool_info["report_from"] != "inputs":
+            report_signals = _with_length_signals(sel)
+        if pool_info["report_from"] != "inputs":
+            data = report_data(sel.pool.table, report_signals, sel.mask, _report_seed(sel.config.seed))
+            with disk_guard(os.path.join(out_dir, REPORT_DATA_FILE), data.nbytes):
+                pq.write_table(data, at(REPORT_DATA_FILE), compression="zstd")
+            outputs["report_data"] = REPORT_DATA_FILE
+        if report:
+            from .report import render_report
+
+            t1 = time.perf_counter()
+            outputs["report"] = "report.html"
+            extra = diversity_sections(sel, force=diversity)
+            if extra:
+                outputs["diversity"] = extra[0]["table"]
+            manifest = build_manifest(sel, outputs, pool_info)
+            with disk_guard(os.path.join(out_dir, "report.html"), cleanup=[at("report.html.tmp")]):
+                render_report(sel.pool.table, report_signals, sel.mask, manifest, at("report.html"),
+                              extra_sections=extra)
+            sel.timings["report"] = round(time.perf_counter() - t1, 3)
+        outputs["readme"] = "README.md"
+        card = dataset_card(sel_name, len(sel.selected), len(sel.pool), sel.config.seed)
+        with disk_guard(os.path.join(out_dir, "README.md"), len(card), approx=False), \
+                open(at("README.md"), "wb") as fh:
+            fh.write(card)
+        manifest = build_manifest(sel, outputs, pool_info)
+        blob = orjson.dumps(manifest, option=orjson.OPT_INDENT_2, default=str)
+        with disk_guard(os.path.join(out_dir, "manifest.json"), len(blob), approx=False), \
+                open(at("manifest.json"), "wb") as fh:   # last: a folder with a manifest is complete
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
     return manifest
 
 
+def _records_bytes(chosen: pa.Table, fmt: str) -> int:
+    """About how many bytes the records file takes (for the disk-full message)."""
+    import pyarrow.compute as pc
+
+    if fmt == "original" and chosen.num_rows:
+        return int(pc.sum(pc.binary_length(chosen.column("original"))).as_py() or 0) + chosen.num_rows
+    return int(chosen.select([c for c in chosen.column_names if c != "original"]).nbytes)
+
+
+def dataset_card(selected_name: str, n_selected: int, n_pool: int, seed: int) -> bytes:
+    """README.md with a Hugging Face dataset card header naming the records file, so that
+    ``datasets.load_dataset(OUT)`` loads exactly the selected records (not the manifest or side files)."""
+    return (f"---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+            f"    path: {selected_name}\n---\n\n# siftkit selection\n\n{n_selected:,} of {n_pool:,} records, selected by siftkit "
+            f"{__version__} (seed {seed}).\n\n- `{selected_name}`: the selected records\n"
+            f"- `manifest.json`: inputs, config, counts, steps, fingerprints\n"
+            f"- `{SIDE_DIR}/`: per-record status (`selection.parquet`) and rejects (`rejects.jsonl`)\n\n"
+            f"Load with `datasets.load_dataset(\"<this folder>\")`; rebuild the report with "
+            f"`siftkit report <this folder>`.\n").encode()
+
+
+def _report_seed(seed: Any) -> int:
+    return seed if isinstance(seed, int) and seed >= 0 else 0
+
+
+def report_data(pool: pa.Table, signals: pa.Table, selected: np.ndarray, seed: int) -> pa.Table:
+    """What ``siftkit report`` needs besides selection.parquet to rebuild the page without the inputs:
+    every numeric signal column (pool-aligned) and the messages of the report's sampled records only."""
+    from .report.data import numeric_columns, sample_indices
+
+    n = pool.num_rows
+    idx = sample_indices(selected, seed=seed)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[idx] = np.arange(len(idx))
+    sample_msgs = pool.column("messages").take(pa.array(idx, pa.int64())).to_pylist()
+    msgs = pa.array([sample_msgs[p] if p >= 0 else None for p in pos.tolist()],
+                    pool.schema.field("messages").type)
+    cols: dict[str, Any] = {"messages": msgs}
+    for c in (numeric_columns(signals) if signals is not None and signals.num_columns else []):
+        cols[c] = signals.column(c)
+    return pa.table(cols)
+
+
+# ------------------------------------------------------------------ the output folder
+
+def output_state(out_dir: str) -> tuple[str, list[str]]:
+    """("missing" | "empty" | "siftkit" | "foreign" | "file", entries siftkit did not write)."""
+    if not os.path.lexists(out_dir):
+        return "missing", []
+    if not os.path.isdir(out_dir):
+        return "file", []
+    names = sorted(os.listdir(out_dir))
+    if not names:
+        return "empty", []
+    foreign = [n for n in names if n not in OUTPUT_NAMES and not n.endswith(".tmp")]
+    ours = {"manifest.json", SIDE_DIR, LEGACY_SELECTION_FILE} & set(names)
+    if foreign or not ours:
+        return "foreign", foreign or names
+    return "siftkit", []
+
+
+def _inside(path: str, folder: str) -> bool:
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def clean_leftovers(out_dir: str) -> None:
+    """Remove what killed runs left beside and in ``out_dir``: staging folders of dead processes (an old
+    output moved aside by an interrupted swap is put back when ``out_dir`` is missing) and ``*.tmp``."""
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    try:
+        entries = sorted(os.listdir(parent))
+    except OSError:
+        return
+    for e in entries:
+        m = _STAGING.match(e)
+        if not m or m.group("name") != name:
+            continue
+        pid = int(m.group("pid"))
+        if pid != os.getpid() and pid_alive(pid):
+            continue                      # another run writing the same folder right now
+        path = os.path.join(parent, e)
+        if m.group("kind") == "old" and not os.path.lexists(out_dir):
+            os.rename(path, out_dir)      # killed between the two renames of a swap: restore the old output
+            progress.warn(f"restored the previous output {out_dir} from an interrupted swap")
+        else:
+            remove_path(path)
+    if output_state(out_dir)[0] == "siftkit":
+        for f in os.listdir(out_dir):
+            if f.endswith(".tmp"):
+                remove_path(os.path.join(out_dir, f))
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] = ()) -> Iterator[str]:
+    """Yield a fresh temporary folder beside ``out_dir``; on success swap it into place (the previous
+    output, if any, is removed after the swap); on any error remove it and leave ``out_dir`` untouched.
+
+    A non-empty ``out_dir`` that is not a siftkit output is refused (ConfigError, exit 2) unless
+    ``overwrite``; a folder holding any ``protect`` path (the cache, an input) is always refused."""
+    out_dir = os.path.abspath(out_dir)
+    if os.path.islink(out_dir) and os.path.isdir(out_dir):
+        out_dir = os.path.realpath(out_dir)
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    clean_leftovers(out_dir)
+    state, foreign = output_state(out_dir)
+    if state == "file":
+        raise ConfigError(f"output folder {out_dir} is a file")
+    if state in ("siftkit", "foreign"):
+        for p in protect:
+            if p and _inside(p, out_dir):
+                raise ConfigError(f"output folder {out_dir} holds {p} (the cache or an input), which "
+                                  f"replacing the folder would delete: choose another --out")
+    if state == "foreign" and not overwrite:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"output folder {out_dir} is not empty and is not a siftkit output (it holds "
+                          f"{shown}): choose another --out, empty it, or pass --overwrite to replace it")
+    tmp = os.path.join(parent, f".siftkit-tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}")
+    with disk_guard(tmp):
+        os.mkdir(tmp)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _swap(tmp, out_dir)
+    except BaseException as e:
+        remove_path(tmp)
+        if is_no_space(e):
+            from .errors import DiskFullError
+            from .fsutil import free_bytes
+
+            raise DiskFullError(out_dir, None, free_bytes(parent)) from None
+        raise
+
+
+def _fsync_tree(folder: str) -> None:
+    """Flush every file and folder of the staged output to disk before it becomes visible."""
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            try:
+                fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
+
+
+def _swap(tmp: str, out_dir: str) -> None:
+    """Put the complete ``tmp`` folder at ``out_dir``; at every instant ``out_dir`` is the old or the new."""
+    parent, name = os.path.split(out_dir)
+    if not os.path.lexists(out_dir) or (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+        os.replace(tmp, out_dir)          # onto nothing, or onto an empty folder
+    elif exchange(tmp, out_dir):
+        remove_path(tmp)                  # tmp now holds the previous output
+    else:                                 # no RENAME_EXCHANGE: two renames (next run repairs a kill between)
+        old = os.path.join(parent, f".siftkit-old-{name}-{os.getpid()}-{secrets.token_hex(4)}")
+        os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        remove_path(old)
+    fsync_dir(parent)
+
+
+def selection_path(out_dir: str, manifest: dict[str, Any] | None = None) -> str:
+    """The per-record status file of an output folder (side folder, or the top level of older outputs)."""
+    rel = ((manifest or {}).get("outputs") or {}).get("selection")
+    for cand in ([rel] if rel else []) + [SELECTION_FILE, LEGACY_SELECTION_FILE]:
+        p = os.path.join(out_dir, cand)
+        if os.path.isfile(p):
+            return p
+    raise InputDataError(f"{out_dir} has no {SELECTION_FILE} (nor {LEGACY_SELECTION_FILE}): "
+                         f"is it a complete siftkit output folder?")
+
+
 def report_from_output(out_dir: str, path: str | None = None) -> str:
-    """Rebuild report.html from an output folder: re-read the inputs named in its manifest (checking their
-    sha256), reload signals from the cache and the selection from selection.parquet."""
-    from .config import build_config
-    from .errors import InputDataError
-    from .io.pool import read_pool
-    from .pipeline import Selection, StepReport, make_selector, plan_signals, resolve_model_signals
-    from .signals.compute import compute_signals
+    """Rebuild report.html from an output folder. Pools read from files: re-read the inputs named in the
+    manifest (checking their sha256) and reload signals from the cache. Pools passed from Python: from the
+    columns stored in ``_siftkit/report.parquet``. The selection comes from ``_siftkit/selection.parquet``
+    (``selection.parquet`` in older outputs)."""
+    from .report import render_report
 
     mpath = os.path.join(out_dir, "manifest.json")
     if not os.path.isfile(mpath):
         raise InputDataError(f"{out_dir} has no manifest.json: is it a siftkit output folder?")
     with open(mpath, "rb") as fh:
         manifest = orjson.loads(fh.read())
+    status = pq.read_table(selection_path(out_dir, manifest))
+    st = np.asarray(status.column("status").to_pylist(), dtype=object)
+    mask = st == "selected"
+    out = path or os.path.join(out_dir, "report.html")
+    origin = manifest.get("pool") or {}
+    data_rel = (manifest.get("outputs") or {}).get("report_data")
+    if data_rel:
+        data = pq.read_table(os.path.join(out_dir, data_rel))
+        if data.num_rows != status.num_rows:
+            raise InputDataError(f"{os.path.join(out_dir, data_rel)} has {data.num_rows} rows but "
+                                 f"{selection_path(out_dir, manifest)} has {status.num_rows}")
+        pool = pa.table({"id": status.column("id"), "source": status.column("source"),
+                         "messages": data.column("messages")})
+        signals = data.drop_columns(["messages"])
+    elif origin.get("report_from", "inputs") != "inputs" or _config_inputs_are_pool(manifest):
+        raise InputDataError(f"{out_dir} was written from a pool passed from Python and holds no "
+                             f"{REPORT_DATA_FILE}: its report cannot be rebuilt (rerun the selection with "
+                             f"this version of siftkit, or from files)")
+    else:
+        pool, signals = _reread_pool(out_dir, manifest, mpath, status)
+    with disk_guard(out, cleanup=[out + ".tmp"]):
+        render_report(pool, signals, mask, manifest, out)
+    return out
+
+
+def _config_inputs_are_pool(manifest: dict[str, Any]) -> bool:
+    inputs = (manifest.get("config") or {}).get("inputs") or []
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return any(_input_path(x) == "<pool>" for x in inputs)
+
+
+def _reread_pool(out_dir: str, manifest: dict[str, Any], mpath: str,
+                 status: pa.Table) -> tuple[pa.Table, pa.Table]:
+    from .config import build_config
+    from .io.pool import read_pool
+    from .pipeline import make_selector, plan_signals, resolve_model_signals
+    from .signals.compute import compute_signals
+
     cfg = build_config(manifest["config"], mpath)
     pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers)
     by_rel = {f.rel: f.sha256 for f in pool.files}
     for inp in manifest.get("inputs", []):
         if by_rel.get(inp["rel"]) not in (None, inp["sha256"]):
             raise InputDataError(f"input {inp['path']} changed since the selection was made (sha256 differs)")
+    if status.column("id").to_pylist() != pool.table.column("id").to_pylist():
+        raise InputDataError(f"the pool re-read from the manifest's inputs does not match "
+                             f"{os.path.relpath(selection_path(out_dir, manifest), out_dir)}")
     cfg = resolve_model_signals(cfg, pool, cfg.workers or 1)
     sigs = plan_signals(cfg, [make_selector(s) for s in cfg.steps])
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=cfg.workers or 1)
-    status = pq.read_table(os.path.join(out_dir, "selection.parquet"))
-    if status.column("id").to_pylist() != pool.table.column("id").to_pylist():
-        raise InputDataError("the pool re-read from the manifest's inputs does not match selection.parquet")
-    st = np.asarray(status.column("status").to_pylist(), dtype=object)
-    selected = np.flatnonzero(st == "selected")
-    steps = [StepReport(s["step"], s["name"], s.get("params", {}), s["in"], s["out"], s.get("dropped", {}),
-                        s.get("details", {}), s.get("seconds", 0.0)) for s in manifest.get("steps", [])]
-    sel = Selection(pool, signals, selected, steps, cfg, st, manifest.get("timings", {}))
-    from .report import render_report
-
-    out = path or os.path.join(out_dir, "report.html")
-    render_report(pool.table, signals, sel.mask, manifest, out)
-    return out
+    return pool.table, signals

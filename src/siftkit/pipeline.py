@@ -33,10 +33,13 @@ class StepReport:
     dropped: dict[str, int]
     details: dict[str, Any]
     seconds: float
+    embeddings: dict[str, str] = field(default_factory=dict)   # fingerprint -> signal name, read by the step
 
     def as_dict(self) -> dict[str, Any]:
         d = {"step": self.role, "name": self.name, "params": self.params, "in": self.n_in, "out": self.n_out,
              "dropped": self.dropped}
+        if self.embeddings:
+            d["embeddings"] = dict(self.embeddings)
         small = {k: v for k, v in self.details.items() if k != "groups"}
         if small:
             d["details"] = small
@@ -287,7 +290,10 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         if spec.role == "select" and budget is not None and budget > len(candidates):
             progress.warn(f"budget {budget:,} is larger than the {len(candidates):,} records left after "
                           f"earlier steps: selecting all of them")
+        if ctx.vector_loader is not None and hasattr(ctx.vector_loader, "begin_step"):
+            ctx.vector_loader.begin_step()
         res = sel.run(ctx, candidates, b)
+        used = getattr(ctx.vector_loader, "step_used", {}) or {}
         kept = np.asarray(res.kept, dtype=np.int64)
         _check_subset(sel, candidates, kept)
         gone = np.setdiff1d(candidates, kept, assume_unique=True)
@@ -296,7 +302,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
             status[gone] = f"dropped:{label}"
             drop_roles[f"dropped:{label}"] = spec.role
         reports.append(StepReport(spec.role, spec.selector, sel.config(), len(candidates), len(kept),
-                                  dict(res.dropped), res.details, time.perf_counter() - ts))
+                                  dict(res.dropped), res.details, time.perf_counter() - ts,
+                                  {fp: e["name"] for fp, e in used.items()}))
         candidates = kept if spec.role == "select" else np.sort(kept)
         if len(candidates) == 0:
             raise EmptyResultError(f"{spec.where} ({spec.selector}) left no records: nothing to select")
@@ -324,11 +331,7 @@ def _auto_workers(n: int) -> int:
 
 
 def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):
-    def load(spec: dict[str, Any], rows: np.ndarray | None = None) -> np.ndarray:
-        try:
-            from .signals.vectors import load_or_compute_vectors
-        except ImportError as e:
-            raise ConfigError(f"embeddings are not available: {e}") from None
-        part = pool if rows is None else pool.take(pa.array(rows, pa.int64()))
-        return load_or_compute_vectors(part, spec, cfg.cache_dir, workers=workers, engine=cfg.engine)
-    return load
+    """Embeddings through the cache; records which ones each step used (for the manifest)."""
+    from .signals.vectors import VectorLoader
+
+    return VectorLoader(pool, cfg.cache_dir, workers=workers, engine=cfg.engine)

@@ -5,7 +5,7 @@ Layout of the output folder::
     bench.json                       the validated config, the held-out ids, the eval item counts
     base/                            the untrained base model's scores (eval_base: true)
     budget-<b>/<method>/seed-<s>/
-        selection/                   manifest.json, selected.jsonl (messages), selection.parquet
+        selection/                   manifest.json, selected.jsonl (messages), _siftkit/selection.parquet
         train_log.json               settings, seed, loss history, examples/skipped/truncated
         model/                       LoRA adapter or full weights (train.save_model)
         eval/<task>.jsonl            raw per-item outputs (prompt, output, prediction, correct ...)

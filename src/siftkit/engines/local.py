@@ -1,7 +1,8 @@
 """Local engine: runs a signal over shards of the pool, in this process or a process pool.
 
 The engine knows nothing about what a signal computes: it shards, calls ``Signal.setup`` once per worker
-and ``Signal.compute`` per batch, and hands each finished shard to the store. The Ray engine (issue 4)
+and ``Signal.compute`` per batch, and hands each finished shard to the store. Workers come from
+``siftkit.workers.process_pool``: they die with the parent. The Ray engine (issue 4)
 implements the same ``run_shards`` contract.
 """
 
@@ -48,11 +49,9 @@ def run_shards(sig: Signal, shards: list[pa.Table], on_done: Callable[[int, dict
         for i, shard in enumerate(shards):
             on_done(i, compute_shard(sig, shard))
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from ..workers import process_pool
 
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(min(workers, len(shards)), mp_context=ctx) as ex:
+    with process_pool(min(workers, len(shards))) as ex:
         futs = [ex.submit(_worker, (sig, s)) for s in shards]
         for i, f in enumerate(futs):
             on_done(i, f.result())

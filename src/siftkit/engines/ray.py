@@ -13,7 +13,9 @@ Cluster use: start Ray on the cluster (``ray start --head`` / KubeRay), then eit
 ``RAY_ADDRESS=ray://<head>:10001`` (or ``auto`` on a cluster node) before running siftkit, or pass
 ``address=`` here. Workers need siftkit and the signal's dependencies installed (or a ``runtime_env``)
 and must be able to load the model (hub name, or a path visible on every node). Without an address a local
-Ray instance is started on this machine.
+Ray instance is started on this machine, bound to 127.0.0.1 (no dashboard). A shared cluster is the
+operator's to secure: Ray's token authentication (``RAY_AUTH_MODE=token``, the default in recent Ray) and a
+private network (head and worker ports reachable only from the cluster's nodes); see docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -31,16 +33,40 @@ from ..signals.base import Signal
 SHARD_COL, POS_COL = "_siftkit_shard", "_siftkit_pos"
 
 
+LOCALHOST = "127.0.0.1"
+
+
 def init_ray(address: str | None = None) -> Any:
+    """Connect to the Ray cluster at ``address`` (or ``RAY_ADDRESS``), else start a local instance that
+    listens on 127.0.0.1 only (no dashboard), so nothing on the network can reach it."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        # Ray resolves "127.0.0.1" to the machine's outward address unless it runs as a single-machine
+        # "cluster"; this switch (read by Ray's constants, also inherited by its processes) keeps every
+        # Ray process (GCS, raylet, workers, agents) bound to the loopback interface.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
         import ray.data
     except ImportError:
         raise MissingDependencyError("ray", "ray", "the Ray engine") from None
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        opts: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
+                                "log_to_driver": False, "configure_logging": False}
+        if address is None:
+            _keep_ray_local()
+            opts["_node_ip_address"] = LOCALHOST
+        ray.init(address=address, **opts)
     return ray
+
+
+def _keep_ray_local() -> None:
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - a Ray without this module
+        return
+    if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        ray_constants.ENABLE_RAY_CLUSTER = False   # Ray was imported before the variable was set
 
 
 class _ShardWorker:

@@ -428,15 +428,14 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
     results: list[dict[str, Any]] = []
     with progress.bar("read", total=len(tasks), unit="file") as b:
         if workers > 1 and len(tasks) > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            from ..workers import process_pool
 
             pa.array(["warm"], pa.string())  # pyarrow's lazy imports happen once here, not in every child
             # Largest tasks first for balance; results are re-ordered to input order afterwards.
             order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
             spill = tempfile.mkdtemp(prefix="siftkit-read-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
             try:
-                with ProcessPoolExecutor(workers, mp_context=_mp_context(mp)) as ex:
+                with process_pool(workers) as ex:
                     futs = {i: ex.submit(_process_task_spilled, tasks[i], os.path.join(spill, f"{i}.arrow"))
                             for i in order}
                     out = {}

@@ -167,14 +167,20 @@ def _truncate(text: str, n: int = SAMPLE_CHARS) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def sample_indices(selected: np.ndarray, *, seed: int = 0, k: int = SAMPLE_ROWS) -> np.ndarray:
+    """The pool rows of the report's record sample: ``k`` selected rows, seeded, in pool order."""
+    idx = np.flatnonzero(selected)
+    if idx.size > k:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, k, replace=False))
+    return idx
+
+
 def sample_selected(pool: pa.Table, selected: np.ndarray, *, seed: int = 0, k: int = SAMPLE_ROWS,
                     extra: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """A seeded sample of selected records (in pool order) with truncated query and response text."""
-    idx = np.flatnonzero(selected)
+    idx = sample_indices(selected, seed=seed, k=k)
     if idx.size == 0:
         return []
-    if idx.size > k:
-        idx = np.sort(np.random.default_rng(seed).choice(idx, k, replace=False))
     sub = pool.select(["id", "source", "messages"]).take(pa.array(idx, pa.int64()))
     flat = flatten(sub)
     queries, responses = flat.texts("query"), flat.texts("response")

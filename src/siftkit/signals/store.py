@@ -2,17 +2,21 @@
 
 Layout::
 
-    <cache_dir>/signals/<name>/<fingerprint>/meta.json          signal name, version, config, columns
-    <cache_dir>/signals/<name>/<fingerprint>/part-<key>.parquet  columns: id + the signal's columns
+    <cache_dir>/signals/<name>/<fingerprint>/meta.json                         name, version, config, columns
+    <cache_dir>/signals/<name>/<fingerprint>/part-<key>-n<rows>-<xxh3>.parquet  id + the signal's columns
 
-Parts are written atomically (temporary file, then rename), so a killed run leaves only whole parts and
-a rerun computes just the ids that no part holds yet. Reuse is by id, so a pool that grows or is re-read
-in another order reuses everything it can.
+Each part's name carries its row count and the xxh3-64 checksum of its bytes. Parts are written
+atomically (temporary file, then rename), so a killed run leaves only whole parts and a rerun computes just
+the ids that no part holds yet. A part that fails its check on load (truncated, corrupted, wrong row count,
+unreadable) is removed with a warning and its records are recomputed: a damaged cache never crashes a run
+nor changes a result. Parts of older caches (``part-<key>.parquet``, no checksum) are still read.
+Reuse is by id, so a pool that grows or is re-read in another order reuses everything it can.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -22,7 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from .. import progress
+from ..fsutil import atomic_write, clean_stale_tmp, disk_guard, file_xxh3
 from .base import Signal
+
+_PART = re.compile(r"^part-(?P<key>[0-9a-f]+)(?:-n(?P<rows>\d+)-(?P<sum>[0-9a-f]{16}))?\.parquet$")
+
+__all__ = ["SignalStore", "atomic_parquet", "atomic_write", "check_part"]
 
 
 class SignalStore:
@@ -47,17 +57,23 @@ class SignalStore:
         d = self.folder(sig)
         if not os.path.isdir(d):
             return []
-        return sorted(os.path.join(d, f) for f in os.listdir(d)
-                      if f.startswith("part-") and f.endswith(".parquet"))
+        clean_stale_tmp(d)
+        return sorted(os.path.join(d, f) for f in os.listdir(d) if _PART.match(f))
 
     def load(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Table, np.ndarray]:
-        """Cached values aligned with ``ids`` and a boolean mask of the ids that are missing."""
+        """Cached values aligned with ``ids`` and a boolean mask of the ids that are missing.
+
+        Parts that fail their check are dropped (warning) so their ids count as missing."""
         cols = sig.columns()
-        parts = self.parts(sig)
         n = len(ids)
-        if not parts:
+        tables = []
+        for p in self.parts(sig):
+            t = read_part(p, sig.name)
+            if t is not None:
+                tables.append(t)
+        if not tables:
             return _empty_aligned(cols, n), np.ones(n, dtype=bool)
-        cached = pa.concat_tables([pq.read_table(p) for p in parts]).combine_chunks()
+        cached = pa.concat_tables(tables).combine_chunks()
         pos = pc.index_in(ids, value_set=cached.column("id"))
         missing = pos.is_null().to_numpy(zero_copy_only=False)
         idx = pc.fill_null(pos, 0)
@@ -73,8 +89,16 @@ class SignalStore:
         table = pa.table(arrays)
         first = ids[0].as_py() if len(ids) else ""
         key = xxhash.xxh3_64_hexdigest(f"{first}:{len(ids)}".encode())
-        path = os.path.join(d, f"part-{key}.parquet")
-        atomic_parquet(path, table)
+        tmp = os.path.join(d, f"part-{key}.parquet.tmp{os.getpid()}")
+        with disk_guard(os.path.join(d, f"part-{key}.parquet"), table.nbytes, [tmp]):
+            pq.write_table(table, tmp, compression="zstd")
+            digest = file_xxh3(tmp)
+            path = os.path.join(d, f"part-{key}-n{table.num_rows}-{digest}.parquet")
+            os.replace(tmp, path)
+        for old in self.parts(sig):   # an earlier copy of the same shard (e.g. a part that failed its check)
+            m = _PART.match(os.path.basename(old))
+            if m and m.group("key") == key and old != path:
+                os.remove(old)
         return path
 
     def clear(self, sig: Signal) -> int:
@@ -85,19 +109,48 @@ class SignalStore:
         return n
 
 
+def check_part(path: str) -> tuple[pa.Table | None, str]:
+    """Read a cache part and check it against its name: (table, "") or (None, what is wrong)."""
+    m = _PART.match(os.path.basename(path))
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    if m and m.group("sum") and xxhash.xxh3_64_hexdigest(data) != m.group("sum"):
+        return None, "checksum mismatch (truncated or corrupted)"
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except Exception as e:  # noqa: BLE001 - any parse failure means a damaged part
+        return None, f"not a readable Parquet file ({type(e).__name__}: {str(e)[:120]})"
+    if m and m.group("rows") and table.num_rows != int(m.group("rows")):
+        return None, f"{table.num_rows} rows, its name says {m.group('rows')}"
+    if "id" not in table.column_names:
+        return None, "no id column"
+    return table, ""
+
+
+def read_part(path: str, what: str) -> pa.Table | None:
+    """A checked part, or None after warning and removing a damaged one (its records get recomputed)."""
+    table, problem = check_part(path)
+    if table is not None:
+        return table
+    progress.warn(f"cache part {path} of {what} is damaged: {problem}; removing it and recomputing "
+                  f"its records")
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    return None
+
+
 def _empty_aligned(cols: dict[str, pa.DataType], n: int) -> pa.Table:
     return pa.table({k: pa.nulls(n, type=t) for k, t in cols.items()})
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write via a temporary file and rename: readers never see a partial file, a killed run leaves none."""
-    tmp = path + f".tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def atomic_parquet(path: str, table: pa.Table) -> None:
+    """Write a Parquet file via a temporary file and rename; a full disk is a DiskFullError."""
     tmp = path + f".tmp{os.getpid()}"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with disk_guard(path, table.nbytes, [tmp]):
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)

@@ -11,11 +11,17 @@ Layout::
 Shards are written atomically as they finish, so a killed run resumes with only the missing ids. Reuse is
 by record id: a pool re-read in another order, or grown, reuses every shard it can. The pool-order matrix
 is assembled once per pool (keyed by a hash of its ids) and then opened as a read-only memmap.
+
+Checks: a shard's name carries the xxh3-64 of its matrix file (``shard-<key>-<xxh3>.npy``); a shard whose
+matrix is shorter than its header says, whose row count differs from its ids, or whose checksum fails is
+removed with a warning and its records are recomputed. The pool matrix's space is reserved up front
+(``posix_fallocate``), so a full disk is a DiskFullError (exit 5), never SIGBUS.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -25,9 +31,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from .. import progress
 from ..errors import ConfigError
+from ..fsutil import atomic_write, clean_stale_tmp, disk_guard, file_xxh3, preallocate, remove_path
 from .base import Signal
-from .store import atomic_parquet, atomic_write
+from .store import atomic_parquet
 
 # Default vector spec for diversity selectors: CPU-only static embeddings of the query segment.
 DEFAULT_SPEC: dict[str, Any] = {"name": "embedding", "backend": "static", "segment": "query"}
@@ -75,6 +83,7 @@ class VectorStore:
         d = self.folder(sig)
         if not os.path.isdir(d):
             return []
+        clean_stale_tmp(d)
         names = set(os.listdir(d))
         return sorted(os.path.join(d, f[:-len(".npy")]) for f in names
                       if f.startswith("shard-") and f.endswith(".npy") and f[:-4] + ".ids.parquet" in names)
@@ -86,14 +95,46 @@ class VectorStore:
         d = self._ensure(sig, int(vectors.shape[1]))
         first = ids[0].as_py() if len(ids) else ""
         key = xxhash.xxh3_64_hexdigest(f"{first}:{len(ids)}".encode())
-        base = os.path.join(d, f"shard-{key}")
         # matrix first, ids last: a shard counts as complete only when its ids file exists
-        _atomic_npy(base + ".npy", vectors.astype(np.float16, copy=False))
+        tmp = os.path.join(d, f"shard-{key}.npy.tmp{os.getpid()}")
+        arr = np.ascontiguousarray(vectors.astype(np.float16, copy=False))
+        with disk_guard(tmp[:-len(f".tmp{os.getpid()}")], arr.nbytes + 128, [tmp]):
+            with open(tmp, "wb") as fh:
+                np.lib.format.write_array(fh, arr, allow_pickle=False)
+            base = os.path.join(d, f"shard-{key}-{file_xxh3(tmp)}")
+            os.replace(tmp, base + ".npy")
         atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
         return base
 
-    def known_ids(self, sig: Signal) -> pa.Array:
-        parts = [pq.read_table(p + ".ids.parquet").column("id") for p in self.shards(sig)]
+    def _checked(self, sig: Signal, verify_sum: bool = False) -> list[tuple[str, pa.Array]]:
+        """(shard base, ids) of every shard that passes its checks; damaged ones are removed (warning)."""
+        out = []
+        for base in self.shards(sig):
+            problem = ""
+            ids = None
+            try:
+                ids = pq.read_table(base + ".ids.parquet").column("id").combine_chunks()
+            except Exception as e:  # noqa: BLE001 - unreadable ids file: a damaged shard
+                problem = f"ids file unreadable ({type(e).__name__})"
+            if not problem:
+                problem = npy_problem(base + ".npy", rows=len(ids))
+            if not problem and verify_sum:
+                m = re.search(r"-([0-9a-f]{16})$", os.path.basename(base))
+                if m and file_xxh3(base + ".npy") != m.group(1):
+                    problem = "checksum mismatch (corrupted)"
+            if problem:
+                progress.warn(f"cached vector shard {base}.npy of {sig.name} is damaged: {problem}; removing "
+                              f"it and recomputing its records")
+                remove_path(base + ".ids.parquet")
+                remove_path(base + ".npy")
+                continue
+            out.append((base, ids))
+        return out
+
+    def known_ids(self, sig: Signal, verify_sum: bool = True) -> pa.Array:
+        """Ids of every intact shard (checksums verified: damaged shards are removed, so their ids count
+        as missing and get recomputed before the pool matrix is assembled)."""
+        parts = [ids for _, ids in self._checked(sig, verify_sum=verify_sum)]
         if not parts:
             return pa.array([], pa.string())
         return pa.chunked_array(parts).combine_chunks()
@@ -101,13 +142,28 @@ class VectorStore:
     def pool_path(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> str:
         return os.path.join(self.folder(sig), f"pool-{pool_key(ids)}")
 
+    def cached_pool_matrix(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+        """The assembled pool-order matrix when it exists and is whole (a damaged one is removed)."""
+        base = self.pool_path(sig, ids)
+        if not (os.path.exists(base + ".npy") and os.path.exists(base + ".ids.parquet")):
+            return None
+        problem = npy_problem(base + ".npy", rows=len(ids))
+        if problem:
+            progress.warn(f"cached pool matrix {base}.npy of {sig.name} is damaged: {problem}; rebuilding it")
+            remove_path(base + ".ids.parquet")
+            remove_path(base + ".npy")
+            return None
+        return np.load(base + ".npy", mmap_mode="r")
+
     def assemble(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """The pool-order matrix for ``ids`` (every id must be in some shard), as a read-only memmap."""
+        whole = self.cached_pool_matrix(sig, ids)
+        if whole is not None:
+            return whole
         base = self.pool_path(sig, ids)
-        if os.path.exists(base + ".npy") and os.path.exists(base + ".ids.parquet"):
-            return np.load(base + ".npy", mmap_mode="r")
-        shards = self.shards(sig)
-        shard_ids = [pq.read_table(p + ".ids.parquet").column("id").combine_chunks() for p in shards]
+        checked = self._checked(sig)      # checksums were verified by known_ids() before computing
+        shards = [b for b, _ in checked]
+        shard_ids = [i for _, i in checked]
         offsets = np.cumsum([0] + [len(s) for s in shard_ids])
         all_ids = pa.concat_arrays(shard_ids) if shard_ids else pa.array([], pa.string())
         pos = pc.index_in(ids, value_set=all_ids)
@@ -116,18 +172,50 @@ class VectorStore:
         pos = pos.to_numpy(zero_copy_only=False).astype(np.int64)
         dim = int(np.load(shards[0] + ".npy", mmap_mode="r").shape[1]) if shards else 0
         tmp = base + f".npy.tmp{os.getpid()}"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pos), dim))
-        shard_of = np.searchsorted(offsets, pos, side="right") - 1
-        for s, p in enumerate(shards):
-            rows = np.flatnonzero(shard_of == s)
-            if len(rows):
-                mat = np.load(p + ".npy", mmap_mode="r")
-                out[rows] = mat[pos[rows] - offsets[s]]
-        out.flush()
-        del out
-        os.replace(tmp, base + ".npy")
+        needed = len(pos) * dim * 2 + 128
+        with disk_guard(base + ".npy", needed, [tmp], approx=False):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(pos), dim))
+            try:
+                # reserve the blocks now: writing a sparse memmap on a full disk is SIGBUS, not an error
+                preallocate(tmp, os.path.getsize(tmp))
+            except BaseException:
+                del out
+                remove_path(tmp)
+                raise
+            shard_of = np.searchsorted(offsets, pos, side="right") - 1
+            for s, p in enumerate(shards):
+                rows = np.flatnonzero(shard_of == s)
+                if len(rows):
+                    mat = np.load(p + ".npy", mmap_mode="r")
+                    out[rows] = mat[pos[rows] - offsets[s]]
+            out.flush()
+            del out
+            os.replace(tmp, base + ".npy")
         atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
         return np.load(base + ".npy", mmap_mode="r")
+
+
+def npy_problem(path: str, rows: int | None = None) -> str:
+    """What is wrong with an ``.npy`` file ("" when it is whole): bad header, wrong row count, or a file
+    shorter or longer than its header says (a truncated write)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _fortran, dtype = read(fh)
+            offset = fh.tell()
+    except Exception as e:  # noqa: BLE001 - any header failure is a damaged file
+        return f"bad header ({type(e).__name__})"
+    if len(shape) != 2:
+        return f"shape {shape} is not 2-D"
+    if rows is not None and shape[0] != rows:
+        return f"{shape[0]} rows, its ids file has {rows}"
+    expect = offset + int(np.prod(shape)) * dtype.itemsize
+    size = os.path.getsize(path)
+    if size != expect:
+        return f"{size:,} bytes, its header says {expect:,}"
+    return ""
 
 
 def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
@@ -148,7 +236,6 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     Missing ids are computed shard by shard (each shard saved as soon as it is done), so a killed run
     resumes where it stopped. This is the pipeline's ``SelectionContext.vector_loader``.
     """
-    from .. import progress
     from .compute import build_signal
 
     sig = spec if isinstance(spec, Signal) else build_signal(normalize_spec(spec))
@@ -156,9 +243,9 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
         raise ConfigError(f"signal {sig.name!r} is not a vector signal")
     store = VectorStore(cache_dir)
     ids = pool_table.column("id").combine_chunks()
-    base = store.pool_path(sig, ids)
-    if os.path.exists(base + ".npy") and os.path.exists(base + ".ids.parquet"):
-        return np.load(base + ".npy", mmap_mode="r")
+    whole = store.cached_pool_matrix(sig, ids)
+    if whole is not None:
+        return whole
     known = store.known_ids(sig)
     missing = pc.invert(pc.is_in(ids, value_set=known)).to_numpy(zero_copy_only=False)
     todo = np.flatnonzero(missing)
@@ -184,6 +271,32 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     return store.assemble(sig, ids)
 
 
+class VectorLoader:
+    """The pipeline's vector loader (``SelectionContext.vector_loader``): embeddings through the cache,
+    recording which were used, overall (``used``) and since ``begin_step()`` (``step_used``), as
+    fingerprint -> {name, fingerprint, config, dim}, so the manifest names every embedding a step read."""
+
+    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local"):
+        self.pool, self.cache_dir, self.workers, self.engine = pool, cache_dir, workers, engine
+        self.used: dict[str, dict[str, Any]] = {}
+        self.step_used: dict[str, dict[str, Any]] = {}
+
+    def begin_step(self) -> None:
+        self.step_used = {}
+
+    def __call__(self, spec: dict[str, Any] | str | None, rows: np.ndarray | None = None) -> np.ndarray:
+        from .compute import build_signal
+
+        sig = spec if isinstance(spec, Signal) else build_signal(normalize_spec(spec))
+        part = self.pool if rows is None else self.pool.take(pa.array(rows, pa.int64()))
+        v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine)
+        fp = sig.fingerprint()
+        entry = {"name": sig.name, "fingerprint": fp, "config": sig.config(), "dim": int(v.shape[1])}
+        self.used.setdefault(fp, entry)
+        self.step_used.setdefault(fp, entry)
+        return v
+
+
 def rows_f32(vectors: np.ndarray, rows: np.ndarray, normalize: bool = False,
              chunk: int = 65536) -> np.ndarray:
     """``vectors[rows]`` as a contiguous float32 array, optionally L2-normalised, converted in chunks."""
@@ -196,10 +309,3 @@ def rows_f32(vectors: np.ndarray, rows: np.ndarray, normalize: bool = False,
             block /= np.where(norms > 0, norms, 1.0)
         out[s:s + chunk] = block
     return out
-
-
-def _atomic_npy(path: str, arr: np.ndarray) -> None:
-    tmp = path + f".tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
