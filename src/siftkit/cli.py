@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siftkit", description="Select the SFT data that matters from large "
                                 "instruction pools: read, score once, select many times, report.", epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"siftkit {__version__}")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+    _global_flags(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("read", help="read a pool, check formats, count records and rejects", epilog=EPILOG)
@@ -317,7 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list signals, selectors and presets", epilog=EPILOG)
     ls.add_argument("what", nargs="?", choices=["signals", "selectors", "presets", "all"], default="all")
     ls.set_defaults(func=cmd_list)
+    for sp in sub.choices.values():        # -q / -v / --log-format also after the subcommand
+        _global_flags(sp, top=False)
     return p
+
+
+def _global_flags(p: argparse.ArgumentParser, top: bool) -> None:
+    """-q, -v and --log-format, accepted before and after the subcommand. On subparsers their default is
+    SUPPRESS, so a flag given before the subcommand is not reset by the subparser's defaults."""
+    d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_argument_group("progress and logs")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines "
+                   "(warnings and errors only)", **d)
+    g.add_argument("-v", "--verbose", action="store_true", help="also debug lines: cache hits, fingerprints, "
+                   "worker counts", **d)
+    g.add_argument("--log-format", choices=list(progress.LOG_FORMATS), help="text (default: bars on a terminal, "
+                   "one line per stage otherwise) or json (one JSON event per line on stderr, no bars)",
+                   **(d or {"default": "text"}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -326,17 +342,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(a, "command", None):
         parser.print_help()
         return 2
-    progress.set_quiet(a.quiet)
+    progress.configure(quiet=a.quiet, verbose=a.verbose, log_format=a.log_format)
+    progress.debug(f"siftkit {__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+                   f"command {a.command}")
+    progress.event("command_start", command=a.command, version=__version__)
+    import time
+
+    t0 = time.perf_counter()
+    rc = 1
     try:
-        return a.func(a)
+        rc = a.func(a)
+        return rc
     except SiftkitError as e:
-        print(f"siftkit: error: {e}", file=sys.stderr)
-        return e.exit_code
+        progress.error(str(e), exit_code=e.exit_code)
+        rc = e.exit_code
+        return rc
     except KeyboardInterrupt:
-        print("siftkit: interrupted", file=sys.stderr)
-        return 130
+        if progress.log_format() == "json":
+            progress.error("interrupted", exit_code=130)
+        else:
+            print("siftkit: interrupted", file=sys.stderr)
+        rc = 130
+        return rc
     except BrokenPipeError:
-        return 0
+        rc = 0
+        return rc
+    finally:
+        progress.event("command_end", command=a.command, exit_code=rc,
+                       seconds=round(time.perf_counter() - t0, 3))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, progress
 from .io.writers import write_jsonl, write_records
 from .pipeline import Selection
 
@@ -132,7 +132,9 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
     ext = "jsonl" if file_format == "jsonl" else "parquet"
     sel_path = os.path.join(out_dir, f"selected.{ext}")
     chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
-    write_records(chosen, sel_path, fmt, file_format)
+    with progress.stage("write", total=int(chosen.num_rows)) as st:
+        write_records(chosen, sel_path, fmt, file_format)
+        st.update(int(chosen.num_rows))
     outputs: dict[str, Any] = {"selected": os.path.basename(sel_path), "format": fmt, "file_format": file_format,
                                "records": int(chosen.num_rows)}
     rank = np.full(len(sel.pool), -1, dtype=np.int64)
@@ -158,13 +160,15 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
 
         t1 = time.perf_counter()
         outputs["report"] = "report.html"
-        extra = diversity_sections(sel, force=diversity)
-        report_signals = _with_length_signals(sel)
-        if extra:
-            outputs["diversity"] = extra[0]["table"]
-        manifest = build_manifest(sel, outputs)
-        render_report(sel.pool.table, report_signals, sel.mask, manifest, os.path.join(out_dir, "report.html"),
-                      extra_sections=extra)
+        with progress.stage("report", total=len(sel.pool)) as st:
+            extra = diversity_sections(sel, force=diversity)
+            report_signals = _with_length_signals(sel)
+            if extra:
+                outputs["diversity"] = extra[0]["table"]
+            manifest = build_manifest(sel, outputs)
+            render_report(sel.pool.table, report_signals, sel.mask, manifest, os.path.join(out_dir, "report.html"),
+                          extra_sections=extra)
+            st.update(len(sel.pool))
         sel.timings["report"] = round(time.perf_counter() - t1, 3)
     manifest = build_manifest(sel, outputs)
     with open(os.path.join(out_dir, "manifest.json"), "wb") as fh:

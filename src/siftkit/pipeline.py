@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
                   + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
     selectors = [make_selector(s) for s in cfg.steps]
     workers = cfg.workers or _auto_workers(len(pool))
+    progress.debug(f"workers: {workers} (of {os.cpu_count()} cores), engine {cfg.engine}, "
+                   f"cache {cfg.cache_dir}")
     tb = time.perf_counter()
     resolved = resolve_model_signals(cfg, pool, workers)
     if resolved is not cfg:
@@ -201,7 +204,12 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         if spec.role == "select" and budget is not None and budget > len(candidates):
             progress.warn(f"budget {budget:,} is larger than the {len(candidates):,} records left after "
                           f"earlier steps: selecting all of them")
-        res = sel.run(ctx, candidates, b)
+        with progress.stage(f"{spec.role}:{spec.selector}", total=len(candidates)) as st:
+            progress.debug(f"{spec.where}: {spec.selector} {sel.config()} on {len(candidates):,} records"
+                           + (f", budget {b:,}" if b is not None else ""))
+            res = sel.run(ctx, candidates, b)
+            st.update(len(candidates))
+            st.set(kept=len(res.kept), **{f"dropped_{k}": int(v) for k, v in res.dropped.items()})
         kept = np.asarray(res.kept, dtype=np.int64)
         _check_subset(sel, candidates, kept)
         gone = np.setdiff1d(candidates, kept, assume_unique=True)
