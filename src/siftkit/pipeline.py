@@ -209,7 +209,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
                            + (f", budget {b:,}" if b is not None else ""))
             res = sel.run(ctx, candidates, b)
             st.update(len(candidates))
-            st.set(kept=len(res.kept), **{f"dropped_{k}": int(v) for k, v in res.dropped.items()})
+            st.set(kept=len(res.kept), dropped={str(k): int(v) for k, v in res.dropped.items() if v})
         kept = np.asarray(res.kept, dtype=np.int64)
         _check_subset(sel, candidates, kept)
         gone = np.setdiff1d(candidates, kept, assume_unique=True)

@@ -140,6 +140,16 @@ def _num(n: float) -> str:
     return f"{int(n):,}" if float(n).is_integer() else f"{n:,.1f}"
 
 
+def _field(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, (int, float)):
+        return _num(v)
+    if isinstance(v, dict):
+        return "(" + ", ".join(f"{k} {_field(x)}" for k, x in v.items()) + ")"
+    return str(v)
+
+
 def _rate(r: float) -> str:
     return f"{r:,.0f}" if r >= 100 else f"{r:,.1f}" if r >= 1 else f"{r:.3g}"
 
@@ -242,8 +252,7 @@ class Stage:
                 payload["failed"] = True
             event("stage_end", stage=self.name, **payload)
         elif self.mode == "lines":
-            extra = "".join(f", {k} {_num(v) if isinstance(v, (int, float)) else v}"
-                            for k, v in self.fields.items())
+            extra = "".join(f", {k} {_field(v)}" for k, v in self.fields.items() if v != {})
             what = "failed after" if failed else "done:"
             rate_s = f" ({_rate(rate)} {self.unit}/s)" if self.n and dt >= 0.05 else ""
             _write(f"[{_dur(_elapsed()):>7}] {self.name}: {what} {_num(self.n)} {self.unit} in {_dur(dt)}"
