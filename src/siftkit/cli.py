@@ -153,7 +153,8 @@ def cmd_select(a: argparse.Namespace) -> int:
         on_error=a.on_error, cache_dir=a.cache_dir, workers=a.workers, engine=a.engine,
         method_params=_kv(a.param, "--param"), signals=[_parse_value(s) for s in a.signal],
         output={"dir": a.out, "format": a.output_format, "file_format": a.file_format,
-                "report": a.report or a.diversity, "diversity": a.diversity})
+                "report": a.report or a.diversity, "diversity": a.diversity,
+                **({"escape_special_tokens": True} if a.escape_special_tokens else {})})
     if a.method is None and a.preset is None and not a.stratify:
         progress.info("no --method given: using random (the study's strong baseline)")
     cfg = build_config(data, "select")
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--output-format", choices=["original", "messages", "sharegpt", "alpaca"], default="original")
     o.add_argument("--file-format", choices=["jsonl", "parquet"], default="jsonl")
     o.add_argument("--report", action="store_true", help="also write report.html")
+    o.add_argument("--escape-special-tokens", action="store_true",
+                   help="write literal special tokens (<|endoftext|>, [INST], ...) in an inert form (a zero-width "
+                        "space after the first character); see the special_tokens signal")
     o.add_argument("--diversity", action="store_true",
                    help="add diversity metrics (coverage, cluster entropy, Vendi, 2-D map) to the report, "
                         "computing default embeddings if no selector used any (needs [embed] for k-means)")

@@ -109,7 +109,8 @@ def _with_length_signals(sel: Selection) -> pa.Table:
     from .signals.compute import compute_signals
 
     cfg = sel.config
-    want = [("text_stats", "chars_total"), ({"name": "tokens", "tokenizer": cfg.tokenizer}, "tokens_total")]
+    want = [("text_stats", "chars_total"), ({"name": "tokens", "tokenizer": cfg.tokenizer}, "tokens_total"),
+            ({"name": "special_tokens", "tokenizer": cfg.tokenizer}, "special_tokens")]
     missing = [spec for spec, col in want if col not in sel.signals.column_names]
     if not missing:
         return sel.signals
@@ -124,7 +125,11 @@ def _with_length_signals(sel: Selection) -> pa.Table:
 
 
 def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_format: str = "jsonl",
-                    report: bool = False, diversity: bool = False) -> dict[str, Any]:
+                    report: bool = False, diversity: bool = False,
+                    escape_special_tokens: bool | None = None) -> dict[str, Any]:
+    """``escape_special_tokens`` (default: the run's ``output.escape_special_tokens``) writes literal special
+    tokens in an inert form (``siftkit.signals.special_tokens.escape_special_tokens``), in whichever format
+    is written; the pool itself is not changed."""
     import time
 
     t0 = time.perf_counter()
@@ -132,11 +137,19 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
     ext = "jsonl" if file_format == "jsonl" else "parquet"
     sel_path = os.path.join(out_dir, f"selected.{ext}")
     chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
+    if escape_special_tokens is None:
+        escape_special_tokens = bool((sel.config.output or {}).get("escape_special_tokens", False))
     with progress.stage("write", total=int(chosen.num_rows)) as st:
+        if escape_special_tokens:
+            from .signals.special_tokens import escape_special_tokens as _escape
+
+            chosen = _escape(chosen, sel.config.tokenizer)
         write_records(chosen, sel_path, fmt, file_format)
         st.update(int(chosen.num_rows))
     outputs: dict[str, Any] = {"selected": os.path.basename(sel_path), "format": fmt, "file_format": file_format,
                                "records": int(chosen.num_rows)}
+    if escape_special_tokens:
+        outputs["escape_special_tokens"] = True
     rank = np.full(len(sel.pool), -1, dtype=np.int64)
     rank[sel.selected] = np.arange(len(sel.selected))
     status_tbl = pa.table({

@@ -119,7 +119,8 @@ def signal_providers(cfg: RunConfig) -> list[Signal]:
     """Signals that may provide columns: the configured ones first, then the cheap defaults."""
     sigs = [build_signal(s) for s in cfg.signals]
     names = {s.name for s in sigs}
-    defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer}]
+    defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer},
+                           {"name": "special_tokens", "tokenizer": cfg.tokenizer}]
     for d in defaults:
         n = d if isinstance(d, str) else d["name"]
         if n not in names:
