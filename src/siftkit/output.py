@@ -98,10 +98,13 @@ def diversity_sections(sel: Selection, force: bool = False) -> list[dict[str, An
     ]
     m = d["map"]
     n_pool, n_sel = len(m["pool"]["x"]), len(m["selected"]["x"])
+    # one list of points: a pool sample, then a selection sample; the caption counts records, not points
     return [{"title": "Diversity", "text": f"Embeddings: {spec_key}", "table": rows},
             {"title": "Pool vs selection, 2-D PCA map",
              "scatter": {"x": m["pool"]["x"] + m["selected"]["x"], "y": m["pool"]["y"] + m["selected"]["y"],
-                         "selected": [False] * n_pool + [True] * n_sel, "xlabel": "PC1", "ylabel": "PC2"}}]
+                         "selected": [False] * n_pool + [True] * n_sel,
+                         "in_pool": [True] * n_pool + [False] * n_sel,
+                         "n_pool": len(sel.pool), "n_sel": len(sel.selected), "xlabel": "PC1", "ylabel": "PC2"}}]
 
 
 def _with_length_signals(sel: Selection) -> pa.Table:
