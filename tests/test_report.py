@@ -376,3 +376,7 @@ def test_special_tokens_per_source_section(tmp_path):
     assert f"{n_t0} of 6 records" in sec
     clean = render(tmp_path, pool, pa.table({"special_tokens": [0] * 6}), np.ones(6, bool), name="c.html")
     assert "No literal special tokens found" in clean
+
+
+def test_special_token_counts_are_not_a_length():
+    assert not D.is_length_signal("special_tokens") and D.is_length_signal("tokens_total")

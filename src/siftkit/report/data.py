@@ -26,8 +26,13 @@ LENGTH_PREFIXES = ("chars_", "tokens_")
 LENGTH_NAMES = ("chars", "tokens", "turns")
 
 
+NOT_LENGTHS = ("special_tokens",)   # counts of literal control tokens, not a length
+
+
 def is_length_signal(name: str) -> bool:
     """Length signals get their own section; token/char counts are shown on a log-x axis."""
+    if name in NOT_LENGTHS:
+        return False
     return name.startswith(LENGTH_PREFIXES) or name in LENGTH_NAMES or name.endswith(("_chars", "_tokens"))
 
 
