@@ -209,3 +209,16 @@ def test_fraction_budgets_are_of_the_candidates_and_recorded(small_pool, tmp_pat
     want = after_dedup if budget in ("100%", "1.0") else round(after_dedup * 0.5)
     assert m["budget_resolved"] == want == m["counts"]["selected"]
     assert len((out / "selected.jsonl").read_text().splitlines()) == want
+
+
+@pytest.mark.parametrize("expr", ["10**10**10 > tokens_total", "quantile(tokens_total, 'x') > 1",
+                                  "min(tokens_total) > 1", "[1]*10**9 == 1",
+                                  "source * 2 > 1", "tokens_total == 'long'"])
+def test_bad_filters_fail_with_exit_2_before_any_signal_is_computed(small_pool, tmp_path, expr, capsys):
+    cache = tmp_path / "c"
+    rc = run_cli("select", str(small_pool), "--budget", "2", "--filter", expr, "--out", str(tmp_path / "o"),
+                 "--cache-dir", str(cache))
+    assert rc == 2
+    assert "expression" in capsys.readouterr().err
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
+    assert not (tmp_path / "o").exists()

@@ -185,3 +185,46 @@ def test_selector_errors_name_the_step() -> None:
     with pytest.raises(ConfigError) as e:
         parse_step({"select": "kmeans", "kk": 3}, "recipe: steps[1]")
     assert str(e.value) == "recipe: steps[1].select: kmeans: got an unexpected keyword argument 'kk'"
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("10**10**10 > tokens_total", "overflows"),
+    ("x * 10**309 > 1", "overflows"),
+    ("x * 1e309 > 1", "too large"),
+    ("x > 1" + "0" * 400, "too large"),
+    ("[1]*10**9 == 1", "arithmetic needs numbers"),
+    ("'ab' * 3 == x", "arithmetic needs numbers"),
+    ("quantile(x, 'x') > 1", "quantile"),
+    ("quantile(x, 2) > 1", "between 0 and 1"),
+    ("min(x) > 1", "takes 2 arguments"),
+    ("log(x, 2) > 1", "takes 1 argument"),
+    ("log > 1", "is a function"),
+    ("x + 1", "must be a condition"),
+    ("x in 'abc'", "needs a list"),
+    ("x in [y]", "constants"),
+    ("not 3", "needs a condition"),
+    ("'a' + x > 1", "arithmetic needs numbers"),
+])
+def test_filter_expressions_are_bounded_and_checked_when_parsed(bad, msg):
+    with pytest.raises(ConfigError, match=msg):
+        Expression(bad)
+
+
+def test_filter_expression_checked_against_column_kinds_before_work():
+    e = Expression("source * 2 > 1")           # shape is fine; 'source' is text
+    with pytest.raises(ConfigError, match="arithmetic needs numbers"):
+        e.check_columns({})
+    with pytest.raises(ConfigError, match="compare text with a number"):
+        Expression("tokens_total == 'long'").check_columns({"tokens_total": "num"})
+    with pytest.raises(ConfigError, match="lists or vectors"):
+        Expression("emb > 1").check_columns({"emb": "other"})
+    Expression("log1p(tokens_total) > 2 and source in ['a']").check_columns({"tokens_total": "num"})
+
+
+def test_big_integer_constants_evaluate_in_float_without_hanging():
+    c = ctx()
+    x = c.column("x")
+    r = FilterSelector("x * 10**300 > 10**299").run(c, ALL, None)
+    assert r.kept.tolist() == np.flatnonzero(x * 1e300 > 1e299).tolist()
+    r = FilterSelector("2**1000 > x").run(c, ALL, None)   # folded to a float once, at parse time
+    assert len(r.kept) == 100

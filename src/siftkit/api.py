@@ -1,9 +1,17 @@
-"""The Python API. Each function mirrors a CLI subcommand and builds the same validated config."""
+"""The Python API. Each function mirrors a CLI subcommand and builds the same validated config.
+
+Inputs are paths (files, folders, globs, ``hf:NAME``), input specs (``InputSpec`` or a dict with ``path``),
+or in-memory data: a HF ``datasets.Dataset`` / ``DatasetDict`` (with ``split=``), a pandas or polars
+DataFrame, a ``pyarrow.Table`` / ``RecordBatch``, a list of dicts or of conversations (lists of strings), or
+a dict ``{"data": <any of those>, "source": ..., "format": ..., "mapping": ..., "split": ...}``; or a list
+mixing them. In-memory data goes through the same adaptation, validation and rejects as files
+(``siftkit.io.memory``; docs/api.md). Every function checks the run's needs first (``siftkit.preflight``).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,41 +21,98 @@ from .config import RunConfig, build_config, load_recipe
 from .errors import ConfigError
 from .io.pool import InputSpec, Pool, read_pool
 
-Inputs = str | os.PathLike | InputSpec | dict | Sequence[str | os.PathLike | InputSpec | dict]
+# A path, an input spec, in-memory data (a Dataset, DataFrame, Arrow table, list of records), or a list of them
+Inputs = Any
 
 
 def _input_list(inputs: Inputs, *, format: str | None = None, mapping: dict | None = None,
-                source: str | None = None, header: bool | None = None) -> list[dict[str, Any]]:
-    if isinstance(inputs, (str, os.PathLike, InputSpec, dict)):
+                source: str | None = None, header: bool | None = None,
+                split: str | None = None) -> list[dict[str, Any] | InputSpec]:
+    """Inputs as recipe-style dicts (paths) and ``InputSpec`` objects carrying ``data`` (in-memory inputs);
+    ``format``/``mapping``/``source``/``header``/``split`` apply to each input that does not set its own."""
+    from collections.abc import Iterator
+
+    from .io import memory
+
+    if isinstance(inputs, Iterator) and not memory.is_memory(inputs):   # a generator: of records or of inputs
+        inputs = list(inputs)
+    if memory.is_memory(inputs) or isinstance(inputs, (str, os.PathLike, InputSpec, Mapping)):
         inputs = [inputs]
-    out = []
+    out: list[dict[str, Any] | InputSpec] = []
     for x in inputs:
+        if memory.is_memory(x) or (isinstance(x, Mapping) and "data" in x):
+            opts = {"source": source, "format": format, "mapping": mapping, "split": split}
+            if isinstance(x, Mapping) and "data" in x:
+                unknown = set(x) - {"data", "source", "format", "mapping", "split"}
+                if unknown:
+                    raise ConfigError(f"unknown in-memory input keys {sorted(unknown)}; allowed: data, source, "
+                                      f"format, mapping, split")
+                opts.update({k: v for k, v in x.items() if k != "data" and v is not None})
+                x = x["data"]
+                if not memory.is_memory(x):
+                    raise ConfigError(f"'data' must be in-memory records (a Dataset, DataFrame, Arrow table or "
+                                      f"list of dicts), not {type(x).__name__}")
+            out.append(memory.memory_spec(x, **opts))
+            continue
         spec = InputSpec.coerce(x)
         d = {k: v for k, v in vars(spec).items() if v is not None}
         for k, v in (("format", format), ("mapping", mapping), ("source", source), ("header", header)):
             if v is not None and k not in d:
                 d[k] = v
         out.append(d)
+    memory.unique_labels(out)
     return out
 
 
+def _config_inputs(specs: Sequence[dict[str, Any] | InputSpec]) -> list[Any]:
+    """What goes into the config (and the manifest) for each input: in-memory ones by their label."""
+    return [s.path if isinstance(s, InputSpec) else s for s in specs]
+
+
+def _has_memory(specs: Sequence[Any]) -> bool:
+    return any(isinstance(s, InputSpec) and s.data is not None for s in specs)
+
+
+def _any_memory(inputs: Any) -> bool:
+    from .io import memory
+
+    if inputs is None:
+        return False
+    items = inputs if isinstance(inputs, (list, tuple)) and not memory.is_memory(inputs) else [inputs]
+    return any(memory.is_memory(x) or (isinstance(x, Mapping) and "data" in x) for x in items)
+
+
 def read(inputs: Inputs, *, on_error: str = "raise", format: str | None = None, mapping: dict | None = None,
-         source: str | None = None, header: bool | None = None, workers: int | None = None) -> Pool:
-    """Read files/folders/globs into a canonical pool (``siftkit read``)."""
-    return read_pool(_input_list(inputs, format=format, mapping=mapping, source=source, header=header),
-                     on_error=on_error, workers=workers)
+         source: str | None = None, header: bool | None = None, split: str | None = None,
+         workers: int | None = None) -> Pool:
+    """Read files/folders/globs or in-memory data into a canonical pool (``siftkit read``)."""
+    specs = _input_list(inputs, format=format, mapping=mapping, source=source, header=header, split=split)
+    from .preflight import check_inputs
+
+    check_inputs(specs)   # hf: inputs need datasets
+    return read_pool(specs, on_error=on_error, workers=workers)
+
+
+def signal_specs(signals: Sequence[str | dict], tokenizer: str | None = None) -> list[Any]:
+    """Signal specs with a bare ``"tokens"`` given the run's tokenizer."""
+    return [({"name": "tokens", "tokenizer": tokenizer} if s == "tokens" else s) for s in signals]
 
 
 def score(pool: Pool | Inputs, signals: Sequence[str | dict] = ("text_stats", "tokens"), *,
           tokenizer: str | None = None, cache_dir: str = ".siftkit", workers: int | None = None,
-          engine: str = "local", refresh: bool = False, on_error: str = "raise") -> pa.Table:
-    """Compute (or reuse from the cache) signals; returns a table aligned with the pool (``siftkit score``)."""
+          engine: str = "local", refresh: bool = False, on_error: str = "raise", format: str | None = None,
+          mapping: dict | None = None, source: str | None = None, split: str | None = None) -> pa.Table:
+    """Compute (or reuse from the cache) signals; returns a table aligned with the pool (``siftkit score``).
+    The signals' extras and files are checked before the pool is read; ``format``, ``mapping``, ``source``
+    and ``split`` apply to the inputs as in ``read``."""
+    from .preflight import check_signals
     from .signals.compute import compute_signals
 
+    built = check_signals(signal_specs(signals, tokenizer), engine=engine)
     if not isinstance(pool, Pool):
-        pool = read(pool, on_error=on_error, workers=workers)
-    specs = [({"name": "tokens", "tokenizer": tokenizer} if s == "tokens" else s) for s in signals]
-    return compute_signals(pool.table, specs, cache_dir, workers=workers or 1, engine=engine, refresh=refresh)
+        pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
+                    split=split)
+    return compute_signals(pool.table, built, cache_dir, workers=workers or 1, engine=engine, refresh=refresh)
 
 
 def selection_config(inputs: Any, *, budget: Any = None, method: str | None = None, by: str | None = None,
@@ -102,13 +167,27 @@ def selection_config(inputs: Any, *, budget: Any = None, method: str | None = No
     return data
 
 
-def select(inputs: Pool | Inputs, budget: Any, **options: Any) -> Selection:
-    """Select ``budget`` records (``siftkit select``); options as in ``selection_config``."""
-    from .pipeline import run_selection
+def select(inputs: Pool | Inputs, budget: Any, *, format: str | None = None, mapping: dict | None = None,
+           source: str | None = None, split: str | None = None, **options: Any) -> Selection:
+    """Select ``budget`` records (``siftkit select``); options as in ``selection_config``; ``format``,
+    ``mapping``, ``source`` and ``split`` apply to the inputs as in ``read``."""
+    if isinstance(inputs, Pool):
+        cfg = build_config(selection_config(["<pool>"], budget=budget, **options), "select")
+        return _run(cfg, None, inputs)
+    specs = _input_list(inputs, format=format, mapping=mapping, source=source, split=split)
+    cfg = build_config(selection_config(_config_inputs(specs), budget=budget, **options), "select")
+    return _run(cfg, specs)
 
-    pool = inputs if isinstance(inputs, Pool) else None
-    data = selection_config(["<pool>"] if pool is not None else _input_list(inputs), budget=budget, **options)
-    cfg = build_config(data, "select")
+
+def _run(cfg: RunConfig, specs: Sequence[Any] | None, pool: Pool | None = None) -> Selection:
+    """run_selection; in-memory inputs are read here (after the pre-flight checks) instead of from the config,
+    which holds their labels only."""
+    from .pipeline import run_selection
+    from .preflight import preflight
+
+    if pool is None and specs is not None and _has_memory(specs):
+        preflight(cfg)
+        pool = read_pool(list(specs), on_error=cfg.on_error, workers=cfg.workers)
     return run_selection(cfg, pool=pool)
 
 
@@ -118,14 +197,18 @@ def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
     from .output import write_selection
     from .pipeline import run_selection
 
+    specs = None
     if isinstance(recipe, dict):
         data, where = dict(recipe), "recipe"
+        if _any_memory(data.get("inputs")):   # read after the checks; the config holds their labels
+            specs = _input_list(data["inputs"])
+            data["inputs"] = _config_inputs(specs)
     else:
         data, where = load_recipe(str(recipe)), str(recipe)
     for k, v in (overrides or {}).items():
         _set_path(data, k, v)
     cfg = build_config(data, where)
-    sel = run_selection(cfg)
+    sel = _run(cfg, specs) if specs is not None else run_selection(cfg)
     manifest = None
     if write:
         out = cfg.output
@@ -152,10 +235,19 @@ def report(out_dir: str, path: str | None = None) -> str:
 
 def inspect(pool: Pool | Inputs, *, signals: Sequence[str | dict] = ("text_stats", "tokens"),
             tokenizer: str | None = None, cache_dir: str = ".siftkit", workers: int | None = None,
-            on_error: str = "raise", by: str = "source") -> dict[str, Any]:
-    """Counts and signal percentiles, overall and per source (``siftkit inspect``)."""
+            on_error: str = "raise", by: str = "source", format: str | None = None, mapping: dict | None = None,
+            source: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """Counts and signal percentiles, overall and per source (``siftkit inspect``); ``format``, ``mapping``,
+    ``source`` and ``split`` apply to the inputs as in ``read``."""
+    from .pipeline import POOL_COLUMNS
+    from .preflight import check_signals
+
+    if by not in POOL_COLUMNS:
+        raise ConfigError(f"inspect: --by must be a pool column ({', '.join(POOL_COLUMNS)}), not {by!r}")
+    check_signals(signal_specs(signals, tokenizer))
     if not isinstance(pool, Pool):
-        pool = read(pool, on_error=on_error, workers=workers)
+        pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
+                    split=split)
     table = score(pool, signals, tokenizer=tokenizer, cache_dir=cache_dir, workers=workers)
     groups = np.asarray(pool.table.column(by).to_pylist(), dtype=object)
     qs = [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0]

@@ -107,10 +107,12 @@ def cmd_read(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from .api import read, score
+    from .api import read, score, signal_specs
+    from .preflight import check_signals
 
-    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
     signals = [s.strip() for s in a.signals.split(",") if s.strip()]
+    check_signals(signal_specs(signals, a.tokenizer), engine=a.engine)   # before reading: a missing extra fails in a second, not after the read
+    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
     table = score(pool, signals, tokenizer=a.tokenizer, cache_dir=a.cache_dir, workers=a.workers,
                   engine=a.engine, refresh=a.refresh)
     progress.info(f"scored {len(pool):,} records: columns {', '.join(table.column_names)} "

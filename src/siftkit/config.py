@@ -62,6 +62,8 @@ class RunConfig:
     workers: int | None = None
     engine: str = "local"
     raw: dict[str, Any] = field(default_factory=dict)   # the normalised dict (goes into the manifest)
+    preset: str | None = None                  # the preset the steps came from, if any (for messages)
+    preset_from: tuple[int, int] = (0, 0)      # index of its first step and first signal in steps / signals
 
 
 def parse_step(step: Any, where: str) -> StepSpec:
@@ -150,9 +152,12 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    preset, preset_from = None, (0, 0)
     if data.get("preset"):
         from .presets import expand_preset
 
+        preset = data["preset"].get("name") if isinstance(data["preset"], dict) else data["preset"]
+        preset_from = (len(data.get("steps") or []), len(data.get("signals") or []))
         data = expand_preset(data, source)
     inputs = data.get("inputs")
     if not inputs:
@@ -226,4 +231,5 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     data["signals"] = norm_signals
     return RunConfig(inputs=inputs, on_error=on_error, tokenizer=data.get("tokenizer"), signals=norm_signals,
                      steps=steps, budget=data.get("budget"), seed=seed, output=output,
-                     cache_dir=data.get("cache_dir", ".siftkit"), workers=workers, engine=engine, raw=data)
+                     cache_dir=data.get("cache_dir", ".siftkit"), workers=workers, engine=engine, raw=data,
+                     preset=preset, preset_from=preset_from)

@@ -79,6 +79,65 @@ class Selection:
         m[self.selected] = True
         return m
 
+    # ------------------------------------------------------------ exports
+
+    def _rows(self) -> pa.Array:
+        return pa.array(self.selected, pa.int64())
+
+    def records(self, original: bool = False) -> list[Any]:
+        """The selected records as Python objects, in the order of ``ids``: canonical rows (dicts with
+        ``id``, ``source``, ``file``, ``row``, ``line``, ``messages``, ``original``), or with ``original=True``
+        each record as it was read (the ``original`` JSON parsed)."""
+        if original:
+            import orjson
+
+            return [orjson.loads(s) for s in self.pool.table.column("original").take(self._rows()).to_pylist()]
+        return self.pool.table.take(self._rows()).to_pylist()
+
+    def to_arrow(self, original: bool = False, signals: bool = False) -> pa.Table:
+        """The selected pool rows as an Arrow table, in the order of ``ids`` (pool order, as ``write``
+        writes them): the canonical schema (``siftkit.io.pool.POOL_SCHEMA``), plus the signal columns with
+        ``signals=True``. ``original=True``: the original records instead (``original`` parsed; columns are
+        the union of their fields; records that are not mappings, or whose fields' types clash, are an
+        error: use ``records(original=True)``)."""
+        if original:
+            table = _records_table(self.records(original=True))
+        else:
+            table = self.pool.table.take(self._rows())
+        if signals and self.signals.num_columns:
+            sig = self.signals.take(self._rows())
+            for name in sig.column_names:
+                if name not in table.column_names:
+                    table = table.append_column(name, sig.column(name))
+        return table
+
+    def to_pandas(self, original: bool = False, signals: bool = False) -> Any:
+        """``to_arrow(...)`` as a pandas DataFrame (needs pandas). With ``original=True`` the original
+        records go straight into ``pandas.DataFrame`` (missing fields are NaN)."""
+        from .preflight import require
+
+        require({"pandas": ""}, "Selection.to_pandas()")
+        if original:
+            import pandas as pd
+
+            df = pd.DataFrame.from_records(self.records(original=True))
+            if signals and self.signals.num_columns:
+                sig = self.signals.take(self._rows()).to_pandas()
+                for name in sig.columns:
+                    if name not in df.columns:
+                        df[name] = sig[name].to_numpy()
+            return df
+        return self.to_arrow(signals=signals).to_pandas()
+
+    def to_dataset(self, original: bool = False, signals: bool = False) -> Any:
+        """``to_arrow(...)`` as a Hugging Face ``datasets.Dataset`` (needs the ``hf`` extra)."""
+        from .preflight import require
+
+        require({"datasets": ""}, "Selection.to_dataset()")
+        import datasets
+
+        return datasets.Dataset(self.to_arrow(original=original, signals=signals))
+
     def counts(self) -> dict[str, Any]:
         c = self.pool.counts()
         by_step: dict[str, int] = {}
@@ -109,6 +168,23 @@ class Selection:
             for s_name, v in c["by_source"].items():
                 v[key] = int(per.get(s_name, 0))
         return c
+
+
+def _records_table(records: list[Any]) -> pa.Table:
+    """Original records (mappings) as one Arrow table whose columns are the union of their fields."""
+    from .errors import InputDataError
+
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise InputDataError(f"selected record {bad} was read as a {type(records[bad]).__name__}, not a mapping: "
+                             f"it has no columns (use records(original=True), or original=False)")
+    if not records:
+        return pa.table({})
+    try:
+        return pa.Table.from_struct_array(pa.array(records))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputDataError(f"the original records do not fit one table ({e}); use records(original=True) "
+                             f"or to_pandas(original=True)") from None
 
 
 def make_selector(step: StepSpec) -> Selector:
@@ -144,11 +220,16 @@ def plan_signals(cfg: RunConfig, selectors: list[Selector]) -> list[Signal]:
             sig = col_to_sig.get(col)
             if sig is None:
                 raise ConfigError(f"{sel.name}: no signal provides column {col!r}. Cheap columns: "
-                                  f"{', '.join(sorted(col_to_sig))}; model signals must be listed under "
-                                  f"'signals' (see `siftkit signals`)")
+                                  f"{', '.join(sorted(col_to_sig))}; pool columns: {', '.join(POOL_COLUMNS)}; "
+                                  f"model signals must be listed under 'signals' (see `siftkit list signals`)")
             if sig.fingerprint() not in chosen_fp:
                 chosen.append(sig)
                 chosen_fp.add(sig.fingerprint())
+    from .selectors.expr import kind_of_type
+
+    kinds = {c: kind_of_type(t) for s in providers for c, t in s.columns().items()}
+    for sel in selectors:
+        sel.check_columns(kinds)   # kinds and a one-row trial, before any signal is computed
     return chosen
 
 
@@ -164,12 +245,17 @@ def resolve_model_signals(cfg: RunConfig, pool: Pool, workers: int = 1) -> RunCo
 
 
 def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
+    from .preflight import preflight
+
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    preflight(cfg)   # extras, columns and local paths: before any reading or computing
     if pool is None:
         pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers)
     timings["read"] = round(time.perf_counter() - t0, 3)
+    n_memory = sum(1 for f in pool.table.column("file").unique().to_pylist() if f.startswith("<"))
     progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
+                  + (f" and {n_memory} in-memory input(s)" if n_memory else "")
                   + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
     selectors = [make_selector(s) for s in cfg.steps]
     workers = cfg.workers or _auto_workers(len(pool))

@@ -24,6 +24,15 @@ def cmd_bench(a: argparse.Namespace) -> int:
         for c in plan_cells(cfg, a.only):
             print(f"{c.name}\tbudget={c.budget}\tseed={c.seed}\t{c.path}")
         return 0
+    if not a.report_only:   # the bench extra and every method's needs, before any cell runs
+        from ..config import build_config
+        from ..preflight import preflight, require
+
+        require({m: "fine-tuning and evaluation" for m in ("torch", "transformers", "trl", "peft", "datasets")},
+                "siftkit bench")
+        for m in cfg.methods:
+            preflight(build_config({"inputs": cfg.inputs, "budget": 1, "tokenizer": cfg.tokenizer, **m.recipe},
+                                   f"{a.config}: methods.{m.name}"))
     results = write_results(cfg) if a.report_only else run_bench(cfg, only=a.only)
     progress.info(f"bench: results in {cfg.output}/results.md and {cfg.output}/bench_report.html")
     import os

@@ -57,6 +57,7 @@ class InputSpec:
     mapping: dict[str, Any] | None = None
     header: bool | None = None
     split: str | None = None  # for HF datasets
+    data: Any = None          # in-memory records (siftkit.io.memory); ``path`` is then their label
 
     @classmethod
     def coerce(cls, value: InputSpec | str | os.PathLike | Mapping[str, Any]) -> InputSpec:
@@ -83,6 +84,7 @@ class FileTask:
     header: bool | None
     recover: bool
     byte_range: tuple[int, int, int] | None = None
+    records: Any = None       # in-memory input: a callable yielding RawRecords (siftkit.io.memory)
 
 
 @dataclass
@@ -185,6 +187,11 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool) -> tuple[list[Fil
                               f"known: {', '.join(F.FORMATS)}")
         if spec.mapping is not None:
             F.make_mapping_adapter(spec.mapping)  # validate early
+        if spec.data is not None:
+            from .memory import memory_task
+
+            tasks.append(memory_task(spec, recover))
+            continue
         path = os.path.expanduser(spec.path)
         if path.startswith("hf:"):
             tasks.append(FileTask(path, path[3:], spec.source or path[3:].split("/")[-1], spec.format,
@@ -266,6 +273,8 @@ def _disambiguate_rels(tasks: list[FileTask]) -> None:
 # ---------------------------------------------------------------- per-file work
 
 def _raw_iter(task: FileTask) -> Iterable[R.RawRecord | R.ParseProblem]:
+    if task.records is not None:
+        return task.records()
     if task.path.startswith("hf:"):
         return _read_hf_hub(task)
     kind = R.file_kind(task.path)
@@ -394,7 +403,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
     }, schema=POOL_SCHEMA)
     first_chunk = task.byte_range is None or task.byte_range[0] == 0
     info = None
-    if first_chunk and not task.path.startswith("hf:"):
+    if first_chunk and task.records is None and not task.path.startswith("hf:"):
         info = FileInfo(task.path, task.rel, task.source, fmt or "unknown", os.path.getsize(task.path),
                         _file_sha256(task.path))
     return {"table": table, "rejects": rejects, "info": info, "rel": task.rel, "format": fmt}

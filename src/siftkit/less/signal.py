@@ -34,6 +34,8 @@ class LessGrads(Signal):
     batch_size: ClassVar[int] = 256
     parallel: ClassVar[bool] = False        # torch uses every core (or the GPU) itself
     shard_size: ClassVar[int | None] = 1024
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft")
+    requires_for: ClassVar[str] = "LESS gradients"
 
     def __init__(self, model: str, checkpoint: str, *, adam: bool = True, dim: int = 8192, proj_seed: int = 0,
                  projection: str = "pcg64",

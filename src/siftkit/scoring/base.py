@@ -33,6 +33,17 @@ class ModelSignal(Signal):
     batch_size = 512          # records per compute() call; forward batches are planned by token budget
     parallel = False          # torch uses every core (or the GPU) itself
     shard_size = 2048         # cache a part every 2,048 records: resume loses little model time
+    requires, requires_for = ("torch", "transformers"), "model-based scoring"
+
+    def requirements(self) -> dict[str, str]:
+        out = super().requirements()
+        if self.model.lower().endswith(".gguf") or self.gguf_file:
+            out["gguf"] = "loading .gguf models"
+        if self.quantization:
+            out["bitsandbytes"] = f"{self.quantization} quantised loading"
+        if getattr(self, "backend", None) == "vllm":
+            out["vllm"] = "the vLLM scoring backend"
+        return out
 
     def __init__(self, model: str, *, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto",
                  quantization: str | None = None, trust_remote_code: bool = False,

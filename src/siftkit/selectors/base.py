@@ -89,10 +89,21 @@ class StepResult:
 class Selector(ABC):
     name: ClassVar[str]
     role: ClassVar[str] = "select"      # "filter", "dedup" or "select"
+    requires: ClassVar[tuple[str, ...]] = ()  # optional packages (import names) this step imports when it runs
+    requires_for: ClassVar[str] = ""          # what they are for (shown when one is missing)
+
+    def requirements(self) -> dict[str, str]:
+        """Optional packages this step needs (import name -> what for), checked by ``siftkit.preflight``
+        before any reading. Default: the class's ``requires``; override when they depend on parameters."""
+        return {m: self.requires_for for m in self.requires}
 
     def needs(self) -> list[str]:
         """Signal columns this selector reads (the pipeline computes the signals that provide them)."""
         return []
+
+    def check_columns(self, kinds: dict[str, str]) -> None:
+        """Check the columns this selector reads against their kinds (``"num"``, ``"str"``, ``"bool"``,
+        ``"other"``) before any signal is computed; raise ConfigError on a mismatch."""
 
     def config(self) -> dict[str, Any]:
         return {}

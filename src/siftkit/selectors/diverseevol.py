@@ -166,6 +166,12 @@ class Retrainer:
 @register_selector("diverseevol")
 class DiverseEvolSelect(Selector):
     role = "select"
+    requires_for = "retraining between rounds"
+
+    def requirements(self) -> dict[str, str]:
+        if self.retrain is None:
+            return {}
+        return {m: self.requires_for for m in ("torch", "transformers", "trl", "peft", "datasets")}
 
     def __init__(self, initial_size: int = 1000, round_size: int = 3000,
                  embedding: dict[str, Any] | str | None = None, normalize: bool = True,

@@ -126,6 +126,7 @@ def facility_location_greedy(nbr: np.ndarray, sim: np.ndarray, budget: int, meth
 @register_selector("facility-location")
 class FacilityLocationSelect(Selector):
     role = "select"
+    requires, requires_for = ("faiss",), "the kNN graph"
 
     def __init__(self, embedding: dict[str, Any] | str | None = None, knn: int = 10, method: str = "lazy",
                  epsilon: float = 0.01, exact_limit: int = 100_000, nprobe: int = 16):

@@ -24,6 +24,9 @@ class FilterSelector(Selector):
     def needs(self) -> list[str]:
         return [n for n in self.expr.names if n not in ("source", "file", "row", "id", "line")]
 
+    def check_columns(self, kinds: dict[str, str]) -> None:
+        self.expr.check_columns(kinds)
+
     def config(self) -> dict[str, Any]:
         return {"expr": self.expr.text}
 

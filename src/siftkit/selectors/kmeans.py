@@ -123,6 +123,7 @@ def balanced_pick(labels: np.ndarray, quota: np.ndarray, scores: np.ndarray | No
 @register_selector("kmeans")
 class KMeansSelect(Selector):
     role = "select"
+    requires, requires_for = ("faiss",), "k-means"
 
     def __init__(self, k: int = 100, by: str | None = None, within: str = "top", quota: str = "proportional",
                  temperature: float = 1.0, embedding: dict[str, Any] | str | None = None, niter: int = 20,

@@ -51,6 +51,8 @@ def less_scores(features: list[np.ndarray], targets: list[np.ndarray], lrs: list
 @register_selector("less")
 class LESSSelect(Selector):
     role = "select"
+    requires = ("torch", "transformers", "peft", "trl", "datasets")
+    requires_for = "LESS warm-up and gradients"
 
     def __init__(self, model: str | None = None, targets: str | list[str] | None = None, task_by: str = "source",
                  warmup_fraction: float = 0.05, warmup: str | None = None, train: dict[str, Any] | None = None,

@@ -49,6 +49,10 @@ def semdedup_keep(x: np.ndarray, labels: np.ndarray, eps: float, scores: np.ndar
 @register_selector("semdedup")
 class SemDeDup(Selector):
     role = "dedup"
+    requires, requires_for = ("faiss",), "k-means"
+
+    def requirements(self) -> dict[str, str]:
+        return {} if self.k == 1 else super().requirements()   # one cluster: no k-means
 
     def __init__(self, eps: float = 0.05, k: int | None = None, by: str | None = None,
                  embedding: dict[str, Any] | str | None = None, niter: int = 20, clusters_path: str | None = None):

@@ -28,6 +28,13 @@ class Signal(ABC):
     parallel: ClassVar[bool] = True      # False when compute() already uses all cores (threads, GPU)
     shard_size: ClassVar[int | None] = None  # records per cached part (None: the driver's default); small for
                                              # slow signals so a killed run loses little work
+    requires: ClassVar[tuple[str, ...]] = ()  # optional packages (import names) this signal imports when it runs
+    requires_for: ClassVar[str] = ""          # what they are for (shown when one is missing)
+
+    def requirements(self) -> dict[str, str]:
+        """Optional packages this signal needs (import name -> what for), checked by ``siftkit.preflight``
+        before any reading. Default: the class's ``requires``; override when they depend on parameters."""
+        return {m: self.requires_for for m in self.requires}
 
     def config(self) -> dict[str, Any]:
         """Everything that changes this signal's output (used for the cache fingerprint)."""

@@ -72,6 +72,18 @@ class EmbeddingSignal(Signal):
             cfg.update(pooling=self.pooling, layer=self.layer, gguf_file=self.gguf_file, dtype=self.dtype)
         return cfg
 
+    def requirements(self) -> dict[str, str]:
+        if self.backend == "sentence-transformers":
+            return {"sentence_transformers": "sentence-transformers embeddings", "torch": "sentence-transformers embeddings"}
+        if self.backend == "causal-lm":
+            out = {"torch": "causal-LM embeddings", "transformers": "causal-LM embeddings"}
+            if self.model.lower().endswith(".gguf") or self.gguf_file:
+                out["gguf"] = "loading .gguf models"
+            return out
+        if self.model != DEFAULT_MODELS["static"] and not os.path.isdir(self.model):
+            return {"huggingface_hub": f"downloading the static model {self.model!r}"}
+        return {}
+
     def columns(self) -> dict[str, pa.DataType]:
         return {self.name: pa.float16()}
 

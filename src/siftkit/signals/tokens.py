@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..registry import register_signal
 from .base import Signal
 from .segments import flatten
-from .tokenizer import load_tokenizer, tokenizer_identity
+from .tokenizer import load_tokenizer, tokenizer_file, tokenizer_identity
 
 _SPLITTING_PRETOKENIZERS = {"WhitespaceSplit", "Whitespace", "BertPreTokenizer"}
 # Python's str.split() also splits on U+001C..U+001F, which Rust's char::is_whitespace does not.
@@ -210,6 +210,17 @@ class TokenCounts(Signal):
     def config(self) -> dict[str, Any]:
         # mode is not part of the fingerprint: both modes give the same counts.
         return dict(self._ident)
+
+    def requirements(self) -> dict[str, str]:
+        """A .gguf file or a model folder without tokenizer.json is loaded through transformers."""
+        import os
+
+        spec = os.path.expanduser(str(self.tokenizer or ""))
+        if spec.lower().endswith(".gguf"):
+            return {"transformers": "tokenizers from .gguf files", "gguf": "tokenizers from .gguf files"}
+        if os.path.isdir(spec) and tokenizer_file(spec) is None:
+            return {"transformers": f"the tokenizer of {self.tokenizer!r}"}
+        return {}
 
     def columns(self) -> dict[str, pa.DataType]:
         return {"tokens_query": pa.int64(), "tokens_response": pa.int64(), "tokens_total": pa.int64()}
