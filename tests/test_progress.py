@@ -140,10 +140,9 @@ def test_stage_lines_at_most_every_interval(capsys):
             st.update(10)
         assert len(capsys.readouterr().err.splitlines()) == 2
         progress.configure(log_format="json", interval=0.0)
-        with pytest.raises(RuntimeError):
-            with progress.stage("boom", total=5) as st:
-                st.update(1)
-                raise RuntimeError("x")
+        with pytest.raises(RuntimeError), progress.stage("boom", total=5) as st:
+            st.update(1)
+            raise RuntimeError("x")
         ev = [json.loads(ln) for ln in capsys.readouterr().err.splitlines()]
         assert [e["event"] for e in ev] == ["stage_start", "stage_progress", "stage_end"]
         assert ev[1]["done"] == 1 and ev[1]["total"] == 5 and ev[2]["failed"] is True
