@@ -123,6 +123,10 @@ def test_escape_in_converted_and_original_output(pool_dir, tmp_path):
     page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
     sec = page[page.index('id="special-tokens"'):].split("</section>", 1)[0]
     assert '<tr><td>t0</td><td class="num">30</td><td class="num">10</td><td>33.3%</td>' in sec
+    (tmp_path / "rep" / "report.html").unlink()                 # `siftkit report OUT` rebuilds the same section
+    assert main(["-q", "report", str(tmp_path / "rep")]) == 0
+    again = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert again[again.index('id="special-tokens"'):].split("</section>", 1)[0] == sec
 
 
 def test_escape_option_in_a_recipe(pool_dir, tmp_path):

@@ -226,5 +226,7 @@ def report_from_output(out_dir: str, path: str | None = None) -> str:
     from .report import render_report
 
     out = path or os.path.join(out_dir, "report.html")
-    render_report(pool.table, signals, sel.mask, manifest, out)
+    with progress.stage("report", total=len(pool)) as stage:
+        render_report(pool.table, _with_length_signals(sel), sel.mask, manifest, out)   # as write_selection does
+        stage.update(len(pool))
     return out
