@@ -260,7 +260,123 @@ def test_manifest_counts_win_and_steps_without_reasons_count_in_minus_out(tmp_pa
     sel = np.zeros(100, bool)
     sel[:10] = True
     page = render(tmp_path, pool, sig, sel, manifest)
-    assert re.search(r'tile-read.*?<span class="value">102</span>', page)       # records + rejected
+    # read = the pool's records (as in the per-source table); the 2 rejected come on top, not inside it
+    assert re.search(r'tile-read.*?<span class="value">100</span>', page)
     assert re.search(r'tile-duplicates.*?<span class="value">4</span>', page)
     assert "filtered: filter: turns &gt; 1</td><td class=\"num\">6<" in page
     assert "not chosen: stratified</td><td class=\"num\">80<" in page
+
+
+# ---------------------------------------------------------------- issue 10: one source of truth, captions, header, sample
+
+def _tile(page: str, key: str) -> str:
+    return re.search(rf'tile-{key}".*?<span class="value">([\d,]+)</span>', page).group(1).replace(",", "")
+
+
+def test_cards_and_tables_use_the_manifest_counts(tmp_path):
+    """An end-to-end run with rejects: the READ card, the counts table, the per-source table and the source
+    mix caption all show the pool's record count (manifest counts.records); rejects are counted beside it."""
+    from conftest import convo, write_jsonl
+    from siftkit.cli import main
+
+    rows = [convo(f"question {i} " + "w " * (i % 7), f"answer {i} " + "t " * (i % 11)) for i in range(40)]
+    write_jsonl(tmp_path / "pool" / "a" / "x.jsonl", rows + [{"messages": []}, {"messages": [{"role": "user"}]}])
+    write_jsonl(tmp_path / "pool" / "b" / "y.jsonl", rows[:12])
+    out = tmp_path / "out"
+    assert main(["-q", "select", str(tmp_path / "pool"), "--on-error", "skip", "--budget", "10", "--method", "top",
+                 "--by", "tokens_response", "--dedup", "first", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "c"), "--report"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["records"] == 52 and c["rejected"] == 2
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert _tile(page, "read") == "52" and _tile(page, "rejected") == "2" and _tile(page, "selected") == "10"
+    assert _tile(page, "duplicates") == str(c["duplicates"])
+    assert '<td>read</td><td class="num">52<' in page
+    per_src = page[page.index("counts by-source"):].split("</table>", 1)[0]
+    reads = [int(v.replace(",", "")) for v in re.findall(r'<tr><td>[ab]</td><td class="num">([\d,]+)<', per_src)]
+    assert sum(reads) == 52
+    assert "read 52 records · selected 10 records" in page
+    assert sum(page_data(page)["sources"]["pool"]) == 52
+
+
+def test_pca_caption_counts_records_not_points(tmp_path):
+    """A pool sample and a selection sample passed as one list: the caption says k of N pool records."""
+    n_pool, n_sel = 3045, 200
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=n_pool + n_sel).tolist(), rng.normal(size=n_pool + n_sel).tolist()
+    extra = [{"title": "Pool vs selection, 2-D PCA map",
+              "scatter": {"x": x, "y": y, "selected": [False] * n_pool + [True] * n_sel,
+                          "in_pool": [True] * n_pool + [False] * n_sel, "n_pool": n_pool, "n_sel": n_sel}}]
+    pool, sig = make_pool(n_pool), make_signals(n_pool)
+    sel = np.zeros(n_pool, bool)
+    sel[:n_sel] = True
+    page = render(tmp_path, pool, sig, sel, extra=extra)
+    assert "3,000 of 3,045 pool records and 200 of 200 selected records shown" in page
+    sc = page_data(page)["scatters"][0]
+    assert len(sc["pool"]["x"]) == 3000 and len(sc["sel"]["x"]) == 200
+    assert set(sc["pool"]["x"]).isdisjoint(set(sc["sel"]["x"]))     # selected points are not drawn as pool
+
+
+def test_header_is_a_readable_summary_without_json_or_absolute_paths(tmp_path):
+    manifest = {**MANIFEST, "budget_resolved": 10, "config": {
+        "inputs": [{"path": "/home/someone/data/pool/"}, {"path": "rel/dir"}], "seed": 3,
+        "cache_dir": "/home/someone/.siftkit", "budget": 10, "tokenizer": "/models/qwen/tokenizer.json",
+        "output": {"dir": "/home/someone/out", "format": "messages", "report": True, "diversity": False},
+        "steps": [{"dedup": "exact"}, {"filter": "tokens_response >= 10"},
+                  {"select": "kmeans", "k": 1000, "by": "tokens_total"}],
+        "signals": [{"name": "lm_loss", "model": "/models/qwen"}]}}
+    pool, sig = make_pool(20), make_signals(20)
+    page = render(tmp_path, pool, sig, np.ones(20, bool), manifest)
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert "/home/someone" not in page and "/models/" not in page       # nowhere, not even the full config
+    assert "{" not in header and "&quot;" not in header and "[" not in header
+    assert "<dt>inputs</dt><dd>pool/, rel/dir</dd>" in header
+    assert ("<dt>pipeline</dt><dd>dedup exact → filter tokens_response &gt;= 10 → "
+            "select kmeans (k 1000, by tokens_total)</dd>") in header
+    assert "<dt>output</dt><dd>dir out, format messages, report yes</dd>" in header
+    assert "<dt>cache_dir</dt><dd>.siftkit</dd>" in header and "<dt>tokenizer</dt><dd>tokenizer.json</dd>" in header
+    assert "<dt>signals</dt><dd>lm_loss (model qwen)</dd>" in header
+    full = page[page.index("full configuration"):].split("</pre>", 1)[0]
+    assert "cache_dir: .siftkit" in full and "k: 1000" in full
+
+
+def test_sample_keeps_line_breaks_and_labels_every_turn(tmp_path):
+    code = "def add(a, b):\n    return a + b\n\n\n\nprint(add(1, 2))"
+    msgs = [[{"role": "system", "content": "You write Python."}, {"role": "user", "content": "Write add."},
+             {"role": "assistant", "content": "Sure:"}, {"role": "user", "content": "Now as code only."},
+             {"role": "assistant", "content": code}]] * 3
+    pool = make_pool(3)
+    pool = pool.set_column(pool.schema.get_field_index("messages"), "messages", pa.array(msgs, MESSAGE_TYPE))
+    page = render(tmp_path, pool, pa.table({"turns": [5] * 3}), np.ones(3, bool))
+    sample = page[page.index('id="sample"'):].split("</section>", 1)[0]
+    row = sample[sample.index("<tbody><tr>"):].split("</tr>", 1)[0]
+    roles = re.findall(r'<span class="role">(\w+)</span>', row)
+    assert roles == ["system", "user", "assistant", "user", "assistant"]     # earlier turns labelled too
+    assert "def add(a, b):\n    return a + b\n\nprint(add(1, 2))" in row      # breaks and indent kept
+    assert "white-space: pre-wrap" in page
+    long = [[{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(12)]]
+    pool2 = make_pool(1).set_column(POOL_SCHEMA.get_field_index("messages"), "messages", pa.array(long, MESSAGE_TYPE))
+    rows = D.sample_selected(pool2, np.ones(1, bool))
+    q = rows[0]["query"]
+    assert [t["role"] for t in q] == ["user", "assistant", "…", "assistant", "user", "assistant", "user"]
+    assert q[2]["text"] == "5 more turns" and rows[0]["response"] == [{"role": "assistant", "text": "turn 11"}]
+
+
+def test_special_tokens_per_source_section(tmp_path):
+    pool = make_pool(6, sources=("t0", "alpaca"))
+    src = pool.column("source").to_pylist()
+    n_t0 = src.count("t0")
+    sig = pa.table({"special_tokens": [1 if s == "t0" else 0 for s in src],
+                    "special_token_kinds": ["<|endoftext|>" if s == "t0" else "" for s in src]})
+    page = render(tmp_path, pool, sig, np.ones(6, bool))
+    sec = page[page.index('id="special-tokens"'):].split("</section>", 1)[0]
+    assert f"<tr><td>t0</td><td class=\"num\">{n_t0}</td><td class=\"num\">{n_t0}</td>" in sec
+    assert "&lt;|endoftext|&gt; (" in sec and "<td>alpaca</td>" not in sec
+    assert f"{n_t0} of 6 records" in sec
+    clean = render(tmp_path, pool, pa.table({"special_tokens": [0] * 6}), np.ones(6, bool), name="c.html")
+    assert "No literal special tokens found" in clean
+
+
+def test_special_token_counts_are_not_a_length():
+    assert not D.is_length_signal("special_tokens") and D.is_length_signal("tokens_total")

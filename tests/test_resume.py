@@ -30,8 +30,8 @@ CHILD = textwrap.dedent("""
     if os.environ.get("SLOW_SHARDS"):          # slow the run down so the parent can kill it mid-way
         import siftkit.engines.local as loc
         real = loc.compute_shard
-        def slow(sig, shard):
-            out = real(sig, shard)
+        def slow(sig, shard, *args, **kwargs):
+            out = real(sig, shard, *args, **kwargs)
             time.sleep(0.4)
             return out
         loc.compute_shard = slow

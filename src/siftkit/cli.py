@@ -158,7 +158,8 @@ def cmd_select(a: argparse.Namespace) -> int:
         on_error=a.on_error, cache_dir=a.cache_dir, workers=a.workers, engine=a.engine,
         method_params=_kv(a.param, "--param"), signals=[_parse_value(s) for s in a.signal],
         output={"dir": a.out, "format": a.output_format, "file_format": a.file_format,
-                "report": a.report or a.diversity, "diversity": a.diversity})
+                "report": a.report or a.diversity, "diversity": a.diversity,
+                **({"escape_special_tokens": True} if a.escape_special_tokens else {})})
     if a.method is None and a.preset is None and not a.stratify:
         progress.info("no --method given: using random (the study's strong baseline)")
     cfg = build_config(data, "select")
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siftkit", description="Select the SFT data that matters from large "
                                 "instruction pools: read, score once, select many times, report.", epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"siftkit {__version__}")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+    _global_flags(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("read", help="read a pool, check formats, count records and rejects", epilog=EPILOG)
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--file-format", choices=["jsonl", "parquet"], default="jsonl")
     o.add_argument("--report", action="store_true", help="also write report.html")
     o.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    o.add_argument("--escape-special-tokens", action="store_true",
+                   help="write literal special tokens (<|endoftext|>, [INST], ...) in an inert form (a zero-width "
+                        "space after the first character); see the special_tokens signal")
     o.add_argument("--diversity", action="store_true",
                    help="add diversity metrics (coverage, cluster entropy, Vendi, 2-D map) to the report, "
                         "computing default embeddings if no selector used any (needs [embed] for k-means)")
@@ -325,7 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list signals, selectors and presets", epilog=EPILOG)
     ls.add_argument("what", nargs="?", choices=["signals", "selectors", "presets", "all"], default="all")
     ls.set_defaults(func=cmd_list)
+    for sp in sub.choices.values():        # -q / -v / --log-format also after the subcommand
+        _global_flags(sp, top=False)
     return p
+
+
+def _global_flags(p: argparse.ArgumentParser, top: bool) -> None:
+    """-q, -v and --log-format, accepted before and after the subcommand. On subparsers their default is
+    SUPPRESS, so a flag given before the subcommand is not reset by the subparser's defaults."""
+    d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_argument_group("progress and logs")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines "
+                   "(warnings and errors only)", **d)
+    g.add_argument("-v", "--verbose", action="store_true", help="also debug lines: cache hits, fingerprints, "
+                   "worker counts", **d)
+    g.add_argument("--log-format", choices=list(progress.LOG_FORMATS), help="text (default: bars on a terminal, "
+                   "one line per stage otherwise) or json (one JSON event per line on stderr, no bars)",
+                   **(d or {"default": "text"}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,17 +354,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(a, "command", None):
         parser.print_help()
         return 2
-    progress.set_quiet(a.quiet)
+    progress.configure(quiet=a.quiet, verbose=a.verbose, log_format=a.log_format)
+    progress.debug(f"siftkit {__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+                   f"command {a.command}")
+    progress.event("command_start", command=a.command, version=__version__)
+    import time
+
+    t0 = time.perf_counter()
+    rc = 1
     try:
-        return a.func(a)
+        rc = a.func(a)
+        return rc
     except SiftkitError as e:
-        print(f"siftkit: error: {e}", file=sys.stderr)
-        return e.exit_code
+        progress.error(str(e), exit_code=e.exit_code)
+        rc = e.exit_code
+        return rc
     except KeyboardInterrupt:
-        print("siftkit: interrupted", file=sys.stderr)
-        return 130
+        if progress.log_format() == "json":
+            progress.error("interrupted", exit_code=130)
+        else:
+            print("siftkit: interrupted", file=sys.stderr)
+        rc = 130
+        return rc
     except BrokenPipeError:
-        return 0
+        rc = 0
+        return rc
+    finally:
+        progress.event("command_end", command=a.command, exit_code=rc,
+                       seconds=round(time.perf_counter() - t0, 3))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,7 @@ from .errors import ConfigError
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
             "workers", "engine", "preset"}
-OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity"}
+OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity", "escape_special_tokens"}
 OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
 FILE_FORMATS = ("jsonl", "parquet")
 STEP_ROLES = ("filter", "dedup", "select", "step")

@@ -158,10 +158,13 @@ def diversity_sections(sel: Selection, force: bool = False) -> list[dict[str, An
     ]
     m = d["map"]
     n_pool, n_sel = len(m["pool"]["x"]), len(m["selected"]["x"])
+    # one list of points: a pool sample, then a selection sample; the caption counts records, not points
     return [{"title": "Diversity", "text": f"Embeddings: {spec_key}", "table": rows},
             {"title": "Pool vs selection, 2-D PCA map",
              "scatter": {"x": m["pool"]["x"] + m["selected"]["x"], "y": m["pool"]["y"] + m["selected"]["y"],
-                         "selected": [False] * n_pool + [True] * n_sel, "xlabel": "PC1", "ylabel": "PC2"}}]
+                         "selected": [False] * n_pool + [True] * n_sel,
+                         "in_pool": [True] * n_pool + [False] * n_sel,
+                         "n_pool": len(sel.pool), "n_sel": len(sel.selected), "xlabel": "PC1", "ylabel": "PC2"}}]
 
 
 def _with_length_signals(sel: Selection) -> pa.Table:
@@ -169,7 +172,8 @@ def _with_length_signals(sel: Selection) -> pa.Table:
     from .signals.compute import compute_signals
 
     cfg = sel.config
-    want = [("text_stats", "chars_total"), ({"name": "tokens", "tokenizer": cfg.tokenizer}, "tokens_total")]
+    want = [("text_stats", "chars_total"), ({"name": "tokens", "tokenizer": cfg.tokenizer}, "tokens_total"),
+            ({"name": "special_tokens", "tokenizer": cfg.tokenizer}, "special_tokens")]
     missing = [spec for spec, col in want if col not in sel.signals.column_names]
     if not missing:
         return sel.signals
@@ -184,10 +188,14 @@ def _with_length_signals(sel: Selection) -> pa.Table:
 
 
 def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_format: str = "jsonl",
-                    report: bool = False, diversity: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                    report: bool = False, diversity: bool = False, overwrite: bool = False,
+                    escape_special_tokens: bool | None = None) -> dict[str, Any]:
     """Write the output folder (see the module docstring): each file into a temporary folder, manifest
     last, then swap it into place. ``overwrite`` replaces a non-empty folder that is not a siftkit output.
-    A full disk raises DiskFullError (exit 5) and leaves the previous output as it was."""
+    A full disk raises DiskFullError (exit 5) and leaves the previous output as it was.
+    ``escape_special_tokens`` (default: the run's ``output.escape_special_tokens``) writes literal special
+    tokens in an inert form (``siftkit.signals.special_tokens.escape_special_tokens``), in whichever format
+    is written; the pool itself is not changed."""
     import time
 
     t0 = time.perf_counter()
@@ -201,11 +209,21 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
         os.mkdir(at(SIDE_DIR))
         sel_name = f"selected.{ext}"
         chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
-        with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt),
-                        [at(sel_name + ".tmp")]):
-            write_records(chosen, at(sel_name), fmt, file_format)
+        if escape_special_tokens is None:
+            escape_special_tokens = bool((sel.config.output or {}).get("escape_special_tokens", False))
+        with progress.stage("write", total=int(chosen.num_rows)) as st:
+            if escape_special_tokens:
+                from .signals.special_tokens import escape_special_tokens as _escape
+
+                chosen = _escape(chosen, sel.config.tokenizer)
+            with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt),
+                            [at(sel_name + ".tmp")]):
+                write_records(chosen, at(sel_name), fmt, file_format)
+            st.update(int(chosen.num_rows))
         outputs: dict[str, Any] = {"selected": sel_name, "format": fmt, "file_format": file_format,
                                    "records": int(chosen.num_rows)}
+        if escape_special_tokens:
+            outputs["escape_special_tokens"] = True
         rank = np.full(len(sel.pool), -1, dtype=np.int64)
         rank[sel.selected] = np.arange(len(sel.selected))
         status_tbl = pa.table({
@@ -234,13 +252,15 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
 
             t1 = time.perf_counter()
             outputs["report"] = "report.html"
-            extra = diversity_sections(sel, force=diversity)
-            if extra:
-                outputs["diversity"] = extra[0]["table"]
-            manifest = build_manifest(sel, outputs, pool_info)
-            with disk_guard(os.path.join(out_dir, "report.html"), cleanup=[at("report.html.tmp")]):
-                render_report(sel.pool.table, report_signals, sel.mask, manifest, at("report.html"),
-                              extra_sections=extra)
+            with progress.stage("report", total=len(sel.pool)) as st:
+                extra = diversity_sections(sel, force=diversity)
+                if extra:
+                    outputs["diversity"] = extra[0]["table"]
+                manifest = build_manifest(sel, outputs, pool_info)
+                with disk_guard(os.path.join(out_dir, "report.html"), cleanup=[at("report.html.tmp")]):
+                    render_report(sel.pool.table, report_signals, sel.mask, manifest, at("report.html"),
+                                  extra_sections=extra)
+                st.update(len(sel.pool))
             sel.timings["report"] = round(time.perf_counter() - t1, 3)
         outputs["readme"] = "README.md"
         card = dataset_card(sel_name, len(sel.selected), len(sel.pool), sel.config.seed)
@@ -467,8 +487,9 @@ def report_from_output(out_dir: str, path: str | None = None) -> str:
                              f"this version of siftkit, or from files)")
     else:
         pool, signals = _reread_pool(out_dir, manifest, mpath, status)
-    with disk_guard(out, cleanup=[out + ".tmp"]):
+    with progress.stage("report", total=len(mask)) as stage, disk_guard(out, cleanup=[out + ".tmp"]):
         render_report(pool, signals, mask, manifest, out)
+        stage.update(len(mask))
     return out
 
 
@@ -497,4 +518,7 @@ def _reread_pool(out_dir: str, manifest: dict[str, Any], mpath: str,
     cfg = resolve_model_signals(cfg, pool, cfg.workers or 1)
     sigs = plan_signals(cfg, [make_selector(s) for s in cfg.steps])
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=cfg.workers or 1)
-    return pool.table, signals
+    from types import SimpleNamespace
+
+    # Lengths and special tokens as write_selection adds them for every report.
+    return pool.table, _with_length_signals(SimpleNamespace(config=cfg, signals=signals, pool=pool))

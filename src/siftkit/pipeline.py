@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,7 +198,8 @@ def signal_providers(cfg: RunConfig) -> list[Signal]:
     """Signals that may provide columns: the configured ones first, then the cheap defaults."""
     sigs = [build_signal(s) for s in cfg.signals]
     names = {s.name for s in sigs}
-    defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer}]
+    defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer},
+                           {"name": "special_tokens", "tokenizer": cfg.tokenizer}]
     for d in defaults:
         n = d if isinstance(d, str) else d["name"]
         if n not in names:
@@ -260,6 +262,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
                   + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
     selectors = [make_selector(s) for s in cfg.steps]
     workers = cfg.workers or _auto_workers(len(pool))
+    progress.debug(f"workers: {workers} (of {os.cpu_count()} cores), engine {cfg.engine}, "
+                   f"cache {cfg.cache_dir}")
     tb = time.perf_counter()
     resolved = resolve_model_signals(cfg, pool, workers)
     if resolved is not cfg:
@@ -292,7 +296,12 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
                           f"earlier steps: selecting all of them")
         if ctx.vector_loader is not None and hasattr(ctx.vector_loader, "begin_step"):
             ctx.vector_loader.begin_step()
-        res = sel.run(ctx, candidates, b)
+        with progress.stage(f"{spec.role}:{spec.selector}", total=len(candidates)) as st:
+            progress.debug(f"{spec.where}: {spec.selector} {sel.config()} on {len(candidates):,} records"
+                           + (f", budget {b:,}" if b is not None else ""))
+            res = sel.run(ctx, candidates, b)
+            st.update(len(candidates))
+            st.set(kept=len(res.kept), dropped={str(k): int(v) for k, v in res.dropped.items() if v})
         used = getattr(ctx.vector_loader, "step_used", {}) or {}
         kept = np.asarray(res.kept, dtype=np.int64)
         _check_subset(sel, candidates, kept)

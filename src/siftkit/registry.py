@@ -22,6 +22,7 @@ SIGNAL_MODULES: dict[str, str] = {
     "exact_hash": "siftkit.signals.text",
     "compression": "siftkit.signals.text",
     "tokens": "siftkit.signals.tokens",
+    "special_tokens": "siftkit.signals.special_tokens",
     "embedding": "siftkit.signals.embeddings",
     "lm_loss": "siftkit.scoring.lm_loss",
     "deita": "siftkit.scoring.deita",

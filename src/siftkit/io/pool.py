@@ -334,7 +334,12 @@ def process_task(task: FileTask) -> dict[str, Any]:
     tail = "\x00" + task.rel + "\x00"
     validate = F.validate_turns
     is_table = R.file_kind(task.path) == "csv"
+    seen = 0
     for item in _raw_iter(task):
+        seen += 1
+        if seen == READ_TICK:                      # progress within a file (see _read_tick)
+            _read_tick(seen)
+            seen = 0
         if isinstance(item, R.ParseProblem):
             rec = {"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
                    "column": item.column, "field": None, "code": item.code, "reason": item.reason,
@@ -382,6 +387,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
             contents.append(c)
         offsets.append(len(roles))
         originals.append(item.original)
+    _read_tick(seen)
     n = len(ids)
     struct = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
                                         names=["role", "content"])
@@ -405,6 +411,26 @@ def process_task(task: FileTask) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- driver
 
+READ_TICK = 4096          # records between progress ticks while reading
+_READ_COUNTER: Any = None  # in a reader process: a counter shared with the parent
+_READ_CALLBACK: Any = None  # in this process: the read stage's update
+
+
+def _read_tick(n: int) -> None:
+    if not n:
+        return
+    if _READ_COUNTER is not None:
+        with _READ_COUNTER.get_lock():
+            _READ_COUNTER.value += n
+    elif _READ_CALLBACK is not None:
+        _READ_CALLBACK(n)
+
+
+def _init_reader(counter: Any) -> None:
+    global _READ_COUNTER
+    _READ_COUNTER = counter
+
+
 def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: str = "raise",
               workers: int | None = None) -> Pool:
     """Read inputs into a canonical ``Pool``. ``on_error='skip'`` reports bad records as rejects."""
@@ -426,29 +452,66 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
     if workers is None:
         workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
     results: list[dict[str, Any]] = []
-    with progress.bar("read", total=len(tasks), unit="file") as b:
+    global _READ_CALLBACK
+    progress.debug(f"read: {len(tasks)} task(s) from {len({t.path for t in tasks})} file(s), "
+                   f"{total_bytes / 1e6:,.1f} MB, {workers} worker(s)")
+    with progress.stage("read", unit="items") as b:     # items: records + rejects, as the files yield them
+        done_bytes = done_items = 0
+
+        def finished(task: FileTask, res: dict[str, Any]) -> None:
+            # estimate the total from the bytes read so far, so the bar has an ETA
+            nonlocal done_bytes, done_items
+            done_bytes += _task_size(task)
+            done_items += res["table"].num_rows + sum(1 for r in res["rejects"] if r["code"] != "defect")
+            if 0 < done_bytes < total_bytes:
+                b.set_total(max(b.n, int(done_items * total_bytes / done_bytes)))
+
         if workers > 1 and len(tasks) > 1:
-            from ..workers import process_pool
+            from concurrent.futures import FIRST_COMPLETED, wait
+
+            from ..workers import mp_context, process_pool
 
             pa.array(["warm"], pa.string())  # pyarrow's lazy imports happen once here, not in every child
             # Largest tasks first for balance; results are re-ordered to input order afterwards.
             order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
             spill = tempfile.mkdtemp(prefix="siftkit-read-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+            counter = mp_context().Value("q", 0)
+            reported = 0
+
+            def poll() -> None:
+                nonlocal reported
+                now = counter.value
+                if now > reported:
+                    b.update(now - reported)
+                    reported = now
+
             try:
-                with process_pool(workers) as ex:
+                with process_pool(workers, initializer=_init_reader, initargs=(counter,)) as ex:
                     futs = {i: ex.submit(_process_task_spilled, tasks[i], os.path.join(spill, f"{i}.arrow"))
                             for i in order}
                     out = {}
                     for i in order:
+                        while not futs[i].done():
+                            wait([futs[i]], timeout=0.5, return_when=FIRST_COMPLETED)
+                            poll()
                         out[i] = _load_spilled(futs[i].result())
-                        b.update(1)
+                        poll()
+                        finished(tasks[i], out[i])
             finally:
                 shutil.rmtree(spill, ignore_errors=True)  # mapped tables stay valid after unlinking
             results = [out[i] for i in range(len(tasks))]
         else:
-            for t in tasks:
-                results.append(process_task(t))
-                b.update(1)
+            _READ_CALLBACK = b.update
+            try:
+                for t in tasks:
+                    results.append(process_task(t))
+                    finished(t, results[-1])
+            finally:
+                _READ_CALLBACK = None
+        n_rej = sum(1 for r in results for rej in r["rejects"] if rej["code"] != "defect")
+        b.set_total(b.n)
+        b.set(records=sum(r["table"].num_rows for r in results), rejected=n_rej,
+              files=len({t.path for t in tasks}), bytes=int(total_bytes))
     tables = [r["table"] for r in results]
     table = pa.concat_tables(tables) if tables else POOL_SCHEMA.empty_table()
     rejects = [rej for r in results for rej in r["rejects"]]
@@ -507,7 +570,3 @@ def _check_unique_ids(pool: Pool) -> None:
         dup = [v["values"] for v in vc.to_pylist() if v["counts"] > 1][:3]
         raise InputDataError(f"duplicate record ids {dup}: the same file was given twice?")
 
-
-def _mp_context(mp):
-    """fork where available: no re-import of the user's __main__ (scripts without a main guard work)."""
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")

@@ -19,13 +19,20 @@ MAX_SOURCES = 20
 SCATTER_CAP_POOL = 3000
 SCATTER_CAP_SELECTED = 1500
 SAMPLE_ROWS = 20
-SAMPLE_CHARS = 280
+SAMPLE_CHARS = 400        # per turn
+SAMPLE_LINES = 14         # per turn
+SAMPLE_TURNS = 6          # query turns shown per record (the first and the last ones)
 LENGTH_PREFIXES = ("chars_", "tokens_")
 LENGTH_NAMES = ("chars", "tokens", "turns")
 
 
+NOT_LENGTHS = ("special_tokens",)   # counts of literal control tokens, not a length
+
+
 def is_length_signal(name: str) -> bool:
     """Length signals get their own section; token/char counts are shown on a log-x axis."""
+    if name in NOT_LENGTHS:
+        return False
     return name.startswith(LENGTH_PREFIXES) or name in LENGTH_NAMES or name.endswith(("_chars", "_tokens"))
 
 
@@ -142,11 +149,18 @@ def counts_by_source(sources: pa.ChunkedArray | pa.Array, selected: np.ndarray) 
 
 
 def scatter(x: Any, y: Any, selected: Any, *, seed: int = 0, cap_pool: int = SCATTER_CAP_POOL,
-            cap_sel: int = SCATTER_CAP_SELECTED) -> dict[str, Any]:
-    """A 2-D scatter of pool points with the selected ones overlaid, each capped by a seeded subsample."""
+            cap_sel: int = SCATTER_CAP_SELECTED, in_pool: Any = None, n_pool: int | None = None,
+            n_sel: int | None = None) -> dict[str, Any]:
+    """A 2-D scatter of pool points with the selected ones overlaid, each capped by a seeded subsample.
+
+    ``in_pool`` (default: every point) marks the points drawn as pool points, for callers that pass a pool
+    sample and a selection sample as one list. ``n_pool`` / ``n_sel``: the record counts the points stand
+    for (default: the number of points), shown in the caption as "k of n".
+    """
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     sa = np.zeros(xa.shape, dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
-    if not (xa.ndim == ya.ndim == sa.ndim == 1 and xa.size == ya.size == sa.size):
+    pa_ = np.ones(xa.shape, dtype=bool) if in_pool is None else np.asarray(in_pool, dtype=bool)
+    if not (xa.ndim == ya.ndim == sa.ndim == pa_.ndim == 1 and xa.size == ya.size == sa.size == pa_.size):
         raise ValueError(f"scatter needs 1-D x, y and selected of the same length; got {xa.shape}, "
                          f"{ya.shape} and {sa.shape}")
     ok = np.isfinite(xa) & np.isfinite(ya)
@@ -158,13 +172,34 @@ def scatter(x: Any, y: Any, selected: Any, *, seed: int = 0, cap_pool: int = SCA
             idx = np.sort(rng.choice(idx, k, replace=False))
         return {"x": [_sig(v) for v in xa[idx]], "y": [_sig(v) for v in ya[idx]]}
 
-    return {"pool": cap(ok, cap_pool), "sel": cap(ok & sa, cap_sel),
-            "n_pool": int(ok.sum()), "n_sel": int((ok & sa).sum())}
+    return {"pool": cap(ok & pa_, cap_pool), "sel": cap(ok & sa, cap_sel),
+            "n_pool": int((ok & pa_).sum()) if n_pool is None else int(n_pool),
+            "n_sel": int((ok & sa).sum()) if n_sel is None else int(n_sel)}
 
 
-def _truncate(text: str, n: int = SAMPLE_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _truncate(text: str, n: int = SAMPLE_CHARS, lines: int = SAMPLE_LINES) -> str:
+    """Shorten a turn for the sample, keeping its line breaks and indentation (code stays readable):
+    trailing spaces and runs of blank lines are squeezed; at most ``lines`` lines and ``n`` characters."""
+    rows = [ln.rstrip() for ln in text.replace("\r\n", "\n").replace("\r", "\n").strip("\n").split("\n")]
+    out: list[str] = []
+    for ln in rows:
+        if ln or (out and out[-1]):
+            out.append(ln)
+    cut = len(out) > lines
+    text = "\n".join(out[:lines])
+    if len(text) > n:
+        text, cut = text[: n - 1], True
+    return text + "…" if cut else text
+
+
+def _turns(roles: list[str], contents: list[str]) -> list[dict[str, str]]:
+    """Every turn as {role, text} (truncated); long conversations keep the first and last turns and say
+    how many were left out between them."""
+    turns = [{"role": r, "text": _truncate(c)} for r, c in zip(roles, contents)]
+    if len(turns) > SAMPLE_TURNS:
+        head, tail = turns[:2], turns[-(SAMPLE_TURNS - 2):]
+        turns = [*head, {"role": "…", "text": f"{len(turns) - len(head) - len(tail)} more turns"}, *tail]
+    return turns
 
 
 def sample_indices(selected: np.ndarray, *, seed: int = 0, k: int = SAMPLE_ROWS) -> np.ndarray:
@@ -183,13 +218,17 @@ def sample_selected(pool: pa.Table, selected: np.ndarray, *, seed: int = 0, k: i
         return []
     sub = pool.select(["id", "source", "messages"]).take(pa.array(idx, pa.int64()))
     flat = flatten(sub)
-    queries, responses = flat.texts("query"), flat.texts("response")
+    roles, contents, off, last = flat.roles, flat.contents, flat.offsets.tolist(), flat.last_assistant.tolist()
     turns = np.diff(flat.offsets)
     ids, srcs = sub.column("id").to_pylist(), sub.column("source").to_pylist()
     rows = []
     for j, i in enumerate(idx.tolist()):
+        s, e, la = off[j], off[j + 1], last[j]
+        q_end = la if la >= 0 else e
+        query = _turns(roles[s:q_end], contents[s:q_end])
+        response = _turns(roles[la:la + 1], contents[la:la + 1]) if la >= 0 else []
         row: dict[str, Any] = {"row": i, "id": ids[j], "source": srcs[j], "turns": int(turns[j]),
-                               "query": _truncate(queries[j]), "response": _truncate(responses[j])}
+                               "query": query, "response": response}
         for name, vals in (extra or {}).items():
             v = float(vals[i])
             row[name] = int(v) if np.isfinite(v) and v == int(v) else (_sig(v) if np.isfinite(v) else None)

@@ -84,20 +84,95 @@ def _section(title: str, body: str, sid: str, note: str = "") -> str:
 
 # ---------------------------------------------------------------- header, counts, steps
 
+STEP_ROLES = ("filter", "dedup", "select", "step")
+
+
+def short_path(value: str) -> str:
+    """An absolute path as its last component (``/home/me/data/pool/`` -> ``pool/``); others unchanged.
+    The report can be shared: the manifest keeps the full paths."""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    trail = "/" if value.endswith(("/", os.sep)) and len(value) > 1 else ""
+    return (os.path.basename(value.rstrip("/" + os.sep)) or value) + trail
+
+
+def short_paths(value: Any) -> Any:
+    """``value`` with every absolute path string shortened by ``short_path`` (dicts and lists walked)."""
+    if isinstance(value, str):
+        return short_path(value)
+    if isinstance(value, dict):
+        return {k: short_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [short_paths(v) for v in value]
+    return value
+
+
+def readable(value: Any, limit: int = 200) -> str:
+    """A config value as plain text: ``k v, k2 v2`` for mappings, ``a, b`` for lists, paths shortened."""
+    def go(v: Any) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {go(x)}" if not isinstance(x, dict) else f"{k} ({go(x)})" for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return ", ".join(f"({go(x)})" if isinstance(x, dict) and len(x) > 1 else go(x) for x in v)
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        if v is None:
+            return "–"
+        return str(short_path(v) if isinstance(v, str) else v)
+    s = go(value)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _step_text(step: Any) -> str:
+    """``{"select": "kmeans", "k": 1000}`` -> ``select kmeans (k 1000)``."""
+    if isinstance(step, str):
+        return f"select {step}"
+    if not isinstance(step, dict):
+        return readable(step)
+    role = next((k for k in STEP_ROLES if k in step), None)
+    if role is None:
+        return readable(step)
+    head, params = step[role], {k: v for k, v in step.items() if k != role}
+    if isinstance(head, dict):
+        params = {**head, **params}
+        head = params.pop("name", None) or params.pop("method", None) or params.pop("expr", "")
+    return f"{role} {short_path(str(head))}" + (f" ({readable(params)})" if params else "")
+
+
+def _config_summary(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    cfg = manifest.get("config") or {}
+    if not isinstance(cfg, dict):
+        return [("config", readable(cfg))]
+    out: list[tuple[str, str]] = []
+    for k, v in cfg.items():
+        if k == "inputs" and isinstance(v, list):
+            names = [short_path(i.get("path", "?")) if isinstance(i, dict) else short_path(str(i)) for i in v]
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            out.append(("inputs", shown or "–"))
+        elif k == "steps" and isinstance(v, list):
+            out.append(("pipeline", " → ".join(_step_text(s) for s in v) or "–"))
+        elif k == "budget":
+            res = manifest.get("budget_resolved")
+            out.append(("budget", readable(v) + (f" ({res:,} records)" if isinstance(res, int) and
+                                                 str(res) != str(v) else "")))
+        elif k == "signals" and isinstance(v, list):
+            if v:
+                out.append(("signals", "; ".join(_step_text({"select": s}).removeprefix("select ")
+                                                 if isinstance(s, dict) and "name" in s
+                                                 else readable(s) for s in v)))
+        elif k == "output" and isinstance(v, dict):
+            out.append(("output", readable({kk: vv for kk, vv in v.items() if vv not in (False, None)})))
+        else:
+            out.append((str(k), readable(v)))
+    return out
+
+
 def _header(manifest: dict[str, Any]) -> str:
     meta = []
     for key, label in (("siftkit_version", "siftkit"), ("created", "created"), ("seed", "seed")):
         if key in manifest:
             meta.append(f"<span><b>{esc(label)}</b> {esc(manifest[key])}</span>")
-    cfg = manifest.get("config") or {}
-    summary = []
-    if isinstance(cfg, dict):
-        for k, v in cfg.items():
-            if k == "inputs" and isinstance(v, list):
-                summary.append(f"<dt>inputs</dt><dd>{len(v):,} (listed under Inputs)</dd>")
-                continue
-            shown = v if isinstance(v, (str, int, float, bool)) or v is None else compact_json(v, 120)
-            summary.append(f"<dt>{esc(k)}</dt><dd>{esc(shown)}</dd>")
+    summary = [f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in _config_summary(manifest)]
     cfg_html = f'<dl class="config">{"".join(summary)}</dl>' if summary else ""
     return (f'<header><h1>siftkit selection report</h1><div class="meta">{"".join(meta)}</div>'
             f"{cfg_html}</header>")
@@ -119,7 +194,10 @@ def _totals(manifest: dict[str, Any], n_pool: int, n_sel: int) -> dict[str, int]
         if s.get("step") in by_role:
             by_role[s["step"]] += sum(_step_drops(s).values())
     rejected = int(counts.get("rejected", 0))
-    return {"read": int(counts.get("read", n_pool + rejected)), "rejected": rejected,
+    # "read" is the records in the pool (manifest counts.records, the same number as the per-source "read"
+    # column and the source mix); rejected records come on top of it, they never reached the pool.
+    read = counts.get("records", counts.get("read", n_pool))
+    return {"read": int(read), "rejected": rejected,
             "duplicates": int(counts.get("duplicates", by_role["dedup"])),
             "filtered": int(counts.get("filtered", by_role["filter"])),
             "selected": int(counts.get("selected", n_sel))}
@@ -129,7 +207,13 @@ def _tiles(tot: dict[str, int]) -> str:
     read = max(tot["read"], 1)
     tiles = []
     for key in ("read", "rejected", "duplicates", "filtered", "selected"):
-        pct = "" if key == "read" else f'<span class="pct">{100.0 * tot[key] / read:.1f}% of read</span>'
+        if key == "read":
+            pct = ""
+        elif key == "rejected":
+            seen = max(tot["read"] + tot["rejected"], 1)
+            pct = f'<span class="pct">{100.0 * tot[key] / seen:.1f}% of input, not in read</span>'
+        else:
+            pct = f'<span class="pct">{100.0 * tot[key] / read:.1f}% of read</span>'
         tiles.append(f'<div class="tile tile-{esc(key)}"><span class="label">{esc(key)}</span>'
                      f'<span class="value">{tot[key]:,}</span>{pct}</div>')
     return f'<div class="tiles">{"".join(tiles)}</div>'
@@ -221,25 +305,78 @@ def _extra(sections: list[dict[str, Any]], scatters: list[dict[str, Any]], seed:
                 body.append(table(rows[0], rows[1:]))
         sc = sec.get("scatter")
         if sc:
-            scatters.append(D.scatter(sc.get("x", []), sc.get("y", []), sc.get("selected"), seed=seed))
+            scatters.append(D.scatter(sc.get("x", []), sc.get("y", []), sc.get("selected"), seed=seed,
+                                      in_pool=sc.get("in_pool"), n_pool=sc.get("n_pool"), n_sel=sc.get("n_sel")))
             scatters[-1].update(xlabel=str(sc.get("xlabel", "x")), ylabel=str(sc.get("ylabel", "y")))
             n = scatters[-1]
             div = _plot_div("scatter", len(scatters) - 1, sc.get("title", "pool vs selected"),
-                            f"{len(n['pool']['x']):,} of {n['n_pool']:,} pool points and "
-                            f"{len(n['sel']['x']):,} of {n['n_sel']:,} selected points shown (seeded sample)")
+                            f"{len(n['pool']['x']):,} of {n['n_pool']:,} pool records and "
+                            f"{len(n['sel']['x']):,} of {n['n_sel']:,} selected records shown (seeded sample)")
             body.append(f'<div class="grid">{div}</div>')
         out.append(_section(str(sec.get("title", f"Section {i + 1}")), "".join(body), f"extra-{i}"))
     return "".join(out)
+
+
+def _turns_html(turns: list[dict[str, str]]) -> str:
+    """Each turn with its role label; the text keeps its line breaks (``white-space: pre-wrap``)."""
+    if not turns:
+        return '<span class="empty">–</span>'
+    return "".join(f'<div class="turn turn-{esc(t["role"]) if t["role"] != "…" else "gap"}">'
+                   f'<span class="role">{esc(t["role"])}</span><div class="text">{esc(t["text"])}</div></div>'
+                   for t in turns)
 
 
 def _sample(rows: list[dict[str, Any]], extra_cols: list[str]) -> str:
     if not rows:
         return '<p class="empty">No records selected.</p>'
     header = ["row", "source", "turns", *extra_cols, "query", "response"]
-    body = [[r["row"], r["source"], r["turns"], *[r.get(c) if r.get(c) is not None else "–"
-                                                 for c in extra_cols], r["query"], r["response"]]
-            for r in rows]
-    return table(header, body, "sample")
+    head = "".join(f'<th class="num">{esc(h)}</th>' if h in ("row", "turns", *extra_cols) else f"<th>{esc(h)}</th>"
+                   for h in header)
+    body = []
+    for r in rows:
+        cells = [f'<td class="num">{fmt_num(r["row"])}</td>', f"<td>{esc(r['source'])}</td>",
+                 f'<td class="num">{fmt_num(r["turns"])}</td>']
+        for c in extra_cols:
+            v = r.get(c)
+            cells.append(f'<td class="num">{fmt_num(v) if v is not None else "–"}</td>')
+        cells.append(f'<td class="conv">{_turns_html(r["query"])}</td>')
+        cells.append(f'<td class="conv">{_turns_html(r["response"])}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="sample"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _special_tokens(pool: pa.Table, signals: pa.Table, sel: np.ndarray) -> str:
+    """Per source: records with literal special tokens (pool and selection), occurrences, the kinds."""
+    if "special_tokens" not in signals.column_names or "source" not in pool.column_names:
+        return ""
+    counts = D.column_values(signals, "special_tokens")
+    hit = np.nan_to_num(counts) > 0
+    src = np.asarray(pool.column("source").to_pylist(), dtype=object).astype(str)
+    kinds = signals.column("special_token_kinds").to_pylist() if "special_token_kinds" in signals.column_names \
+        else [None] * len(src)
+    rows = []
+    for s in sorted(set(src.tolist())):
+        m = src == s
+        n_hit = int((hit & m).sum())
+        if not n_hit:
+            continue
+        ks: dict[str, int] = {}
+        for i in np.flatnonzero(hit & m).tolist():
+            for k in (kinds[i] or "").split():
+                ks[k] = ks.get(k, 0) + 1
+        top = ", ".join(f"{k} ({v:,})" for k, v in sorted(ks.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
+        rows.append([s, int(m.sum()), n_hit, f"{100.0 * n_hit / max(int(m.sum()), 1):.1f}%",
+                     int(np.nan_to_num(counts[m]).sum()), int((hit & m & sel).sum()), top])
+    total = int(hit.sum())
+    if not rows:
+        return _section("Special tokens", '<p class="empty">No literal special tokens found.</p>', "special-tokens")
+    note = (f"{total:,} of {len(src):,} records ({100.0 * total / max(len(src), 1):.1f}%) contain a literal special "
+            f"token such as <|endoftext|>; the target tokenizer turns it into the real token at training time. "
+            f"Drop them with --filter \"special_tokens == 0\" or write them escaped with --escape-special-tokens.")
+    body = table(["source", "records", "with special tokens", "share", "occurrences", "selected with", "kinds"],
+                 rows, "special-tokens")
+    return _section("Special tokens", body, "special-tokens", note)
 
 
 def _inputs_timings(manifest: dict[str, Any]) -> str:
@@ -258,8 +395,13 @@ def _inputs_timings(manifest: dict[str, Any]) -> str:
         side.append(table(["stage", "seconds"], rows, "timings"))
     cfg = manifest.get("config")
     if cfg:
-        pretty = orjson.dumps(cfg, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()
-        side.append(f"<details><summary>full configuration</summary><pre>{esc(pretty)}</pre></details>")
+        import yaml
+
+        pretty = yaml.safe_dump(short_paths(orjson.loads(orjson.dumps(cfg, option=orjson.OPT_NON_STR_KEYS,
+                                                                      default=str))),
+                                sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+        side.append("<details><summary>full configuration (YAML; absolute paths shortened to their last part, "
+                    f"manifest.json has them in full)</summary><pre>{esc(pretty)}</pre></details>")
     if side:
         parts.append(f'<div class="two-col">{"".join(side)}</div>')
     return "".join(parts) if parts else '<p class="empty">No inputs recorded.</p>'
@@ -314,21 +456,24 @@ def render_report(pool: pa.Table, signals: pa.Table, selected: np.ndarray, manif
     length_html = f'<div class="grid">{"".join(length_divs)}</div>' if length_divs else no_sig
     other_html = f'<div class="grid">{"".join(other_divs)}</div>' if other_divs else no_sig
     sel_note = "" if n_sel else "No records selected: only the pool is shown."
+    special_html = _special_tokens(pool, signals, sel) if signals.num_columns else ""
     body = "".join([
         _header(manifest),
         _tiles(tot),
         _section("Counts", _counts(manifest, tot, D.counts_by_source(sources, sel)), "counts"),
         _section("Pipeline steps", _steps(manifest), "steps"),
         _section("Source mix", _plot_div("sources", 0, "share of records per source",
-                                         f"pool {n_pool:,} records · selected {n_sel:,} records"),
+                                         f"read {tot['read']:,} records · selected {tot['selected']:,} records"),
                  "sources", "Pool share vs selected share of each source."),
         _section("Length distributions", length_html, "lengths",
                  sel_note or "Pool vs selection on shared bins; bar height is the share of each set's "
                              "records, so the two compare regardless of size."),
         _section("Other signals", other_html, "signals", sel_note),
+        special_html,
         extra_html,
         _section("Sample of selected records", _sample(sample, sample_cols), "sample",
-                 f"{len(sample)} of {n_sel:,} selected records, seeded, text truncated." if sample else ""),
+                 f"{len(sample)} of {tot['selected']:,} selected records, seeded; every turn with its role, "
+                 f"long turns truncated." if sample else ""),
         _section("Inputs and timings", _inputs_timings(manifest), "inputs"),
     ])
     payload = {"hists": hists, "sources": mix, "scatters": scatters}

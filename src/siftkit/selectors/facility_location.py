@@ -26,7 +26,7 @@ from .base import SelectionContext, Selector, StepResult
 
 
 def knn_graph(x: np.ndarray, k: int, exact_limit: int = 100_000, nprobe: int = 16, seed: int = 0,
-              chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+              chunk: int = 16384, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(neighbours N x k int64, similarities N x k float32) by inner product on normalised rows.
     Missing neighbours (IVF may return fewer) are -1 with similarity 0."""
     import faiss
@@ -47,9 +47,11 @@ def knn_graph(x: np.ndarray, k: int, exact_limit: int = 100_000, nprobe: int = 1
     index.add(np.ascontiguousarray(x))
     nbr = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
-    for s in range(0, n, chunk):
-        dd, ii = index.search(np.ascontiguousarray(x[s:s + chunk]), k)
-        nbr[s:s + chunk], sim[s:s + chunk] = ii, dd
+    with progress.stage("facility-location: knn graph", total=n, show=show_progress) as st:
+        for s in range(0, n, chunk):
+            dd, ii = index.search(np.ascontiguousarray(x[s:s + chunk]), k)
+            nbr[s:s + chunk], sim[s:s + chunk] = ii, dd
+            st.update(len(dd))
     sim[nbr < 0] = 0.0
     return nbr, sim
 
@@ -91,7 +93,7 @@ def facility_location_greedy(nbr: np.ndarray, sim: np.ndarray, budget: int, meth
         picks.append(j)
         gains.append(g)
 
-    with progress.bar("facility-location", total=budget if show_progress else None) as bar:
+    with progress.bar("facility-location", total=budget, show=show_progress) as bar:
         if method == "lazy":
             init = np.add.reduceat(sims, indptr[:-1]) if len(sims) else np.zeros(n)
             init = np.where(np.diff(indptr) > 0, init, 0.0)
@@ -149,7 +151,7 @@ class FacilityLocationSelect(Selector):
             return StepResult(kept=candidates)
         x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
         seed = int(ctx.rng("facility-location:knn").integers(2**31 - 1))
-        nbr, sim = knn_graph(x, self.knn + 1, self.exact_limit, self.nprobe, seed)
+        nbr, sim = knn_graph(x, self.knn + 1, self.exact_limit, self.nprobe, seed, show_progress=True)
         picks, gains = facility_location_greedy(nbr, sim, budget, self.method, self.epsilon,
                                                 ctx.rng("facility-location"), show_progress=True)
         kept = candidates[picks]

@@ -89,7 +89,7 @@ def k_center_greedy(x: np.ndarray, budget: int, first: int | None = None, initia
     taken = np.zeros(n, dtype=bool)
     taken[picks] = True
     size = min(cand_size, n)
-    with progress.bar("k-center", total=budget if show_progress else None) as bar:
+    with progress.bar("k-center", total=budget, show=show_progress) as bar:
         bar.update(len(picks))
         while len(picks) < budget:
             stale = np.where(taken, -np.inf, dmin)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
 from ..signals.vectors import normalize_spec, rows_f32
@@ -55,12 +56,17 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_
     km = faiss.Kmeans(d, k, niter=niter, seed=int(seed % (2**31 - 1)), spherical=spherical,
                       max_points_per_centroid=max_points_per_centroid, min_points_per_centroid=1,
                       verbose=False)
-    km.train(train)
+    with progress.stage("kmeans: train", total=n_train) as st:   # one faiss call: start and end lines only
+        st.set(k=k, iterations=niter)
+        km.train(train)
+        st.update(n_train)
     labels = np.empty(n, dtype=np.int64)
-    for s in range(0, n, chunk):
-        block = np.ascontiguousarray(np.asarray(x[s:s + chunk], dtype=np.float32))
-        _, ids = km.index.search(block, 1)
-        labels[s:s + chunk] = ids[:, 0]
+    with progress.stage("kmeans: assign", total=n) as st:
+        for s in range(0, n, chunk):
+            block = np.ascontiguousarray(np.asarray(x[s:s + chunk], dtype=np.float32))
+            _, ids = km.index.search(block, 1)
+            labels[s:s + chunk] = ids[:, 0]
+            st.update(len(block))
     return labels, np.asarray(km.centroids, dtype=np.float32)
 
 

@@ -39,10 +39,12 @@ def less_scores(features: list[np.ndarray], targets: list[np.ndarray], lrs: list
         members = task_of == tk
         onehot[members, j] = 1.0 / members.sum()        # mean within the task
     per_task = np.zeros((len(rows), len(tasks)), dtype=np.float64)
-    for x, t, lr in zip(features, targets, lrs):
-        for s in range(0, len(rows), chunk):
-            block = np.asarray(x[rows[s:s + chunk]], dtype=np.float32)
-            per_task[s:s + chunk] += lr * ((block @ t.T).astype(np.float64) @ onehot)
+    with progress.stage("less: scores", total=len(rows) * len(features)) as st:
+        for x, t, lr in zip(features, targets, lrs):
+            for s in range(0, len(rows), chunk):
+                block = np.asarray(x[rows[s:s + chunk]], dtype=np.float32)
+                per_task[s:s + chunk] += lr * ((block @ t.T).astype(np.float64) @ onehot)
+                st.update(len(block))
     return per_task.max(axis=1), per_task
 
 

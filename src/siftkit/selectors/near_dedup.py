@@ -290,7 +290,10 @@ class MinHashDedup(Selector):
                 nonempty[s:s + len(texts)] = np.diff(off) > 0
                 lengths[s:s + len(texts)] = [len(t) for t in texts]
                 bar.update(len(texts))
-        u, v = lsh_candidate_pairs(sig, self.bands, self.rows, nonempty, seed)
+        with progress.stage("minhash: lsh", total=n) as st:
+            u, v = lsh_candidate_pairs(sig, self.bands, self.rows, nonempty, seed)
+            st.update(n)
+            st.set(candidate_pairs=len(u))
         n_candidates = len(u)
         if self.verify == "minhash" and len(u):
             est = np.concatenate([(sig[u[s:s + 65536]] == sig[v[s:s + 65536]]).mean(axis=1)
@@ -299,9 +302,11 @@ class MinHashDedup(Selector):
             u, v = u[ok], v[ok]
         elif self.verify == "exact" and len(u):
             involved = np.unique(np.concatenate([u, v]))
-            h, off = shingle_hashes(self._texts(ctx, candidates[involved]), self.shingle, self.ngram)
-            loc = np.searchsorted(involved, np.concatenate([u, v]))
-            jac = exact_jaccard(h, off, loc[:len(u)], loc[len(u):])
+            with progress.stage("minhash: exact jaccard", total=len(u), unit="pairs") as st:
+                h, off = shingle_hashes(self._texts(ctx, candidates[involved]), self.shingle, self.ngram)
+                loc = np.searchsorted(involved, np.concatenate([u, v]))
+                jac = exact_jaccard(h, off, loc[:len(u)], loc[len(u):])
+                st.update(len(u))
             ok = jac >= self.threshold
             u, v = u[ok], v[ok]
         labels = connected_components(n, u, v)

@@ -79,7 +79,7 @@ def greedy_threshold_filter(vectors: np.ndarray, order: np.ndarray, threshold: f
     kept: list[np.ndarray] = []
     n_kept = rejected = 0
     start = 0
-    with progress.bar("repr-filter", total=limit if show_progress else None) as bar:
+    with progress.bar("repr-filter", total=n, show=show_progress) as bar:   # rows walked (kept: postfix)
         while start < n and n_kept < limit:
             # size blocks to what is still needed, so a nearly full selection does not scan far ahead
             size = min(block, n - start, max(64, 2 * (limit - n_kept)))
@@ -108,7 +108,9 @@ def greedy_threshold_filter(vectors: np.ndarray, order: np.ndarray, threshold: f
             n_kept += len(take_arr)
             rejected += rejected_here
             start += size
-            bar.update(len(take_arr))
+            bar.update(size)
+            bar.set_postfix_str(f"kept {n_kept:,}")
+        bar.set(kept=n_kept, rejected=rejected)
     out = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
     return out.astype(np.int64), rejected
 

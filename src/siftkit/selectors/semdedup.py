@@ -24,7 +24,7 @@ from .repr_filter import greedy_threshold_filter, order_by_score
 
 
 def semdedup_keep(x: np.ndarray, labels: np.ndarray, eps: float, scores: np.ndarray | None = None,
-                  block: int = 2048) -> np.ndarray:
+                  block: int = 2048, on_cluster: Any = None) -> np.ndarray:
     """Positions kept (sorted) given normalised rows ``x`` and cluster ``labels``."""
     n = len(x)
     rank = order_by_score(scores, n)          # global walk order; each cluster walks its members in it
@@ -36,6 +36,8 @@ def semdedup_keep(x: np.ndarray, labels: np.ndarray, eps: float, scores: np.ndar
     kept: list[np.ndarray] = []
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         members = by_cluster[a:b]
+        if on_cluster is not None:
+            on_cluster(len(members))        # progress: records of each cluster as it is walked
         if len(members) == 1:
             kept.append(members)
             continue
@@ -80,8 +82,9 @@ class SemDeDup(Selector):
         else:
             labels = np.zeros(n, dtype=np.int64)
         scores = np.asarray(ctx.column(self.by)[candidates], dtype=np.float64) if self.by else None
-        with progress.bar("semdedup", total=None):
-            keep = semdedup_keep(x, labels, self.eps, scores)
+        with progress.bar("semdedup", total=n) as bar:
+            keep = semdedup_keep(x, labels, self.eps, scores, on_cluster=bar.update)
+            bar.set(kept=len(keep), clusters=int(labels.max()) + 1)
         details: dict[str, Any] = {"clusters": int(labels.max()) + 1, "threshold": 1.0 - self.eps}
         if self.clusters_path:
             details["clusters_path"] = self.write_clusters(ctx, candidates, x, labels, keep)

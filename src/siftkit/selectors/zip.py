@@ -102,12 +102,16 @@ def zip_select(texts: list[bytes], budget: int, k1: int = 10_000, k2: int = 200,
     budget = min(budget, n)
     make = {"faithful": _Faithful, "fast": _Fast}[mode]
     # stage-1 scores start as each sample's own ratio
-    score = np.array([len(t) / max(len(zlib.compress(t, level)), 1) for t in texts], dtype=np.float64)
+    score = np.empty(n, dtype=np.float64)
+    with progress.stage("zip: own ratios", total=n, show=show_progress) as st:
+        for s in range(0, n, 4096):
+            score[s:s + 4096] = [len(t) / max(len(zlib.compress(t, level)), 1) for t in texts[s:s + 4096]]
+            st.update(min(4096, n - s))
     available = np.ones(n, dtype=bool)
     selected = make(level, sep)
     picks: list[int] = []
     rounds = scored = 0
-    with progress.bar("zip", total=budget if show_progress else None) as bar:
+    with progress.bar("zip", total=budget, show=show_progress) as bar:
         while len(picks) < budget:
             avail = np.flatnonzero(available)
             cand = _lowest(avail, score[avail], k1)                                 # stage 1

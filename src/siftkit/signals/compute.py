@@ -53,6 +53,13 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
         cached, missing = store.load(sig, ids)
         todo = np.flatnonzero(missing)
         computed = 0
+        progress.debug(f"signal:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(todo):,} cached, "
+                       f"{len(todo):,} to compute" + (f" with {workers} worker(s), engine {engine}" if len(todo) else ""),
+                       stage=f"signal:{sig.name}", fingerprint=sig.fingerprint(), cached=int(len(ids) - len(todo)),
+                       computed=int(len(todo)), workers=workers, engine=engine)
+        if not len(todo):
+            progress.event("stage_end", stage=f"signal:{sig.name}", records=0, cached=int(len(ids)),
+                           seconds=round(time.perf_counter() - t0, 3), rate=0.0)
         if len(todo):
             computed = _compute_missing(sig, pool, todo, store, workers,
                                         shard_size or sig.shard_size or SHARD_SIZE, engine)
@@ -83,15 +90,18 @@ def make_shards(pool: pa.Table, rows: np.ndarray, shard_size: int) -> list[pa.Ta
 def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: SignalStore, workers: int,
                      shard_size: int, engine: str) -> int:
     shards = make_shards(pool, todo, shard_size)
-    with progress.bar(f"score {sig.name}", total=len(todo)) as bar:
+    with progress.stage(f"signal:{sig.name}", total=len(todo)) as bar:
+        bar.set(cached=int(len(pool) - len(todo)))
+
         def done(i: int, values: dict[str, Any]) -> None:
             store.write_part(sig, shards[i].column("id").combine_chunks(), values)
-            bar.update(shards[i].num_rows)
+            if engine != "local":              # the local engine reports per batch through on_progress
+                bar.update(shards[i].num_rows)
 
         if engine == "local":
             from ..engines.local import run_shards
 
-            run_shards(sig, shards, done, workers=workers)
+            run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
         elif engine == "ray":
             try:
                 from ..engines.ray import run_shards as ray_run_shards

@@ -245,6 +245,8 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     ids = pool_table.column("id").combine_chunks()
     whole = store.cached_pool_matrix(sig, ids)
     if whole is not None:
+        progress.debug(f"vectors:{sig.name}: cache hit for the whole pool ({len(ids):,} rows, fingerprint "
+                       f"{sig.fingerprint()})")
         return whole
     known = store.known_ids(sig)
     missing = pc.invert(pc.is_in(ids, value_set=known)).to_numpy(zero_copy_only=False)
@@ -253,10 +255,15 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
         from .compute import make_shards
 
         shards = make_shards(pool_table, todo, shard_size or sig.shard_size or 65536)
-        with progress.bar(f"embed {sig.name}", total=len(todo)) as bar:
+        progress.debug(f"vectors:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(todo):,} cached, "
+                       f"{len(todo):,} to compute with {workers} worker(s)")
+        with progress.stage(f"signal:{sig.name}", total=len(todo)) as bar:
+            bar.set(cached=int(len(ids) - len(todo)))
+
             def done(i: int, values: dict[str, Any]) -> None:
                 store.write_shard(sig, shards[i].column("id").combine_chunks(), values[sig.name])
-                bar.update(shards[i].num_rows)
+                if engine != "local":
+                    bar.update(shards[i].num_rows)
 
             if engine == "local":
                 from ..engines.local import run_shards
@@ -267,7 +274,12 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
                     raise ConfigError(f"the ray engine is not available: {e}") from None
             else:
                 raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-            run_shards(sig, shards, done, workers=workers)
+            if engine == "local":
+                run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
+            else:
+                run_shards(sig, shards, done, workers=workers)
+    else:
+        progress.debug(f"vectors:{sig.name}: all {len(ids):,} cached (fingerprint {sig.fingerprint()})")
     return store.assemble(sig, ids)
 
 
