@@ -153,7 +153,7 @@ def resolve_budget(budget: float | str | None, n_candidates: int) -> int | None:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise ConfigError(f"budget must be a count, a fraction or a percentage, not {what!r}")
     if isinstance(budget, float):
-        if not budget > 0 or budget != budget or budget == float("inf"):
+        if not (0 < budget < float("inf")):   # also refuses NaN
             raise ConfigError(f"budget must be positive and finite, got {what!r}")
         if budget <= 1:
             return min(n_candidates, max(1, int(round(budget * n_candidates)))) if n_candidates else 0
