@@ -24,17 +24,20 @@ def test_messages_roles_content_parts_and_tool_calls():
         {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "function": {"name": "f"}}]},
         {"role": "tool", "content": "42"},
         {"role": "assistant", "content": "It is 42."}]})
-    assert [r for r, _ in turns] == ["system", "user", "assistant", "tool", "assistant"]
+    assert [t[0] for t in turns] == ["system", "user", "assistant", "tool", "assistant"]
     assert turns[1][1] == "Hello"
-    assert '"name":"f"' in turns[2][1]
+    # tool calls are kept as structure, not appended to the content (issue 10)
+    assert turns[2] == ("assistant", "", [{"id": "1", "name": "f", "arguments": "{}"}], None, None)
+    assert F.turn_text(turns[2]) == "f({})"
 
 
 def test_sharegpt_roles_and_system():
     turns = F.adapt_sharegpt({"system": "sys", "conversations": [
         {"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"},
-        {"from": "function_call", "value": "{}"}, {"from": "observation", "value": "obs"},
-        {"from": "chatgpt", "value": "a2"}]})
-    assert turns == [("system", "sys"), ("user", "q1"), ("assistant", "a1"), ("assistant", "{}"),
+        {"from": "function_call", "value": '{"name": "f", "arguments": {}}'},
+        {"from": "observation", "value": "obs"}, {"from": "chatgpt", "value": "a2"}]})
+    assert turns == [("system", "sys"), ("user", "q1"), ("assistant", "a1"),
+                     ("assistant", "", [{"id": None, "name": "f", "arguments": "{}"}], None, None),
                      ("tool", "obs"), ("assistant", "a2")]
 
 
