@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
-from .io.writers import write_jsonl, write_records
+from .io.writers import dataset_info_entry, write_jsonl, write_records
 from .pipeline import Selection
 
 MANIFEST_VERSION = 1
@@ -132,9 +132,28 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
     ext = "jsonl" if file_format == "jsonl" else "parquet"
     sel_path = os.path.join(out_dir, f"selected.{ext}")
     chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
-    write_records(chosen, sel_path, fmt, file_format)
+    unwritable: list[dict[str, Any]] = []  # selected records the output format cannot represent
+    written = write_records(chosen, sel_path, fmt, file_format, rejects=unwritable)
     outputs: dict[str, Any] = {"selected": os.path.basename(sel_path), "format": fmt, "file_format": file_format,
-                               "records": int(chosen.num_rows)}
+                               "records": int(written)}
+    if unwritable:
+        outputs["unrepresentable"] = len(unwritable)  # selected = records + unrepresentable
+    info_path = os.path.join(out_dir, "dataset_info.json")
+    try:  # LLaMA-Factory entry, keyed by the output folder's name
+        kept = chosen
+        if unwritable:
+            import pyarrow.compute as pc
+
+            kept = chosen.filter(pc.invert(pc.is_in(chosen.column("id"), pa.array([r["id"] for r in unwritable]))))
+        entry = dataset_info_entry(fmt, os.path.basename(sel_path), kept)
+    except ValueError:
+        entry = None
+    if entry is not None:
+        with open(info_path, "wb") as fh:
+            fh.write(orjson.dumps({os.path.basename(os.path.abspath(out_dir)): entry}, option=orjson.OPT_INDENT_2))
+        outputs["dataset_info"] = "dataset_info.json"
+    elif os.path.exists(info_path):
+        os.remove(info_path)
     rank = np.full(len(sel.pool), -1, dtype=np.int64)
     rank[sel.selected] = np.arange(len(sel.selected))
     status_tbl = pa.table({
@@ -147,8 +166,8 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
     os.replace(status_path + ".tmp", status_path)
     outputs["selection"] = "selection.parquet"
     rej_path = os.path.join(out_dir, "rejects.jsonl")
-    if sel.pool.rejects:
-        write_jsonl(sel.pool.rejects, rej_path)
+    if sel.pool.rejects or unwritable:
+        write_jsonl(sel.pool.rejects + unwritable, rej_path)
         outputs["rejects"] = "rejects.jsonl"
     elif os.path.exists(rej_path):
         os.remove(rej_path)
