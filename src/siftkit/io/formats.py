@@ -54,6 +54,8 @@ ROLE_ALIASES = {
     "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
 }
 VALID_ROLES = ("system", "user", "assistant", "tool")
+# raw role names whose turns are always plain (role, content): the fast path of the message readers
+_PLAIN_ROLES = {k: v for k, v in ROLE_ALIASES.items() if v != "tool" and k != "function_call"}
 KINDS = ("sft", "preference", "kto")
 TEXT_KEYS = ("text", "value", "content")  # text parts: {"type": "text", KEY: "..."} in every spelling seen
 
@@ -209,6 +211,8 @@ def _require(rec: Mapping, key: str) -> Any:
 
 def _guard_sft(rec: Mapping) -> None:
     """An SFT adapter never silently reads a preference pair or a KTO record as SFT."""
+    if not ("chosen" in rec or "rejected" in rec or "label" in rec or "kto_tag" in rec):
+        return
     if "chosen" in rec or "rejected" in rec:
         raise RecordError("record has 'chosen'/'rejected' answers (a preference pair); read it with format "
                           "'preference'", "chosen" if "chosen" in rec else "rejected", code="preference_record")
@@ -249,7 +253,11 @@ def _message_list(msgs: Any, key: str) -> Turns:
             raise RecordError("each message must be an object with role and content", f)
         if "role" not in m:
             raise RecordError("message has no 'role'", f)
-        out.append(_message(m, f, "role", "content"))
+        role = _PLAIN_ROLES.get(m["role"]) if type(m["role"]) is str else None
+        if role is not None and "tool_calls" not in m and "function_call" not in m:
+            out.append((role, _text(m.get("content"), f + ".content")))
+        else:
+            out.append(_message(m, f, "role", "content"))
     return out
 
 
@@ -260,6 +268,9 @@ def _sharegpt_turn(m: Any, f: str) -> tuple:
     val_key = "value" if "value" in m else "content" if "content" in m else None
     if role_key is None or val_key is None:
         raise RecordError("turn needs 'from' and 'value'", f)
+    role = _PLAIN_ROLES.get(m[role_key]) if type(m[role_key]) is str else None
+    if role is not None and "tool_calls" not in m:
+        return (role, _text(m[val_key], f + "." + val_key))
     return _message(m, f, role_key, val_key)
 
 
@@ -369,6 +380,8 @@ def adapt_prompt_completion(rec: Mapping) -> Turns | Adapted:
     prompt = _require(rec, "prompt")
     completion = _require(rec, "completion")
     _guard_sft(rec)
+    if type(prompt) is str and type(completion) is str and "tools" not in rec:  # fast path
+        return [("user", prompt), ("assistant", completion)]
     turns = _prompt_part(prompt, "prompt") + _answer_part(completion, "completion")
     return _with_tools(rec, turns)
 

@@ -418,20 +418,23 @@ def process_task(task: FileTask) -> dict[str, Any]:
                             "column": None, "field": None, "code": bad[0], "reason": bad[1],
                             "raw": item.original[:500]})
             continue
-        if extra is None and all(len(t) == 2 for t in turns):
+        if extra is None and max(map(len, turns)) == 2:  # plain turns: the id key is unchanged
             key = "\x00".join([r + "\x00" + c for r, c in turns]) + tail + str(item.row)
+            for r, c in turns:
+                roles.append(r)
+                contents.append(c)
         else:
             key = _rich_key(turns, extra) + tail + str(item.row)
             if extra is not None and (extra.kind != "sft" or extra.tools is not None):
                 extras[len(ids)] = extra
+            for t in turns:
+                if len(t) > 2:
+                    rich_turns[len(roles)] = t[2:]
+                roles.append(t[0])
+                contents.append(t[1])
         ids.append(hid(key.encode("utf-8", "surrogatepass")))
         rows.append(item.row)
         lines.append(item.line)
-        for t in turns:
-            if len(t) > 2:
-                rich_turns[len(roles)] = t[2:]
-            roles.append(t[0])
-            contents.append(t[1])
         offsets.append(len(roles))
         originals.append(item.original)
     n = len(ids)
