@@ -111,6 +111,8 @@ def test_signals_see_the_calls_and_segments(tmp_path):
     stats = TextStats().compute(p.table)
     assert stats["chars_query"][0] == len(query) - 2 * 4  # per-turn lengths: the 4 separators are not counted
     assert stats["assistant_turns"][0] == 2
+    # the training-example builders (bench, LESS warm-up, CHERRY) render a call turn the same way
+    assert F.message_text(p.records()[0]["messages"][2]) == fb.contents[2]
     # a conversation ending on a call: the call is the response, and it is not "empty"
     ends = {"messages": OPENAI_TOOL["messages"][:3]}
     p2 = _pool(tmp_path / "e", [ends])

@@ -184,6 +184,15 @@ def render_tool_calls(calls: list[dict[str, Any]]) -> str:
     return "\n".join(f"{c['name']}({c['arguments']})" for c in calls)
 
 
+def message_text(m: Mapping[str, Any]) -> str:
+    """``turn_text`` of a canonical message dict (``{role, content, tool_calls?, ...}``)."""
+    calls = m.get("tool_calls")
+    if calls:
+        r = render_tool_calls(calls)
+        return f"{m['content']}\n{r}" if m["content"] else r
+    return m["content"]
+
+
 def turn_text(turn: tuple) -> str:
     """The text a turn contributes to signals: its content plus, for a tool-call turn, the calls."""
     if len(turn) > 2 and turn[2]:
