@@ -182,6 +182,12 @@ def test_alpaca_output_is_llamafactory_alpaca_ranking(tmp_path):
     assert entry == {"file_name": "a.jsonl", "formatting": "alpaca", "ranking": True,
                      "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen",
                                  "rejected": "rejected", "history": "history"}}
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("json", data_files=str(out), split="train")
+    assert set(entry["columns"].values()) <= set(ds.column_names)  # LLaMA-Factory reads each named column
+    for r in ds:  # its alpaca converter: history pairs, ranking answers as strings
+        assert all(len(pair) == 2 for pair in r["history"] or [])
+        assert isinstance(r["chosen"], str) and isinstance(r["rejected"], str) and isinstance(r["instruction"], str)
     # a chosen answer of several turns cannot be an Alpaca string: rejected per record, the rest written
     multi = {"prompt": [U], "chosen": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "more"},
                                        {"role": "assistant", "content": GOOD}],
