@@ -70,6 +70,8 @@ def _has_tool_turns(msgs: Iterable[dict[str, Any]]) -> bool:
 
 
 def _oai(m: dict[str, Any]) -> dict[str, Any]:
+    if len(m) == 2:  # a plain {role, content} (see _plain_view)
+        return m
     out: dict[str, Any] = {"role": m["role"], "content": m["content"]}
     calls = _calls(m)
     if calls:
@@ -117,27 +119,28 @@ def to_messages(rec: dict[str, Any], opts: dict[str, Any] | None = None) -> dict
 
 # ---------------------------------------------------------------- sharegpt (LLaMA-Factory)
 
-def _sharegpt_turns(msgs: list[dict[str, Any]], base: int = 0, field: str = "messages") -> list[dict[str, Any]]:
-    """Non-system turns as LLaMA-Factory ShareGPT turns; consecutive tool results become one observation
-    whose value is a JSON list of the results."""
+def _sharegpt_turns(msgs: list[dict[str, Any]], base: int = 0,
+                    field: str = "messages") -> tuple[list[dict[str, Any]], bool]:
+    """Non-system turns as LLaMA-Factory ShareGPT turns, and whether any is a tool call or result;
+    consecutive tool results become one observation whose value is a JSON list of the results."""
     out: list[dict[str, Any]] = []
-    pending_tool: list[str] = []
-
-    def flush():
-        if pending_tool:
-            value = pending_tool[0] if len(pending_tool) == 1 else orjson.dumps(pending_tool).decode()
-            out.append({"from": "observation", "value": value})
-            pending_tool.clear()
-
+    pending: list[str] = []
+    tooly = False
     for i, m in enumerate(msgs):
-        if m["role"] == "system":
+        role = m["role"]
+        if role == "tool":
+            pending.append(m["content"])
+            tooly = True
             continue
-        if m["role"] == "tool":
-            pending_tool.append(m["content"])
+        if pending:
+            out.append({"from": "observation",
+                        "value": pending[0] if len(pending) == 1 else orjson.dumps(pending).decode()})
+            pending = []
+        if role == "system":
             continue
-        flush()
-        calls = _calls(m)
+        calls = m.get("tool_calls")
         if calls:
+            tooly = True
             if m["content"].strip():
                 raise Unrepresentable(f"{field}[{base + i}]: assistant text alongside tool calls; a ShareGPT "
                                       f"function_call turn holds only the calls", f"{field}[{base + i}]")
@@ -145,9 +148,11 @@ def _sharegpt_turns(msgs: list[dict[str, Any]], base: int = 0, field: str = "mes
             out.append({"from": "function_call",
                         "value": orjson.dumps(objs[0] if len(objs) == 1 else objs).decode()})
         else:
-            out.append({"from": SHAREGPT_ROLES[m["role"]], "value": m["content"]})
-    flush()
-    return out
+            out.append({"from": SHAREGPT_ROLES[role], "value": m["content"]})
+    if pending:
+        out.append({"from": "observation",
+                    "value": pending[0] if len(pending) == 1 else orjson.dumps(pending).decode()})
+    return out, tooly
 
 
 _ODD = ("human", "observation")
@@ -179,18 +184,18 @@ def to_sharegpt(rec: dict[str, Any], opts: dict[str, Any] | None = None) -> dict
         out["tools"] = rec.get("tools") or ""
     prompt, answer = _split(rec)
     if kind == "preference":
-        conv = _sharegpt_turns(prompt)
+        conv = _sharegpt_turns(prompt)[0]
         _check_alternation(conv, ranking=True)
         for key, part in (("chosen", answer), ("rejected", rec["rejected"])):
-            turns = _sharegpt_turns(part, field=key)
+            turns = _sharegpt_turns(part, field=key)[0]
             if len(turns) != 1 or turns[0]["from"] not in _EVEN:
                 raise Unrepresentable(f"the {key} answer has {len(turns)} turns; LLaMA-Factory ranking needs one "
                                       f"assistant message", key)
             out[key] = turns[0]
         out["conversations"] = conv
         return out
-    conv = _sharegpt_turns(rec["messages"])
-    if kind == "kto" or _has_tool_turns(rec["messages"]):
+    conv, tooly = _sharegpt_turns(rec["messages"])
+    if kind == "kto" or tooly:
         _check_alternation(conv, ranking=False)
     if kind == "kto":
         if len(answer) != 1:
@@ -281,6 +286,24 @@ def main_kind(table: pa.Table) -> str:
     return max(order, key=lambda k: (kinds.get(k, 0), -order.index(k))) if table.num_rows else "sft"
 
 
+PLAIN_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def _plain_view(table: pa.Table) -> pa.Table:
+    """``table`` with plain ``{role, content}`` messages when no turn has tool fields (faster to convert)."""
+    if "messages" not in table.column_names:
+        return table
+    col = table.column("messages")
+    if col.type == PLAIN_MESSAGES or not pa.types.is_struct(col.type.value_type):
+        return table
+    values = pc.list_flatten(col)
+    for name in ("tool_calls", "tool_call_id", "name"):
+        if col.type.value_type.get_field_index(name) >= 0 and any(
+                ch.field(name).null_count < len(ch) for ch in values.chunks):
+            return table
+    return table.set_column(table.column_names.index("messages"), "messages", col.cast(PLAIN_MESSAGES))
+
+
 def _has_tools(table: pa.Table) -> bool:
     return "tools" in table.column_names and table.column("tools").null_count < table.num_rows
 
@@ -316,8 +339,10 @@ def write_records(table: pa.Table, path: str, fmt: str = "original", file_format
         skipped: list[dict[str, Any]] = []
 
         def recs() -> Iterable[dict[str, Any]]:
-            cols = [c for c in RECORD_COLUMNS if c in table.column_names]
-            for r in _iter_rows(table.select(cols)):
+            needed = {"id", "source", "messages"} | ({"tools"} if opts["tools"] else set()) | (
+                {"kind", "label", "rejected", "prompt_turns"} if kind != "sft" or len(_kinds(table)) > 1 else set())
+            cols = [c for c in RECORD_COLUMNS if c in needed and c in table.column_names]
+            for i, r in enumerate(_iter_rows(_plain_view(table.select(cols)))):
                 try:
                     if (r.get("kind") or "sft") != kind:
                         raise Unrepresentable(f"a {fmt} file holds one kind of record and this output holds "
@@ -326,8 +351,9 @@ def write_records(table: pa.Table, path: str, fmt: str = "original", file_format
                 except Unrepresentable as e:
                     if rejects is None:
                         raise ConfigError(f"record {r['id']} cannot be written as {fmt}: {e.reason}") from None
-                    skipped.append({"id": r["id"], "source": r["source"], "file": r.get("file"),
-                                    "row": r.get("row"), "line": r.get("line"), "column": None,
+                    prov = {c: table.column(c)[i].as_py() if c in table.column_names else None
+                            for c in ("file", "row", "line")}
+                    skipped.append({"id": r["id"], "source": r["source"], **prov, "column": None,
                                     "field": e.field, "code": "unrepresentable",
                                     "reason": f"{fmt} output: {e.reason}", "raw": None})
 
