@@ -30,6 +30,9 @@ PAIRS = {
                                     "rejected": [{"role": "assistant", "content": BAD}]},
     "trl_implicit": {"chosen": [U, {"role": "assistant", "content": GOOD}],
                      "rejected": [U, {"role": "assistant", "content": BAD}]},
+    "ms_swift": {"messages": [U, {"role": "assistant", "content": GOOD}], "rejected_response": BAD},
+    "medicalgpt": {"system": "", "history": [["Hi", "Hello"]], "question": "Name a prime.",
+                   "response_chosen": GOOD, "response_rejected": BAD},
     "anthropic_hh": {"chosen": f"\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Name a prime.\n\nAssistant: {GOOD}",
                      "rejected": f"\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Name a prime.\n\nAssistant: {BAD}"},
 }
@@ -177,7 +180,7 @@ def test_alpaca_output_is_llamafactory_alpaca_ranking(tmp_path):
     for r in rows:
         assert r["instruction"] == "Name a prime." and (r["chosen"], r["rejected"]) == (GOOD, BAD)
         assert "output" not in r
-    assert [r.get("history") for r in rows if "history" in r] == [[["Hi", "Hello"]]] * 2
+    assert [r.get("history") for r in rows if "history" in r] == [[["Hi", "Hello"]]] * 3
     entry = dataset_info_entry("alpaca", "a.jsonl", p.table)
     assert entry == {"file_name": "a.jsonl", "formatting": "alpaca", "ranking": True,
                      "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen",

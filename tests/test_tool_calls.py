@@ -86,6 +86,16 @@ def test_sharegpt_function_call_and_observation(tmp_path):
     assert e.value.field == "conversations[1].value"
 
 
+def test_ms_swift_tool_call_and_tool_response_roles(tmp_path):
+    rec = _pool(tmp_path, [{"tools": json.dumps(TOOLS[:1]), "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "tool_call", "content": '{"name": "get_weather", "arguments": {"city": "Oslo"}}'},
+        {"role": "tool_response", "content": "snow"}, {"role": "assistant", "content": "Snow in Oslo."}]}]).records()[0]
+    assert [m["role"] for m in rec["messages"]] == ["user", "assistant", "tool", "assistant"]
+    assert rec["messages"][1]["tool_calls"] == [{"id": None, "name": "get_weather", "arguments": '{"city":"Oslo"}'}]
+    assert rec["tools"] is not None
+
+
 def test_plain_ids_unchanged_and_tool_calls_fold_into_the_id(tmp_path):
     p = _pool(tmp_path, [PLAIN, OPENAI_TOOL])
     key = "user\x00What is 2+2?\x00assistant\x004" + "\x00r0.jsonl\x00" + "0"

@@ -20,7 +20,8 @@ name                      record shape
 ``preference``            ``chosen`` + ``rejected``: LLaMA-Factory ranking (``conversations`` or
                           ``messages`` + one message object each, or alpaca ``instruction`` + strings),
                           TRL explicit (``prompt``) or implicit prompt (message lists), Anthropic HH
-                          strings ("\\n\\nHuman: ... \\n\\nAssistant: ...")
+                          strings ("\\n\\nHuman: ... \\n\\nAssistant: ..."), ms-swift ``messages`` +
+                          ``rejected_response``, MedicalGPT ``question`` + ``response_chosen``/``_rejected``
 ``kto``                   a boolean ``label`` (or LLaMA-Factory ``kto_tag``) on ``prompt``/``completion``,
                           ``messages``, ``conversations`` or alpaca records
 ``mapping``               explicit user mapping ``{"user": ..., "assistant": ..., "system": ...}``
@@ -52,10 +53,12 @@ ROLE_ALIASES = {
     "bing": "assistant", "model": "assistant", "bot": "assistant", "function_call": "assistant",
     "system": "system", "developer": "system",
     "tool": "tool", "function": "tool", "observation": "tool", "ipython": "tool",
+    "tool_call": "assistant", "tool_response": "tool",  # ms-swift agent turns
 }
+CALL_ROLES = ("function_call", "tool_call")  # raw roles whose content is the call(s) as JSON
 VALID_ROLES = ("system", "user", "assistant", "tool")
 # raw role names whose turns are always plain (role, content): the fast path of the message readers
-_PLAIN_ROLES = {k: v for k, v in ROLE_ALIASES.items() if v != "tool" and k != "function_call"}
+_PLAIN_ROLES = {k: v for k, v in ROLE_ALIASES.items() if v != "tool" and k not in CALL_ROLES}
 KINDS = ("sft", "preference", "kto")
 TEXT_KEYS = ("text", "value", "content")  # text parts: {"type": "text", KEY: "..."} in every spelling seen
 
@@ -220,11 +223,13 @@ def _require(rec: Mapping, key: str) -> Any:
 
 def _guard_sft(rec: Mapping) -> None:
     """An SFT adapter never silently reads a preference pair or a KTO record as SFT."""
-    if not ("chosen" in rec or "rejected" in rec or "label" in rec or "kto_tag" in rec):
+    if not ("chosen" in rec or "rejected" in rec or "label" in rec or "kto_tag" in rec
+            or "rejected_response" in rec or "response_rejected" in rec):
         return
-    if "chosen" in rec or "rejected" in rec:
-        raise RecordError("record has 'chosen'/'rejected' answers (a preference pair); read it with format "
-                          "'preference'", "chosen" if "chosen" in rec else "rejected", code="preference_record")
+    for k in ("chosen", "rejected", "rejected_response", "response_rejected"):
+        if k in rec:
+            raise RecordError(f"record has a '{k}' answer (a preference pair); read it with format 'preference'",
+                              k, code="preference_record")
     if type(rec.get("label")) is bool or type(rec.get("kto_tag")) is bool:
         raise RecordError("record has a boolean KTO label; read it with format 'kto'",
                           "label" if "label" in rec else "kto_tag", code="kto_record")
@@ -234,7 +239,7 @@ def _message(m: Any, f: str, role_key: str, val_key: str) -> tuple:
     """One message (``role_key``/``val_key`` already checked present, or content optional)."""
     raw_role = m[role_key]
     role = _role(raw_role, f + "." + role_key)
-    if raw_role == "function_call":  # ShareGPT / LLaMA-Factory: the value is the call(s) as JSON
+    if raw_role in CALL_ROLES:  # ShareGPT / LLaMA-Factory / ms-swift: the value is the call(s) as JSON
         return (role, "", _function_call_value(m.get(val_key), f + "." + val_key), None, None)
     content = _text(m.get(val_key), f + "." + val_key)
     calls = m.get("tool_calls")
@@ -427,6 +432,21 @@ def _split_common(chosen: Turns, rejected: Turns) -> tuple[Turns, Turns, Turns]:
 
 def adapt_preference(rec: Mapping) -> Adapted:
     """A preference pair -> ``Adapted(prompt + chosen, rejected=..., prompt_turns=len(prompt))``."""
+    if isinstance(rec, Mapping) and "rejected_response" in rec:  # ms-swift: messages end on the chosen answer
+        key = "messages" if "messages" in rec else "conversations"
+        turns = _system_turns(rec) + _sharegpt_list(_require(rec, key), key)
+        if not turns or turns[-1][0] != "assistant":
+            raise RecordError("with 'rejected_response' the conversation must end on the chosen assistant answer",
+                              key, code="empty_chosen")
+        rejected = [("assistant", _text(rec["rejected_response"], "rejected_response"))]
+        tools = _tools(rec["tools"]) if "tools" in rec else None
+        return Adapted(turns, tools, "preference", None, rejected, len(turns) - 1)
+    if isinstance(rec, Mapping) and "response_chosen" in rec:  # MedicalGPT: system, history, question
+        prompt = _alpaca_prompt({"instruction": _require(rec, "question"), "system": rec.get("system"),
+                                 "history": rec.get("history")})
+        return Adapted(prompt + [("assistant", _text(rec["response_chosen"], "response_chosen"))], None,
+                       "preference", None,
+                       [("assistant", _text(_require(rec, "response_rejected"), "response_rejected"))], len(prompt))
     ch = _require(rec, "chosen")
     rj = _require(rec, "rejected")
     conv_key = "conversations" if "conversations" in rec else "messages" if "messages" in rec else None
@@ -563,7 +583,8 @@ def detect_format(rec: Any) -> str | None:
         return None
     if type(rec.get("label")) is bool or type(rec.get("kto_tag")) is bool:
         return "kto"
-    if "chosen" in rec and "rejected" in rec:
+    if ("chosen" in rec and "rejected" in rec) or "rejected_response" in rec or (
+            "response_chosen" in rec and "response_rejected" in rec):
         return "preference"
     if isinstance(rec.get("messages"), list):
         return "messages"
