@@ -141,9 +141,15 @@ def test_messages_output_is_trl_preference_and_round_trips(tmp_path):
         assert set(r) == {"id", "source", "prompt", "chosen", "rejected"}
         assert r["prompt"][-1]["role"] == "user" and r["chosen"] == [{"role": "assistant", "content": GOOD}]
         assert r["rejected"] == [{"role": "assistant", "content": BAD}]
-    from trl.data_utils import is_conversational
+    from transformers import AutoTokenizer
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    from scoring_tiny import build_tiny_lm
 
     assert is_conversational(rows[0])
+    tok = AutoTokenizer.from_pretrained(build_tiny_lm(tmp_path / "lm"))
+    text = apply_chat_template({k: rows[0][k] for k in ("prompt", "chosen", "rejected")}, tok)
+    assert text["prompt"].endswith("<|im_start|>assistant\n") and GOOD in text["chosen"] and BAD in text["rejected"]
     ds = datasets.load_dataset("json", data_files=str(out), split="train")
     assert ds.column_names == ["id", "source", "prompt", "chosen", "rejected"]
     back = read_pool(str(out)).records()
