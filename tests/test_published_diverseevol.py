@@ -180,7 +180,8 @@ def test_retrain_recipe_deterministic_exact_budget_and_per_round_losses(tiny, tm
     with open(out / "selected.jsonl", encoding="utf-8") as fh:
         cli_msgs = [json.loads(line)["messages"] for line in fh]
     table = _pool_table(pool_dir)
-    pos = {json.dumps(m): i for i, m in enumerate(table.column("messages").to_pylist())}
+    pos = {json.dumps([{"role": t["role"], "content": t["content"]} for t in m]): i
+           for i, m in enumerate(table.column("messages").to_pylist())}
     assert sorted(pos[json.dumps(m)] for m in cli_msgs) == sel.selected.tolist()
 
 

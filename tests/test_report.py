@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from siftkit.io.pool import MESSAGE_TYPE, POOL_SCHEMA
+from siftkit.io.pool import MESSAGE_TYPE, canonical_table
 from siftkit.report import data as D
 from siftkit.report import render_report
 
@@ -23,9 +23,9 @@ def make_pool(n: int, seed: int = 0, sources=("alpaca", "sharegpt", "gsm8k")) ->
     src = [sources[i] for i in rng.integers(0, len(sources), n)]
     msgs = [[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
             for i in range(n)]
-    return pa.table({"id": [f"{i:016x}" for i in range(n)], "source": src, "file": ["a.jsonl"] * n,
-                     "row": np.arange(n), "line": np.arange(n) + 1, "messages": msgs,
-                     "original": ["{}"] * n}, schema=POOL_SCHEMA)
+    return canonical_table({"id": [f"{i:016x}" for i in range(n)], "source": src, "file": ["a.jsonl"] * n,
+                            "row": np.arange(n), "line": np.arange(n) + 1, "messages": msgs,
+                            "original": ["{}"] * n})
 
 
 def make_signals(n: int, seed: int = 0) -> pa.Table:
@@ -231,9 +231,9 @@ def _big_pool(n: int) -> pa.Table:
     src = pa.DictionaryArray.from_arrays(pa.array(np.arange(n, dtype=np.int32) % 7),
                                          pa.array([f"src{i}" for i in range(7)])).cast(pa.string())
     ids = pa.array(np.char.mod("%016x", np.arange(n)).astype(object))
-    return pa.table([ids, src, pa.array(np.full(n, "f", dtype=object)), pa.array(np.arange(n)),
-                     pa.array(np.arange(n)), msgs.cast(MESSAGE_TYPE), pa.array(np.full(n, "{}", dtype=object))],
-                    schema=POOL_SCHEMA)
+    return canonical_table({"id": ids, "source": src, "file": pa.array(np.full(n, "f", dtype=object)),
+                            "row": pa.array(np.arange(n)), "line": pa.array(np.arange(n)),
+                            "messages": msgs.cast(MESSAGE_TYPE), "original": pa.array(np.full(n, "{}", dtype=object))})
 
 
 def test_one_million_rows_give_a_small_page(tmp_path):
@@ -356,7 +356,7 @@ def test_sample_keeps_line_breaks_and_labels_every_turn(tmp_path):
     assert "def add(a, b):\n    return a + b\n\nprint(add(1, 2))" in row      # breaks and indent kept
     assert "white-space: pre-wrap" in page
     long = [[{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(12)]]
-    pool2 = make_pool(1).set_column(POOL_SCHEMA.get_field_index("messages"), "messages", pa.array(long, MESSAGE_TYPE))
+    pool2 = make_pool(1).set_column(make_pool(1).schema.get_field_index("messages"), "messages", pa.array(long, MESSAGE_TYPE))
     rows = D.sample_selected(pool2, np.ones(1, bool))
     q = rows[0]["query"]
     assert [t["role"] for t in q] == ["user", "assistant", "…", "assistant", "user", "assistant", "user"]

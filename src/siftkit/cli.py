@@ -25,7 +25,8 @@ def _input_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input")
     g.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files, folders (read recursively), globs ('data/*.jsonl') or hf:NAME[:split]")
-    g.add_argument("--format", choices=["messages", "sharegpt", "alternating", "alpaca", "prompt_completion", "qa"],
+    g.add_argument("--format", choices=["messages", "sharegpt", "alternating", "alpaca", "prompt_completion", "qa",
+                                        "preference", "kto"],
                    help="force the record format (default: detected per file)")
     g.add_argument("--map", action="append", default=[], metavar="ROLE=SPEC",
                    help="explicit mapping for other layouts: --map user=0 --map assistant=2 (column index, "

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from . import __version__, progress
 from .errors import ConfigError, InputDataError
 from .fsutil import disk_guard, exchange, fsync_dir, is_no_space, pid_alive, remove_path
-from .io.writers import write_jsonl, write_records
+from .io.writers import dataset_info_entry, write_jsonl, write_records
 from .pipeline import Selection
 
 MANIFEST_VERSION = 1
@@ -167,6 +167,20 @@ def diversity_sections(sel: Selection, force: bool = False) -> list[dict[str, An
                          "n_pool": len(sel.pool), "n_sel": len(sel.selected), "xlabel": "PC1", "ylabel": "PC2"}}]
 
 
+def _dataset_info(fmt: str, file_name: str, chosen: pa.Table,
+                  unwritable: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """LLaMA-Factory's dataset_info entry for the written records, or None when the format has none."""
+    kept = chosen
+    if unwritable:
+        import pyarrow.compute as pc
+
+        kept = chosen.filter(pc.invert(pc.is_in(chosen.column("id"), pa.array([r["id"] for r in unwritable]))))
+    try:
+        return dataset_info_entry(fmt, file_name, kept)
+    except ValueError:
+        return None
+
+
 def _with_length_signals(sel: Selection) -> pa.Table:
     """The selection's signals plus character and token lengths (cached), so every report shows lengths."""
     from .signals.compute import compute_signals
@@ -216,12 +230,22 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
                 from .signals.special_tokens import escape_special_tokens as _escape
 
                 chosen = _escape(chosen, sel.config.tokenizer)
+            unwritable: list[dict[str, Any]] = []  # selected records the output format cannot represent
             with disk_guard(os.path.join(out_dir, sel_name), _records_bytes(chosen, fmt),
                             [at(sel_name + ".tmp")]):
-                write_records(chosen, at(sel_name), fmt, file_format)
+                written = write_records(chosen, at(sel_name), fmt, file_format, rejects=unwritable)
             st.update(int(chosen.num_rows))
         outputs: dict[str, Any] = {"selected": sel_name, "format": fmt, "file_format": file_format,
-                                   "records": int(chosen.num_rows)}
+                                   "records": int(written)}
+        if unwritable:
+            outputs["unrepresentable"] = len(unwritable)  # selected = records + unrepresentable
+        entry = _dataset_info(fmt, sel_name, chosen, unwritable)
+        if entry is not None:   # LLaMA-Factory's entry, keyed by the output folder's name
+            blob = orjson.dumps({os.path.basename(os.path.abspath(out_dir)): entry}, option=orjson.OPT_INDENT_2)
+            with disk_guard(os.path.join(out_dir, "dataset_info.json"), len(blob), approx=False), \
+                    open(at("dataset_info.json"), "wb") as fh:
+                fh.write(blob)
+            outputs["dataset_info"] = "dataset_info.json"
         if escape_special_tokens:
             outputs["escape_special_tokens"] = True
         rank = np.full(len(sel.pool), -1, dtype=np.int64)
@@ -234,9 +258,9 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
         with disk_guard(os.path.join(out_dir, SELECTION_FILE), status_tbl.nbytes):
             pq.write_table(status_tbl, at(SELECTION_FILE), compression="zstd")
         outputs["selection"] = SELECTION_FILE
-        if sel.pool.rejects:
+        if sel.pool.rejects or unwritable:
             with disk_guard(os.path.join(out_dir, REJECTS_FILE), cleanup=[at(REJECTS_FILE + ".tmp")]):
-                write_jsonl(sel.pool.rejects, at(REJECTS_FILE))
+                write_jsonl(sel.pool.rejects + unwritable, at(REJECTS_FILE))
             outputs["rejects"] = REJECTS_FILE
         sel.timings["write"] = round(time.perf_counter() - t0, 3)
         report_signals = None

@@ -32,11 +32,12 @@ class Examples:
 def build_examples(conversations: list[list[dict[str, str]]], tokenizer: Any, template: str,
                    max_length: int) -> Examples:
     """Tokenise conversations; mask = assistant content tokens + each assistant turn's end token."""
+    from ..io.formats import message_text
     from ..scoring.templates import TemplateError, render, span_mask, tokenize
 
     rows, kept, skipped, truncated = [], [], 0, 0
     for k, msgs in enumerate(conversations):
-        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        msgs = [{"role": m["role"], "content": message_text(m)} for m in msgs]  # tool calls as signals see them
         try:
             r = render(msgs, template, tokenizer)
         except TemplateError:

@@ -9,8 +9,21 @@ Canonical record (one row of ``Pool.table``):
   (Exact dedup uses a separate, further normalised text hash: the ``exact_hash`` signal.)
 - ``source`` (string): dataset name (input folder or file stem, or user-given).
 - ``file``, ``row``, ``line``: provenance.
-- ``messages``: list of ``{role, content}``; roles are system/user/assistant/tool.
+- ``messages``: list of ``{role, content, tool_calls, tool_call_id, name}``; roles are
+  system/user/assistant/tool. ``tool_calls`` (assistant turns; else null) is a list of ``{id, name, arguments}``
+  with ``arguments`` a JSON string; ``tool_call_id`` / ``name`` (tool turns; else null) say which call a tool
+  result answers. For preference and KTO records ``messages`` is prompt + chosen answer (+ completion).
 - ``original`` (string): the untouched original record as JSON text.
+- ``tools`` (string, null when none): the record's tool definitions as JSON text.
+- ``kind`` (string): ``sft``, ``preference`` or ``kto``.
+- ``label`` (bool, null unless KTO): true = desirable, false = undesirable.
+- ``rejected`` (list of messages, null unless preference): the rejected continuation of the prompt.
+- ``prompt_turns`` (int32, null for SFT): how many leading ``messages`` form the prompt; the rest is the
+  chosen answer (preference) or the completion the label judges (KTO).
+
+Ids of plain records hash roles and contents only. A record with tool calls or tool-result ids folds them
+into the key (after each such turn's content), and a preference / KTO record folds its kind, label and
+rejected answer in; see docs/formats.md.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import xxhash
 
@@ -33,7 +47,11 @@ from ..errors import ConfigError, EmptyResultError, InputDataError
 from . import formats as F
 from . import readers as R
 
-MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("name", pa.string()), ("arguments", pa.string())])
+MESSAGE_STRUCT = pa.struct([("role", pa.string()), ("content", pa.string()),
+                            ("tool_calls", pa.list_(TOOL_CALL_TYPE)), ("tool_call_id", pa.string()),
+                            ("name", pa.string())])
+MESSAGE_TYPE = pa.list_(MESSAGE_STRUCT)
 POOL_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("source", pa.string()),
@@ -42,7 +60,33 @@ POOL_SCHEMA = pa.schema([
     ("line", pa.int64()),
     ("messages", MESSAGE_TYPE),
     ("original", pa.string()),
+    ("tools", pa.string()),
+    ("kind", pa.string()),
+    ("label", pa.bool_()),
+    ("rejected", MESSAGE_TYPE),
+    ("prompt_turns", pa.int32()),
 ])
+
+
+def canonical_table(columns: Mapping[str, Any]) -> pa.Table:
+    """A ``POOL_SCHEMA`` table from the given columns; missing ones get their defaults (``kind`` 'sft', the
+    rest null) and ``messages`` given as plain ``{role, content}`` structs are widened."""
+    n = len(next(iter(columns.values())))
+    cols = []
+    for f in POOL_SCHEMA:
+        if f.name in columns:
+            v = columns[f.name]
+            if isinstance(v, (pa.Array, pa.ChunkedArray)):
+                cols.append(v if v.type == f.type else v.cast(f.type))
+            else:
+                cols.append(pa.array(v, f.type))
+        elif f.name == "kind":
+            cols.append(pa.array(["sft"] * n, pa.string()))
+        else:
+            cols.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(cols, schema=POOL_SCHEMA)
+
+
 ON_ERROR = ("raise", "skip")
 JSONL_CHUNK_BYTES = 48 << 20
 
@@ -330,6 +374,10 @@ def process_task(task: FileTask) -> dict[str, Any]:
     offsets: list[int] = [0]
     originals: list[str] = []
     rejects: list[dict[str, Any]] = []
+    # Sparse extras: tool-call turns (flat turn index -> (calls, tool_call_id, name)) and record-level
+    # fields of tool / preference / KTO records (record index -> Adapted). Plain files never fill them.
+    rich_turns: dict[int, tuple] = {}
+    extras: dict[int, F.Adapted] = {}
     hid = xxhash.xxh3_64_hexdigest
     tail = "\x00" + task.rel + "\x00"
     validate = F.validate_turns
@@ -368,30 +416,45 @@ def process_task(task: FileTask) -> dict[str, Any]:
                                      f"and go on)", file=task.path, line=item.line,
                                      record=item.row, field=e.field) from None
             rejects.append({"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
-                            "column": None, "field": e.field, "code": "malformed", "reason": e.reason,
+                            "column": None, "field": e.field, "code": e.code, "reason": e.reason,
                             "raw": item.original[:500]})
             continue
-        bad = validate(turns)
+        extra = None
+        if type(turns) is not list:
+            extra = turns
+            turns = extra.turns
+            bad = validate(turns, extra.rejected, extra.prompt_turns)
+        else:
+            bad = validate(turns)
         if bad is not None:
             # An unusable conversation is never an error but always reported: rejected with its reason.
             rejects.append({"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
                             "column": None, "field": None, "code": bad[0], "reason": bad[1],
                             "raw": item.original[:500]})
             continue
-        key = "\x00".join([r + "\x00" + c for r, c in turns]) + tail + str(item.row)
+        if extra is None and max(map(len, turns)) == 2:  # plain turns: the id key is unchanged
+            key = "\x00".join([r + "\x00" + c for r, c in turns]) + tail + str(item.row)
+            for r, c in turns:
+                roles.append(r)
+                contents.append(c)
+        else:
+            key = _rich_key(turns, extra) + tail + str(item.row)
+            if extra is not None and (extra.kind != "sft" or extra.tools is not None):
+                extras[len(ids)] = extra
+            for t in turns:
+                if len(t) > 2:
+                    rich_turns[len(roles)] = t[2:]
+                roles.append(t[0])
+                contents.append(t[1])
         ids.append(hid(key.encode("utf-8", "surrogatepass")))
         rows.append(item.row)
         lines.append(item.line)
-        for r, c in turns:
-            roles.append(r)
-            contents.append(c)
         offsets.append(len(roles))
         originals.append(item.original)
     _read_tick(seen)
     n = len(ids)
-    struct = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
-                                        names=["role", "content"])
-    messages = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
+    messages = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                        _message_struct(roles, contents, rich_turns))
     table = pa.table({
         "id": pa.array(ids, pa.string()),
         "source": pa.array([task.source] * n, pa.string()),
@@ -400,6 +463,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
         "line": pa.array(lines, pa.int64()),
         "messages": messages,
         "original": pa.array(originals, pa.string()),
+        **_record_extras(n, extras),
     }, schema=POOL_SCHEMA)
     first_chunk = task.byte_range is None or task.byte_range[0] == 0
     info = None
@@ -407,6 +471,65 @@ def process_task(task: FileTask) -> dict[str, Any]:
         info = FileInfo(task.path, task.rel, task.source, fmt or "unknown", os.path.getsize(task.path),
                         _file_sha256(task.path))
     return {"table": table, "rejects": rejects, "info": info, "rel": task.rel, "format": fmt}
+
+
+def _turn_key(t: tuple) -> str:
+    if len(t) == 2:
+        return t[0] + "\x00" + t[1]
+    return t[0] + "\x00" + t[1] + "\x01" + orjson.dumps(list(t[2:])).decode()
+
+
+def _rich_key(turns: F.Turns, extra: F.Adapted | None) -> str:
+    """Id key of a record with tool calls or record-level fields: turns as for plain records, with each
+    tool turn's calls / tool_call_id / name after its content; preference / KTO fold kind, label, prompt
+    length and the rejected answer in."""
+    key = "\x00".join([_turn_key(t) for t in turns])
+    if extra is not None and extra.kind != "sft":
+        key += ("\x02" + extra.kind + "\x00" + str(extra.label) + "\x00" + str(extra.prompt_turns) + "\x00"
+                + "\x00".join([_turn_key(t) for t in extra.rejected or ()]))
+    return key
+
+
+def _message_struct(roles: list[str], contents: list[str], rich: Mapping[int, tuple]) -> pa.StructArray:
+    n = len(roles)
+    if not rich:
+        calls = pa.nulls(n, MESSAGE_STRUCT.field("tool_calls").type)
+        tcid = names = pa.nulls(n, pa.string())
+    else:
+        c_list: list[Any] = [None] * n
+        t_list: list[Any] = [None] * n
+        n_list: list[Any] = [None] * n
+        for j, (c, t, nm) in rich.items():
+            c_list[j], t_list[j], n_list[j] = c, t, nm
+        calls = pa.array(c_list, MESSAGE_STRUCT.field("tool_calls").type)
+        tcid, names = pa.array(t_list, pa.string()), pa.array(n_list, pa.string())
+    return pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string()),
+                                       calls, tcid, names], fields=list(MESSAGE_STRUCT))
+
+
+def message_dicts(turns: F.Turns) -> list[dict[str, Any]]:
+    """Turns as ``MESSAGE_STRUCT`` dicts."""
+    return [{"role": t[0], "content": t[1], "tool_calls": t[2] if len(t) > 2 else None,
+             "tool_call_id": t[3] if len(t) > 2 else None, "name": t[4] if len(t) > 2 else None} for t in turns]
+
+
+def _record_extras(n: int, extras: Mapping[int, F.Adapted]) -> dict[str, pa.Array]:
+    if not extras:
+        return {"tools": pa.nulls(n, pa.string()), "kind": pa.array(["sft"] * n, pa.string()),
+                "label": pa.nulls(n, pa.bool_()), "rejected": pa.nulls(n, MESSAGE_TYPE),
+                "prompt_turns": pa.nulls(n, pa.int32())}
+    tools: list[Any] = [None] * n
+    kind = ["sft"] * n
+    label: list[Any] = [None] * n
+    rejected: list[Any] = [None] * n
+    pturns: list[Any] = [None] * n
+    for i, a in extras.items():
+        tools[i], kind[i], label[i], pturns[i] = a.tools, a.kind, a.label, a.prompt_turns
+        if a.rejected is not None:
+            rejected[i] = message_dicts(a.rejected)
+    return {"tools": pa.array(tools, pa.string()), "kind": pa.array(kind, pa.string()),
+            "label": pa.array(label, pa.bool_()), "rejected": pa.array(rejected, MESSAGE_TYPE),
+            "prompt_turns": pa.array(pturns, pa.int32())}
 
 
 # ---------------------------------------------------------------- driver

@@ -6,6 +6,13 @@ Every signal states which segment it reads (see METHODS.md, notation):
 - ``response``: the last assistant turn;
 - ``conversation``: all turns;
 - ``turns``: each turn separately (per-turn signals aggregate themselves).
+
+Tool use: a turn's text is its content, plus, for an assistant turn with tool calls, one compact
+``name(arguments)`` line per call (``formats.turn_text``), so lengths, hashes, embeddings and model scores
+count the calls. Tool-call turns are assistant turns and tool-result turns (role ``tool``) are ordinary turns:
+both belong to the query when they come before the last assistant turn, and a conversation that ends on a
+tool call has that call as its response. Preference and KTO records are read on ``messages`` (prompt +
+chosen answer / completion); the ``rejected`` answer is not part of any segment.
 """
 
 from __future__ import annotations
@@ -80,6 +87,11 @@ def flatten(batch: pa.Table) -> FlatBatch:
     offsets = offsets - offsets[0]
     values = msgs.flatten()
     roles_arr = values.field("role")
+    content_arr = values.field("content")
+    if values.type.get_field_index("tool_calls") >= 0:
+        calls = values.field("tool_calls")
+        if calls.null_count < len(calls):
+            content_arr = _with_calls(content_arr, calls)
     is_asst = pc.equal(roles_arr, "assistant").to_numpy(zero_copy_only=False)
     pos = np.flatnonzero(is_asst)
     n = len(offsets) - 1
@@ -90,4 +102,17 @@ def flatten(batch: pa.Table) -> FlatBatch:
         rev_rec = rec[::-1]
         uniq, first_in_rev = np.unique(rev_rec, return_index=True)
         last[uniq] = pos[::-1][first_in_rev]
-    return FlatBatch(roles_arr, values.field("content"), offsets, last)
+    return FlatBatch(roles_arr, content_arr, offsets, last)
+
+
+def _with_calls(content: pa.Array, calls: pa.Array) -> pa.Array:
+    """Contents with each tool-call turn's calls rendered after its text (see the module docstring)."""
+    from ..io.formats import render_tool_calls
+
+    out = content.to_pylist()
+    for j in np.flatnonzero(calls.is_valid().to_numpy(zero_copy_only=False)).tolist():
+        c = calls[j].as_py()
+        if c:
+            r = render_tool_calls(c)
+            out[j] = f"{out[j]}\n{r}" if out[j] else r
+    return pa.array(out, pa.string())
