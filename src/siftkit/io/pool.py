@@ -606,7 +606,9 @@ def _checked_items(task: FileTask, problems: list[R.FileProblem]
             code, reason, records = task.problem
             raise R.FileProblem(reason, code=code, records=records)
         n = 0
-        for item in _guarded(_raw_iter(task)):
+        empty = (not task.path.startswith("hf:") and task.byte_range is None
+                 and _is_empty_file(task.path))
+        for item in (() if empty else _guarded(_raw_iter(task))):
             n += 1
             yield item
         if n == 0 and (task.byte_range is None or task.byte_range[0] == 0):
@@ -616,6 +618,13 @@ def _checked_items(task: FileTask, problems: list[R.FileProblem]
             raise InputDataError(e.reason + " (use --on-error skip to report it and go on)", file=display,
                                  line=e.line, column=e.column) from None
         problems.append(e)
+
+
+def _is_empty_file(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False  # reading it will say why
 
 
 def _sniff_format(task: FileTask, items: Iterable[R.RawRecord | R.ParseProblem], is_table: bool,
@@ -786,17 +795,17 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
     if not specs:
         raise ConfigError("no inputs given")
     t0 = time.perf_counter()
-    tasks, skipped = resolve_inputs(specs, recover=on_error == "skip")
-    for s in skipped[:20]:
-        progress.warn(f"skipping {s['path']}: {s['reason']}")
-    if len(skipped) > 20:
-        progress.warn(f"skipping {len(skipped) - 20} more files (listed in the manifest's skipped_files)")
-    total_bytes = sum(_task_size(t) for t in tasks)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
     results: list[dict[str, Any]] = []
     done: dict[int, dict[str, Any]] = {}
     try:
+        tasks, skipped = resolve_inputs(specs, recover=on_error == "skip")
+        for s in skipped[:20]:
+            progress.warn(f"skipping {s['path']}: {s['reason']}")
+        if len(skipped) > 20:
+            progress.warn(f"skipping {len(skipped) - 20} more files (listed in the manifest's skipped_files)")
+        total_bytes = sum(_task_size(t) for t in tasks)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
         with progress.bar("read", total=len(tasks), unit="file") as b:
             if workers > 1 and len(tasks) > 1:
                 import multiprocessing as mp

@@ -148,9 +148,14 @@ def _decompressed_chunks(path: str) -> Iterator[bytes]:
                         buf = b""
                         break
                     d, done = make(), False
+                saved = d.copy() if gz else None
                 try:
                     chunk = d.decompress(buf)
                 except errors as e:
+                    if saved is not None:  # keep what decompresses before the damaged byte
+                        for good in _salvage(saved, buf):
+                            out += len(good)
+                            yield good
                     raise FileProblem(f"corrupt {what} stream (not {what} data, or damaged) after {out:,} "
                                       f"decompressed bytes: {e}", code="corrupt_compressed", file=path) from None
                 out += len(chunk)
@@ -165,6 +170,29 @@ def _decompressed_chunks(path: str) -> Iterator[bytes]:
             raise FileProblem(f"truncated {what} stream: it ends after {read:,} compressed and {out:,} "
                               f"decompressed bytes, before the end-of-stream marker; what follows the cut is "
                               f"lost", code="truncated", file=path)
+
+
+def _salvage(d: Any, buf: bytes) -> Iterator[bytes]:
+    """Output of a zlib decompressor ``d`` for ``buf`` up to the first byte it fails on (by halving)."""
+    pos, n = 0, len(buf)
+    while pos < n:
+        size = n - pos
+        while size:
+            trial = d.copy()
+            try:
+                chunk = trial.decompress(buf[pos:pos + size])
+            except zlib.error:
+                size //= 2
+                continue
+            d = trial
+            pos += size
+            if chunk:
+                yield chunk
+            if d.eof:
+                return
+            break
+        if not size:  # the byte at pos is where it fails
+            return
 
 
 def _lines(path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -235,34 +263,6 @@ def _pairs_hook(dups: list[tuple[str, bool, int]]):
     return hook
 
 
-def _depth_ok(text: str) -> bool:
-    """False when brackets nest deeper than MAX_DEPTH (ignores brackets inside strings roughly: a cheap
-    guard so the recursive stdlib parser is never asked to recurse that deep)."""
-    depth = best = 0
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return True
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > best:
-                best = depth
-                if best > MAX_DEPTH:
-                    return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
 def _strict_value_problem(value: Any, dups: list[tuple[str, bool, int]]) -> tuple[str, str] | None:
     """(code, reason) for a value parsed by the stdlib parser that orjson would not accept as is."""
     try:
@@ -291,9 +291,8 @@ def _dup_defect(dups: list[tuple[str, bool]] | list[tuple[str, bool, int]]) -> s
 
 
 def _slow_parse(text: str) -> tuple[Any, list[tuple[str, bool, int]]]:
-    """Parse with the stdlib, rejecting NaN/Infinity and deep nesting, collecting duplicate keys."""
-    if not _depth_ok(text):
-        raise RecursionError
+    """Parse with the stdlib, rejecting NaN/Infinity, collecting duplicate keys. Deep nesting raises
+    RecursionError (the stdlib parser guards its recursion), which callers turn into ``too_deep``."""
     dups: list[tuple[str, bool, int]] = []
     value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_pairs_hook(dups))
     return value, dups
@@ -477,6 +476,15 @@ def _records_from_json_value(value: Any) -> list[Any]:
                       f"one record (an object)", code="not_records", records=1)
 
 
+def _strict_document(data: bytes) -> Any:
+    """The document parsed by the stdlib when it is valid, strict JSON without duplicate keys, else None."""
+    try:
+        value, dups = _slow_parse(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return None if dups or _strict_value_problem(value, dups) is not None else value
+
+
 def _looks_like_json_lines(data: bytes) -> bool:
     lines = [ln.strip() for ln in data.split(b"\n", 3)[:3]]
     lines = [ln for ln in lines if ln]
@@ -504,6 +512,11 @@ def parse_json_document(path: str, data: bytes, recover: bool) -> Iterator[RawRe
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as e:
+        strict = _strict_document(data)
+        if strict is not None:  # valid JSON orjson cannot hold (integers beyond 64 bits)
+            for i, rec in enumerate(_records_from_json_value(strict)):
+                yield RawRecord(rec, i, None, json.dumps(rec, ensure_ascii=False))
+            return
         if _looks_like_json_lines(data):
             yield ParseProblem(None, None, None, "the file holds JSON Lines (one record a line), not one JSON "
                                "document: read line by line", code="defect")
@@ -589,9 +602,6 @@ def _recover_json_array(text: str) -> Iterator[RawRecord | ParseProblem]:
         dups.clear()
         bad: tuple[str, str] | None = None
         try:
-            m_end = _RESYNC.search(text, pos)
-            if not _depth_ok(text[pos:m_end.start() + 1] if m_end else text[pos:]):
-                raise RecursionError
             rec, end = dec.raw_decode(text, pos)
         except (json.JSONDecodeError, _NonFinite, RecursionError) as e:
             m = _RESYNC.search(text, getattr(e, "pos", None) or pos)
