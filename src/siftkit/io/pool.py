@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import glob as _glob
 import hashlib
 import os
@@ -540,7 +541,9 @@ def _raw_iter(task: FileTask) -> Iterable[R.RawRecord | R.ParseProblem]:
     raise R.FileProblem(f"unknown file type for {R.safe_text(task.path)!r}", code="unknown_file_type")
 
 
+@functools.cache
 def _read_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "this input cannot be read" (never a traceback: a FileProblem instead)."""
     errs: list[type[BaseException]] = [OSError, EOFError, ValueError, RecursionError, MemoryError,
                                        pa.ArrowException]
     import csv
@@ -553,18 +556,6 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return tuple(errs)
-
-
-def _guarded(it: Iterable[R.RawRecord | R.ParseProblem]) -> Iterable[R.RawRecord | R.ParseProblem]:
-    """The reader's items; any failure reading the input becomes a ``FileProblem`` (never a traceback)."""
-    try:
-        yield from it
-    except (R.FileProblem, InputDataError):
-        raise
-    except RecursionError:
-        raise R.FileProblem(f"nested deeper than Python can parse (limit {R.MAX_DEPTH})", code="too_deep") from None
-    except _read_errors() as e:
-        raise R.FileProblem(f"cannot read: {type(e).__name__}: {e}", code="unreadable") from None
 
 
 def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
@@ -605,13 +596,21 @@ def _checked_items(task: FileTask, problems: list[R.FileProblem]
         if task.problem is not None:
             code, reason, records = task.problem
             raise R.FileProblem(reason, code=code, records=records)
-        n = 0
+        item = None
         empty = (not task.path.startswith("hf:") and task.byte_range is None
                  and _is_empty_file(task.path))
-        for item in (() if empty else _guarded(_raw_iter(task))):
-            n += 1
-            yield item
-        if n == 0 and (task.byte_range is None or task.byte_range[0] == 0):
+        if not empty:
+            try:
+                for item in _raw_iter(task):
+                    yield item
+            except (R.FileProblem, InputDataError):
+                raise
+            except RecursionError:
+                raise R.FileProblem(f"nested deeper than Python can parse (limit {R.MAX_DEPTH})",
+                                    code="too_deep") from None
+            except _read_errors() as e:
+                raise R.FileProblem(f"cannot read: {type(e).__name__}: {e}", code="unreadable") from None
+        if item is None and (task.byte_range is None or task.byte_range[0] == 0):
             yield R.ParseProblem(None, None, None, "empty file: it holds no records", code="defect")
     except R.FileProblem as e:
         if not task.recover:

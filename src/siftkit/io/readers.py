@@ -316,12 +316,11 @@ def _n_keys(o: Any) -> int:
 
 
 def _maybe_dup_keys(raw: bytes, obj: Any) -> bool:
-    """Cheap test: True when the raw text may hold a duplicate key (more ``"key":`` occurrences than keys
-    in the parsed value; escaped quotes inside strings can give false alarms, settled by the slow path)."""
-    c = raw.count(b'":') + raw.count(b'" :')
-    if c == 0:
-        return False
-    if type(obj) is _D and c <= len(obj):
+    """Cheap test: True when the raw text may hold a duplicate key (more ``":`` than keys in the parsed
+    value; escaped quotes inside strings can give false alarms, settled by the slow path). Keys written
+    with whitespace before the colon are not seen by this test."""
+    c = raw.count(b'":')
+    if c <= 1 or (type(obj) is _D and c <= len(obj)):
         return False
     return c > _n_keys(obj)
 
@@ -413,7 +412,7 @@ def _parse_lines(lines: Iterable[bytes], first_line: int = 1) -> Iterator[RawRec
                                    else None, reason, code=code, raw=safe_text(s[:500].decode("utf-8", "replace")))
                 continue
         else:
-            if _maybe_dup_keys(s, obj):
+            if _maybe_dup_keys(s, obj):  # rare: then the slow path says whether a key is repeated
                 problem = _dup_problem(s, lineno - 1, lineno)
                 if problem is not None:
                     yield problem
@@ -532,12 +531,22 @@ def parse_json_document(path: str, data: bytes, recover: bool) -> Iterator[RawRe
                                  f"records and report the rest)", file=path, line=line, column=col) from None
         yield from _recover_json_array(text)
         return
-    if _maybe_dup_keys(data, value):
-        yield from _records_checking_dups(data, value)
-        return
+    records = _records_from_json_value(value)
     dumps = orjson.dumps
-    for i, rec in enumerate(_records_from_json_value(value)):
-        yield RawRecord(rec, i, None, dumps(rec).decode())
+    originals = [dumps(rec) for rec in records]
+    # Duplicate keys: orjson keeps the last value silently. The document holds more '":' than the records
+    # written back (and the wrapper's own keys) only when some key was repeated (or for '\":' in strings,
+    # which the slow path then clears).
+    raw_c = data.count(b'":')
+    if raw_c:
+        back = b"\n".join(originals).count(b'":')
+        if type(value) is _D and not (len(records) == 1 and records[0] is value):
+            back += dumps({k: v for k, v in value.items() if v is not records}).count(b'":')
+        if raw_c > back:
+            yield from _records_checking_dups(data, value)
+            return
+    for i, (rec, original) in enumerate(zip(records, originals)):
+        yield RawRecord(rec, i, None, original.decode())
 
 
 def _records_checking_dups(data: bytes, value: Any) -> Iterator[RawRecord | ParseProblem]:
