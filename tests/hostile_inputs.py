@@ -150,7 +150,7 @@ ROWS3 = [qa(i) for i in range(3)]
 ALP3 = [alpaca(i) for i in range(3)]
 
 
-def cases() -> list[Case]:  # noqa: PLR0915 - one flat list is easiest to read
+def cases() -> list[Case]:
     C: list[Case] = []
 
     def add(name, build, records, good, strict, **kw):

@@ -323,9 +323,10 @@ def _print_counts(counts: dict[str, Any], pool: Any) -> None:
     for src, c in counts["by_source"].items():
         print(f"  {src[:31]:<32}{c['read']:>10,}{c['rejected']:>10,}")
     for r in pool.rejects:
-        if r.get("scope") == "file":
-            held = f" ({r['records']:,} record(s))" if r.get("records") else ""
-            print(f"  x {r['file']}{held}: {r['reason']}")
+        if r.get("scope") == "file":  # the warning above gave the full reason
+            held = f"{r['records']:,} record(s)" if r.get("records") is not None else "records not countable"
+            kept = f", {r['kept']:,} read before the problem kept" if r.get("kept") else ""
+            print(f"  x {r['file']}: file rejected ({r['code']}; {held}{kept})")
         elif r["code"] == "defect" or r["code"] == "parse_error":
             loc = "".join(f":{x}" for x in (r["line"], r["column"]) if x is not None)
             print(f"  ! {r['file']}{loc}: {r['reason']}")

@@ -657,8 +657,8 @@ def _sniff_format(task: FileTask, items: Iterable[R.RawRecord | R.ParseProblem],
             if isinstance(first.obj, list) and is_table else
             f" Give a format or a mapping for it, e.g. --format '{_pattern_hint(task)}:alpaca' or "
             f"--map '{_pattern_hint(task)}:user=FIELD' --map '{_pattern_hint(task)}:assistant=FIELD'.")
-    problems.append(R.FileProblem(f"unknown record format (fields: {keys}): the file's {records} record(s) "
-                                  f"are rejected.{hint}", code="unknown_format", records=records))
+    problems.append(R.FileProblem(f"unknown record format (fields: {keys}).{hint}", code="unknown_format",
+                                  records=records))
     return None, ()
 
 
