@@ -205,3 +205,36 @@ def test_json_lines_in_a_json_file_and_single_objects(tmp_path: Path):
     assert "JSON Lines" in pool.rejects[0]["reason"]
     (tmp_path / "o.json").write_text(json.dumps(QA[0]))
     assert len(read_pool(str(tmp_path / "o.json"))) == 1
+
+
+def test_unreadable_folder_and_file_are_rejected_with_their_reason(tmp_path: Path, monkeypatch):
+    """Permissions do not stop root (the tests' user here), so the OS refusal is simulated for two paths."""
+    import os
+
+    from siftkit.io import readers as R
+
+    root = tmp_path / "p"
+    write_jsonl(root / "a.jsonl", QA[:2])
+    write_jsonl(root / "locked" / "b.jsonl", QA[:2])
+    write_jsonl(root / "secret.jsonl", QA[:2])
+    real_listdir, real_open = os.listdir, open
+
+    def listdir(p):
+        if str(p).endswith("locked"):
+            raise PermissionError(13, "Permission denied")
+        return real_listdir(p)
+
+    def fake_open(p, *a, **k):
+        if str(p).endswith("secret.jsonl"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(R, "open", fake_open, raising=False)
+    with pytest.raises(InputDataError, match=r"locked: cannot list folder: Permission denied"):
+        read_pool(str(root))
+    pool = read_pool(str(root), on_error="skip")
+    got = {r["file"]: (r["code"], r["reason"]) for r in pool.rejected_files}
+    assert got["locked"] == ("unreadable_folder", "cannot list folder: Permission denied")
+    assert got["secret.jsonl"][0] == "unreadable" and "Permission denied" in got["secret.jsonl"][1]
+    assert len(pool) == 2
