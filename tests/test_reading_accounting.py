@@ -37,6 +37,8 @@ def test_unknown_format_file_is_rejected_whole_and_counted(tmp_path: Path):
     assert "--map 'cot/*.tsv:user={0}'" in r["reason"]
     c = pool.counts()
     assert c["rejected_files"] == 1 and c["rejected"] == 2 and c["by_source"]["cot"]["rejected"] == 2
+    info = {f.rel: f for f in pool.files}["cot/x.tsv"]
+    assert (info.records, info.rejected, info.format) == (0, 2, "unknown")
     assert c["records"] + c["rejected"] == 4
 
 

@@ -853,6 +853,8 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
         if fi is not None:
             if rej["code"] == "defect":
                 fi.defects += 1
+            elif rej.get("scope") == "file":
+                fi.rejected += rej.get("records") or 0  # the records a file rejected whole held
             else:
                 fi.rejected += 1
     pool = Pool(table, rejects, list(infos.values()), skipped, time.perf_counter() - t0)

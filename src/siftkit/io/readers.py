@@ -200,6 +200,13 @@ def _lines(path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]
     A compressed file cut short raises ``FileProblem`` naming the last complete line; the cut line is not
     yielded."""
     if not path.lower().endswith((".gz", ".zst")):
+        if start == 0 and end is None:  # a whole plain file: streamed
+            with open(path, "rb") as fh:
+                for i, ln in enumerate(fh):
+                    if i == 0:
+                        _check_encoding(ln[:4], path)
+                    yield ln[:-1] if ln.endswith(b"\n") else ln
+            return
         with open(path, "rb") as fh:
             fh.seek(start)
             data = fh.read(None if end is None else end - start)
@@ -496,13 +503,15 @@ def _looks_like_json_lines(data: bytes) -> bool:
 
 
 def read_json(path: str, recover: bool) -> Iterator[RawRecord | ParseProblem]:
-    with open(path, "rb") as fh:
-        data = fh.read()
-    yield from parse_json_document(path, data, recover)
+    return parse_json_document(path, None, recover)
 
 
-def parse_json_document(path: str, data: bytes, recover: bool) -> Iterator[RawRecord | ParseProblem]:
-    """One JSON document (an array of records, ``{"data": [...]}``, or one record) from its bytes."""
+def parse_json_document(path: str, data: bytes | None, recover: bool) -> Iterator[RawRecord | ParseProblem]:
+    """One JSON document (an array of records, ``{"data": [...]}``, or one record) from its bytes (read
+    from ``path`` when ``data`` is None)."""
+    if data is None:
+        with open(path, "rb") as fh:
+            data = fh.read()
     _check_encoding(data[:4], path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -538,7 +547,7 @@ def parse_json_document(path: str, data: bytes, recover: bool) -> Iterator[RawRe
     # written back (and the wrapper's own keys) only when some key was repeated (or for '\":' in strings,
     # which the slow path then clears).
     raw_c = data.count(b'":')
-    if raw_c:
+    if raw_c > len(records) and raw_c > sum(len(r) for r in records if type(r) is _D):
         back = b"\n".join(originals).count(b'":')
         if type(value) is _D and not (len(records) == 1 and records[0] is value):
             back += dumps({k: v for k, v in value.items() if v is not records}).count(b'":')
