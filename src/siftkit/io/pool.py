@@ -429,6 +429,7 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
                                   o["mapping"], o["header"], recover))
             continue
         scan = _Scan(recover, skipped)
+        n_skipped_before = len(skipped)
         is_dir = False
         if any(ch in path for ch in "*?["):
             root = path
@@ -459,8 +460,11 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
                 else:
                     scan.folder(path, "", st)
                 if not scan.files and not scan.problems:
+                    n_skip = len(skipped) - n_skipped_before
                     raise InputDataError(f"directory {spec.path!r} holds no readable data files "
-                                         f"(looked for {', '.join(R.KNOWN_EXT)})")
+                                         f"(looked for {', '.join(R.KNOWN_EXT)}"
+                                         + (f"; skipped {n_skip}: hidden names or other file types"
+                                            if n_skip else "") + ")")
             elif stat.S_ISREG(st.st_mode) and R.file_kind(path) is None:
                 if not recover:
                     raise InputDataError(f"unknown file type for {spec.path!r}: expected one of "
@@ -665,7 +669,7 @@ def _sniff_format(task: FileTask, items: Iterable[R.RawRecord | R.ParseProblem],
 def _pattern_hint(task: FileTask) -> str:
     folder, _, name = task.rel.rpartition("/")
     ext = name[len(_strip_ext(name)):]
-    return f"{folder}/*{ext}" if folder else name
+    return f"{folder}/*{ext}" if folder else f"*{ext}" if ext else name
 
 
 def _replay(buf: list, it: Iterable) -> Iterable:
@@ -721,10 +725,14 @@ def process_task(task: FileTask) -> dict[str, Any]:
             fmt = None if (is_table and isinstance(item.obj, list)) else F.detect_format(item.obj)
             if fmt is None:
                 keys = sorted(item.obj)[:12] if isinstance(item.obj, dict) else type(item.obj).__name__
+                pat = _pattern_hint(task)
                 hint = (" This looks like a header-less table: give a column mapping, e.g. "
-                        "--map user=0 --map assistant=2" if isinstance(item.obj, list) else
-                        " Give --format or a mapping (--map user=FIELD --map assistant=FIELD).")
-                raise InputDataError(f"unknown record format (fields: {keys}).{hint}", file=task.path,
+                        f"--map user=0 --map assistant=2 (or for these files only: --map '{pat}:user={{0}}' "
+                        f"--map '{pat}:assistant={{2}}'), or --on-error skip to reject the file and go on."
+                        if isinstance(item.obj, list) else
+                        f" Give --format or a mapping (--map user=FIELD --map assistant=FIELD; for these files "
+                        f"only: --format '{pat}:FORMAT'), or --on-error skip to reject the file and go on.")
+                raise InputDataError(f"unknown record format (fields: {keys}).{hint}", file=R.safe_text(task.path),
                                      line=item.line, record=item.row)
             adapter = F.ADAPTERS[fmt]
         try:
