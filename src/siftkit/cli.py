@@ -314,7 +314,7 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 def _print_counts(counts: dict[str, Any], pool: Any) -> None:
     print(f"read {counts['records']:,} records from {counts['files']} file(s); rejected {counts['rejected']:,}"
-          + (f" ({', '.join(f'{k}: {v}' for k, v in counts['rejected_by_reason'].items())})"
+          + (f" ({', '.join(f'{k}: {v}' for k, v in counts['rejected_by_reason'].items() if v)})"
              if counts["rejected"] else "")
           + (f"; {counts['defects']} file defect(s)" if counts["defects"] else "")
           + (f"; {counts['rejected_files']} file(s) rejected" if counts.get("rejected_files") else "")
