@@ -267,3 +267,12 @@ def test_score_and_inspect_take_in_memory_data(tmp_path):
     assert t.column("chars_response").to_pylist() == [17, 21]
     with pytest.raises(ConfigError, match="--by must be a pool column"):
         siftkit.inspect(CHAT, by="chars_total")
+
+
+def test_in_memory_input_keys_are_the_input_spec_fields():
+    import dataclasses
+
+    from siftkit.io.memory import INPUT_KEYS
+    from siftkit.io.pool import InputSpec
+
+    assert INPUT_KEYS == {f.name for f in dataclasses.fields(InputSpec)} - {"data"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,22 +22,50 @@ OVERWRITE_HELP = ("replace the output folder even if it holds files siftkit did 
                   "output is always replaced, atomically)")
 
 
+FORMAT_CHOICES = ("messages", "sharegpt", "alternating", "alpaca", "prompt_completion", "qa", "preference", "kto")
+PER_FILE_HELP = ("PATTERN (fnmatch, e.g. 'flan_cot/*.tsv' or '*.tsv') matches a file's path relative to its "
+                 "input, its name, or its path as given")
+
+
+class _HeaderAction(argparse.Action):
+    """--header / --no-header [PATTERN]: for every input, or only for the files PATTERN matches."""
+
+    def __init__(self, *args: Any, header: bool, **kw: Any):
+        super().__init__(*args, **kw)
+        self.header = header
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = list(getattr(ns, self.dest) or [])
+        items.append((values or None, self.header))
+        setattr(ns, self.dest, items)
+
+
 def _input_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input")
+    g = p.add_argument_group("input", "Options for some files only: prefix the value with 'PATTERN:' "
+                             "(--format, --map, --source) or give PATTERN (--header, --no-header); "
+                             + PER_FILE_HELP + ". Without a pattern an option applies to every input.")
     g.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="files, folders (read recursively), globs ('data/*.jsonl') or hf:NAME[:split]")
-    g.add_argument("--format", choices=["messages", "sharegpt", "alternating", "alpaca", "prompt_completion", "qa",
-                                        "preference", "kto"],
-                   help="force the record format (default: detected per file)")
-    g.add_argument("--map", action="append", default=[], metavar="ROLE=SPEC",
+    g.add_argument("--format", action="append", default=[], metavar="[PATTERN:]FORMAT",
+                   help=f"force the record format ({', '.join(FORMAT_CHOICES)}; default: detected per file), "
+                        "e.g. --format alpaca or --format 'gpteacher/*.json:alpaca'")
+    g.add_argument("--map", action="append", default=[], metavar="[PATTERN:]ROLE=SPEC",
                    help="explicit mapping for other layouts: --map user=0 --map assistant=2 (column index, "
-                        "field name, or a template like '{question}\\n{context}')")
-    g.add_argument("--source", help="source name for all inputs (default: folder or file name)")
-    g.add_argument("--header", dest="header", action="store_true", default=None, help="CSV/TSV has a header row")
-    g.add_argument("--no-header", dest="header", action="store_false", help="CSV/TSV has no header row")
+                        "field name, or a template like '{question}\\n{context}'); for some files only: "
+                        "--map 'flan_cot/*.tsv:user={0}'")
+    g.add_argument("--source", action="append", default=[], metavar="[PATTERN:]NAME",
+                   help="source name (default: folder or file name), for all inputs or, with 'PATTERN:', "
+                        "for the files it matches")
+    g.add_argument("--header", dest="header_opts", action=_HeaderAction, header=True, nargs="?", default=[],
+                   metavar="PATTERN", help="CSV/TSV has a header row (all inputs, or the files PATTERN "
+                                           "matches; put a pattern-less --header after the inputs)")
+    g.add_argument("--no-header", dest="header_opts", action=_HeaderAction, header=False, nargs="?",
+                   default=[], metavar="PATTERN", help="CSV/TSV has no header row (all inputs, or the files "
+                                                       "PATTERN matches)")
     g.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="on a malformed record: stop with its location (raise, default) or report it in "
-                        "rejects.jsonl and go on (skip)")
+                   help="on a malformed record or an unreadable file: stop with its location (raise, default) "
+                        "or report it in rejects.jsonl and go on (skip)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -48,22 +77,80 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", choices=["local", "ray"], default="local", help="where signals are computed")
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(v: str) -> str:
+    """'\\n', '\\t', '\\r' and '\\\\' typed on a command line become the characters (other text,
+    non-ASCII included, is kept as is)."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], v) if "\\" in v else v
+
+
+def _split_pattern(value: str) -> tuple[str | None, str]:
+    """'PATTERN:VALUE' -> (PATTERN, VALUE); 'VALUE' -> (None, VALUE). The last ':' separates."""
+    if ":" in value:
+        pat, val = value.rsplit(":", 1)
+        if pat.strip():
+            return pat, val
+    return None, value
+
+
+def _map_item(it: str) -> tuple[str | None, str, str]:
+    """'[PATTERN:]ROLE=SPEC' -> (PATTERN or None, ROLE, SPEC)."""
+    if "=" not in it:
+        raise ConfigError(f"--map expects [PATTERN:]ROLE=SPEC (e.g. user=0 or 'flan_cot/*.tsv:user={{0}}'), "
+                          f"got {it!r}")
+    head, v = it.split("=", 1)
+    pat, role = _split_pattern(head)
+    return pat, role.strip(), _unescape(v)
+
+
 def _mapping(items: Sequence[str]) -> dict[str, str] | None:
-    if not items:
-        return None
+    """The mapping of the pattern-less --map options (None when there are none)."""
     out = {}
     for it in items:
-        if "=" not in it:
-            raise ConfigError(f"--map expects ROLE=SPEC (e.g. user=0), got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = v.encode().decode("unicode_escape") if "\\" in v else v
-    return out
+        pat, role, v = _map_item(it)
+        if pat is None:
+            out[role] = v
+    return out or None
+
+
+def _per_file(a: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(options for every input, per_file entries) from --format/--map/--source/--header/--no-header."""
+    glob_opts: dict[str, Any] = {}
+    per: dict[str, dict[str, Any]] = {}
+    for it in a.format:
+        pat, fmt = _split_pattern(it)
+        if fmt not in FORMAT_CHOICES:
+            raise ConfigError(f"--format {it!r}: unknown format {fmt!r}; known: {', '.join(FORMAT_CHOICES)} "
+                              f"(for some files only: --format 'PATTERN:FORMAT')")
+        (per.setdefault(pat, {}) if pat else glob_opts)["format"] = fmt
+    for it in a.map:
+        pat, role, v = _map_item(it)
+        if pat is not None:
+            per.setdefault(pat, {}).setdefault("mapping", {})[role] = v
+    m = _mapping(a.map)
+    if m:
+        glob_opts["mapping"] = m
+    for it in a.source:
+        pat, name = _split_pattern(it)
+        if not name.strip():
+            raise ConfigError(f"--source {it!r}: empty source name")
+        (per.setdefault(pat, {}) if pat else glob_opts)["source"] = name
+    for pat, header in getattr(a, "header_opts", None) or []:
+        (per.setdefault(pat, {}) if pat else glob_opts)["header"] = header
+    return glob_opts, [{"match": pat, **opts} for pat, opts in per.items()]
 
 
 def _inputs(a: argparse.Namespace) -> list[dict[str, Any]]:
     from .api import _input_list
 
-    return _input_list(a.inputs, format=a.format, mapping=_mapping(a.map), source=a.source, header=a.header)
+    glob_opts, per_file = _per_file(a)
+    inputs = _input_list(a.inputs, **glob_opts)
+    if per_file:
+        for d in inputs:
+            d["per_file"] = list(d.get("per_file") or []) + [dict(o) for o in per_file]
+    return inputs
 
 
 def _parse_value(v: str) -> Any:
@@ -93,7 +180,13 @@ def cmd_read(a: argparse.Namespace) -> int:
     from .api import read
     from .io.writers import write_jsonl
 
-    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
+    try:
+        pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
+    except SiftkitError as e:
+        if a.rejects:  # always written: here what reading got before it stopped, the error last
+            n = write_jsonl(getattr(e, "rejects", []), a.rejects)
+            progress.info(f"wrote {n} rejects to {a.rejects} (as far as reading got)")
+        raise
     counts = pool.counts()
     _print_counts(counts, pool)
     if a.out:
@@ -102,7 +195,7 @@ def cmd_read(a: argparse.Namespace) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)) or ".", exist_ok=True)
         pq.write_table(pool.table, a.out, compression="zstd")
         progress.info(f"wrote canonical pool to {a.out}")
-    if a.rejects and pool.rejects:
+    if a.rejects:  # always written, empty when there are none
         write_jsonl(pool.rejects, a.rejects)
         progress.info(f"wrote {len(pool.rejects)} rejects to {a.rejects}")
     if a.json:
@@ -228,15 +321,22 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 def _print_counts(counts: dict[str, Any], pool: Any) -> None:
     print(f"read {counts['records']:,} records from {counts['files']} file(s); rejected {counts['rejected']:,}"
-          + (f" ({', '.join(f'{k}: {v}' for k, v in counts['rejected_by_reason'].items())})"
+          + (f" ({', '.join(f'{k}: {v}' for k, v in counts['rejected_by_reason'].items() if v)})"
              if counts["rejected"] else "")
-          + (f"; {counts['defects']} file defect(s)" if counts["defects"] else ""))
+          + (f"; {counts['defects']} file defect(s)" if counts["defects"] else "")
+          + (f"; {counts['rejected_files']} file(s) rejected" if counts.get("rejected_files") else "")
+          + (f"; {counts['skipped_files']} file(s) skipped" if counts.get("skipped_files") else ""))
     print(f"  {'source':<32}{'read':>10}{'rejected':>10}")
     for src, c in counts["by_source"].items():
         print(f"  {src[:31]:<32}{c['read']:>10,}{c['rejected']:>10,}")
     for r in pool.rejects:
-        if r["code"] == "defect" or r["code"] == "parse_error":
-            print(f"  ! {r['file']}:{r['line']}:{r['column']}: {r['reason']}")
+        if r.get("scope") == "file":  # the warning above gave the full reason
+            held = f"{r['records']:,} record(s)" if r.get("records") is not None else "records not countable"
+            kept = f", {r['kept']:,} read before the problem kept" if r.get("kept") else ""
+            print(f"  x {r['file']}: file rejected ({r['code']}; {held}{kept})")
+        elif r["code"] == "defect" or r["code"] == "parse_error":
+            loc = "".join(f":{x}" for x in (r["line"], r["column"]) if x is not None)
+            print(f"  ! {r['file']}{loc}: {r['reason']}")
 
 
 # ------------------------------------------------------------------ parser

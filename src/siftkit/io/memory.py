@@ -25,7 +25,7 @@ import pyarrow as pa
 from ..errors import ConfigError
 from . import readers as R
 
-INPUT_KEYS = {"path", "source", "format", "mapping", "header", "split"}
+INPUT_KEYS = {"path", "source", "format", "mapping", "header", "split", "per_file"}  # = InputSpec keys (tested)
 BATCH = 8192
 
 

@@ -28,10 +28,15 @@ rejected answer in; see docs/formats.md.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import fnmatch
+import functools
 import glob as _glob
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +48,7 @@ import pyarrow as pa
 import xxhash
 
 from .. import progress
-from ..errors import ConfigError, EmptyResultError, InputDataError
+from ..errors import ConfigError, EmptyResultError, InputDataError, SiftkitError
 from . import formats as F
 from . import readers as R
 
@@ -91,9 +96,19 @@ ON_ERROR = ("raise", "skip")
 JSONL_CHUNK_BYTES = 48 << 20
 
 
+PER_FILE_KEYS = ("format", "mapping", "source", "header")
+
+
 @dataclass
 class InputSpec:
-    """One input: a file, a directory (read recursively), a glob, or ``hf:NAME`` (HF hub dataset)."""
+    """One input: a file, a directory (read recursively), a glob, or ``hf:NAME`` (HF hub dataset).
+
+    ``per_file`` overrides options for some of the input's files: a list of ``{"match": PATTERN, "format"?,
+    "mapping"?, "source"?, "header"?}``. PATTERN (fnmatch; ``*`` also crosses ``/``) is matched against the
+    file's path relative to the input (``flan_cot/aqua_train.tsv``), its name alone when PATTERN has no
+    ``/``, or its path as given (``../data/pool/flan_cot/aqua_train.tsv``). Every matching entry applies, in
+    order; ``format`` and ``mapping`` replace each other. A pattern that matches no file is a config error.
+    """
 
     path: str
     source: str | None = None
@@ -102,20 +117,92 @@ class InputSpec:
     header: bool | None = None
     split: str | None = None  # for HF datasets
     data: Any = None          # in-memory records (siftkit.io.memory); ``path`` is then their label
+    per_file: list[dict[str, Any]] | None = None
 
     @classmethod
     def coerce(cls, value: InputSpec | str | os.PathLike | Mapping[str, Any]) -> InputSpec:
         if isinstance(value, InputSpec):
             return value
         if isinstance(value, Mapping):
-            unknown = set(value) - {"path", "source", "format", "mapping", "header", "split"}
+            allowed = tuple(f.name for f in dataclasses.fields(cls) if f.name != "data")
+            unknown = set(value) - set(allowed)
             if unknown:
-                raise ConfigError(f"unknown input keys {sorted(unknown)}; allowed: path, source, format, "
-                                  f"mapping, header, split")
+                raise ConfigError(f"unknown input keys {sorted(unknown)}; allowed: {', '.join(allowed)}")
             if "path" not in value:
                 raise ConfigError("an input needs a 'path'")
-            return cls(**value)
+            spec = cls(**value)
+            _validate_spec(spec)
+            return spec
         return cls(str(value))
+
+
+def _validate_spec(spec: InputSpec) -> None:
+    where = f"input {spec.path}"
+    if spec.format is not None and spec.format not in F.FORMATS:
+        raise ConfigError(f"unknown format {spec.format!r} for {where}; known: {', '.join(F.FORMATS)}")
+    if spec.mapping is not None:
+        if not isinstance(spec.mapping, Mapping):
+            raise ConfigError(f"{where}: 'mapping' must be a mapping of role -> field, got {spec.mapping!r}")
+        F.make_mapping_adapter(spec.mapping)  # validate early
+    if spec.header is not None and not isinstance(spec.header, bool):
+        raise ConfigError(f"{where}: 'header' must be true or false, got {spec.header!r}")
+    if spec.per_file is None:
+        return
+    if not isinstance(spec.per_file, list):
+        raise ConfigError(f"{where}: 'per_file' must be a list of {{match: PATTERN, format|mapping|source|"
+                          f"header: ...}}")
+    for i, o in enumerate(spec.per_file):
+        w = f"{where}: per_file[{i}]"
+        if not isinstance(o, Mapping):
+            raise ConfigError(f"{w} must be a mapping with 'match' and options, got {o!r}")
+        unknown = set(o) - {"match", *PER_FILE_KEYS}
+        if unknown:
+            raise ConfigError(f"{w}: unknown keys {sorted(unknown)}; allowed: match, {', '.join(PER_FILE_KEYS)}")
+        if not isinstance(o.get("match"), str) or not o["match"].strip():
+            raise ConfigError(f"{w} needs 'match': a path pattern relative to the input, e.g. 'flan_cot/*.tsv'")
+        if not set(o) & set(PER_FILE_KEYS):
+            raise ConfigError(f"{w} sets nothing: give one of {', '.join(PER_FILE_KEYS)}")
+        if o.get("format") is not None and o["format"] not in F.FORMATS:
+            raise ConfigError(f"unknown format {o['format']!r} in {w}; known: {', '.join(F.FORMATS)}")
+        if o.get("mapping") is not None:
+            if not isinstance(o["mapping"], Mapping):
+                raise ConfigError(f"{w}: 'mapping' must be a mapping of role -> field")
+            F.make_mapping_adapter(o["mapping"])
+        if o.get("header") is not None and not isinstance(o["header"], bool):
+            raise ConfigError(f"{w}: 'header' must be true or false, got {o['header']!r}")
+        if o.get("source") is not None and not isinstance(o["source"], str):
+            raise ConfigError(f"{w}: 'source' must be a string")
+
+
+def _matches(pattern: str, rel: str, full: str) -> bool:
+    pat = pattern.strip().removeprefix("./")
+    if fnmatch.fnmatchcase(rel, pat):
+        return True
+    if "/" not in pat and fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], pat):
+        return True
+    return fnmatch.fnmatchcase(os.path.normpath(full), os.path.normpath(os.path.expanduser(pattern.strip())))
+
+
+def _file_options(spec: InputSpec, rel: str, full: str, matched: set[str]) -> dict[str, Any]:
+    """The options for one file: the input's own, then every matching ``per_file`` entry in order."""
+    opts: dict[str, Any] = {"format": spec.format, "mapping": spec.mapping, "source": spec.source,
+                            "header": spec.header}
+    for o in spec.per_file or ():
+        if not _matches(o["match"], rel, full):
+            continue
+        matched.add(o["match"])
+        if "format" in o:
+            opts["format"] = o["format"]
+            if "mapping" not in o:
+                opts["mapping"] = None
+        if "mapping" in o:
+            opts["mapping"] = o["mapping"]
+            if "format" not in o:
+                opts["format"] = None
+        for k in ("source", "header"):
+            if k in o:
+                opts[k] = o[k]
+    return opts
 
 
 @dataclass
@@ -129,6 +216,7 @@ class FileTask:
     recover: bool
     byte_range: tuple[int, int, int] | None = None
     records: Any = None       # in-memory input: a callable yielding RawRecords (siftkit.io.memory)
+    problem: tuple[str, str, int | None] | None = None  # (code, reason, records): rejected before reading
 
 
 @dataclass
@@ -151,7 +239,7 @@ class Pool:
     table: pa.Table
     rejects: list[dict[str, Any]] = field(default_factory=list)
     files: list[FileInfo] = field(default_factory=list)
-    skipped_files: list[str] = field(default_factory=list)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)  # {path, reason}: not data, not read
     read_seconds: float = 0.0
 
     def __len__(self) -> int:
@@ -161,6 +249,13 @@ class Pool:
     def ids(self) -> list[str]:
         return self.table.column("id").to_pylist()
 
+    @property
+    def rejected_files(self) -> list[dict[str, Any]]:
+        """Files rejected whole or from some point on (unreadable, unknown format, truncated, ...): the
+        entries of ``rejects`` with ``scope == "file"``; ``records`` is how many records each held when
+        countable (else None) and ``kept`` how many were read before the problem."""
+        return [r for r in self.rejects if r.get("scope") == "file"]
+
     def counts(self) -> dict[str, Any]:
         by_source: dict[str, dict[str, int]] = {}
         for src, n in Counter(self.table.column("source").to_pylist()).items():
@@ -169,13 +264,16 @@ class Pool:
         for r in self.rejects:
             if r["code"] == "defect":
                 continue
-            rej_reasons[r["code"]] += 1
-            by_source.setdefault(r["source"], {"read": 0, "rejected": 0})["rejected"] += 1
+            n = (r.get("records") or 0) if r.get("scope") == "file" else 1
+            rej_reasons[r["code"]] += n
+            by_source.setdefault(r["source"], {"read": 0, "rejected": 0})["rejected"] += n
         return {
             "files": len(self.files),
             "records": len(self),
             "rejected": sum(rej_reasons.values()),
             "rejected_by_reason": dict(sorted(rej_reasons.items())),
+            "rejected_files": len(self.rejected_files),
+            "skipped_files": len(self.skipped_files),
             "defects": sum(1 for r in self.rejects if r["code"] == "defect"),
             "by_source": dict(sorted(by_source.items())),
         }
@@ -206,31 +304,167 @@ def _is_hf_saved_dir(path: str) -> bool:
         os.path.join(path, "dataset_dict.json"))
 
 
-def _hf_saved_files(path: str) -> list[str]:
+def _hf_saved_files(path: str, root: str | None = None) -> list[str]:
+    """The Arrow files of a ``datasets.save_to_disk`` folder, validated: its JSON must parse and list
+    files, and every split folder and data file must lie inside the folder (links out are not followed)."""
     import json
 
+    root = root or os.path.realpath(path)
+
+    def inside(p: str) -> bool:
+        rp = os.path.realpath(p)
+        return rp == root or rp.startswith(root.rstrip(os.sep) + os.sep)
+
+    def load(name: str) -> Any:
+        f = os.path.join(path, name)
+        try:
+            with open(f, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError, RecursionError) as e:
+            raise InputDataError(f"HF save_to_disk folder: cannot read {name}: {e}", file=R.safe_text(f)) from None
+
     if os.path.isfile(os.path.join(path, "dataset_dict.json")):
-        with open(os.path.join(path, "dataset_dict.json")) as fh:
-            splits = json.load(fh).get("splits", [])
+        d = load("dataset_dict.json")
+        splits = d.get("splits") if isinstance(d, dict) else None
+        if not isinstance(splits, list) or not splits or not all(isinstance(x, str) and x for x in splits):
+            raise InputDataError("HF save_to_disk folder: dataset_dict.json needs 'splits': a list of folder "
+                                 "names", file=R.safe_text(os.path.join(path, "dataset_dict.json")))
         out = []
-        for s in splits:
-            out.extend(_hf_saved_files(os.path.join(path, s)))
+        for x in splits:
+            sub = os.path.join(path, x)
+            if os.path.isabs(x) or not inside(sub):
+                raise InputDataError(f"HF save_to_disk folder: split {x!r} points outside the folder (not "
+                                     f"followed)", file=R.safe_text(os.path.join(path, "dataset_dict.json")))
+            if not os.path.isfile(os.path.join(sub, "state.json")):
+                raise InputDataError(f"HF save_to_disk folder: split folder {x!r} has no state.json",
+                                     file=R.safe_text(sub))
+            out.extend(_hf_saved_files(sub, root))
         return out
-    with open(os.path.join(path, "state.json")) as fh:
-        state = json.load(fh)
-    return [os.path.join(path, f["filename"]) for f in state.get("_data_files", [])]
+    state = load("state.json")
+    files = state.get("_data_files") if isinstance(state, dict) else None
+    where = R.safe_text(os.path.join(path, "state.json"))
+    if not isinstance(files, list) or not files:
+        raise InputDataError("HF save_to_disk folder: state.json lists no '_data_files'", file=where)
+    out = []
+    for i, f in enumerate(files):
+        fn = f.get("filename") if isinstance(f, dict) else None
+        if not isinstance(fn, str) or not fn:
+            raise InputDataError(f"HF save_to_disk folder: _data_files[{i}] has no 'filename'", file=where)
+        full = os.path.join(path, fn)
+        if os.path.isabs(fn) or not inside(full):
+            raise InputDataError(f"HF save_to_disk folder: _data_files[{i}] {fn!r} points outside the folder "
+                                 f"(not followed)", file=where)
+        if not os.path.isfile(full):
+            raise InputDataError(f"HF save_to_disk folder: _data_files[{i}] {fn!r} does not exist", file=where)
+        out.append(full)
+    return out
 
 
-def resolve_inputs(inputs: Sequence[InputSpec], recover: bool) -> tuple[list[FileTask], list[str]]:
-    """Expand inputs into file tasks in a deterministic order; returns (tasks, skipped_files)."""
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"))
+
+
+class _Scan:
+    """Walk one input: data files, files rejected before reading (with code and reason) and skipped
+    entries (with reason). Symlinks are followed; a folder reached twice (a loop, or two links to one
+    folder) and a file reached twice are read once. Raises at the first problem unless ``recover``."""
+
+    def __init__(self, recover: bool, skipped: list[dict[str, str]]):
+        self.recover, self.skipped = recover, skipped
+        self.files: list[tuple[str, str]] = []
+        self.problems: list[tuple[str, str, str, str, int | None]] = []
+        self.dirs: dict[tuple[int, int], str] = {}
+        self.seen: dict[tuple[int, int], str] = {}
+
+    def problem(self, path: str, rel: str, code: str, reason: str) -> None:
+        if not self.recover:
+            raise InputDataError(reason + " (use --on-error skip to report it and go on)", file=R.safe_text(path))
+        self.problems.append((path, rel, code, reason, None))
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append({"path": R.safe_text(path), "reason": reason})
+
+    def entry(self, full: str, rel: str) -> None:
+        try:
+            st = os.stat(full)
+        except OSError as e:
+            if os.path.islink(full):
+                if e.errno == errno.ELOOP:
+                    return self.problem(full, rel, "symlink_loop", "symlink loop: the link never resolves")
+                try:
+                    target = os.readlink(full)
+                except OSError:
+                    target = "?"
+                return self.problem(full, rel, "dangling_symlink",
+                                    f"dangling symlink to {R.safe_text(target)} (the target does not exist)")
+            return self.problem(full, rel, "unreadable", f"cannot open: {e.strerror}")
+        if stat.S_ISDIR(st.st_mode):
+            return self.folder(full, rel, st)
+        if not stat.S_ISREG(st.st_mode):
+            what = next((w for test, w in _NOT_REGULAR if test(st.st_mode)), "not a regular file")
+            if R.file_kind(full) is None:
+                return self.skip(full, f"{what}, not a data file")
+            return self.problem(full, rel, "not_regular_file", f"{what}, not a regular file: cannot be read")
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen:
+            return self.skip(full, f"the same file as {R.safe_text(self.seen[key])} (a link to it): read once")
+        self.seen[key] = rel
+        if R.file_kind(full) is None:
+            ext = os.path.splitext(full)[1]
+            return self.skip(full, f"not a data file type siftkit reads ({ext or 'no extension'})")
+        self.files.append((full, rel))
+
+    def folder(self, full: str, rel: str, st: os.stat_result | None = None) -> None:
+        try:
+            st = st or os.stat(full)
+        except OSError as e:
+            return self.problem(full, rel or ".", "unreadable_folder", f"cannot open folder: {e.strerror}")
+        key = (st.st_dev, st.st_ino)
+        if key in self.dirs:
+            return self.skip(full, f"folder already read as {R.safe_text(self.dirs[key]) or '.'} (a symlink "
+                                   f"loop or a second link to it): read once")
+        self.dirs[key] = rel
+        if _is_hf_saved_dir(full):
+            return self.hf(full, rel or os.path.basename(os.path.normpath(full)))
+        try:
+            names = sorted(os.listdir(full))
+        except OSError as e:
+            return self.problem(full, rel or ".", "unreadable_folder", f"cannot list folder: {e.strerror}")
+        for name in names:
+            child = os.path.join(full, name)
+            crel = f"{rel}/{name}" if rel else name
+            if name.startswith("."):
+                self.skip(child, "hidden (name starts with '.'): not read"
+                          + (" (a folder)" if os.path.isdir(child) else ""))
+                continue
+            self.entry(child, crel)
+
+    def hf(self, full: str, rel: str) -> None:
+        try:
+            paths = _hf_saved_files(full)
+        except InputDataError as e:
+            if not self.recover:
+                raise
+            self.problems.append((full, rel, "bad_hf_folder", e.reason, None))
+            return
+        for p in paths:
+            self.files.append((p, f"{rel}/" + os.path.relpath(p, full).replace(os.sep, "/")))
+
+
+def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
+                   ) -> tuple[list[FileTask], list[dict[str, str]]]:
+    """Expand inputs into file tasks in a deterministic order; returns (tasks, skipped_files).
+
+    Files that cannot be read at all (dangling symlinks, symlink loops, FIFOs named like data, unreadable
+    folders, broken HF folders, unknown file types given by name) raise ``InputDataError``, or with
+    ``recover`` become tasks with a ``problem`` (rejected whole, counted). ``skipped_files`` lists what is
+    not data and not read, each with its reason (hidden names, other file types, links read once)."""
     tasks: list[FileTask] = []
-    skipped: list[str] = []
+    skipped: list[dict[str, str]] = []
+    patterns = {o["match"] for spec in inputs for o in (spec.per_file or ()) if isinstance(o, Mapping)}
+    matched: set[str] = set()
     for spec in inputs:
-        if spec.format is not None and spec.format not in F.FORMATS:
-            raise ConfigError(f"unknown format {spec.format!r} for input {spec.path}; "
-                              f"known: {', '.join(F.FORMATS)}")
-        if spec.mapping is not None:
-            F.make_mapping_adapter(spec.mapping)  # validate early
+        _validate_spec(spec)
         if spec.data is not None:
             from .memory import memory_task
 
@@ -238,63 +472,90 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool) -> tuple[list[Fil
             continue
         path = os.path.expanduser(spec.path)
         if path.startswith("hf:"):
-            tasks.append(FileTask(path, path[3:], spec.source or path[3:].split("/")[-1], spec.format,
-                                  spec.mapping, spec.header, recover))
+            name = path[3:]
+            if not name.split(":", 1)[0].strip():
+                raise InputDataError(f"{spec.path!r}: hf: needs a dataset name, e.g. hf:tatsu-lab/alpaca or "
+                                     f"hf:NAME:split")
+            o = _file_options(spec, name, path, matched)
+            tasks.append(FileTask(path, name, o["source"] or name.split(":")[0].split("/")[-1], o["format"],
+                                  o["mapping"], o["header"], recover))
             continue
-        files: list[tuple[str, str]] = []  # (path, rel)
+        scan = _Scan(recover, skipped)
+        n_skipped_before = len(skipped)
+        is_dir = False
         if any(ch in path for ch in "*?["):
             root = path
             while any(ch in root for ch in "*?["):
                 root = os.path.dirname(root)
-            matches = sorted(p for p in _glob.glob(path, recursive=True) if os.path.isfile(p))
+            matches = sorted(_glob.glob(path, recursive=True))
             if not matches:
                 raise InputDataError(f"no files match the pattern {spec.path!r}")
-            files = [(p, os.path.relpath(p, root or ".")) for p in matches]
-        elif os.path.isdir(path):
-            if _is_hf_saved_dir(path):
-                base = os.path.basename(os.path.normpath(path))
-                files = [(p, os.path.join(base, os.path.relpath(p, path))) for p in _hf_saved_files(path)]
-            else:
-                for dirpath, dirnames, filenames in os.walk(path):
-                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                    if _is_hf_saved_dir(dirpath) and dirpath != path:
-                        base = os.path.relpath(dirpath, path)
-                        files.extend((p, os.path.join(base, os.path.relpath(p, dirpath)))
-                                     for p in _hf_saved_files(dirpath))
-                        dirnames[:] = []
-                        continue
-                    for fn in sorted(filenames):
-                        full = os.path.join(dirpath, fn)
-                        if fn.startswith("."):
-                            continue
-                        if R.file_kind(fn) is None:
-                            skipped.append(full)
-                            continue
-                        files.append((full, os.path.relpath(full, path)))
-                files.sort(key=lambda x: x[1])
-            if not files:
-                raise InputDataError(f"directory {spec.path!r} holds no readable data files "
-                                     f"(looked for {', '.join(R.KNOWN_EXT)})")
-        elif os.path.isfile(path):
-            if R.file_kind(path) is None:
-                raise InputDataError(f"unknown file type for {spec.path!r}: expected one of "
-                                     f"{', '.join(R.KNOWN_EXT)}")
-            files = [(path, os.path.basename(path))]
+            for m in matches:
+                scan.entry(m, os.path.relpath(m, root or ".").replace(os.sep, "/"))
         else:
-            raise InputDataError(f"input not found: {spec.path!r} (no such file or directory)")
-        flat_dir = os.path.isdir(path) and all("/" not in r.replace(os.sep, "/") for _, r in files)
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise InputDataError(f"input {spec.path!r} is a symlink loop") from None
+                if os.path.islink(path):
+                    raise InputDataError(f"input not found: {spec.path!r} is a dangling symlink to "
+                                         f"{R.safe_text(os.readlink(path))}") from None
+                if isinstance(e, FileNotFoundError):
+                    raise InputDataError(f"input not found: {spec.path!r} (no such file or directory)") from None
+                raise InputDataError(f"cannot open input {spec.path!r}: {e.strerror}") from None
+            base = os.path.basename(os.path.normpath(path))
+            if stat.S_ISDIR(st.st_mode):
+                is_dir = True
+                if _is_hf_saved_dir(path):
+                    scan.hf(path, base)
+                else:
+                    scan.folder(path, "", st)
+                if not scan.files and not scan.problems:
+                    n_skip = len(skipped) - n_skipped_before
+                    raise InputDataError(f"directory {spec.path!r} holds no readable data files "
+                                         f"(looked for {', '.join(R.KNOWN_EXT)}"
+                                         + (f"; skipped {n_skip}: hidden names or other file types"
+                                            if n_skip else "") + ")")
+            elif stat.S_ISREG(st.st_mode) and R.file_kind(path) is None:
+                if not recover:
+                    raise InputDataError(f"unknown file type for {spec.path!r}: expected one of "
+                                         f"{', '.join(R.KNOWN_EXT)}")
+                reason = f"unknown file type: expected one of {', '.join(R.KNOWN_EXT)}"
+                scan.problems.append((path, base, "unknown_file_type", reason, None))
+            else:
+                scan.entry(path, base)
+        flat_dir = is_dir and all("/" not in r for _, r in scan.files)
         dir_name = os.path.basename(os.path.normpath(path))
-        for p, rel in files:
-            rel = rel.replace(os.sep, "/")
+        entries = [(p, rel, None) for p, rel in scan.files] + [(q[0], q[1], q[2:]) for q in scan.problems]
+        entries.sort(key=lambda x: x[1])
+        for p, rel, problem in entries:
+            o = _file_options(spec, rel, p, matched)
+            rel = R.safe_text(rel.replace(os.sep, "/"))
             # Source: user-given; else a flat folder's name; else the first folder under the root, or the
             # file stem for files at the root.
-            src = spec.source or (dir_name if flat_dir else _default_source(rel))
+            src = o["source"] or (dir_name if flat_dir else _default_source(rel))
+            args = (p, rel, src, o["format"], o["mapping"], o["header"], recover)
+            if problem is not None:
+                tasks.append(FileTask(*args, problem=problem))
+                continue
             kind = R.file_kind(p)
             if kind == "jsonl" and not p.lower().endswith((".gz", ".zst")):
-                for rng in R.jsonl_ranges(p, JSONL_CHUNK_BYTES):
-                    tasks.append(FileTask(p, rel, src, spec.format, spec.mapping, spec.header, recover, rng))
+                try:
+                    ranges = R.jsonl_ranges(p, JSONL_CHUNK_BYTES)
+                except OSError as e:
+                    if not recover:
+                        raise InputDataError(f"cannot open: {e.strerror}", file=R.safe_text(p)) from None
+                    tasks.append(FileTask(*args, problem=("unreadable", f"cannot open: {e.strerror}", None)))
+                    continue
+                for rng in ranges:
+                    tasks.append(FileTask(*args, byte_range=rng))
             else:
-                tasks.append(FileTask(p, rel, src, spec.format, spec.mapping, spec.header, recover))
+                tasks.append(FileTask(*args))
+    unmatched = sorted(patterns - matched)
+    if unmatched:
+        raise ConfigError(f"per-file pattern {unmatched[0]!r} matches no input file (patterns match a file's "
+                          f"path relative to its input, e.g. 'flan_cot/*.tsv', or its name, e.g. '*.tsv')")
     _disambiguate_rels(tasks)
     return tasks, skipped
 
@@ -325,8 +586,8 @@ def _raw_iter(task: FileTask) -> Iterable[R.RawRecord | R.ParseProblem]:
     if kind == "jsonl":
         if task.byte_range is not None:
             s, e, line = task.byte_range
-            return R.read_jsonl(task.path, s, e, line)
-        return R.read_jsonl(task.path)
+            return R.read_jsonl(task.path, s, e, line, recover=task.recover)
+        return R.read_jsonl(task.path, recover=task.recover)
     if kind == "json":
         return R.read_json(task.path, task.recover)
     if kind == "csv":
@@ -335,7 +596,24 @@ def _raw_iter(task: FileTask) -> Iterable[R.RawRecord | R.ParseProblem]:
         return R.read_parquet(task.path)
     if kind == "arrow":
         return R.read_arrow(task.path)
-    raise InputDataError(f"unknown file type for {task.path!r}")
+    raise R.FileProblem(f"unknown file type for {R.safe_text(task.path)!r}", code="unknown_file_type")
+
+
+@functools.cache
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "this input cannot be read" (never a traceback: a FileProblem instead)."""
+    errs: list[type[BaseException]] = [OSError, EOFError, ValueError, RecursionError, MemoryError,
+                                       pa.ArrowException]
+    import csv
+
+    errs.append(csv.Error)
+    try:
+        import zstandard
+
+        errs.append(zstandard.ZstdError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
 
 
 def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
@@ -349,8 +627,13 @@ def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
     split = None
     if ":" in name:
         name, split = name.split(":", 1)
-    ds = datasets.load_dataset(name, split=split or "train")
-    return R._iter_arrow_rows(ds.data.to_batches())
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+        batches = ds.data.to_batches()
+    except Exception as e:  # noqa: BLE001  network, not found, bad split: all input problems
+        raise R.FileProblem(f"cannot load the hub dataset {name!r}: {type(e).__name__}: {e}",
+                            code="unreadable") from None
+    return R._iter_arrow_rows(batches)
 
 
 def _file_sha256(path: str) -> str:
@@ -359,6 +642,103 @@ def _file_sha256(path: str) -> str:
         while chunk := fh.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _checked_items(task: FileTask, problems: list[R.FileProblem]
+                   ) -> Iterable[R.RawRecord | R.ParseProblem]:
+    """The task's items. A problem with the whole file raises (strict) or, with ``recover``, is appended to
+    ``problems`` and ends the items (records read before it stay). A file with no items at all yields one
+    ``defect`` (an empty file loses no record)."""
+    display = R.safe_text(task.path)
+    try:
+        if task.problem is not None:
+            code, reason, records = task.problem
+            raise R.FileProblem(reason, code=code, records=records)
+        item = None
+        empty = (not task.path.startswith("hf:") and task.byte_range is None
+                 and _is_empty_file(task.path))
+        if not empty:
+            try:
+                for item in _raw_iter(task):
+                    yield item
+            except (R.FileProblem, InputDataError):
+                raise
+            except RecursionError:
+                raise R.FileProblem(f"nested deeper than Python can parse (limit {R.MAX_DEPTH})",
+                                    code="too_deep") from None
+            except _read_errors() as e:
+                raise R.FileProblem(f"cannot read: {type(e).__name__}: {e}", code="unreadable") from None
+        if item is None and (task.byte_range is None or task.byte_range[0] == 0):
+            yield R.ParseProblem(None, None, None, "empty file: it holds no records", code="defect")
+    except R.FileProblem as e:
+        if not task.recover:
+            raise InputDataError(e.reason + " (use --on-error skip to report it and go on)", file=display,
+                                 line=e.line, column=e.column) from None
+        problems.append(e)
+
+
+def _is_empty_file(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False  # reading it will say why
+
+
+def _sniff_format(task: FileTask, items: Iterable[R.RawRecord | R.ParseProblem], is_table: bool,
+                  problems: list[R.FileProblem], limit: int = 1000
+                  ) -> tuple[str | None, Iterable[R.RawRecord | R.ParseProblem]]:
+    """Skip mode: the format of the first of the first ``limit`` records whose format is known, and the items
+    to process (the buffered ones first). When none is known, the file is rejected whole: a ``FileProblem``
+    ``unknown_format`` counting every record it holds is appended and no item is returned."""
+    it = iter(items)
+    buf: list[R.RawRecord | R.ParseProblem] = []
+    n_raw = 0
+    first: R.RawRecord | None = None
+    for item in it:
+        buf.append(item)
+        if isinstance(item, R.ParseProblem):
+            continue
+        n_raw += 1
+        first = first or item
+        fmt = None if (is_table and isinstance(item.obj, list)) else F.detect_format(item.obj)
+        if fmt is not None:
+            return fmt, _replay(buf, it)
+        if n_raw >= limit:
+            break
+    if first is None:
+        return None, _replay(buf, it)
+    records = sum(1 for x in buf if isinstance(x, R.RawRecord) or x.code != "defect")
+    records += sum(1 for x in it if isinstance(x, R.RawRecord) or x.code != "defect")
+    keys = sorted(first.obj)[:12] if isinstance(first.obj, dict) else type(first.obj).__name__
+    hint = (" It looks like a header-less table: give a column mapping for it, e.g. "
+            f"--map '{_pattern_hint(task)}:user={{0}}' --map '{_pattern_hint(task)}:assistant={{2}}'"
+            if isinstance(first.obj, list) and is_table else
+            f" Give a format or a mapping for it, e.g. --format '{_pattern_hint(task)}:alpaca' or "
+            f"--map '{_pattern_hint(task)}:user=FIELD' --map '{_pattern_hint(task)}:assistant=FIELD'.")
+    problems.append(R.FileProblem(f"unknown record format (fields: {keys}).{hint}", code="unknown_format",
+                                  records=records))
+    return None, ()
+
+
+def _pattern_hint(task: FileTask) -> str:
+    folder, _, name = task.rel.rpartition("/")
+    ext = name[len(_strip_ext(name)):]
+    return f"{folder}/*{ext}" if folder else f"*{ext}" if ext else name
+
+
+def _replay(buf: list, it: Iterable) -> Iterable:
+    yield from buf
+    yield from it
+
+
+def _file_rejects(task: FileTask, problems: list[R.FileProblem], kept: int) -> list[dict[str, Any]]:
+    """Reject entries (``scope: file``) for whole-file problems."""
+    out = []
+    for e in problems:
+        out.append({"file": task.rel, "source": task.source, "row": None, "line": e.line, "column": e.column,
+                    "field": None, "code": e.code, "reason": e.reason, "raw": "", "scope": "file",
+                    "records": e.records, "kept": kept})
+    return out
 
 
 def process_task(task: FileTask) -> dict[str, Any]:
@@ -382,8 +762,14 @@ def process_task(task: FileTask) -> dict[str, Any]:
     tail = "\x00" + task.rel + "\x00"
     validate = F.validate_turns
     is_table = R.file_kind(task.path) == "csv"
+    file_problems: list[R.FileProblem] = []
+    items = _checked_items(task, file_problems)
+    if adapter is None and task.recover:
+        found, items = _sniff_format(task, items, is_table, file_problems)
+        if found is not None:
+            adapter, fmt = F.ADAPTERS[found], found
     seen = 0
-    for item in _raw_iter(task):
+    for item in items:
         seen += 1
         if seen == READ_TICK:                      # progress within a file (see _read_tick)
             _read_tick(seen)
@@ -394,7 +780,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
                    "raw": item.raw}
             if not task.recover and item.code != "defect":
                 raise InputDataError(item.reason + " (use --on-error skip to report bad records and go on)",
-                                     file=task.path, line=item.line, column=item.column)
+                                     file=R.safe_text(task.path), line=item.line, column=item.column)
             rejects.append(rec)
             continue
         if adapter is None:
@@ -402,10 +788,14 @@ def process_task(task: FileTask) -> dict[str, Any]:
             fmt = None if (is_table and isinstance(item.obj, list)) else F.detect_format(item.obj)
             if fmt is None:
                 keys = sorted(item.obj)[:12] if isinstance(item.obj, dict) else type(item.obj).__name__
+                pat = _pattern_hint(task)
                 hint = (" This looks like a header-less table: give a column mapping, e.g. "
-                        "--map user=0 --map assistant=2" if isinstance(item.obj, list) else
-                        " Give --format or a mapping (--map user=FIELD --map assistant=FIELD).")
-                raise InputDataError(f"unknown record format (fields: {keys}).{hint}", file=task.path,
+                        f"--map user=0 --map assistant=2 (or for these files only: --map '{pat}:user={{0}}' "
+                        f"--map '{pat}:assistant={{2}}'), or --on-error skip to reject the file and go on."
+                        if isinstance(item.obj, list) else
+                        f" Give --format or a mapping (--map user=FIELD --map assistant=FIELD; for these files "
+                        f"only: --format '{pat}:FORMAT'), or --on-error skip to reject the file and go on.")
+                raise InputDataError(f"unknown record format (fields: {keys}).{hint}", file=R.safe_text(task.path),
                                      line=item.line, record=item.row)
             adapter = F.ADAPTERS[fmt]
         try:
@@ -452,6 +842,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
         offsets.append(len(roles))
         originals.append(item.original)
     _read_tick(seen)
+    rejects.extend(_file_rejects(task, file_problems, kept=len(ids)))
     n = len(ids)
     messages = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
                                         _message_struct(roles, contents, rich_turns))
@@ -467,9 +858,12 @@ def process_task(task: FileTask) -> dict[str, Any]:
     }, schema=POOL_SCHEMA)
     first_chunk = task.byte_range is None or task.byte_range[0] == 0
     info = None
-    if first_chunk and task.records is None and not task.path.startswith("hf:"):
-        info = FileInfo(task.path, task.rel, task.source, fmt or "unknown", os.path.getsize(task.path),
-                        _file_sha256(task.path))
+    if first_chunk and task.records is None and not task.path.startswith("hf:") and task.problem is None:
+        try:
+            info = FileInfo(R.safe_text(task.path), task.rel, task.source, fmt or "unknown",
+                            os.path.getsize(task.path), _file_sha256(task.path))
+        except OSError:
+            info = None  # could not be opened: its rejection above says why
     return {"table": table, "rejects": rejects, "info": info, "rel": task.rel, "format": fmt}
 
 
@@ -567,74 +961,84 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
     if not specs:
         raise ConfigError("no inputs given")
     t0 = time.perf_counter()
-    tasks, skipped = resolve_inputs(specs, recover=on_error == "skip")
-    for s in skipped:
-        progress.warn(f"skipping {s}: not a data file type siftkit reads")
-    total_bytes = sum((t.byte_range[1] - t.byte_range[0]) if t.byte_range else
-                      (os.path.getsize(t.path) if os.path.isfile(t.path) else 0) for t in tasks)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
     results: list[dict[str, Any]] = []
+    done: dict[int, dict[str, Any]] = {}
     global _READ_CALLBACK
-    progress.debug(f"read: {len(tasks)} task(s) from {len({t.path for t in tasks})} file(s), "
-                   f"{total_bytes / 1e6:,.1f} MB, {workers} worker(s)")
-    with progress.stage("read", unit="items") as b:     # items: records + rejects, as the files yield them
-        done_bytes = done_items = 0
+    try:
+        tasks, skipped = resolve_inputs(specs, recover=on_error == "skip")
+        for s in skipped[:20]:
+            progress.warn(f"skipping {s['path']}: {s['reason']}")
+        if len(skipped) > 20:
+            progress.warn(f"skipping {len(skipped) - 20} more files (listed in the manifest's skipped_files)")
+        total_bytes = sum(_task_size(t) for t in tasks)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
+        progress.debug(f"read: {len(tasks)} task(s) from {len({t.path for t in tasks})} file(s), "
+                       f"{total_bytes / 1e6:,.1f} MB, {workers} worker(s)")
+        with progress.stage("read", unit="items") as b:     # items: records + rejects, as the files yield them
+            done_bytes = done_items = 0
 
-        def finished(task: FileTask, res: dict[str, Any]) -> None:
-            # estimate the total from the bytes read so far, so the bar has an ETA
-            nonlocal done_bytes, done_items
-            done_bytes += _task_size(task)
-            done_items += res["table"].num_rows + sum(1 for r in res["rejects"] if r["code"] != "defect")
-            if 0 < done_bytes < total_bytes:
-                b.set_total(max(b.n, int(done_items * total_bytes / done_bytes)))
+            def finished(task: FileTask, res: dict[str, Any]) -> None:
+                # estimate the total from the bytes read so far, so the bar has an ETA
+                nonlocal done_bytes, done_items
+                done_bytes += _task_size(task)
+                done_items += res["table"].num_rows + sum(1 for r in res["rejects"] if r["code"] != "defect")
+                if 0 < done_bytes < total_bytes:
+                    b.set_total(max(b.n, int(done_items * total_bytes / done_bytes)))
 
-        if workers > 1 and len(tasks) > 1:
-            from concurrent.futures import FIRST_COMPLETED, wait
+            if workers > 1 and len(tasks) > 1:
+                from concurrent.futures import FIRST_COMPLETED, wait
 
-            from ..workers import mp_context, process_pool
+                from ..workers import mp_context, process_pool
 
-            pa.array(["warm"], pa.string())  # pyarrow's lazy imports happen once here, not in every child
-            # Largest tasks first for balance; results are re-ordered to input order afterwards.
-            order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
-            spill = tempfile.mkdtemp(prefix="siftkit-read-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-            counter = mp_context().Value("q", 0)
-            reported = 0
+                pa.array(["warm"], pa.string())  # pyarrow's lazy imports happen once here, not in every child
+                # Largest tasks first for balance; results are re-ordered to input order afterwards.
+                order = sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i]))
+                spill = tempfile.mkdtemp(prefix="siftkit-read-",
+                                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+                counter = mp_context().Value("q", 0)
+                reported = 0
 
-            def poll() -> None:
-                nonlocal reported
-                now = counter.value
-                if now > reported:
-                    b.update(now - reported)
-                    reported = now
+                def poll() -> None:
+                    nonlocal reported
+                    now = counter.value
+                    if now > reported:
+                        b.update(now - reported)
+                        reported = now
 
-            try:
-                with process_pool(workers, initializer=_init_reader, initargs=(counter,)) as ex:
-                    futs = {i: ex.submit(_process_task_spilled, tasks[i], os.path.join(spill, f"{i}.arrow"))
-                            for i in order}
-                    out = {}
-                    for i in order:
-                        while not futs[i].done():
-                            wait([futs[i]], timeout=0.5, return_when=FIRST_COMPLETED)
+                try:
+                    with process_pool(workers, initializer=_init_reader, initargs=(counter,)) as ex:
+                        futs = {i: ex.submit(_process_task_spilled, tasks[i], os.path.join(spill, f"{i}.arrow"))
+                                for i in order}
+                        for i in order:
+                            while not futs[i].done():
+                                wait([futs[i]], timeout=0.5, return_when=FIRST_COMPLETED)
+                                poll()
+                            done[i] = _load_spilled(futs[i].result())
                             poll()
-                        out[i] = _load_spilled(futs[i].result())
-                        poll()
-                        finished(tasks[i], out[i])
-            finally:
-                shutil.rmtree(spill, ignore_errors=True)  # mapped tables stay valid after unlinking
-            results = [out[i] for i in range(len(tasks))]
-        else:
-            _READ_CALLBACK = b.update
-            try:
-                for t in tasks:
-                    results.append(process_task(t))
-                    finished(t, results[-1])
-            finally:
-                _READ_CALLBACK = None
-        n_rej = sum(1 for r in results for rej in r["rejects"] if rej["code"] != "defect")
-        b.set_total(b.n)
-        b.set(records=sum(r["table"].num_rows for r in results), rejected=n_rej,
-              files=len({t.path for t in tasks}), bytes=int(total_bytes))
+                            finished(tasks[i], done[i])
+                finally:
+                    shutil.rmtree(spill, ignore_errors=True)  # mapped tables stay valid after unlinking
+            else:
+                _READ_CALLBACK = b.update
+                try:
+                    for i, t in enumerate(tasks):
+                        done[i] = process_task(t)
+                        finished(t, done[i])
+                finally:
+                    _READ_CALLBACK = None
+            n_rej = sum(1 for r in done.values() for rej in r["rejects"] if rej["code"] != "defect")
+            b.set_total(b.n)
+            b.set(records=sum(r["table"].num_rows for r in done.values()), rejected=n_rej,
+                  files=len({t.path for t in tasks}), bytes=int(total_bytes))
+    except SiftkitError as e:
+        # What reading got before the failure, for ``--rejects`` (the error itself is the last entry).
+        e.rejects = [rej for i in sorted(done) for rej in done[i]["rejects"]] + (  # type: ignore[attr-defined]
+            [{"file": e.file, "source": None, "row": e.record, "line": e.line, "column": e.column,
+              "field": e.field, "code": "error", "reason": e.reason, "raw": "", "scope": "run"}]
+            if isinstance(e, InputDataError) else [])
+        raise
+    results = [done[i] for i in range(len(tasks))]
     tables = [r["table"] for r in results]
     table = pa.concat_tables(tables) if tables else POOL_SCHEMA.empty_table()
     rejects = [rej for r in results for rej in r["rejects"]]
@@ -652,13 +1056,25 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
         if fi is not None:
             if rej["code"] == "defect":
                 fi.defects += 1
+            elif rej.get("scope") == "file":
+                fi.rejected += rej.get("records") or 0  # the records a file rejected whole held
             else:
                 fi.rejected += 1
     pool = Pool(table, rejects, list(infos.values()), skipped, time.perf_counter() - t0)
+    for r in pool.rejected_files:
+        progress.warn(f"rejected {r['file']}" + (f":{r['line']}" if r["line"] else "") + f": {r['reason']}"
+                      + (f" ({r['kept']:,} record(s) read before it kept)" if r["kept"] else ""))
     _check_unique_ids(pool)
     if len(pool) == 0:
-        raise EmptyResultError(f"the pool is empty: {len(rejects)} record(s) rejected, none usable"
-                               + (f" (first: {rejects[0]['file']}: {rejects[0]['reason']})" if rejects else ""))
+        c = pool.counts()
+        bad = [r for r in rejects if r["code"] != "defect"]
+        err = EmptyResultError(f"the pool is empty: {c['rejected']} record(s) rejected"
+                               + (f" and {c['rejected_files']} file(s) rejected" if c["rejected_files"] else "")
+                               + ", none usable"
+                               + (f" (first: {bad[0]['file']}: {bad[0]['reason']})" if bad else
+                                  f" (first: {rejects[0]['file']}: {rejects[0]['reason']})" if rejects else ""))
+        err.rejects = rejects  # type: ignore[attr-defined]
+        raise err
     return pool
 
 
