@@ -133,3 +133,13 @@ def test_import_linter_counts_imports_inside_functions(tmp_path: Path, monkeypat
     assert _lint(config) == 1
     (tmp_path / "lazy_pkg" / "low.py").write_text("def f():\n    return 1\n", encoding="utf-8")
     assert _lint(config) == 0
+
+
+def test_presets_live_in_one_registry_each_with_its_doc_and_reference() -> None:
+    from siftkit.presets import PRESETS, _all_presets, preset_names
+
+    assert preset_names() == sorted(PRESETS) and _all_presets() == PRESETS
+    assert {"random", "longest", "cherry-ifd", "less", "length-kmeans"} <= set(PRESETS)
+    for name, p in PRESETS.items():
+        assert p["doc"] and p["ref"] and p["steps"], name
+        assert set(p) <= {"doc", "ref", "steps", "signals", "options"}, name
