@@ -10,7 +10,7 @@ Before scoring IFD, Cherry gives the base model a brief experience of the pool:
 3. in each cluster, the records whose prompt perplexity lies between the cluster's ``band`` percentiles
    (25th and 75th, inclusive, as the published code computes them per cluster), and of those at most
    ``per_cluster`` (10): all when there are fewer, otherwise evenly spaced ranks in perplexity order;
-4. a short fine-tune of a fresh copy of the base on those records (``siftkit.finetune`` / bench training,
+4. a short fine-tune of a fresh copy of the base on those records (``siftkit.training``, the bench training,
    settings ``train``), LoRA merged, saved as a plain model folder with its tokenizer.
 
 The folder is keyed by a fingerprint of every input (pool ids, base scoring and embedding signals, clusters,

@@ -1,4 +1,5 @@
-"""Fine-tuning (a bench cell, a brief fine-tune of a selection method): TRL's ``SFTTrainer`` on a pre-tokenised, assistant-masked dataset.
+"""Fine-tuning (a bench cell, a method's brief fine-tune): TRL's ``SFTTrainer`` on a pre-tokenised,
+assistant-masked dataset.
 
 The loss covers the tokens of every assistant turn plus the turn's end token (the first token after the
 content, e.g. ``<|im_end|>``) so the model learns to stop. The mask is built here with siftkit's own template
