@@ -90,11 +90,11 @@ def main() -> None:
     from bench_scoring import samples, smollm
 
     from scoring_tiny import pool_table
-    from siftkit.bench.train import build_examples
     from siftkit.less.grads import adam_direction
     from siftkit.less.signal import LessGrads
     from siftkit.less.warmup import warmup
     from siftkit.selectors.less import less_scores
+    from siftkit.training.train import build_examples
 
     model = args.model or smollm()
     convs = samples(args.n, args.seed)

@@ -269,7 +269,7 @@ def test_kmeans_sampling_prefers_high_scores() -> None:
 
 
 def test_length_kmeans_preset_shape() -> None:
-    from siftkit.selectors.kmeans import PRESETS
+    from siftkit.presets import PRESETS
 
     steps = PRESETS["length-kmeans"]["steps"]
     km = next(s for s in steps if s.get("select") == "kmeans")

@@ -11,7 +11,12 @@ import pytest
 from siftkit.config import build_config
 from siftkit.errors import ConfigError
 from siftkit.pipeline import make_selector, plan_signals, run_selection
-from siftkit.presets_published import PRESETS
+from siftkit.presets import PRESETS as ALL_PRESETS
+
+# the published methods (the study's baselines are tested in test_diversity_selectors / test_cli)
+PUBLISHED = ("cherry-ifd", "superfiltering", "superfiltering-d", "deita", "quality-kmeans", "instag", "zip",
+             "rds-plus", "less")
+PRESETS = {n: ALL_PRESETS[n] for n in PUBLISHED}
 
 OVERRIDES = {"rds-plus": {"targets": "t.jsonl", "model": "some/causal-lm"},
              "less": {"targets": "t.jsonl", "model": "some/causal-lm"}}

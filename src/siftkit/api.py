@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from .config import RunConfig, build_config, load_recipe
 from .errors import ConfigError
-from .io.pool import InputSpec, Pool, read_pool
+from .io.pool import InputSpec, Pool, memory_spec, read_pool
 
 # A path, an input spec, in-memory data (a Dataset, DataFrame, Arrow table, list of records), or a list of them
 Inputs = Any
@@ -52,7 +52,7 @@ def _input_list(inputs: Inputs, *, format: str | None = None, mapping: dict | No
                 if not memory.is_memory(x):
                     raise ConfigError(f"'data' must be in-memory records (a Dataset, DataFrame, Arrow table or "
                                       f"list of dicts), not {type(x).__name__}")
-            out.append(memory.memory_spec(x, **opts))
+            out.append(memory_spec(x, **opts))
             continue
         spec = InputSpec.coerce(x)
         d = {k: v for k, v in vars(spec).items() if v is not None}

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, progress
+from . import progress
+from ._version import __version__
 from .errors import ConfigError, SiftkitError
 
 EPILOG = ("Docs: README.md. Exit codes: 0 ok, 2 usage/config error, 3 bad input data, 4 empty result, "

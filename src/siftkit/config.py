@@ -19,6 +19,8 @@ Recipe (YAML) shape — every key is optional except ``inputs``::
     cache_dir: .siftkit
     workers: 2
     preset: length-kmeans           # instead of a select step; or {name: length-kmeans, k: 200}
+    models:                         # models built from the pool before scoring (siftkit.derive)
+      experienced: {derive: cherry-brief-experience, base: Qwen/Qwen2.5-0.5B}   # a signal's model: experienced
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 from .errors import ConfigError
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
-            "workers", "engine", "preset"}
+            "workers", "engine", "preset", "models"}
 OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity", "escape_special_tokens"}
 OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
 FILE_FORMATS = ("jsonl", "parquet")
@@ -64,6 +66,7 @@ class RunConfig:
     raw: dict[str, Any] = field(default_factory=dict)   # the normalised dict (goes into the manifest)
     preset: str | None = None                  # the preset the steps came from, if any (for messages)
     preset_from: tuple[int, int] = (0, 0)      # index of its first step and first signal in steps / signals
+    models: dict[str, Any] = field(default_factory=dict)   # derived models: name -> {derive: NAME, ...}
 
 
 def parse_step(step: Any, where: str) -> StepSpec:
@@ -217,11 +220,12 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
 
         if not isinstance(s, (str, dict, Signal)):
             raise ConfigError(f"{source}: signals[{i}]: expected a name or a mapping")
-        if isinstance(s, dict) and "brief_experience" in s:   # Cherry's experienced model (siftkit.cherry)
-            from .cherry import check_signal_spec
+        from .derive import check_signal
 
-            s = check_signal_spec(s, f"{source}: signals[{i}]")
-        norm_signals.append(s)
+        norm_signals.append(check_signal(s, f"{source}: signals[{i}]"))   # an older inline derived-model spelling
+    from .derive import check_models
+
+    models = check_models(data.get("models"), norm_signals, source)
     workers = data.get("workers")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ConfigError(f"{source}: workers must be a positive integer")
@@ -232,4 +236,4 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     return RunConfig(inputs=inputs, on_error=on_error, tokenizer=data.get("tokenizer"), signals=norm_signals,
                      steps=steps, budget=data.get("budget"), seed=seed, output=output,
                      cache_dir=data.get("cache_dir", ".siftkit"), workers=workers, engine=engine, raw=data,
-                     preset=preset, preset_from=preset_from)
+                     preset=preset, preset_from=preset_from, models=models)

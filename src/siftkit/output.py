@@ -38,7 +38,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, progress
+from . import progress
+from ._version import __version__
 from .errors import ConfigError, InputDataError
 from .fsutil import disk_guard, exchange, fsync_dir, is_no_space, pid_alive, remove_path
 from .io.writers import dataset_info_entry, write_jsonl, write_records

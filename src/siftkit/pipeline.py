@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,16 +11,12 @@ import numpy as np
 import pyarrow as pa
 
 from . import progress
-from .config import RunConfig, StepSpec
+from .config import RunConfig
 from .errors import ConfigError, EmptyResultError
 from .io.pool import Pool, read_pool
-from .registry import make, selector_class
+from .plan import POOL_COLUMNS, make_selector, plan_signals  # noqa: F401 (POOL_COLUMNS re-exported)
 from .selectors.base import SelectionContext, Selector, resolve_budget
-from .signals.base import Signal
-from .signals.compute import build_signal, compute_signals
-
-# Columns every pool has: selectors may read them without a signal.
-POOL_COLUMNS = ("id", "source", "file", "row", "line")
+from .signals.compute import compute_signals
 
 
 @dataclass
@@ -190,61 +185,12 @@ def _records_table(records: list[Any]) -> pa.Table:
                              f"or to_pandas(original=True)") from None
 
 
-def make_selector(step: StepSpec) -> Selector:
-    return make(selector_class(step.selector), dict(step.params), f"{step.where}: {step.selector}")
-
-
-def signal_providers(cfg: RunConfig) -> list[Signal]:
-    """Signals that may provide columns: the configured ones first, then the cheap defaults."""
-    sigs = [build_signal(s) for s in cfg.signals]
-    names = {s.name for s in sigs}
-    defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer},
-                           {"name": "special_tokens", "tokenizer": cfg.tokenizer}]
-    for d in defaults:
-        n = d if isinstance(d, str) else d["name"]
-        if n not in names:
-            sigs.append(build_signal(d))
-    return sigs
-
-
-def plan_signals(cfg: RunConfig, selectors: list[Selector]) -> list[Signal]:
-    """The signals to compute: all configured ones plus those providing the columns selectors need."""
-    providers = signal_providers(cfg)
-    col_to_sig: dict[str, Signal] = {}
-    for s in providers:
-        for c in s.columns():
-            col_to_sig.setdefault(c, s)
-    chosen: list[Signal] = [build_signal(s) for s in cfg.signals]
-    chosen_fp = {s.fingerprint() for s in chosen}
-    for sel in selectors:
-        for col in sel.needs():
-            if col in POOL_COLUMNS:
-                continue
-            sig = col_to_sig.get(col)
-            if sig is None:
-                raise ConfigError(f"{sel.name}: no signal provides column {col!r}. Cheap columns: "
-                                  f"{', '.join(sorted(col_to_sig))}; pool columns: {', '.join(POOL_COLUMNS)}; "
-                                  f"model signals must be listed under 'signals' (see `siftkit list signals`)")
-            if sig.fingerprint() not in chosen_fp:
-                chosen.append(sig)
-                chosen_fp.add(sig.fingerprint())
-    from .selectors.expr import kind_of_type
-
-    kinds = {c: kind_of_type(t) for s in providers for c, t in s.columns().items()}
-    for sel in selectors:
-        sel.check_columns(kinds)   # kinds and a one-row trial, before any signal is computed
-    return chosen
-
-
 def resolve_model_signals(cfg: RunConfig, pool: Pool, workers: int = 1) -> RunConfig:
-    """The config with every signal whose model is built from the pool first (an ``lm_loss`` with Cherry's
-    ``brief_experience``) pointed at that model (built now, or reused from the cache). ``raw`` is kept."""
-    from .cherry import needs_resolving, resolve_signals
+    """The config with every signal whose model is built from the pool first (a derived model,
+    ``siftkit.derive``) pointed at that model (built now, or reused from the cache). ``raw`` is kept."""
+    from .derive import resolve_models
 
-    if not needs_resolving(cfg.signals):
-        return cfg
-    signals = resolve_signals(cfg.signals, pool.table, cfg.cache_dir, workers=workers, engine=cfg.engine)
-    return dataclasses.replace(cfg, signals=signals)
+    return resolve_models(cfg, pool.table, workers)
 
 
 def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
@@ -268,7 +214,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     resolved = resolve_model_signals(cfg, pool, workers)
     if resolved is not cfg:
         cfg = resolved
-        timings["brief_experience"] = round(time.perf_counter() - tb, 3)
+        timings["models"] = round(time.perf_counter() - tb, 3)
     t1 = time.perf_counter()
     sig_stats: dict[str, Any] = {}
     sigs = plan_signals(cfg, selectors)

@@ -9,7 +9,7 @@ signals for minutes before it dies on an ``import``. ``preflight(cfg)`` looks at
   backend); they are looked up with ``importlib.util.find_spec`` (nothing heavy is imported). A missing one
   is a :class:`MissingExtraError` (exit 2) naming what needs it and the ``pip install`` that provides it;
 - **columns**: every column a step reads (``--by``, filter expressions, ``--stratify``) must be a pool column
-  or a column of a planned signal (``pipeline.plan_signals``, which lists columns without computing);
+  or a column of a planned signal (``plan.plan_signals``, which lists columns without computing);
 - **local files**: a model, tokenizer or target path that is clearly local (absolute, ``./``, ``~``, a
   ``.gguf``/``.json`` file, more than one ``/``) must exist. Hub names are left to load time.
 
@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import ConfigError, MissingDependencyError, SiftkitError
+from .registry import LEGACY_SIGNAL_OPTIONS, derivation_class
 
 # import name -> (name shown in messages, pip package)
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -177,6 +178,12 @@ def _embedding_of(sel: Any) -> Any:
 
 # ---------------------------------------------------------------- the checks
 
+def _inline_derivation(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return None
+    return next((k for k in LEGACY_SIGNAL_OPTIONS if spec.get(k) not in (None, False)), None)
+
+
 def check_signals(specs: Sequence[Any], *, engine: str = "local", where: Sequence[str] | None = None) -> list[Any]:
     """Build the signals of ``specs`` and check their extras and local files; returns the built signals.
     ``where[i]`` names spec ``i`` in messages (default ``signal 'NAME'``)."""
@@ -186,11 +193,10 @@ def check_signals(specs: Sequence[Any], *, engine: str = "local", where: Sequenc
     built = []
     for i, spec in enumerate(specs):
         needs_extra: dict[str, str] = {}
-        if isinstance(spec, dict) and spec.get("brief_experience") not in (None, False):
-            # Cherry's brief experience: a k-means over static embeddings and a short fine-tune of the base
-            needs_extra = {"faiss": "k-means for brief_experience",
-                           **{m: "brief fine-tuning" for m in ("torch", "transformers", "trl", "peft", "datasets")}}
-            spec = {k: v for k, v in spec.items() if k != "brief_experience"}
+        key = _inline_derivation(spec)
+        if key is not None:   # an older inline spelling of a derived model (Cherry's brief_experience)
+            needs_extra = dict(derivation_class(LEGACY_SIGNAL_OPTIONS[key]).needs)
+            spec = {k: v for k, v in spec.items() if k != key}
         sig = build_signal(spec)
         built.append(sig)
         who = where[i] if where is not None else f"signal {sig.name!r}"
@@ -233,7 +239,7 @@ def preflight(cfg: Any, selectors: Sequence[Any] | None = None) -> list[Any]:
     signals. Raises :class:`MissingExtraError` or ``ConfigError`` (both exit 2)."""
     import dataclasses
 
-    from .pipeline import make_selector, plan_signals
+    from .plan import make_selector, plan_signals
 
     if selectors is None:
         selectors = [make_selector(s) for s in cfg.steps]
@@ -254,10 +260,13 @@ def preflight(cfg: Any, selectors: Sequence[Any] | None = None) -> list[Any]:
         check_signals(cfg.signals, where=where)
     except MissingExtraError as e:
         problems.append((str(e), e.missing))
+    for name, spec in (getattr(cfg, "models", None) or {}).items():   # derived models: their extras
+        problems.append(missing_message(f"models.{name}", dict(derivation_class(spec["derive"]).needs)))
+        check_local(spec.get("base"), f"models.{name}", "base model")
     _raise(problems)
     # Columns: plan_signals knows every column of the configured and cheap signals without computing any.
-    # (Cherry's brief-experience lm_loss is planned as the plain lm_loss it resolves to.)
-    plain = [({k: v for k, v in s.items() if k != "brief_experience"} if isinstance(s, dict) else s)
+    # (A signal with an inline derived model is planned as the plain signal it resolves to.)
+    plain = [({k: v for k, v in s.items() if k not in LEGACY_SIGNAL_OPTIONS} if isinstance(s, dict) else s)
              for s in cfg.signals]
     planned = plan_signals(dataclasses.replace(cfg, signals=plain), list(selectors))
     # Signals added for the columns selectors read (tokens for --by tokens_total, ...): their needs too.

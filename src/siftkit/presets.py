@@ -1,6 +1,15 @@
-"""Named pipelines from the literature, usable as ``--preset NAME`` or ``preset: NAME`` in a recipe.
+"""Named pipelines (the study's baselines and published methods): ``--preset NAME`` or ``preset: NAME``.
 
-A preset fills in ``steps`` (and signals) when the recipe does not give its own.
+One registry, ``PRESETS``: each entry has its ``doc`` (one paragraph, shown by ``siftkit list presets``), its
+``ref`` (the paper), its ``steps`` and, where it needs them, ``signals`` and an ``options`` function. A preset
+fills in ``steps`` (and signals) when the recipe does not give its own. Parameters of a preset's select step
+can be overridden in a recipe (``preset: {name: deita, threshold: 0.85}``); its signals are appended after the
+recipe's own, so a recipe that lists e.g. its own ``lm_loss`` (another model) provides the columns first.
+Presets whose signal needs *your* model (Cherry IFD scores with the base model you will fine-tune) list no
+signal: the run then stops with a clear "no signal provides column ..." until you add one, or give the
+preset its ``model`` option (``cherry-ifd``: ``preset: {name: cherry-ifd, model: ..., brief_experience:
+{...}}``; a preset's ``options`` function takes such preset-level keys). See docs/published.md for what is
+faithful in each.
 """
 
 from __future__ import annotations
@@ -10,36 +19,130 @@ from typing import Any
 
 from .errors import ConfigError
 
+CHERRY_OPTIONS = ("model", "template", "lm_loss", "brief_experience")
+
+
+def cherry_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """``cherry-ifd`` options (removed from ``opts``): ``model`` (the base; adds the lm_loss signal),
+    ``template``, ``lm_loss`` (more lm_loss parameters) and ``brief_experience`` (score IFD with Cherry's
+    briefly fine-tuned model built from the pool; see ``siftkit.derive.cherry``)."""
+    got = {k: opts.pop(k) for k in CHERRY_OPTIONS if k in opts}
+    if not got:
+        return []
+    if not isinstance(got.get("model"), str) or not got["model"]:
+        raise ConfigError(f"{where}: {', '.join(sorted(got))} need(s) model: <your base model> "
+                          "(hub name, folder or .gguf file)")
+    extra = got.get("lm_loss") or {}
+    if not isinstance(extra, dict) or {"name", "model", "brief_experience"} & set(extra):
+        raise ConfigError(f"{where}: lm_loss must be a mapping of further lm_loss parameters "
+                          "(max_length, dtype, device, ...), without name, model or brief_experience")
+    spec: dict[str, Any] = {"name": "lm_loss", **extra, "model": got["model"]}
+    if "template" in got:
+        spec["template"] = got["template"]
+    if got.get("brief_experience") not in (None, False):
+        spec["brief_experience"] = got["brief_experience"]
+    return [spec]
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "random": {
+        "ref": "Xia et al., 2024, Rethinking Data Selection at Scale (the random baseline)",
         "doc": "Uniform random sample (the study's baseline).",
         "steps": [{"select": "random"}],
     },
     "longest": {
+        "ref": "Zhao et al., 2024, Long Is More for Alignment",
         "doc": "The longest responses in target-model tokens ('Long Is More for Alignment').",
         "steps": [{"dedup": "exact"}, {"select": "top", "by": "tokens_response"}],
     },
     "longest-per-source": {
+        "ref": "Xia et al., 2024, Rethinking Data Selection at Scale",
         "doc": "Longest conversations within each source, proportional quotas (the study found this slightly "
                "better than global length).",
         "steps": [{"dedup": "exact"}, {"select": "stratified", "column": "source", "by": "tokens_total"}],
+    },
+    "cherry-ifd": {
+        "ref": "Li et al., 2023, From Quantity to Quality (Cherry LLM, IFD)",
+        "doc": "Cherry LLM: drop IFD > 1, then the highest IFD (loss ratio s(y|x)/s(y)). Give model: <your base "
+               "model> (or list an lm_loss signal yourself); brief_experience: {clusters: 100, per_cluster: 10, "
+               "train: {...}} first fine-tunes the base briefly on a cluster-balanced, mid-perplexity sample "
+               "and scores IFD with that model (siftkit.cherry).",
+        "options": cherry_options,
+        "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd"},
+                  {"select": "top", "by": "lm_ifd"}],
+    },
+    "superfiltering": {
+        "ref": "Li et al., 2024, Superfiltering: Weak-to-Strong Data Filtering",
+        "doc": "Superfiltering: IFD (perplexity ratio) from a small model (GPT-2 124M), drop IFD > 1, take the "
+               "highest.",
+        "signals": [{"name": "lm_loss", "model": "gpt2"}],
+        "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd_ppl"},
+                  {"select": "top", "by": "lm_ifd_ppl"}],
+    },
+    "superfiltering-d": {
+        "ref": "Li et al., 2024, Superfiltering: Weak-to-Strong Data Filtering (diversity variant)",
+        "doc": "Superfiltering-D: small-model IFD, drop IFD > 1, keep the top 20% IFD band, then facility "
+               "location over MiniLM embeddings of that band (the 20% band is siftkit's choice).",
+        "signals": [{"name": "lm_loss", "model": "gpt2"}],
+        "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd_ppl"},
+                  {"filter": "lm_ifd_ppl >= quantile(lm_ifd_ppl, 0.8)"},
+                  {"select": "facility-location",
+                   "embedding": {"backend": "sentence-transformers", "segment": "query"}}],
+    },
+    "deita": {
+        "ref": "Liu et al., 2024, What Makes Good Data for Alignment? (DEITA)",
+        "doc": "DEITA: evol score (sum over turns of complexity x quality, DEITA's released scorers), then the "
+               "score-first repr filter (cosine <= 0.9 to everything kept). DEITA embeds with its fine-tuned "
+               "model; the default here is static embeddings: override 'embedding' to match.",
+        "signals": [{"name": "deita"}],
+        "steps": [{"dedup": "exact"}, {"select": "repr-filter", "by": "deita_evol", "threshold": 0.9}],
+    },
+    "quality-kmeans": {
+        "ref": "Xia et al., 2024, Rethinking Data Selection at Scale",
+        "doc": "The study's quality + diversity recipe: k-means (1,000 clusters), the top-scored in each "
+               "cluster, quotas proportional to cluster size. Ranks by 'by' (default lm_loss, the study's "
+               "cross-entropy, highest first): override with any score column and list its signal.",
+        "steps": [{"dedup": "exact"},
+                  {"select": "kmeans", "by": "lm_loss", "within": "top", "quota": "proportional", "k": 1000}],
+    },
+    "instag": {
+        "ref": "Lu et al., 2024, #InsTag: Instruction Tagging",
+        "doc": "InsTag: tags per query from the InsTagger model, complexity-first coverage sampling (override "
+               "'tags' to use your own column of JSON tag lists).",
+        "signals": [{"name": "instag", "model": "OFA-Sys/InsTagger"}],
+        "steps": [{"dedup": "exact"}, {"select": "instag-coverage"}],
+    },
+    "zip": {
+        "ref": "Yin et al., 2024, Entropy Law: The Story Behind Data Compression and LLM Performance (ZIP)",
+        "doc": "ZIP (Entropy Law): greedy minimisation of the selected set's zlib-9 compression ratio, "
+               "k1/k2/k3 = 10,000/200/100, fast mode (same picks as the faithful one).",
+        "steps": [{"dedup": "exact"}, {"select": "zip", "mode": "fast"}],
+    },
+    "rds-plus": {
+        "ref": "Ivison et al., 2025, Large-Scale Data Selection for Instruction Tuning (RDS+)",
+        "doc": "RDS+: position-weighted mean hidden states of a causal LM, cosine to target-task examples, "
+               "round-robin. Give 'targets' (file/folder of target conversations) and 'model'.",
+        "steps": [{"dedup": "exact"}, {"select": "rds"}],
+    },
+    "less": {
+        "ref": "Xia et al., 2024, LESS: Selecting Influential Data for Targeted Instruction Tuning",
+        "doc": "LESS: LoRA warm-up on a random 5% (4 epochs, one checkpoint each), per-sample gradients as Adam "
+               "directions, Rademacher projection to 8192-d, lr-weighted cosine to target-task gradients (mean "
+               "within a task, max across tasks). Give 'targets' and 'model'.",
+        "steps": [{"dedup": "exact"}, {"select": "less"}],
+    },
+    "length-kmeans": {
+        "ref": "Xia et al., 2024, Rethinking Data Selection at Scale (the recommended recipe)",
+        "doc": "The study's recommended recipe: k-means (1,000 clusters), then the longest conversations "
+               "(tokens_total) in each cluster, quotas proportional to cluster size.",
+        "steps": [{"dedup": "exact"},
+                  {"select": "kmeans", "by": "tokens_total", "within": "top", "quota": "proportional", "k": 1000}],
     },
 }
 
 
 def _all_presets() -> dict[str, dict[str, Any]]:
-    from .presets_published import PRESETS as PUBLISHED
-
-    out = dict(PRESETS)
-    out.update(PUBLISHED)
-    try:  # presets contributed by optional selector modules (e.g. length + k-means)
-        from .selectors.kmeans import PRESETS as KMEANS_PRESETS  # type: ignore[attr-defined]
-
-        for name, steps in KMEANS_PRESETS.items():
-            out.setdefault(name, steps if isinstance(steps, dict) else {"steps": steps})
-    except Exception:  # noqa: BLE001 - optional module missing or its deps absent
-        pass
-    return out
+    return dict(PRESETS)
 
 
 def preset_names() -> list[str]:

@@ -1,8 +1,9 @@
-"""Name -> class registries for signals and selectors, with lazy import of their modules.
+"""Name -> class registries for signals, selectors and derivations, with lazy import of their modules.
 
 Modules are imported only when a name is looked up, so heavy dependencies (torch, faiss, ...) stay out of
-the core import path. To add a signal or selector: write one module, decorate the class with
-``@register_signal("name")`` / ``@register_selector("name")`` and list the module in ``*_MODULES`` below.
+the core import path. To add a signal, selector or derivation (a model built from the pool before scoring,
+``siftkit.derive``): write one module, decorate the class with ``@register_signal("name")`` /
+``@register_selector("name")`` / ``@register_derivation("name")`` and list the module in ``*_MODULES`` below.
 """
 
 from __future__ import annotations
@@ -51,9 +52,15 @@ SELECTOR_MODULES: dict[str, str] = {
     "diverseevol": "siftkit.selectors.diverseevol",
     "less": "siftkit.selectors.less",
 }
+DERIVATION_MODULES: dict[str, str] = {
+    "cherry-brief-experience": "siftkit.derive.cherry",
+}
+# Older recipe spellings: a signal option that declares a derived model inline -> its derivation.
+LEGACY_SIGNAL_OPTIONS: dict[str, str] = {"brief_experience": "cherry-brief-experience"}
 
 _SIGNALS: dict[str, type] = {}
 _SELECTORS: dict[str, type] = {}
+_DERIVATIONS: dict[str, type] = {}
 
 
 def _registrar(table: dict[str, type]) -> Callable[[str], Callable[[type[T]], type[T]]]:
@@ -68,6 +75,7 @@ def _registrar(table: dict[str, type]) -> Callable[[str], Callable[[type[T]], ty
 
 register_signal = _registrar(_SIGNALS)
 register_selector = _registrar(_SELECTORS)
+register_derivation = _registrar(_DERIVATIONS)
 
 
 def _lookup(kind: str, name: str, table: dict[str, type], modules: dict[str, str]) -> type:
@@ -85,6 +93,10 @@ def signal_class(name: str) -> type:
 
 def selector_class(name: str) -> type:
     return _lookup("selector", name, _SELECTORS, SELECTOR_MODULES)
+
+
+def derivation_class(name: str) -> type:
+    return _lookup("derivation", name, _DERIVATIONS, DERIVATION_MODULES)
 
 
 def make(cls: type, params: dict[str, Any], where: str) -> Any:
@@ -109,3 +121,7 @@ def signal_names() -> list[str]:
 
 def selector_names() -> list[str]:
     return sorted(set(SELECTOR_MODULES) | set(_SELECTORS))
+
+
+def derivation_names() -> list[str]:
+    return sorted(set(DERIVATION_MODULES) | set(_DERIVATIONS))

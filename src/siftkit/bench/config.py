@@ -9,7 +9,7 @@ Shape (every key but ``pool``, ``base_model`` and ``methods`` has a default)::
     methods:                       # name -> recipe fragment (steps | preset, signals, seeds)
       longest: {steps: [{select: top, by: tokens_response}]}
       per-source: {preset: longest-per-source, seeds: 1}
-    train: {mode: lora, epochs: 1, lr: 2.0e-4, ...}   # see TRAIN_DEFAULTS
+    train: {mode: lora, epochs: 1, lr: 2.0e-4, ...}   # see siftkit.training.settings.TRAIN_DEFAULTS
     eval: {tasks: [mmlu, gsm8k, bbh, ifeval, heldout], limit: 50, data_dir: ../shared/data/eval}
     output: runs/bench
 """
@@ -22,21 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..training.settings import LR_DEFAULTS, TRAIN_DEFAULTS, _int, train_settings  # noqa: F401 (re-exported)
 
 TOP_KEYS = {"pool", "budget", "budgets", "base_model", "gguf_file", "template", "tokenizer", "random_seeds",
             "methods", "train", "eval", "output", "cache_dir", "device", "eval_base", "seed", "threads"}
 POOL_KEYS = {"inputs", "on_error", "heldout", "heldout_seed"}
 METHOD_KEYS = {"steps", "preset", "signals", "seeds"}
 TASKS = ("mmlu", "gsm8k", "bbh", "ifeval", "heldout")
-# Defaults scaled for small models on small budgets (the study's 7-8B full SFT used 3 epochs, lr 7e-6, cosine,
-# warmup 0.01, weight decay 0.1, batch 128, max length 4096). LoRA needs a ~100x larger learning rate than
-# full fine-tuning; a batch of 16 keeps several optimiser steps per epoch at budgets of a few hundred.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "mode": "lora", "epochs": 3, "lr": None, "scheduler": "cosine", "warmup": 0.01, "weight_decay": 0.1,
-    "batch_size": 16, "micro_batch_size": 4, "max_length": 1024, "lora_r": 16, "lora_alpha": 32,
-    "lora_dropout": 0.05, "lora_targets": "all-linear", "save_model": True, "dtype": "auto",
-}
-LR_DEFAULTS = {"lora": 2e-4, "full": 2e-5}
 EVAL_DEFAULTS: dict[str, Any] = {
     "tasks": list(TASKS), "limit": 50, "data_dir": None, "paths": {}, "mmlu_shots": 0, "bbh_shots": 0,
     "max_new_tokens": {"gsm8k": 256, "bbh": 64, "ifeval": 384}, "batch_size": 8, "limits": {},
@@ -77,18 +69,6 @@ class BenchConfig:
         """The random baseline first, then the configured methods."""
         rnd = MethodSpec("random", {"steps": [{"select": "random"}]}, list(self.random_seeds))
         return [rnd] + self.methods
-
-
-def _int(v: Any, where: str, minimum: int = 0) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ConfigError(f"{where} must be an integer >= {minimum}, not {v!r}")
-    return v
-
-
-def _num(v: Any, where: str) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-        raise ConfigError(f"{where} must be a non-negative number, not {v!r}")
-    return float(v)
 
 
 def _seeds(v: Any, where: str) -> list[int]:
@@ -224,33 +204,6 @@ def build_bench_config(data: dict[str, Any], src: str = "bench config") -> Bench
                        eval_base=bool(data.get("eval_base", True)), seed=_int(data.get("seed", 0), f"{src}: seed"),
                        threads=None if data.get("threads") is None else _int(data["threads"], f"{src}: threads", 1),
                        raw=data)
-
-
-def train_settings(t: Any, src: str) -> dict[str, Any]:
-    """Fine-tuning settings: ``TRAIN_DEFAULTS`` overridden by ``t`` (validated; ``lr`` defaults per mode from
-    ``LR_DEFAULTS``). Shared by the bench and by methods that fine-tune briefly (DiverseEvol, Cherry)."""
-    if not isinstance(t, dict):
-        raise ConfigError(f"{src}: train must be a mapping")
-    unknown = set(t) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"{src}: train: unknown key(s) {sorted(unknown)}; allowed: {sorted(TRAIN_DEFAULTS)}")
-    out = {**TRAIN_DEFAULTS, **t}
-    if out["mode"] not in ("lora", "full"):
-        raise ConfigError(f"{src}: train.mode must be 'lora' or 'full', not {out['mode']!r}")
-    if out["lr"] is None:
-        out["lr"] = LR_DEFAULTS[out["mode"]]
-    for k in ("epochs", "lr", "warmup", "weight_decay", "lora_dropout"):
-        out[k] = _num(out[k], f"{src}: train.{k}")
-    for k in ("batch_size", "micro_batch_size", "max_length", "lora_r", "lora_alpha"):
-        _int(out[k], f"{src}: train.{k}", 1)
-    if out["batch_size"] % out["micro_batch_size"]:
-        raise ConfigError(f"{src}: train.batch_size ({out['batch_size']}) must be a multiple of "
-                          f"train.micro_batch_size ({out['micro_batch_size']})")
-    if out["warmup"] >= 1:
-        raise ConfigError(f"{src}: train.warmup is a fraction of the steps, < 1 (got {out['warmup']})")
-    if out["scheduler"] not in ("cosine", "linear", "constant", "constant_with_warmup"):
-        raise ConfigError(f"{src}: train.scheduler must be cosine, linear, constant or constant_with_warmup")
-    return out
 
 
 def _eval(e: Any, src: str) -> dict[str, Any]:

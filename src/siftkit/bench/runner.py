@@ -220,7 +220,7 @@ class Bench:
             timings["select_s"] = round(time.perf_counter() - t0, 2)
             convs = self.train_pool.table.column("messages").take(sel.selected).to_pylist()
             info["selected"] = len(convs)
-            from .train import build_examples, train_cell
+            from ..training.train import build_examples, train_cell
 
             ex = build_examples(convs, lm.tokenizer, self.template, int(cfg.train["max_length"]))
             t1 = time.perf_counter()

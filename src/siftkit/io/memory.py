@@ -22,7 +22,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import ConfigError
 from . import readers as R
 
 INPUT_KEYS = {"path", "source", "format", "mapping", "header", "split", "per_file"}  # = InputSpec keys (tested)
@@ -82,39 +81,6 @@ def _dataset_name(ds: Any) -> str | None:
         if isinstance(v, str) and v:
             return v
     return None
-
-
-def memory_spec(obj: Any, *, source: str | None = None, format: str | None = None,
-                mapping: dict[str, Any] | None = None, split: str | None = None) -> Any:
-    """An ``InputSpec`` for one in-memory input (``path`` is its provenance label, ``data`` the object).
-    A ``DatasetDict`` needs ``split`` (unless it has one split only)."""
-    from .pool import InputSpec
-
-    k = kind(obj)
-    if k is None:
-        raise ConfigError(f"not an in-memory input: {type(obj).__name__}")
-    if k == "lazy":
-        raise ConfigError("a polars LazyFrame is not data yet: pass lazy_frame.collect()")
-    if k == "dataset_dict":
-        names = list(obj.keys())
-        if split is None:
-            if len(names) != 1:
-                raise ConfigError(f"a DatasetDict needs split= (one of {', '.join(map(repr, names))})")
-            split = names[0]
-        if split not in obj:
-            raise ConfigError(f"split {split!r} not in the DatasetDict; splits: {', '.join(map(repr, names))}")
-        ds = obj[split]
-        name = _dataset_name(ds)
-        label = f"<dataset:{name or source or 'dataset'}:{split}>"
-        return InputSpec(label, source or name or "memory", format, mapping, None, split, data=ds)
-    if split is not None:
-        raise ConfigError(f"split= applies to a DatasetDict, not to a {type(obj).__name__}")
-    if k in ("dataset", "iterable_dataset"):
-        name = _dataset_name(obj)
-        label = f"<dataset:{name}>" if name else (f"<dataset:{source}>" if source else "<dataset>")
-        return InputSpec(label, source or name or "memory", format, mapping, None, None, data=obj)
-    label = f"<memory:{source}>" if source else "<memory>"
-    return InputSpec(label, source or "memory", format, mapping, None, None, data=obj)
 
 
 def unique_labels(specs: Sequence[Any]) -> None:
@@ -198,11 +164,3 @@ def _plain(value: Any) -> Any:
     if value is not None and type(value).__name__ in ("NaTType", "NAType"):
         return None
     return value
-
-
-def memory_task(spec: Any, recover: bool) -> Any:
-    """The read task of an in-memory ``InputSpec`` (see ``memory_spec``)."""
-    from .pool import FileTask
-
-    return FileTask(spec.path, spec.path, spec.source or "memory", spec.format, spec.mapping, None, recover,
-                    records=MemoryRecords(spec.data))

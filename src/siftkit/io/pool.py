@@ -466,8 +466,6 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
     for spec in inputs:
         _validate_spec(spec)
         if spec.data is not None:
-            from .memory import memory_task
-
             tasks.append(memory_task(spec, recover))
             continue
         path = os.path.expanduser(spec.path)
@@ -1109,3 +1107,45 @@ def _check_unique_ids(pool: Pool) -> None:
         dup = [v["values"] for v in vc.to_pylist() if v["counts"] > 1][:3]
         raise InputDataError(f"duplicate record ids {dup}: the same file was given twice?")
 
+
+# In-memory inputs (siftkit.io.memory holds the readers; the specs and tasks are built here, where their
+# classes are, so that memory never imports pool).
+def memory_spec(obj: Any, *, source: str | None = None, format: str | None = None,
+                mapping: dict[str, Any] | None = None, split: str | None = None) -> Any:
+    """An ``InputSpec`` for one in-memory input (``path`` is its provenance label, ``data`` the object).
+    A ``DatasetDict`` needs ``split`` (unless it has one split only)."""
+    from .memory import _dataset_name, kind
+
+    k = kind(obj)
+    if k is None:
+        raise ConfigError(f"not an in-memory input: {type(obj).__name__}")
+    if k == "lazy":
+        raise ConfigError("a polars LazyFrame is not data yet: pass lazy_frame.collect()")
+    if k == "dataset_dict":
+        names = list(obj.keys())
+        if split is None:
+            if len(names) != 1:
+                raise ConfigError(f"a DatasetDict needs split= (one of {', '.join(map(repr, names))})")
+            split = names[0]
+        if split not in obj:
+            raise ConfigError(f"split {split!r} not in the DatasetDict; splits: {', '.join(map(repr, names))}")
+        ds = obj[split]
+        name = _dataset_name(ds)
+        label = f"<dataset:{name or source or 'dataset'}:{split}>"
+        return InputSpec(label, source or name or "memory", format, mapping, None, split, data=ds)
+    if split is not None:
+        raise ConfigError(f"split= applies to a DatasetDict, not to a {type(obj).__name__}")
+    if k in ("dataset", "iterable_dataset"):
+        name = _dataset_name(obj)
+        label = f"<dataset:{name}>" if name else (f"<dataset:{source}>" if source else "<dataset>")
+        return InputSpec(label, source or name or "memory", format, mapping, None, None, data=obj)
+    label = f"<memory:{source}>" if source else "<memory>"
+    return InputSpec(label, source or "memory", format, mapping, None, None, data=obj)
+
+
+def memory_task(spec: Any, recover: bool) -> Any:
+    """The read task of an in-memory ``InputSpec`` (see ``memory_spec``)."""
+    from .memory import MemoryRecords
+
+    return FileTask(spec.path, spec.path, spec.source or "memory", spec.format, spec.mapping, None, recover,
+                    records=MemoryRecords(spec.data))

@@ -100,7 +100,7 @@ class LessGrads(Signal):
         from peft import LoraConfig, get_peft_model
         from safetensors.torch import load_file
 
-        from ..bench.train import drop_gguf_quantizer
+        from ..training.train import drop_gguf_quantizer
         from .grads import AdamState
 
         st, lora = self._state, self.meta["lora"]
@@ -137,8 +137,8 @@ class LessGrads(Signal):
         """(n, dim) float32 features; NaN rows for records with nothing to train on."""
         import torch
 
-        from ..bench.train import build_examples
         from ..scoring.batching import plan_batches
+        from ..training.train import build_examples
         from .grads import flat_directions, project_normalise
 
         self.setup()

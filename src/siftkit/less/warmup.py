@@ -1,6 +1,6 @@
 """LESS warm-up: LoRA fine-tuning on a random fraction of the pool, one checkpoint per epoch.
 
-Training is siftkit's bench fine-tuning (``siftkit.bench.train``: TRL ``SFTTrainer``, assistant-only loss);
+Training is siftkit's bench fine-tuning (``siftkit.training``: TRL ``SFTTrainer``, assistant-only loss);
 a callback snapshots, at the end of every epoch, the LoRA weights, the Adam moments of every LoRA weight and
 the mean learning rate of that epoch's optimiser steps. A checkpoint folder holds::
 
@@ -50,7 +50,7 @@ class Checkpoint:
 
 def less_train_settings(train: dict[str, Any] | None) -> dict[str, Any]:
     """LESS defaults overridden by ``train`` and validated like a bench ``train:`` section."""
-    from ..bench.config import train_settings
+    from ..training.settings import train_settings
 
     settings = train_settings({**LESS_TRAIN, **(train or {})}, "less")
     if settings["mode"] != "lora":
@@ -135,7 +135,7 @@ def warmup(pool: pa.Table, rows: np.ndarray, *, model: str, cache_dir: str, seed
     """Warm up LoRA on ``pool`` rows ``rows``; returns the per-epoch checkpoints (reused when cached)."""
     from transformers import TrainerCallback
 
-    from ..finetune import BaseLM
+    from ..training.base import BaseLM
 
     settings = less_train_settings(train)
     rows = np.sort(np.asarray(rows, dtype=np.int64))

@@ -12,8 +12,8 @@ Three modes:
   selected set, the rounds are then exactly one k-center run started from the random initial set (tested);
   the schedule matters only when the representation changes between rounds.
 - ``retrain`` (recipes, CLI, Python): built in. Before each round, a fresh copy of ``retrain.model`` is
-  fine-tuned on the current selection with the bench's training code (``siftkit.bench.train``; settings
-  ``retrain.train``, defaults ``siftkit.bench.config.TRAIN_DEFAULTS``), then every candidate is embedded with
+  fine-tuned on the current selection with the bench's training code (``siftkit.training``; settings
+  ``retrain.train``, defaults ``siftkit.training.settings.TRAIN_DEFAULTS``), then every candidate is embedded with
   the fine-tuned model: mean-pooled last hidden states of the whole conversation by default (DiverseEvol's
   representation; ``retrain.embedding`` changes pooling, layer, segment, max_length, batch_size), with the
   causal-LM encoder of the ``embedding`` signal. Seeded: the same seed gives the same picks.
@@ -84,9 +84,9 @@ def diverse_evol(x: np.ndarray | None, budget: int, initial: np.ndarray, round_s
 
 def retrain_options(spec: Any, where: str = "diverseevol: retrain") -> dict[str, Any]:
     """Validate and complete a ``retrain`` mapping (unknown keys are a ConfigError naming them)."""
-    from ..finetune import check_model, train_options
     from ..scoring.templates import check_template
     from ..signals.embeddings import EmbeddingSignal
+    from ..training.settings import check_model, train_options
 
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping {{model: ..., train: {{...}}, embedding: {{...}}}}")
@@ -142,7 +142,7 @@ class Retrainer:
 
     def base(self) -> Any:
         if self._base is None:
-            from ..finetune import BaseLM
+            from ..training.base import BaseLM
 
             self._base = BaseLM.load(self.opts["model"], template=self.opts["template"], device=self.opts["device"],
                                      dtype=self.opts["train"].get("dtype", "auto"))

@@ -10,7 +10,8 @@
    exp(score / temperature) (Gumbel-top-k). NaN scores rank last.
 
 Output order: round-robin over clusters by within-cluster rank, so any prefix stays balanced.
-``PRESETS["length-kmeans"]`` is the study's recommended recipe: k-means, then the longest per cluster.
+The ``length-kmeans`` preset (``siftkit.presets``) is the study's recommended recipe: k-means, then the
+longest per cluster.
 """
 
 from __future__ import annotations
@@ -24,17 +25,6 @@ from ..errors import ConfigError
 from ..registry import register_selector
 from ..signals.vectors import normalize_spec, rows_f32
 from .base import SelectionContext, Selector, StepResult
-
-# Named pipelines in the shape of ``siftkit.presets.PRESETS`` ({"doc", "steps"}), picked up there as
-# ``--preset length-kmeans``. The budget comes from the run; ``k`` can be overridden in a recipe.
-PRESETS: dict[str, dict[str, Any]] = {
-    "length-kmeans": {
-        "doc": "The study's recommended recipe: k-means (1,000 clusters), then the longest conversations "
-               "(tokens_total) in each cluster, quotas proportional to cluster size.",
-        "steps": [{"dedup": "exact"},
-                  {"select": "kmeans", "by": "tokens_total", "within": "top", "quota": "proportional", "k": 1000}],
-    },
-}
 
 
 def kmeans_labels(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_per_centroid: int = 256,

@@ -1,8 +1,8 @@
 """Held-out loss: mean per-token NLL on the assistant tokens of a validation split of the pool.
 
 The split is drawn once (seeded) before any selection and removed from the pool every method selects
-from. The tokens scored are exactly those fine-tuning trains on (``train.build_examples``: assistant
-content + end-of-turn token, same template and ``max_length``). Lower is better. Score = total NLL / total
+from. The tokens scored are exactly those fine-tuning trains on (``siftkit.training.train.build_examples``:
+assistant content + end-of-turn token, same template and ``max_length``). Lower is better. Score = total NLL / total
 scored tokens over the split (token-weighted), per-item sums and counts are stored.
 """
 
@@ -24,7 +24,7 @@ def run(em: EvalModel, items: list[dict[str, Any]], ev: dict[str, Any]) -> tuple
     """``items``: {"id", "messages"}; ``ev["max_length"]`` is the training max length."""
     import torch
 
-    from ..train import build_examples
+    from ...training.train import build_examples
 
     ex = build_examples([it["messages"] for it in items], em.tokenizer, em.template, int(ev["max_length"]))
     rows = ex.rows

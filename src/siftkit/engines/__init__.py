@@ -1,0 +1,1 @@
+"""Engines that run ``Signal.compute`` per shard: ``local`` (process pool) and ``ray``."""
