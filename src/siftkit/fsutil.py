@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .errors import DiskFullError
 
@@ -86,15 +87,26 @@ def atomic_write(path: str, data: bytes) -> None:
         os.replace(tmp, path)
 
 
-def file_xxh3(path: str) -> str:
-    """xxh3-64 hex digest of a file's bytes (cache part checksums)."""
-    import xxhash
+def file_digest(path: str, algorithm: str = "xxh3_64") -> str:
+    """Hex digest of a file's bytes, read in 4 MiB chunks: ``xxh3_64`` (cache part checksums) or any
+    ``hashlib`` name (``sha256`` for input files in the manifest)."""
+    if algorithm == "xxh3_64":
+        import xxhash
 
-    h = xxhash.xxh3_64()
+        h: Any = xxhash.xxh3_64()
+    else:
+        import hashlib
+
+        h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_xxh3(path: str) -> str:
+    """xxh3-64 hex digest of a file's bytes (cache part checksums)."""
+    return file_digest(path, "xxh3_64")
 
 
 def preallocate(path: str, size: int) -> None:
@@ -168,7 +180,8 @@ def exchange(a: str, b: str) -> bool:
     raise OSError(err, os.strerror(err), a)
 
 
-def fsync_dir(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """Flush a file or folder to disk; errors (a vanished file, a filesystem without fsync) are ignored."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -179,3 +192,7 @@ def fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    fsync_path(path)

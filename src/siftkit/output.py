@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from . import progress
 from ._version import __version__
 from .errors import ConfigError, InputDataError
-from .fsutil import disk_guard, exchange, fsync_dir, is_no_space, pid_alive, remove_path
+from .fsutil import disk_guard, exchange, fsync_dir, fsync_path, is_no_space, pid_alive, remove_path
 from .io.writers import dataset_info_entry, write_jsonl, write_records
 from .pipeline import Selection
 
@@ -441,16 +441,7 @@ def _fsync_tree(folder: str) -> None:
     """Flush every file and folder of the staged output to disk before it becomes visible."""
     for dirpath, _dirs, files in os.walk(folder):
         for f in files:
-            try:
-                fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            fsync_path(os.path.join(dirpath, f))
         fsync_dir(dirpath)
 
 

@@ -33,7 +33,6 @@ import errno
 import fnmatch
 import functools
 import glob as _glob
-import hashlib
 import os
 import shutil
 import stat
@@ -49,6 +48,7 @@ import xxhash
 
 from .. import progress
 from ..errors import ConfigError, EmptyResultError, InputDataError, SiftkitError
+from ..fsutil import file_digest
 from . import formats as F
 from . import readers as R
 
@@ -635,11 +635,7 @@ def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
 
 
 def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _checked_items(task: FileTask, problems: list[R.FileProblem]
