@@ -10,6 +10,23 @@ from typing import Any
 
 from .errors import ConfigError
 
+# Parameters of the judge signal that the LLM-judge presets take (``--param endpoint=URL``): see docs/judge.md.
+JUDGE_OPTIONS = ("endpoint", "model", "rubric", "rubrics_file", "turns", "api", "backend", "structured",
+                 "temperature", "seed", "max_tokens", "top_logprobs", "rationale_chars", "max_chars", "repair",
+                 "api_key_env", "timeout", "max_retries", "backoff", "backoff_max", "concurrency", "rpm", "tpm",
+                 "price_input", "price_output", "response_cache")
+
+
+def judge_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The judge signal of an LLM-judge preset, from its options (removed from ``opts``); it needs an
+    ``endpoint`` (or ``backend: vllm`` and a ``model``)."""
+    got = {k: opts.pop(k) for k in JUDGE_OPTIONS if k in opts}
+    if not got.get("endpoint") and got.get("backend") != "vllm":
+        raise ConfigError(f"{where}: give the judge's endpoint (--param endpoint=http://HOST:PORT/v1, or "
+                          "endpoint: in the preset mapping), or backend: vllm with a model")
+    return [{"name": "judge", **got}]
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "random": {
         "doc": "Uniform random sample (the study's baseline).",
@@ -23,6 +40,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "doc": "Longest conversations within each source, proportional quotas (the study found this slightly "
                "better than global length).",
         "steps": [{"dedup": "exact"}, {"select": "stratified", "column": "source", "by": "tokens_total"}],
+    },
+    "alpagasus": {
+        "doc": "AlpaGasus: an LLM judge rates each (request, answer) 0-5 (siftkit's alpagasus rubric), keep "
+               "judge_overall >= 4.5 (min_value), then the budget by score. Give endpoint= (and model=, "
+               "api_key_env=, prices...; see docs/judge.md).",
+        "options": judge_options,
+        "steps": [{"dedup": "exact"}, {"select": "top", "by": "judge_overall", "min_value": 4.5}],
+    },
+    "judge-kmeans": {
+        "doc": "The study's quality + diversity recipe with an LLM judge: k-means (1,000 clusters) and the "
+               "highest judge_overall in each cluster, quotas proportional to cluster size. Give endpoint=.",
+        "options": judge_options,
+        "steps": [{"dedup": "exact"},
+                  {"select": "kmeans", "by": "judge_overall", "within": "top", "quota": "proportional", "k": 1000}],
     },
 }
 
