@@ -167,10 +167,11 @@ def test_judge_signal_scores_rubrics_and_reasons(server, tmp_path):
     assert u["cache_hits"] == 0 and u["prompt_tokens"] > 0 and u["completion_tokens"] > 0
     assert u["cached_responses"]["responses"] == u["responses"]
     # a question-only rubric: the unanswered record is judged too, one column per dimension
-    t2 = compute_signals(pool, [{"name": "judge", "endpoint": server.url, "rubric": "question", "prefix": "q",
-                                 **FAST}], str(tmp_path / "c"))
+    t2 = compute_signals(pool.slice(2, 1), [{"name": "judge", "endpoint": server.url, "rubric": "question",
+                                             "prefix": "q", **FAST, "rationale_chars": 0}], str(tmp_path / "c"))
     assert {"q_clarity", "q_difficulty", "q_meaningfulness", "q_rationale"} <= set(t2.column_names)
-    assert t2.column("q_reason").to_pylist()[2] in ("", "invalid_json", "bad_schema", "truncated")
+    assert t2.column("q_reason").to_pylist() == [""]
+    assert all(1 <= t2.column(f"q_{d}")[0].as_py() <= 5 for d in ("clarity", "difficulty", "meaningfulness"))
 
 
 def test_fault_proxy_retries_reasons_and_counts(server, tmp_path):
@@ -343,3 +344,17 @@ def test_kill9_client_and_server_then_resume_identical(gguf, server, tmp_path):
     u = json.loads((tmp_path / "o2" / "manifest.json").read_text())["usage"]["judge"]
     assert u["requests"] == 0 and u["cache_hits"] == 6
     assert _outputs(tmp_path / "o1") == _outputs(tmp_path / "o2")
+
+
+def test_instag_through_the_endpoint(server, tmp_path):
+    pool = pool_table([msgs(("user", "Write a python function that adds two numbers."), ("assistant", "def f(a, b): ...")),
+                       msgs(("assistant", "no user turn"))])
+    stats: dict = {}
+    t = compute_signals(pool, [{"name": "instag", "endpoint": server.url, "max_new_tokens": 24}],
+                        str(tmp_path / "c"), stats=stats)
+    reasons = t.column("instag_reason").to_pylist()
+    assert reasons[1] == "empty_prompt"
+    assert reasons[0] in ("", "invalid_json", "bad_schema", "truncated")
+    assert math.isfinite(t.column("instag_count")[0].as_py()) == (reasons[0] == "")
+    u = stats["instag"]["usage"]
+    assert u["requests"] == 1 == u["responses"] and u["failures"] == ({reasons[0]: 1} if reasons[0] else {})

@@ -21,7 +21,6 @@ received is in the response cache (``<cache_dir>/llm``), so a rerun sends only t
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -29,17 +28,15 @@ import pyarrow as pa
 
 from ..errors import ConfigError, EndpointError
 from ..llm import structured as S
-from ..llm.cache import ResponseCache
 from ..llm.client import Client, Endpoint, first_model
 from ..llm.rubrics import Rubric, as_prompt, load_rubric, messages
-from ..llm.usage import cost, usage_for
+from ..llm.runs import EndpointRuns
 from ..registry import register_signal
 from ..signals.base import Signal
 from . import base as B
 
 TURNS = ("last", "each")
 BACKENDS = ("openai", "vllm")
-_BOUND: dict[str, str] = {}       # fingerprint -> response cache folder of the run in progress (this process)
 
 
 def pick_turns(msgs: list[dict[str, str]], turns: str, target: str
@@ -91,7 +88,7 @@ def _cut_history(hist: list[dict[str, str]], n: int) -> tuple[list[dict[str, str
 
 
 @register_signal("judge")
-class Judge(Signal):
+class Judge(EndpointRuns, Signal):
     version = "1"
     batch_size = 64          # records per compute() call; their requests are in flight together
     parallel = False         # concurrency is inside (async requests)
@@ -165,41 +162,13 @@ class Judge(Signal):
                      f"{p}_reason": pa.string()})
         return cols
 
-    # ------------------------------------------------------------------ runs and usage
-
-    def begin_run(self, cache_dir: str) -> None:
-        """Called by ``compute_signals`` before this signal runs: response cache folder, usage reset."""
-        folder = self.response_cache or os.path.join(cache_dir, "llm")
-        _BOUND[self.fingerprint()] = folder
-        self.response_cache = folder
-        usage_for(self.fingerprint()).reset()
-
-    def end_run(self) -> dict[str, Any]:
-        """This run's usage (and what the response cache holds for this signal) for the manifest."""
-        u = usage_for(self.fingerprint()).snapshot()
-        u["cost"] = cost(u["prompt_tokens"], u["completion_tokens"], self.ep.price_input, self.ep.price_output)
-        folder = self._cache_folder()
-        if os.path.exists(os.path.join(folder, "responses.sqlite")):
-            tot = ResponseCache(folder).totals(self.fingerprint())
-            tot["cost"] = cost(tot["prompt_tokens"], tot["completion_tokens"], self.ep.price_input,
-                               self.ep.price_output)
-            u["cached_responses"] = tot
-        u["model"] = self.ep.model
-        if self.ep.price_input is not None or self.ep.price_output is not None:
-            u["prices_per_1m"] = {"input": self.ep.price_input, "output": self.ep.price_output}
-        return u
-
-    def _cache_folder(self) -> str:
-        return _BOUND.get(self.fingerprint()) or self.response_cache or os.path.join(".siftkit", "llm")
-
     def client(self) -> Client:
         backend = None
         if self.backend == "vllm":
             from ..llm.vllm_offline import VLLMBackend
 
             backend = VLLMBackend(self.ep.model)
-        return Client(self.ep, ResponseCache(self._cache_folder()), usage_for(self.fingerprint()),
-                      tag=self.fingerprint(), who="judge", backend=backend)
+        return self.make_client("judge", backend)
 
     # ------------------------------------------------------------------ compute
 
@@ -308,4 +277,4 @@ class Judge(Signal):
             kinds = ", ".join(f"{k}: {bad.count(k)}" for k in sorted(set(bad)))
             raise EndpointError(f"judge: {len(bad)} of {len(outs)} request(s) to {self.ep.url or 'vLLM'} failed "
                                 f"after {self.ep.max_retries} retries ({kinds}); the {len(outs) - len(bad)} "
-                                f"answer(s) received are cached in {self._cache_folder()}: rerun to resume")
+                                f"answer(s) received are cached in {self.cache_folder()}: rerun to resume")

@@ -76,8 +76,9 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
             stats[sig.name] = {"fingerprint": sig.fingerprint(), "config": sig.config(),
                                "computed": int(computed), "cached": int(len(ids) - computed),
                                "seconds": round(time.perf_counter() - t0, 3)}
-            if hasattr(sig, "end_run"):
-                stats[sig.name]["usage"] = sig.end_run()
+            usage = sig.end_run() if hasattr(sig, "end_run") else None
+            if usage is not None:
+                stats[sig.name]["usage"] = usage
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
 
 
