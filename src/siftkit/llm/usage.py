@@ -52,7 +52,7 @@ class Usage:
             self.prompt_tokens += int(prompt)
             self.completion_tokens += int(completion)
 
-    def bump(self, name: str, n: int | float = 1) -> None:
+    def bump(self, name: str, n: float = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
