@@ -359,3 +359,17 @@ def test_instag_through_the_endpoint(server, tmp_path):
     assert math.isfinite(t.column("instag_count")[0].as_py()) == (reasons[0] == "")
     u = stats["instag"]["usage"]
     assert u["requests"] == 1 == u["responses"] and u["failures"] == ({reasons[0]: 1} if reasons[0] else {})
+
+
+def test_presets_need_an_endpoint_and_carry_judge_params():
+    from siftkit.presets import expand_preset
+
+    with pytest.raises(ConfigError, match="endpoint"):
+        expand_preset({"preset": "alpagasus"}, "recipe")
+    d = expand_preset({"preset": {"name": "judge-kmeans", "endpoint": "http://127.0.0.1:9/v1", "model": "m",
+                                  "rubric": "deita", "k": 5, "by": "judge_quality"}}, "recipe")
+    assert d["signals"] == [{"name": "judge", "endpoint": "http://127.0.0.1:9/v1", "model": "m", "rubric": "deita"}]
+    assert d["steps"][-1] == {"select": "kmeans", "by": "judge_quality", "within": "top", "quota": "proportional",
+                              "k": 5}
+    a = expand_preset({"preset": {"name": "alpagasus", "endpoint": "http://127.0.0.1:9/v1", "min_value": 4}}, "r")
+    assert a["steps"][-1] == {"select": "top", "by": "judge_overall", "min_value": 4}
