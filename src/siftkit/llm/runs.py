@@ -16,6 +16,14 @@ from .client import Client
 from .usage import cost, usage_for
 
 _BOUND: dict[str, str] = {}     # fingerprint -> response cache folder of the run in progress
+_OPEN: dict[str, ResponseCache] = {}   # folder -> its open cache (one connection per folder and process)
+
+
+def open_cache(folder: str) -> ResponseCache:
+    key = os.path.abspath(folder)
+    if key not in _OPEN or not os.path.exists(_OPEN[key].path):   # (re)open a cache removed meanwhile
+        _OPEN[key] = ResponseCache(folder)
+    return _OPEN[key]
 
 
 class EndpointRuns:
@@ -34,7 +42,7 @@ class EndpointRuns:
         u["cost"] = cost(u["prompt_tokens"], u["completion_tokens"], self.ep.price_input, self.ep.price_output)
         folder = self.cache_folder()
         if os.path.exists(os.path.join(folder, "responses.sqlite")):
-            tot: dict[str, Any] = ResponseCache(folder).totals(self.fingerprint())
+            tot: dict[str, Any] = open_cache(folder).totals(self.fingerprint())
             tot["cost"] = cost(tot["prompt_tokens"], tot["completion_tokens"], self.ep.price_input,
                                self.ep.price_output)
             u["cached_responses"] = tot
@@ -47,5 +55,5 @@ class EndpointRuns:
         return _BOUND.get(self.fingerprint()) or self.response_cache or os.path.join(".siftkit", "llm")
 
     def make_client(self, who: str, backend: Any = None) -> Client:
-        return Client(self.ep, ResponseCache(self.cache_folder()), usage_for(self.fingerprint()),
+        return Client(self.ep, open_cache(self.cache_folder()), usage_for(self.fingerprint()),
                       tag=self.fingerprint(), who=who, backend=backend)
