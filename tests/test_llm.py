@@ -173,13 +173,25 @@ def test_judge_signal_scores_rubrics_and_reasons(server, tmp_path):
     assert {"q_clarity", "q_difficulty", "q_meaningfulness", "q_rationale"} <= set(t2.column_names)
     assert t2.column("q_reason").to_pylist() == [""]
     assert all(1 <= t2.column(f"q_{d}")[0].as_py() <= 5 for d in ("clarity", "difficulty", "meaningfulness"))
+    # every turn: both pairs of the multi-turn record are judged, the score is their mean
+    short = {"max_tokens": 24, "rationale_chars": 0}
+    t3 = compute_signals(pool.slice(3, 1), [{"name": "judge", "endpoint": server.url, "turns": "each",
+                                             "prefix": "e", **short}], str(tmp_path / "c"))
+    assert t3.column("e_turns").to_pylist() == [2] and t3.column("e_reason").to_pylist() == [""]
+    # /v1/completions: llama.cpp ignores response_format there; its own json_schema field via extra_body
+    t4 = compute_signals(pool.slice(0, 1), [{"name": "judge", "endpoint": server.url, "api": "completions",
+                                             "prefix": "c", "structured": "none", **short,
+                                             "extra_body": {"json_schema": S.schema(["overall"], 0, 5, 0)}}],
+                         str(tmp_path / "c"))
+    assert t4.column("c_reason").to_pylist() == [""] and 0 <= t4.column("c_overall")[0].as_py() <= 5
 
 
 def test_fault_proxy_retries_reasons_and_counts(server, tmp_path):
     upstream = server.url[: -len("/v1")]
     with FaultProxy(upstream, hang=5.5) as proxy:
         spec = {"name": "judge", "endpoint": proxy.url, "model": "smol", "concurrency": 1, "max_retries": 5,
-                "backoff": 0.05, "backoff_max": 0.1, "timeout": 5.0, **FAST}
+                "backoff": 0.05, "backoff_max": 0.1, "timeout": 5.0, "max_tokens": 24, "rationale_chars": 0}
+        # (short answers, so that a real request under load stays well inside the 5 s timeout)
         sig = build_signal(spec)
         pool = pool_table([msgs(("user", "What is 2+2?"), ("assistant", "4"))])
         sig.begin_run(str(tmp_path / "c"))

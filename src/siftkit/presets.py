@@ -14,7 +14,7 @@ from .errors import ConfigError
 JUDGE_OPTIONS = ("endpoint", "model", "rubric", "rubrics_file", "turns", "api", "backend", "structured",
                  "temperature", "seed", "max_tokens", "top_logprobs", "rationale_chars", "max_chars", "repair",
                  "api_key_env", "timeout", "max_retries", "backoff", "backoff_max", "concurrency", "rpm", "tpm",
-                 "price_input", "price_output", "response_cache")
+                 "price_input", "price_output", "response_cache", "extra_body")
 
 
 def judge_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:

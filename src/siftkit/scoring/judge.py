@@ -102,8 +102,13 @@ class Judge(EndpointRuns, Signal):
                  timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, backoff_max: float = 30.0,
                  concurrency: int = 8, rpm: float | None = None, tpm: float | None = None,
                  price_input: float | None = None, price_output: float | None = None,
-                 response_cache: str | None = None):
+                 response_cache: str | None = None, extra_body: dict[str, Any] | None = None):
         who = "judge"
+        if extra_body is not None and (not isinstance(extra_body, dict)
+                                       or {"model", "messages", "prompt"} & set(extra_body)):
+            raise ConfigError(f"{who}: extra_body must be a mapping of further request fields (not model, "
+                              "messages or prompt)")
+        self.extra_body = dict(extra_body or {})
         if backend not in BACKENDS:
             raise ConfigError(f"{who}: backend must be one of {BACKENDS}, got {backend!r}")
         if turns not in TURNS:
@@ -153,7 +158,8 @@ class Judge(EndpointRuns, Signal):
                 "rubric": self.rubric_obj.as_dict(), "prefix": self.prefix, "turns": self.turns,
                 "structured": self.structured, "temperature": self.temperature, "seed": self.seed,
                 "max_tokens": self.max_tokens, "top_logprobs": self.top_logprobs,
-                "rationale_chars": self.rationale_chars, "max_chars": self.max_chars, "repair": self.repair}
+                "rationale_chars": self.rationale_chars, "max_chars": self.max_chars, "repair": self.repair,
+                **({"extra_body": self.extra_body} if self.extra_body else {})}
 
     def columns(self) -> dict[str, pa.DataType]:
         p = self.prefix
@@ -187,6 +193,7 @@ class Judge(EndpointRuns, Signal):
         rf = S.response_format(self.schema, self.structured)
         if rf is not None:
             body["response_format"] = rf
+        body.update(self.extra_body)
         return body
 
     def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
