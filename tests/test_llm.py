@@ -124,6 +124,23 @@ def test_retry_after_and_endpoint_checks(monkeypatch):
         Endpoint(url="http://127.0.0.1:9/v1", api_key_env="SIFTKIT_NO_SUCH_KEY").api_key("judge")
 
 
+def test_rate_limit_bucket_holds_requests_back():
+    import asyncio
+
+    from siftkit.llm.client import _Bucket
+
+    async def go() -> tuple[float, float]:
+        b = _Bucket(600)                 # 600 per minute: a minute's worth at once, then 10 per second
+        t0 = time.monotonic()
+        await b.take(600)
+        t1 = time.monotonic()
+        await b.take(5)
+        return t1 - t0, time.monotonic() - t1
+
+    burst, wait = asyncio.run(go())
+    assert burst < 0.1 and 0.4 <= wait < 1.5
+
+
 def test_rubrics_builtin_and_override(tmp_path):
     names = set(builtin_rubrics())
     assert {"alpagasus", "deita", "question", "answer"} <= names
