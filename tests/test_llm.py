@@ -109,6 +109,8 @@ def test_expected_score_from_top_logprobs():
     resp = {"choices": [{"message": {"content": text}, "logprobs": {"content": content}}]}
     ev = S.expected_scores(resp, text, ["overall"], 0, 5)
     assert ev["overall"] == pytest.approx((4 * 0.5 + 5 * 0.3) / 0.8)   # '9' is off the scale, 'x' no rating
+    content[10]["token"] = "\ufffd"        # a garbled (split multi-byte) token after the score: still aligned
+    assert S.expected_scores(resp, text, ["overall"], 0, 5)["overall"] == pytest.approx(ev["overall"])
     resp["choices"][0].pop("logprobs")
     assert S.expected_scores(resp, text, ["overall"], 0, 5) == {"overall": None}
 

@@ -211,12 +211,20 @@ class Client:
         return request_key(self.ep.api, self.ep.model, body)
 
     def complete(self, bodies: Sequence[dict[str, Any]]) -> list[Outcome]:
-        """Answers for ``bodies`` (request bodies without ``model``), in order."""
+        """Answers for ``bodies`` (request bodies without ``model``), in order. Identical bodies are sent once
+        (the copies count as cache hits)."""
         t0 = time.perf_counter()
         out: list[Outcome | None] = [None] * len(bodies)
         todo: list[int] = []
+        first: dict[str, int] = {}        # identical requests in one call are sent once
+        same: list[tuple[int, int]] = []
         for i, b in enumerate(bodies):
-            hit = self.cache.get(self.key_of(b)) if self.cache is not None else None
+            key = self.key_of(b)
+            if key in first:
+                same.append((i, first[key]))
+                continue
+            first[key] = i
+            hit = self.cache.get(key) if self.cache is not None else None
             if hit is not None:
                 out[i] = Outcome(hit, "", True)
             else:
@@ -232,6 +240,10 @@ class Client:
                     out[i] = o
         finally:
             self.usage.bump("wall_seconds", time.perf_counter() - t0)
+        for i, j in same:
+            o = out[j]
+            assert o is not None
+            out[i] = Outcome(o.response, o.reason, True)
         return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ storing

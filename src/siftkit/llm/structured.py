@@ -126,8 +126,11 @@ def expected_scores(resp: dict[str, Any], text: str, keys: list[str], lo: int, h
     if not toks or hi > 9 or lo < 0:
         return out
     joined = "".join(t["token"] for t in toks)
-    if joined != text:                       # cannot align tokens with the text: use parsed numbers
-        return out
+    same = 0                                 # tokens and text agree up to here (a multi-byte character split
+    for a, b in zip(joined, text):           # over tokens can garble the rest, e.g. in a rationale)
+        if a != b:
+            break
+        same += 1
     starts, pos = [], 0
     for t in toks:
         starts.append(pos)
@@ -137,6 +140,8 @@ def expected_scores(resp: dict[str, Any], text: str, keys: list[str], lo: int, h
         if not m:
             continue
         at = m.start(1)
+        if at >= same:                       # cannot align this value with the tokens: the parsed number
+            continue
         idx = max(i for i, s in enumerate(starts) if s <= at)
         tok = toks[idx]
         if tok["token"].strip() != text[at] and not (tok["token"].strip().isdigit() and len(tok["token"].strip()) == 1):
