@@ -6,6 +6,7 @@ The server starts once per session on a free 127.0.0.1 port. Requests are tiny (
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -164,6 +165,19 @@ def test_judge_needs_httpx_cleanly(monkeypatch):
     monkeypatch.setitem(sys.modules, "httpx", None)
     with pytest.raises(MissingExtraError, match=r"httpx.*siftkit\[llm\]"):
         check_signals([{"name": "judge", "endpoint": "http://127.0.0.1:9/v1", "model": "m"}])
+
+
+def test_vllm_backend_is_a_clean_error_without_vllm():
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    from siftkit.errors import MissingDependencyError
+    from siftkit.preflight import MissingExtraError, check_signals
+
+    spec = {"name": "judge", "backend": "vllm", "model": "Qwen/Qwen2.5-7B-Instruct"}
+    with pytest.raises(MissingExtraError, match=r"needs vllm \(the vLLM judge backend\): pip install vllm"):
+        check_signals([spec])
+    with pytest.raises(MissingDependencyError, match="vllm is needed for the vLLM judge backend"):
+        build_signal(spec).compute(pool_table([msgs(("user", "a"), ("assistant", "b"))]))
 
 
 # ---------------------------------------------------------------- against the real server
