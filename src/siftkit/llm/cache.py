@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import xxhash
 
-from ..fsutil import disk_guard
+from ..errors import DiskFullError
+from ..fsutil import disk_guard, free_bytes
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY, api TEXT NOT NULL, model TEXT NOT NULL, tag TEXT NOT NULL,
@@ -63,9 +64,14 @@ class ResponseCache:
         use = response.get("usage") or {}
         blob = canonical(response)
         with self._lock, disk_guard(self.path, len(blob)):
-            self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (key, api, model, tag, blob, int(use.get("prompt_tokens") or 0),
-                              int(use.get("completion_tokens") or 0), time.time()))
+            try:
+                self._db.execute("INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (key, api, model, tag, blob, int(use.get("prompt_tokens") or 0),
+                                  int(use.get("completion_tokens") or 0), time.time()))
+            except sqlite3.OperationalError as e:
+                if "full" in str(e):
+                    raise DiskFullError(self.path, len(blob), free_bytes(self.path), approx=True) from None
+                raise
 
     def totals(self, tag: str | None = None) -> dict[str, int]:
         """Responses held (for one tag, or all) and the tokens they were paid with."""

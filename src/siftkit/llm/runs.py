@@ -31,7 +31,7 @@ class EndpointRuns:
     response_cache: str | None    # (the signal provides fingerprint())
 
     def begin_run(self, cache_dir: str) -> None:
-        folder = self.response_cache or os.path.join(cache_dir, "llm")
+        folder = os.path.abspath(self.response_cache or os.path.join(cache_dir, "llm"))
         _BOUND[self.fingerprint()] = folder
         self.response_cache = folder
         usage_for(self.fingerprint()).reset()
