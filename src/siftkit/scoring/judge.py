@@ -139,6 +139,9 @@ class Judge(EndpointRuns, Signal):
         self.max_tokens, self.top_logprobs = int(max_tokens), int(top_logprobs)
         self.rationale_chars, self.max_chars, self.repair = int(rationale_chars), int(max_chars), bool(repair)
         self.response_cache = response_cache
+        # enough requests per compute() call to keep `concurrency` in flight between the calls' barriers
+        self.batch_size = max(type(self).batch_size, 4 * int(concurrency))
+        self.shard_size = max(type(self).shard_size or 0, self.batch_size)
         r = self.rubric_obj
         self.schema = S.schema(r.keys, r.lo, r.hi, self.rationale_chars)
 
