@@ -418,3 +418,17 @@ def test_presets_need_an_endpoint_and_carry_judge_params():
                               "k": 5}
     a = expand_preset({"preset": {"name": "alpagasus", "endpoint": "http://127.0.0.1:9/v1", "min_value": 4}}, "r")
     assert a["steps"][-1] == {"select": "top", "by": "judge_overall", "min_value": 4}
+
+
+def test_a_second_run_uses_its_own_endpoint_not_the_engines_earlier_copy(server, tmp_path):
+    """The engine keeps one live copy per fingerprint; URL and limits are not in it, so a later run with the
+    same judge at another URL must still send there (here: a dead port first, then the real server)."""
+    from siftkit.llm.localserver import free_port
+
+    pool = pool_table([msgs(("user", "Name a month."), ("assistant", "May"))])
+    short = {"model": "smol-2", "max_tokens": 24, "rationale_chars": 0, "max_retries": 0}
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(EndpointError, match=r"unavailable:connection|connection: 1"):
+        compute_signals(pool, [{"name": "judge", "endpoint": dead, **short}], str(tmp_path / "c"))
+    t = compute_signals(pool, [{"name": "judge", "endpoint": server.url, **short}], str(tmp_path / "c"))
+    assert t.column("judge_reason").to_pylist() == [""]

@@ -2,8 +2,9 @@
 
 A signal mixes in :class:`EndpointRuns` and sets ``self.ep`` (an :class:`~siftkit.llm.client.Endpoint`) and
 ``self.response_cache`` (a folder or None). ``siftkit.signals.compute`` calls ``begin_run(cache_dir)``
-before the signal runs and puts ``end_run()`` into the manifest (``usage``). The folder is remembered per
-fingerprint in this process, so the engine's long-lived copy of the signal uses the current run's folder.
+before the signal runs and puts ``end_run()`` into the manifest (``usage``). The instance ``begin_run`` was
+called on is remembered per fingerprint in this process: the engine keeps one long-lived copy per fingerprint,
+and the URL, key, limits and cache folder (not part of the fingerprint) must be the current run's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .cache import ResponseCache
 from .client import Client
 from .usage import cost, usage_for
 
-_BOUND: dict[str, str] = {}     # fingerprint -> response cache folder of the run in progress
+_BOUND: dict[str, Any] = {}     # fingerprint -> the signal instance of the run in progress
 _OPEN: dict[str, ResponseCache] = {}   # folder -> its open cache (one connection per folder and process)
 
 
@@ -31,9 +32,8 @@ class EndpointRuns:
     response_cache: str | None    # (the signal provides fingerprint())
 
     def begin_run(self, cache_dir: str) -> None:
-        folder = os.path.abspath(self.response_cache or os.path.join(cache_dir, "llm"))
-        _BOUND[self.fingerprint()] = folder
-        self.response_cache = folder
+        self.response_cache = os.path.abspath(self.response_cache or os.path.join(cache_dir, "llm"))
+        _BOUND[self.fingerprint()] = self
         usage_for(self.fingerprint()).reset()
 
     def end_run(self) -> dict[str, Any]:
@@ -51,9 +51,13 @@ class EndpointRuns:
             u["prices_per_1m"] = {"input": self.ep.price_input, "output": self.ep.price_output}
         return u
 
+    def current(self) -> Any:
+        """The instance of the run in progress with this fingerprint (else this one)."""
+        return _BOUND.get(self.fingerprint(), self)
+
     def cache_folder(self) -> str:
-        return _BOUND.get(self.fingerprint()) or self.response_cache or os.path.join(".siftkit", "llm")
+        return self.current().response_cache or os.path.join(".siftkit", "llm")
 
     def make_client(self, who: str, backend: Any = None) -> Client:
-        return Client(self.ep, open_cache(self.cache_folder()), usage_for(self.fingerprint()),
+        return Client(self.current().ep, open_cache(self.cache_folder()), usage_for(self.fingerprint()),
                       tag=self.fingerprint(), who=who, backend=backend)

@@ -140,8 +140,9 @@ class InsTag(EndpointRuns, B.ModelSignal):
         outs = client.complete(bodies)
         bad = [o.reason for o in outs if o.reason.startswith("unavailable:")]
         if bad:
-            raise EndpointError(f"instag: {len(bad)} of {len(outs)} request(s) to {self.ep.url} failed after "
-                                f"{self.ep.max_retries} retries; the answers received are cached in "
+            ep = self.current().ep
+            raise EndpointError(f"instag: {len(bad)} of {len(outs)} request(s) to {ep.url} failed after "
+                                f"{ep.max_retries} retries; the answers received are cached in "
                                 f"{self.cache_folder()}: rerun to resume")
         tags_col = np.full(n, None, dtype=object)
         count = np.full(n, np.nan)

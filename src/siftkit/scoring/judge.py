@@ -285,6 +285,7 @@ class Judge(EndpointRuns, Signal):
         bad = [o.reason for o in outs if o.reason.startswith("unavailable:")]
         if bad:
             kinds = ", ".join(f"{k}: {bad.count(k)}" for k in sorted(set(bad)))
-            raise EndpointError(f"judge: {len(bad)} of {len(outs)} request(s) to {self.ep.url or 'vLLM'} failed "
-                                f"after {self.ep.max_retries} retries ({kinds}); the {len(outs) - len(bad)} "
+            ep = self.current().ep
+            raise EndpointError(f"judge: {len(bad)} of {len(outs)} request(s) to {ep.url or 'vLLM'} failed "
+                                f"after {ep.max_retries} retries ({kinds}); the {len(outs) - len(bad)} "
                                 f"answer(s) received are cached in {self.cache_folder()}: rerun to resume")
