@@ -71,6 +71,20 @@ def test_top_bottom_ties_and_nan():
         TopSelector(by="source").run(c, ALL, 3)
 
 
+def test_top_min_and_max_value():
+    x = np.array([4.6, np.nan, 4.5, 2.0, 5.0] + [0.0] * 95)
+    c = ctx(x=x)
+    r = TopSelector(by="x", min_value=4.5).run(c, ALL, 10)
+    assert r.kept.tolist() == [4, 0, 2] and r.dropped == {"missing_value": 1, "below_min": 96}
+    r = TopSelector(by="x", min_value=4.5).run(c, ALL, 2)
+    assert r.kept.tolist() == [4, 0]
+    r = BottomSelector(by="x", max_value=2.0).run(c, ALL, 3)
+    assert r.kept.tolist() == [5, 6, 7] and r.dropped == {"missing_value": 1, "above_max": 3}
+    assert TopSelector(by="x").config() == {"by": "x"}
+    with pytest.raises(ConfigError, match="min_value must be a number"):
+        TopSelector(by="x", min_value="high")
+
+
 def test_filter_expressions():
     c = ctx()
     x, ln = c.column("x"), c.column("len")

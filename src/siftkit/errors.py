@@ -2,7 +2,8 @@
 
 Exit codes (documented in the README):
   0 success, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result,
-  5 disk full (no space left where an output or cache file is written).
+  5 disk full (no space left where an output or cache file is written),
+  6 an LLM endpoint stayed unavailable after its retries (responses received so far are cached: rerun).
 """
 
 from __future__ import annotations
@@ -82,3 +83,11 @@ class DiskFullError(SiftkitError):
         room = f", {free:,} bytes free there" if free is not None else ""
         super().__init__(f"no space left on device writing {path}: {what}{room}. Free some space or "
                          f"choose another folder (--out, --cache-dir)")
+
+
+class EndpointError(SiftkitError):
+    """An LLM endpoint failed for good: refused the credentials, or stayed unavailable (429 / 5xx / timeouts /
+    connection errors) after every retry. Responses received before are in the response cache, so a rerun
+    resumes. The message never holds the API key."""
+
+    exit_code = 6

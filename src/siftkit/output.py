@@ -95,6 +95,7 @@ def build_manifest(sel: Selection, outputs: dict[str, Any], pool_info: dict[str,
         "versions": versions(),
         "timings": sel.timings,
         "cache": sel.cache_hits(),
+        **({"usage": sel.usage()} if sel.usage() else {}),
     }
 
 

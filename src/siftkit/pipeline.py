@@ -63,6 +63,11 @@ class Selection:
         """Per signal: records computed now vs reused from the cache (varies between runs)."""
         return {k: {"computed": v["computed"], "cached": v["cached"]} for k, v in self.signal_stats.items()}
 
+    def usage(self) -> dict[str, Any]:
+        """Per LLM signal: requests, retries, failures by reason, tokens, wall time, cost (this run; see
+        ``siftkit.llm.usage``), and what the response cache holds for it."""
+        return {k: v["usage"] for k, v in self.signal_stats.items() if "usage" in v}
+
     def signal_stats_public(self) -> dict[str, Any]:
         """Signal names -> fingerprint and config (deterministic; cache hits and times go to timings)."""
         return {k: {"fingerprint": v["fingerprint"], "config": v["config"]} for k, v in self.signal_stats.items()}

@@ -46,6 +46,8 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "pandas": ("pandas", "pandas"),
     "vllm": ("vllm", "vllm"),
     "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
+    "httpx": ("httpx", "httpx"),
+    "xllamacpp": ("xllamacpp", "xllamacpp"),
 }
 # siftkit's extras (pyproject.toml [project.optional-dependencies]) by import name; a test keeps them in step.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -54,6 +56,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "model": ("torch", "transformers", "gguf", "accelerate"),
     "ray": ("ray",),
     "bench": ("torch", "transformers", "trl", "peft", "datasets", "scipy", "accelerate", "gguf"),
+    "llm": ("httpx", "xllamacpp"),
 }
 
 

@@ -44,6 +44,23 @@ def cherry_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [spec]
 
 
+# Parameters of the judge signal that the LLM-judge presets take (``--param endpoint=URL``): see docs/judge.md.
+JUDGE_OPTIONS = ("endpoint", "model", "rubric", "rubrics_file", "turns", "api", "backend", "structured",
+                 "temperature", "seed", "max_tokens", "top_logprobs", "rationale_chars", "max_chars", "repair",
+                 "api_key_env", "timeout", "max_retries", "backoff", "backoff_max", "concurrency", "rpm", "tpm",
+                 "price_input", "price_output", "response_cache", "extra_body")
+
+
+def judge_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The judge signal of an LLM-judge preset, from its options (removed from ``opts``); it needs an
+    ``endpoint`` (or ``backend: vllm`` and a ``model``)."""
+    got = {k: opts.pop(k) for k in JUDGE_OPTIONS if k in opts}
+    if not got.get("endpoint") and got.get("backend") != "vllm":
+        raise ConfigError(f"{where}: give the judge's endpoint (--param endpoint=http://HOST:PORT/v1, or "
+                          "endpoint: in the preset mapping), or backend: vllm with a model")
+    return [{"name": "judge", **got}]
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "random": {
         "ref": "Xia et al., 2024, Rethinking Data Selection at Scale (the random baseline)",
@@ -137,6 +154,22 @@ PRESETS: dict[str, dict[str, Any]] = {
                "(tokens_total) in each cluster, quotas proportional to cluster size.",
         "steps": [{"dedup": "exact"},
                   {"select": "kmeans", "by": "tokens_total", "within": "top", "quota": "proportional", "k": 1000}],
+    },
+    "alpagasus": {
+        "ref": "Chen et al., 2024, AlpaGasus: Training a Better Alpaca with Fewer Data",
+        "doc": "AlpaGasus: an LLM judge rates each (request, answer) 0-5 (siftkit's alpagasus rubric), keep "
+               "judge_overall >= 4.5 (min_value), then the budget by score. Give endpoint= (and model=, "
+               "api_key_env=, prices...; see docs/judge.md).",
+        "options": judge_options,
+        "steps": [{"dedup": "exact"}, {"select": "top", "by": "judge_overall", "min_value": 4.5}],
+    },
+    "judge-kmeans": {
+        "ref": "Xia et al., 2024, Rethinking Data Selection at Scale (quality + diversity; an LLM judge as the score)",
+        "doc": "The study's quality + diversity recipe with an LLM judge: k-means (1,000 clusters) and the "
+               "highest judge_overall in each cluster, quotas proportional to cluster size. Give endpoint=.",
+        "options": judge_options,
+        "steps": [{"dedup": "exact"},
+                  {"select": "kmeans", "by": "judge_overall", "within": "top", "quota": "proportional", "k": 1000}],
     },
 }
 

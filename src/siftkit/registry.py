@@ -31,6 +31,8 @@ SIGNAL_MODULES: dict[str, str] = {
     "knowledge": "siftkit.scoring.knowledge",
     "instag": "siftkit.scoring.instag",
     "less_grads": "siftkit.less.signal",
+    "judge": "siftkit.scoring.judge",
+    "reward": "siftkit.scoring.reward",
 }
 SELECTOR_MODULES: dict[str, str] = {
     "random": "siftkit.selectors.random",

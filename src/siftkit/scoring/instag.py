@@ -11,6 +11,11 @@ lower-cased and de-duplicated within the record. Anything else gives no tags, ``
 reason in ``instag_reason``: ``invalid_json`` (not JSON, or cut by ``max_new_tokens``), ``bad_schema`` (JSON
 but not a tag list), ``empty_prompt`` (no user text), ``too_long``. There is no fallback tag set.
 
+With ``endpoint`` (an OpenAI-compatible server, e.g. the judge's), the prompt is sent as one user message
+through ``siftkit.llm`` (greedy, ``max_tokens = max_new_tokens``, cached, retried, usage in the manifest) and
+``model`` is the served model's name (default: the first the server lists); nothing runs in-process and
+fields are cut to ``max_chars`` characters instead of tokens.
+
 Columns: ``instag_tags`` (JSON list of tags, a string), ``instag_count`` (the InsTag complexity: number of
 tags), ``instag_truncated`` (the query was cut to fit ``max_length``), ``instag_reason``.
 """
@@ -24,7 +29,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EndpointError
+from ..llm.client import Endpoint, first_model
+from ..llm.runs import EndpointRuns
+from ..llm.structured import answer_text
 from ..registry import register_signal
 from . import base as B
 from . import rating as R
@@ -59,10 +67,26 @@ def parse_tags(text: str) -> tuple[list[str] | None, str]:
     return list(dict.fromkeys(t.strip().lower() for t in raw if t.strip())), B.OK
 
 
+ENDPOINT_KEYS = ("api_key_env", "timeout", "max_retries", "backoff", "backoff_max", "concurrency", "rpm", "tpm",
+                 "price_input", "price_output")
+
+
 @register_signal("instag")
-class InsTag(B.ModelSignal):
-    def __init__(self, model: str, *, prompt: str = PROMPT, mode: str = "chat", max_new_tokens: int = 256,
-                 **kw: Any):
+class InsTag(EndpointRuns, B.ModelSignal):
+    def __init__(self, model: str | None = None, *, prompt: str = PROMPT, mode: str = "chat",
+                 max_new_tokens: int = 256, endpoint: str | None = None, max_chars: int = 6000,
+                 response_cache: str | None = None, **kw: Any):
+        self.endpoint, self.response_cache, self.max_chars = endpoint, response_cache, int(max_chars)
+        self.ep = None
+        if endpoint:
+            ep_kw = {k: kw.pop(k) for k in ENDPOINT_KEYS if k in kw}
+            self.ep = Endpoint(url=endpoint, model=model or "", **ep_kw)
+            self.ep.check("instag")
+            if not self.ep.model:
+                self.ep.model = first_model(endpoint, self.ep.api_key("instag"))
+            model = self.ep.model
+        elif not model:
+            raise ConfigError("instag: give model= (a causal LM), or endpoint= (an OpenAI-compatible server)")
         super().__init__(model, **kw)
         if mode not in R.MODES:
             raise ConfigError(f"instag: mode must be one of {R.MODES}, got {mode!r}")
@@ -72,14 +96,78 @@ class InsTag(B.ModelSignal):
         self.prompt, self.mode, self.max_new_tokens = prompt, mode, int(max_new_tokens)
 
     def config(self) -> dict[str, Any]:
+        if self.ep is not None:
+            return {"endpoint_model": self.ep.model, "prompt": self.prompt, "max_new_tokens": self.max_new_tokens,
+                    "max_chars": self.max_chars}
         return {**self.model_config(), "prompt": self.prompt, "mode": self.mode,
                 "max_new_tokens": self.max_new_tokens}
+
+    def requirements(self) -> dict[str, str]:
+        return {"httpx": "LLM endpoints"} if self.ep is not None else super().requirements()
+
+    @property
+    def resources(self) -> dict[str, float]:  # type: ignore[override]
+        return {"cpus": 1} if self.ep is not None else B.ModelSignal.resources.fget(self)  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        if self.ep is None:
+            super().setup()
+
+    def begin_run(self, cache_dir: str) -> None:
+        if self.ep is not None:
+            super().begin_run(cache_dir)
+
+    def end_run(self) -> dict[str, Any] | None:  # type: ignore[override]
+        return super().end_run() if self.ep is not None else None
+
+    def _compute_endpoint(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        convs, _ = B.conversations(batch)
+        n = len(convs)
+        reasons = [B.OK] * n
+        truncated = np.zeros(n, dtype=bool)
+        bodies, rows = [], []
+        for r, msgs in enumerate(convs):
+            query = "\n\n".join(m["content"] for m in msgs if m["role"] == "user" and m["content"].strip())
+            if not query:
+                reasons[r] = B.EMPTY_PROMPT
+                continue
+            if len(query) > self.max_chars:
+                query, truncated[r] = query[: self.max_chars], True
+            bodies.append({"messages": [{"role": "user", "content": self.prompt.format(query=query)}],
+                           "temperature": 0.0, "max_tokens": self.max_new_tokens})
+            rows.append(r)
+        client = self.make_client("instag")
+        outs = client.complete(bodies)
+        bad = [o.reason for o in outs if o.reason.startswith("unavailable:")]
+        if bad:
+            ep = self.current().ep
+            raise EndpointError(f"instag: {len(bad)} of {len(outs)} request(s) to {ep.url} failed after "
+                                f"{ep.max_retries} retries; the answers received are cached in "
+                                f"{self.cache_folder()}: rerun to resume")
+        tags_col = np.full(n, None, dtype=object)
+        count = np.full(n, np.nan)
+        for r, o in zip(rows, outs):
+            if o.response is None:
+                reasons[r] = o.reason
+                continue
+            text, fin = answer_text(o.response)
+            tags, why = parse_tags(text)
+            if tags is None:
+                reasons[r] = "truncated" if fin == "length" and why == INVALID_JSON else why
+                client.usage.fail(reasons[r])
+            else:
+                tags_col[r] = json.dumps(tags, ensure_ascii=False)
+                count[r] = len(tags)
+        return {"instag_tags": tags_col, "instag_count": count, "instag_truncated": truncated,
+                "instag_reason": B.reasons_array(reasons)}
 
     def columns(self) -> dict[str, pa.DataType]:
         return {"instag_tags": pa.string(), "instag_count": pa.float64(), "instag_truncated": pa.bool_(),
                 "instag_reason": pa.string()}
 
     def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        if self.ep is not None:
+            return self._compute_endpoint(batch)
         lm = self.lm
         convs, _ = B.conversations(batch)
         n = len(convs)

@@ -50,6 +50,8 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
         t0 = time.perf_counter()
         if refresh:
             store.clear(sig)
+        if hasattr(sig, "begin_run"):   # LLM signals: response cache folder, usage counters of this run
+            sig.begin_run(cache_dir)
         cached, missing = store.load(sig, ids)
         todo = np.flatnonzero(missing)
         computed = 0
@@ -74,6 +76,9 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
             stats[sig.name] = {"fingerprint": sig.fingerprint(), "config": sig.config(),
                                "computed": int(computed), "cached": int(len(ids) - computed),
                                "seconds": round(time.perf_counter() - t0, 3)}
+            usage = sig.end_run() if hasattr(sig, "end_run") else None
+            if usage is not None:
+                stats[sig.name]["usage"] = usage
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
 
 
