@@ -30,6 +30,9 @@ SIGNAL_MODULES: dict[str, str] = {
     "knowledge": "siftkit.scoring.knowledge",
     "instag": "siftkit.scoring.instag",
     "less_grads": "siftkit.less.signal",
+    "quality": "siftkit.signals.quality",
+    "repetition": "siftkit.signals.repetition",
+    "lang": "siftkit.signals.lang",
 }
 SELECTOR_MODULES: dict[str, str] = {
     "random": "siftkit.selectors.random",
@@ -50,6 +53,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "rds": "siftkit.selectors.rds",
     "diverseevol": "siftkit.selectors.diverseevol",
     "less": "siftkit.selectors.less",
+    "decontaminate": "siftkit.selectors.decontaminate",
 }
 
 _SIGNALS: dict[str, type] = {}

@@ -1,0 +1,193 @@
+"""``decontaminate``: drop training records that leak evaluation items (a filter step).
+
+``{step: decontaminate, against: [eval/]}`` in a recipe (or ``- decontaminate: {against: [...]}``), or
+``siftkit select ... --decontaminate eval/`` (repeatable). Eval items are read by
+``siftkit.selectors.eval_index.read_eval_items`` (MMLU CSV, GSM8K, BBH, IFEval, HumanEval, or any file siftkit
+reads). Three tests, in this order; a record is dropped by the first that fires:
+
+1. ``exact``: a user/system turn of the record, normalised (lower-cased words, punctuation dropped), equals
+   an item's normalised question text.
+2. ``ngram``: word n-gram overlap of the record's ``segment`` (default the whole conversation) with an item:
+   the share of the item's distinct n-grams found in the record; dropped at ``overlap >= threshold``
+   (default 0.5). Items of at least ``ngram`` words (default 13) use ``ngram``-grams; items of
+   ``min_ngram`` (default 8) to ``ngram - 1`` words use ``min_ngram``-grams; shorter items are matched
+   exactly only. N-grams found in more than ``max_item_df`` items (default 10: shared task instructions,
+   answer-option boilerplate) are not counted.
+3. ``embedding`` (optional, ``embedding: {backend: static}`` or any embedding signal spec): cosine similarity
+   of the record's embedding (the spec's segment, default the query) with its nearest eval item;
+   dropped at ``similarity >= embedding_threshold`` (default 0.9).
+
+Every dropped record names the item it matched: the step's ``dropped`` reasons are
+``contaminated: <benchmark> (<method>)``, ``details`` holds counts per benchmark, per source and method and
+the first ``sample`` matches, and ``selection.parquet`` gets the per-record columns
+``decontam_match`` (``file#item``), ``decontam_method`` and ``decontam_overlap`` (the best n-gram overlap,
+for every record with any overlap, kept ones too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import progress
+from ..errors import ConfigError
+from ..registry import register_selector
+from ..signals.segments import SEGMENTS, flatten
+from .base import SelectionContext, Selector, StepResult
+from .eval_index import NgramIndex, exact_key, normalize, read_eval_items
+
+BATCH = 16384
+
+
+@register_selector("decontaminate")
+class Decontaminate(Selector):
+    role = "filter"
+
+    def __init__(self, against: Any = None, ngram: int = 13, min_ngram: int = 8, threshold: float = 0.5,
+                 segment: str = "conversation", exact: bool = True, max_item_df: int = 10,
+                 embedding: Any = None, embedding_threshold: float = 0.9, sample: int = 20):
+        if not against:
+            raise ConfigError("decontaminate: 'against' needs eval files or folders (e.g. against: [eval/])")
+        self.against = [against] if isinstance(against, str) else [str(a) for a in against]
+        if int(ngram) < 1 or int(min_ngram) < 1 or int(min_ngram) > int(ngram):
+            raise ConfigError("decontaminate: need 1 <= min_ngram <= ngram")
+        if not 0 < float(threshold) <= 1:
+            raise ConfigError("decontaminate: threshold must be in (0, 1]")
+        if segment not in SEGMENTS:
+            raise ConfigError(f"decontaminate: segment must be one of {', '.join(SEGMENTS)}")
+        if embedding is not None and not isinstance(embedding, (dict, str)):
+            raise ConfigError("decontaminate: embedding must be an embedding signal spec, e.g. {backend: static}")
+        self.ngram, self.min_ngram, self.threshold = int(ngram), int(min_ngram), float(threshold)
+        self.segment, self.exact, self.max_item_df = segment, bool(exact), int(max_item_df)
+        self.embedding = ({"name": "embedding", "backend": embedding} if isinstance(embedding, str)
+                          else ({"name": "embedding", **embedding} if embedding is not None else None))
+        self.embedding_threshold, self.sample = float(embedding_threshold), int(sample)
+
+    def config(self) -> dict[str, Any]:
+        c: dict[str, Any] = {"against": self.against, "ngram": self.ngram, "min_ngram": self.min_ngram,
+                             "threshold": self.threshold, "segment": self.segment, "exact": self.exact,
+                             "max_item_df": self.max_item_df}
+        if self.embedding is not None:
+            c |= {"embedding": self.embedding, "embedding_threshold": self.embedding_threshold}
+        return c
+
+    def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
+        items = read_eval_items(self.against)
+        result = match_pool(ctx.pool, candidates, items, self)
+        method, match, overlap, sim = result
+        if self.embedding is not None:
+            sim_best, sim_item = self._embedding_match(ctx, candidates, items)
+            hit = (method == "") & (sim_best >= self.embedding_threshold)
+            method[hit] = "embedding"
+            match[hit] = sim_item[hit]
+            sim[:] = sim_best
+        drop = method != ""
+        src = np.asarray(ctx.pool.column("source").take(candidates).to_pylist(), dtype=object) \
+            if len(candidates) else np.zeros(0, object)
+        dropped: dict[str, int] = {}
+        by_bench: dict[str, dict[str, int]] = {}
+        by_source: dict[str, dict[str, int]] = {}
+        sample = []
+        labels = np.full(len(candidates), None, dtype=object)
+        for j in np.flatnonzero(drop).tolist():
+            b, m = items.benchmark[match[j]], str(method[j])
+            labels[j] = items.label(match[j])
+            key = f"contaminated: {b} ({m})"
+            dropped[key] = dropped.get(key, 0) + 1
+            by_bench.setdefault(b, {}).setdefault(m, 0)
+            by_bench[b][m] += 1
+            by_source.setdefault(str(src[j]), {}).setdefault(b, 0)
+            by_source[str(src[j])][b] += 1
+            if len(sample) < self.sample:
+                row = int(candidates[j])
+                sample.append({"id": ctx.pool.column("id")[row].as_py(), "source": str(src[j]),
+                               "match": labels[j], "method": m, "overlap": round(float(overlap[j]), 4)})
+        has_overlap = overlap > 0
+        rows_any = np.flatnonzero(has_overlap | drop)
+        item_labels = np.asarray([labels[j] if labels[j] is not None else
+                                  (items.label(match[j]) if match[j] >= 0 else None) for j in rows_any.tolist()],
+                                 dtype=object)
+        record_columns = {
+            "decontam_match": (candidates[rows_any], item_labels),
+            "decontam_method": (candidates[rows_any],
+                                np.asarray([str(method[j]) or None for j in rows_any.tolist()], dtype=object)),
+            "decontam_overlap": (candidates[rows_any], overlap[rows_any].astype(np.float64)),
+        }
+        if self.embedding is not None:
+            record_columns["decontam_similarity"] = (candidates, sim.astype(np.float64))
+        details = {"eval_items": items.counts(), "by_benchmark": dict(sorted(by_bench.items())),
+                   "by_source": dict(sorted(by_source.items())), "with_overlap": int(has_overlap.sum()),
+                   "sample": sample, "record_columns": record_columns}
+        progress.debug(f"decontaminate: {int(drop.sum()):,} of {len(candidates):,} records match "
+                       f"{len(items):,} eval items")
+        return StepResult(candidates[~drop], dropped=dict(sorted(dropped.items())), details=details)
+
+    def _embedding_match(self, ctx: SelectionContext, candidates: np.ndarray, items: Any
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        from ..signals.compute import build_signal
+
+        sig = build_signal(self.embedding)
+        sig.setup()
+        ev = np.asarray(sig.encode(items.exact_text), dtype=np.float32)
+        pool = np.asarray(ctx.embeddings(self.embedding)[candidates], dtype=np.float32)
+        ev /= np.maximum(np.linalg.norm(ev, axis=1, keepdims=True), 1e-12)
+        pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
+        best = np.full(len(candidates), -1.0)
+        arg = np.full(len(candidates), -1, dtype=np.int64)
+        for s in range(0, len(candidates), 8192):
+            sims = pool[s:s + 8192] @ ev.T
+            arg[s:s + 8192] = sims.argmax(axis=1)
+            best[s:s + 8192] = sims[np.arange(len(sims)), arg[s:s + 8192]]
+        return best, arg
+
+
+def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminate
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact and n-gram tests for the candidate rows of a canonical pool table: per candidate the method that
+    fired (``"exact"``, ``"<n>-gram"`` or ``""``), the item index it matched (-1 if none), the best n-gram
+    overlap and a similarity placeholder (NaN)."""
+    n_items = len(items)
+    norm_exact = [normalize(t) for t in items.exact_text]
+    norm_ngram = [normalize(t) for t in items.ngram_text]
+    nwords = np.asarray([t.count(" ") + 1 if t else 0 for t in norm_ngram], dtype=np.int64)
+    long_items = np.flatnonzero(nwords >= opts.ngram)
+    short_items = np.flatnonzero((nwords >= opts.min_ngram) & (nwords < opts.ngram))
+    indexes = [NgramIndex.build(norm_ngram, long_items, opts.ngram, opts.max_item_df)]
+    if opts.min_ngram < opts.ngram and len(short_items):
+        indexes.append(NgramIndex.build(norm_ngram, short_items, opts.min_ngram, opts.max_item_df))
+    exact_map: dict[int, int] = {}
+    if opts.exact:
+        for i, t in enumerate(norm_exact):
+            if t:
+                exact_map.setdefault(exact_key(t), i)
+    n = len(candidates)
+    method = np.full(n, "", dtype=object)
+    match = np.full(n, -1, dtype=np.int64)
+    overlap = np.zeros(n, dtype=np.float64)
+    for s in range(0, n, BATCH):
+        rows = candidates[s:s + BATCH]
+        fb = flatten(pool.select(["messages"]).take(rows))
+        if opts.exact and exact_map:
+            roles, contents, off = fb.roles, fb.contents, fb.offsets.tolist()
+            for k in range(len(rows)):
+                for j in range(off[k], off[k + 1]):
+                    if roles[j] in ("user", "system"):
+                        hit = exact_map.get(exact_key(contents[j]))
+                        if hit is not None:
+                            method[s + k], match[s + k] = "exact", hit
+                            break
+        texts = [normalize(t) for t in fb.texts(opts.segment)]
+        for idx in indexes:
+            best, item = idx.overlap(texts)
+            better = best > overlap[s:s + len(rows)]
+            seg = slice(s, s + len(rows))
+            ov, mt, me = overlap[seg], match[seg], method[seg]
+            upd = better & (me == "")
+            mt[upd] = item[upd]
+            ov[better] = best[better]
+            fire = (me == "") & (best >= opts.threshold)
+            me[fire] = f"{idx.n}-gram"
+            mt[fire] = item[fire]
+    assert n_items >= 0
+    return method, match, overlap, np.full(n, np.nan)

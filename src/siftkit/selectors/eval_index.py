@@ -1,0 +1,240 @@
+"""Evaluation items for decontamination: read from benchmark files, indexed for exact and n-gram matching.
+
+``read_eval_items(paths)`` reads every item of every evaluation file under ``paths`` (files or folders, read
+recursively), in the layouts of ``siftkit bench``'s eval folder and anything siftkit can read:
+
+- ``*.csv`` with six columns (question, four choices, answer: MMLU) -> the question (exact match) and the
+  question with its choices (n-grams);
+- ``*.json`` holding ``{"examples": [{"input": ...}]}`` (BBH) -> each example's ``input``;
+- ``*.jsonl`` / ``*.jsonl.gz`` / ``*.json`` arrays whose records have ``question`` (GSM8K), ``prompt``
+  (IFEval, HumanEval), ``input``, ``instruction`` or ``problem`` -> that field;
+- any other file siftkit reads (``siftkit.io``: ShareGPT, Alpaca, messages, ...) -> each record's query.
+
+Each item is named by its ``benchmark`` (the first part of its path under the folder given, without
+extensions: ``mmlu``, ``bbh``, ``gsm8k_test``), its ``file`` (that relative path) and its ``item`` (1-based row
+or line in the file; the example index for BBH).
+
+Normalisation (both sides): lower-cased words (``siftkit.signals.words``: punctuation dropped, each CJK
+character a word) joined by single spaces. An item's *exact key* is the xxh3 hash of that string; its
+n-grams are word n-grams of it, hashed with ``siftkit.selectors.near_dedup.shingle_hashes``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import xxhash
+
+from ..errors import ConfigError
+from ..signals.words import split_words
+from .near_dedup import shingle_hashes
+
+TEXT_FIELDS = ("question", "prompt", "input", "instruction", "problem")
+
+
+def normalize(text: str) -> str:
+    return " ".join(split_words(text.lower()))
+
+
+def exact_key(text: str) -> int:
+    """The int64 exact-match key of a text (after ``normalize``); 0 for a text without words."""
+    t = normalize(text)
+    return int(np.uint64(xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass"))).view(np.int64)) if t else 0
+
+
+@dataclass
+class EvalItems:
+    benchmark: list[str] = field(default_factory=list)
+    file: list[str] = field(default_factory=list)
+    item: list[int] = field(default_factory=list)
+    exact_text: list[str] = field(default_factory=list)
+    ngram_text: list[str] = field(default_factory=list)
+
+    def add(self, bench: str, file: str, item: int, exact: str, ngram: str | None = None) -> None:
+        self.benchmark.append(bench)
+        self.file.append(file)
+        self.item.append(item)
+        self.exact_text.append(exact)
+        self.ngram_text.append(exact if ngram is None else ngram)
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def label(self, i: int) -> str:
+        return f"{self.file[i]}#{self.item[i]}"
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for b in self.benchmark:
+            out[b] = out.get(b, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def _files(path: str) -> list[tuple[str, str]]:
+    """(absolute file, path relative to the root given) for a file or a folder (recursively, sorted)."""
+    if os.path.isfile(path):
+        return [(path, os.path.basename(path))]
+    if os.path.isdir(path):
+        out = []
+        for f in sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True)):
+            if os.path.isfile(f) and not os.path.basename(f).startswith("."):
+                out.append((f, os.path.relpath(f, path)))
+        return out
+    raise ConfigError(f"decontaminate: {path} not found (give eval files or a folder of them)")
+
+
+def _bench_name(rel: str) -> str:
+    head = rel.replace(os.sep, "/").split("/")[0]
+    for ext in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+        if head.endswith(ext):
+            head = head[: -len(ext)]
+    return head
+
+
+def _open_text(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def _text_of(rec: Any) -> str | None:
+    if isinstance(rec, dict):
+        for k in TEXT_FIELDS:
+            v = rec.get(k)
+            if isinstance(v, str) and v.strip():
+                return v
+    return None
+
+
+def _read_one(path: str, rel: str, items: EvalItems) -> None:
+    bench = _bench_name(rel)
+    low = path.lower()
+    if low.endswith(".csv"):
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+        if rows and all(len(r) == 6 for r in rows):
+            for n, r in enumerate(rows, 1):
+                if n == 1 and r[0].strip().lower() == "question":
+                    continue
+                items.add(bench, rel, n, r[0], r[0] + "\n" + "\n".join(r[1:5]))
+            return
+    elif low.endswith((".jsonl", ".jsonl.gz")):
+        got = []
+        with _open_text(path) as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    raise ConfigError(f"decontaminate: {path}:{n}: not JSON ({e})") from None
+                got.append((n, _text_of(rec)))
+        if got and all(t is not None for _, t in got):
+            for n, t in got:
+                items.add(bench, rel, n, t)
+            return
+    elif low.endswith((".json", ".json.gz")):
+        with _open_text(path) as fh:
+            try:
+                data = orjson.loads(fh.read())
+            except orjson.JSONDecodeError as e:
+                raise ConfigError(f"decontaminate: {path}: not JSON ({e})") from None
+        recs = data.get("examples") if isinstance(data, dict) else data
+        if isinstance(recs, list) and recs and all(_text_of(r) is not None for r in recs):
+            for n, r in enumerate(recs, 1):
+                items.add(bench, rel, n, _text_of(r))
+            return
+    # anything else siftkit can read: each record's query
+    from ..io.pool import read_pool
+    from ..signals.segments import flatten
+
+    try:
+        table = read_pool([path]).table
+    except Exception as e:  # noqa: BLE001 - report which eval file could not be read
+        raise ConfigError(f"decontaminate: cannot read eval file {path}: {e}") from None
+    if len(table) == 0:
+        return
+    rows = table.column("row").to_pylist()
+    for r, t in zip(rows, flatten(table).texts("query")):
+        items.add(bench, rel, int(r) + 1, t)
+
+
+def read_eval_items(paths: list[str]) -> EvalItems:
+    items = EvalItems()
+    for p in paths:
+        for f, rel in _files(p):
+            if f.lower().endswith((".md", ".txt", ".py", ".yaml", ".yml")):
+                continue
+            _read_one(f, rel, items)
+    if not len(items):
+        raise ConfigError(f"decontaminate: no evaluation items found in {paths}")
+    return items
+
+
+@dataclass
+class NgramIndex:
+    """The eval items' word n-grams of one size ``n`` (only items with at least ``n`` words use it).
+
+    ``hashes`` (sorted, unique) -> items through CSR ``item_ptr`` / ``item_idx``; ``item_total[i]`` the number of
+    distinct indexed n-grams of item i (0 for items not in this index)."""
+
+    n: int
+    hashes: np.ndarray
+    item_ptr: np.ndarray
+    item_idx: np.ndarray
+    item_total: np.ndarray
+
+    @classmethod
+    def build(cls, norm_texts: list[str], members: np.ndarray, n: int, max_item_df: int) -> NgramIndex:
+        n_items = len(norm_texts)
+        sub = [norm_texts[i] for i in members.tolist()]
+        h, off = shingle_hashes(sub, "word", n)
+        item_of = np.repeat(members, np.diff(off))
+        pairs = np.unique(np.stack([h.view(np.int64), item_of]), axis=1)   # distinct (hash, item)
+        ph, pi = pairs[0].view(np.uint64), pairs[1]
+        uh, start, df = np.unique(ph, return_index=True, return_counts=True)
+        if max_item_df:
+            common = uh[df > max_item_df]      # boilerplate shared by many items (task instructions)
+            keep = ~np.isin(ph, common)
+            ph, pi = ph[keep], pi[keep]
+            uh, start, df = np.unique(ph, return_index=True, return_counts=True)
+        total = np.bincount(pi, minlength=n_items).astype(np.int64)
+        return cls(n, uh, np.concatenate([start, [len(ph)]]).astype(np.int64), pi.astype(np.int64), total)
+
+    def overlap(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """For normalised pool texts: (best overlap fraction, best item or -1) per text, where an item's
+        overlap is the share of its indexed n-grams that occur in the text."""
+        n_rec = len(texts)
+        best = np.zeros(n_rec, dtype=np.float64)
+        best_item = np.full(n_rec, -1, dtype=np.int64)
+        if not len(self.hashes) or not n_rec:
+            return best, best_item
+        h, off = shingle_hashes(texts, "word", self.n)
+        pos = np.searchsorted(self.hashes, h)
+        pos_c = np.minimum(pos, len(self.hashes) - 1)
+        hit = self.hashes[pos_c] == h
+        if not hit.any():
+            return best, best_item
+        rec = np.repeat(np.arange(n_rec), np.diff(off))[hit]
+        g = pos_c[hit]
+        rg = np.unique(np.stack([rec, g]), axis=1)                    # distinct (record, n-gram)
+        rec, g = rg[0], rg[1]
+        cnt = self.item_ptr[g + 1] - self.item_ptr[g]
+        rec_e = np.repeat(rec, cnt)
+        first = np.repeat(self.item_ptr[g], cnt)
+        within = np.arange(len(rec_e)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        item_e = self.item_idx[first + within]
+        ri, c = np.unique(np.stack([rec_e, item_e]), axis=1, return_counts=True)
+        frac = c / self.item_total[ri[1]]
+        order = np.lexsort((-ri[1], frac, ri[0]))                    # per record: highest fraction, lowest item
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = ri[0][order][1:] != ri[0][order][:-1]
+        o = order[last]
+        best[ri[0][o]] = frac[o]
+        best_item[ri[0][o]] = ri[1][o]
+        return best, best_item
