@@ -191,3 +191,30 @@ def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminat
             mt[fire] = item[fire]
     assert n_items >= 0
     return method, match, overlap, np.full(n, np.nan)
+
+
+def decontaminate_pool(pool: Any, against: list[str], params: Any = True) -> tuple[Any, dict[str, Any]]:
+    """A pool without the records that match eval items in ``against`` (``siftkit bench`` runs this on its
+    pool against its own eval tasks), and a summary: items per benchmark, drops per reason / benchmark /
+    source, and a sample of matches. ``params``: True or a mapping of the step's parameters."""
+    import pyarrow as pa
+
+    from ..io.pool import Pool
+
+    if not against:
+        return pool, {"against": [], "dropped": {}}
+    sel = Decontaminate(against=list(against), **(params if isinstance(params, dict) else {}))
+    ctx = SelectionContext(pool=pool.table, signals=pa.table({}))
+    res = sel.run(ctx, np.arange(len(pool), dtype=np.int64), None)
+    res.details.pop("record_columns", None)
+    summary = {"against": list(against), "records_in": len(pool), "records_out": len(res.kept),
+               "dropped": res.dropped, **res.details}
+    n_drop = len(pool) - len(res.kept)
+    progress.info(f"decontaminate: dropped {n_drop:,} of {len(pool):,} pool records matching "
+                  f"{sum(summary['eval_items'].values()):,} eval items"
+                  + (f" ({', '.join(f'{k}: {v}' for k, v in res.dropped.items())})" if n_drop else ""))
+    if not n_drop:
+        return pool, summary
+    kept = pool.table.take(pa.array(res.kept, pa.int64()))
+    return Pool(table=kept, rejects=pool.rejects, files=pool.files, skipped_files=pool.skipped_files,
+                read_seconds=pool.read_seconds), summary

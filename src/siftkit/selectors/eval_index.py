@@ -195,8 +195,11 @@ class NgramIndex:
         sub = [norm_texts[i] for i in members.tolist()]
         h, off = shingle_hashes(sub, "word", n)
         item_of = np.repeat(members, np.diff(off))
-        pairs = np.unique(np.stack([h.view(np.int64), item_of]), axis=1)   # distinct (hash, item)
-        ph, pi = pairs[0].view(np.uint64), pairs[1]
+        order = np.lexsort((item_of, h))                                   # distinct (hash, item) pairs
+        h, item_of = h[order], item_of[order]
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = (h[1:] != h[:-1]) | (item_of[1:] != item_of[:-1])
+        ph, pi = h[first], item_of[first]
         uh, start, df = np.unique(ph, return_index=True, return_counts=True)
         if max_item_df:
             common = uh[df > max_item_df]      # boilerplate shared by many items (task instructions)
@@ -222,14 +225,16 @@ class NgramIndex:
             return best, best_item
         rec = np.repeat(np.arange(n_rec), np.diff(off))[hit]
         g = pos_c[hit]
-        rg = np.unique(np.stack([rec, g]), axis=1)                    # distinct (record, n-gram)
-        rec, g = rg[0], rg[1]
+        rg = np.unique(rec * len(self.hashes) + g)                     # distinct (record, n-gram)
+        rec, g = rg // len(self.hashes), rg % len(self.hashes)
         cnt = self.item_ptr[g + 1] - self.item_ptr[g]
         rec_e = np.repeat(rec, cnt)
         first = np.repeat(self.item_ptr[g], cnt)
         within = np.arange(len(rec_e)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
         item_e = self.item_idx[first + within]
-        ri, c = np.unique(np.stack([rec_e, item_e]), axis=1, return_counts=True)
+        n_items = len(self.item_total)
+        key, c = np.unique(rec_e * n_items + item_e, return_counts=True)
+        ri = (key // n_items, key % n_items)
         frac = c / self.item_total[ri[1]]
         order = np.lexsort((-ri[1], frac, ri[0]))                    # per record: highest fraction, lowest item
         last = np.ones(len(order), dtype=bool)
