@@ -27,7 +27,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "clean": {
         "doc": "Cleaning rules before selection (docs/cleaning.md): Gopher quality and repetition bounds on the "
                "response (relaxed where they drop math and code), placeholders, refusals and 'as an AI' "
-               "replies; one filter step per rule, so every drop is counted by rule. No select step.",
+               "replies; one filter step per rule, so every drop is counted by rule; then a seeded random "
+               "sample of the budget (--budget 100% keeps every clean record).",
         "steps": [
             {"filter": "words_response >= 1"},
             {"filter": "words_response <= 100000"},
@@ -46,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"filter": "placeholder_response == 0"},
             {"filter": "refusal_response == 0"},
             {"filter": "as_ai_response == 0"},
+            {"select": "random"},
         ],
     },
 }

@@ -7,7 +7,7 @@ n-grams are the characters of their words, so separators and punctuation never c
   earlier line of the text, as a fraction of the lines / of the line characters;
 - ``dup_para_frac_S`` / ``dup_para_char_frac_S``: the same for paragraphs (split on blank lines);
 - ``top_{2,3,4}gram_frac_S``: characters covered by the most frequent word n-gram (count x its characters;
-  ties go to the longer n-gram), over the characters of all words; 0 when no n-gram occurs twice;
+  ties go to the one that occurs first), over the characters of all words; 0 when no n-gram occurs twice;
 - ``dup_{5..10}gram_frac_S``: characters of the words covered by any repeated occurrence (the second and
   later) of a word n-gram, over the characters of all words.
 
@@ -97,7 +97,7 @@ def ngram_stats(word_lists: list[list[str]]) -> dict[str, np.ndarray]:
             gcount = np.diff(np.concatenate([starts, [len(order)]]))
             grec = rs[starts]
             glen = cs[ps[starts] + n] - cs[ps[starts]]
-            best = np.lexsort((glen, gcount, grec))          # per record, the last one is the top n-gram
+            best = np.lexsort((-ps[starts], gcount, grec))   # per record, the last one is the top n-gram
             last = np.ones(len(best), dtype=bool)
             last[:-1] = grec[best][1:] != grec[best][:-1]
             b = best[last]
