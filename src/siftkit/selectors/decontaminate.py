@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..registry import register_selector
 from ..signals.segments import SEGMENTS, flatten
 from .base import SelectionContext, Selector, StepResult
-from .eval_index import NgramIndex, exact_key, normalize, read_eval_items
+from .eval_index import NgramIndex, normalize, normalized_key, read_eval_items
 
 BATCH = 16384
 
@@ -142,6 +142,27 @@ class Decontaminate(Selector):
         return best, arg
 
 
+class FlatTexts:
+    """Segment texts of a batch built from already-normalised turns (normalising is per word, so a segment's
+    normalised text is its non-empty normalised turns joined by spaces)."""
+
+    def __init__(self, norm: list[str], fb: Any):
+        self.norm, self.fb = norm, fb
+
+    def texts(self, segment: str) -> list[str]:
+        fb, norm = self.fb, self.norm
+        off, last = fb.offsets.tolist(), fb.last_assistant.tolist()
+        out = []
+        for k in range(fb.n):
+            s, e = off[k], off[k + 1]
+            if segment == "response":
+                s, e = (last[k], last[k] + 1) if last[k] >= 0 else (e, e)
+            elif segment == "query":
+                e = last[k] if last[k] >= 0 else s
+            out.append(" ".join(t for t in norm[s:e] if t))
+        return out
+
+
 def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminate
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact and n-gram tests for the candidate rows of a canonical pool table: per candidate the method that
@@ -160,7 +181,7 @@ def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminat
     if opts.exact:
         for i, t in enumerate(norm_exact):
             if t:
-                exact_map.setdefault(exact_key(t), i)
+                exact_map.setdefault(normalized_key(t), i)
     n = len(candidates)
     method = np.full(n, "", dtype=object)
     match = np.full(n, -1, dtype=np.int64)
@@ -168,16 +189,17 @@ def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminat
     for s in range(0, n, BATCH):
         rows = candidates[s:s + BATCH]
         fb = flatten(pool.select(["messages"]).take(rows))
+        norm = [normalize(c) for c in fb.contents]          # each turn once; segments join them
+        roles, off = fb.roles, fb.offsets.tolist()
         if opts.exact and exact_map:
-            roles, contents, off = fb.roles, fb.contents, fb.offsets.tolist()
             for k in range(len(rows)):
                 for j in range(off[k], off[k + 1]):
-                    if roles[j] in ("user", "system"):
-                        hit = exact_map.get(exact_key(contents[j]))
+                    if roles[j] in ("user", "system") and norm[j]:
+                        hit = exact_map.get(normalized_key(norm[j]))
                         if hit is not None:
                             method[s + k], match[s + k] = "exact", hit
                             break
-        texts = [normalize(t) for t in fb.texts(opts.segment)]
+        texts = FlatTexts(norm, fb).texts(opts.segment)
         for idx in indexes:
             best, item = idx.overlap(texts)
             better = best > overlap[s:s + len(rows)]

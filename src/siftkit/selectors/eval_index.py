@@ -37,16 +37,23 @@ from ..signals.words import split_words
 from .near_dedup import shingle_hashes
 
 TEXT_FIELDS = ("question", "prompt", "input", "instruction", "problem")
+FILTER_BITS = 24
 
 
 def normalize(text: str) -> str:
     return " ".join(split_words(text.lower()))
 
 
+def normalized_key(t: str) -> int:
+    """The exact-match key of an already normalised text (xxh3-64 of its UTF-8, as a signed int)."""
+    v = xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass"))
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 def exact_key(text: str) -> int:
-    """The int64 exact-match key of a text (after ``normalize``); 0 for a text without words."""
+    """The exact-match key of a text (after ``normalize``); 0 for a text without words."""
     t = normalize(text)
-    return int(np.uint64(xxhash.xxh3_64_intdigest(t.encode("utf-8", "surrogatepass"))).view(np.int64)) if t else 0
+    return normalized_key(t) if t else 0
 
 
 @dataclass
@@ -209,6 +216,12 @@ class NgramIndex:
         total = np.bincount(pi, minlength=n_items).astype(np.int64)
         return cls(n, uh, np.concatenate([start, [len(ph)]]).astype(np.int64), pi.astype(np.int64), total)
 
+    def __post_init__(self) -> None:
+        # A bit table over the low FILTER_BITS bits of the indexed hashes: most pool n-grams are rejected by
+        # one gather before the binary search.
+        self.filter = np.zeros(1 << FILTER_BITS, dtype=bool)
+        self.filter[(self.hashes & np.uint64((1 << FILTER_BITS) - 1)).astype(np.int64)] = True
+
     def overlap(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """For normalised pool texts: (best overlap fraction, best item or -1) per text, where an item's
         overlap is the share of its indexed n-grams that occur in the text."""
@@ -218,12 +231,14 @@ class NgramIndex:
         if not len(self.hashes) or not n_rec:
             return best, best_item
         h, off = shingle_hashes(texts, "word", self.n)
-        pos = np.searchsorted(self.hashes, h)
-        pos_c = np.minimum(pos, len(self.hashes) - 1)
-        hit = self.hashes[pos_c] == h
+        maybe = np.flatnonzero(self.filter[(h & np.uint64((1 << FILTER_BITS) - 1)).astype(np.int64)])
+        if not len(maybe):
+            return best, best_item
+        pos_c = np.minimum(np.searchsorted(self.hashes, h[maybe]), len(self.hashes) - 1)
+        hit = self.hashes[pos_c] == h[maybe]
         if not hit.any():
             return best, best_item
-        rec = np.repeat(np.arange(n_rec), np.diff(off))[hit]
+        rec = (np.searchsorted(off, maybe, side="right") - 1)[hit]
         g = pos_c[hit]
         rg = np.unique(rec * len(self.hashes) + g)                     # distinct (record, n-gram)
         rec, g = rg // len(self.hashes), rg % len(self.hashes)

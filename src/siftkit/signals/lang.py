@@ -14,6 +14,8 @@ Backends, both with their model inside the wheel (no download at run time):
   built with ``languages`` (default: all) and low-accuracy mode unless ``high_accuracy=True``.
 
 Only the first ``max_chars`` characters of a text are read (default 1000): enough for a stable answer.
+Chinese varieties that py3langid names separately (``wuu``, ``yue``, ...) are reported as ``zh`` unless
+``chinese_varieties=True``: on the pool's Mandarin sources they are confusions, not dialect text.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from .base import Signal
 from .segments import flatten
 
 BACKENDS = {"py3langid": "py3langid", "lingua": "lingua"}
+# Chinese varieties py3langid names separately (Wu, Yue, ...): reported as "zh" unless chinese_varieties=True,
+# since on Mandarin text they are mostly confusions (docs/cleaning.md).
+ZH_VARIETIES = frozenset({"wuu", "yue", "cmn", "lzh", "gan", "hak", "nan", "hsn", "cjy", "zh-yue"})
 
 
 class _Py3Langid:
@@ -83,7 +88,8 @@ class Lang(Signal):
 
     def __init__(self, backend: str = "py3langid", segment: str = "conversation", per_turn: bool = False,
                  max_chars: int = 1000, min_chars: int = 20, min_conf: float = 0.9,
-                 languages: list[str] | None = None, high_accuracy: bool = False):
+                 languages: list[str] | None = None, high_accuracy: bool = False,
+                 chinese_varieties: bool = False):
         if backend not in BACKENDS:
             raise ConfigError(f"lang: backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if segment not in ("conversation", "query", "response"):
@@ -94,6 +100,7 @@ class Lang(Signal):
         self.max_chars, self.min_chars, self.min_conf = int(max_chars), int(min_chars), float(min_conf)
         self.languages = list(languages) if languages else None
         self.high_accuracy = bool(high_accuracy)
+        self.chinese_varieties = bool(chinese_varieties)
         self._model: Any = None
 
     def requirements(self) -> dict[str, str]:
@@ -101,7 +108,7 @@ class Lang(Signal):
 
     def config(self) -> dict[str, Any]:
         c: dict[str, Any] = {"backend": self.backend, "segment": self.segment, "per_turn": self.per_turn,
-                             "max_chars": self.max_chars}
+                             "max_chars": self.max_chars, "chinese_varieties": self.chinese_varieties}
         if self.per_turn:
             c |= {"min_chars": self.min_chars, "min_conf": self.min_conf}
         if self.backend == "lingua":
@@ -128,6 +135,8 @@ class Lang(Signal):
         cut = [t[: self.max_chars] for t in texts]
         has = [any(c.isalpha() for c in t) for t in cut]
         res = self._model([t for t, h in zip(cut, has) if h]) if any(has) else []
+        if not self.chinese_varieties:
+            res = [("zh", p) if c in ZH_VARIETIES else (c, p) for c, p in res]
         it = iter(res)
         return [next(it) if h else ("", math.nan) for h in has]
 
