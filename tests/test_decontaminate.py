@@ -158,3 +158,16 @@ def test_shared_eval_folder_counts():
     items = read_eval_items([str(SHARED_EVAL)])
     assert items.counts() == {"bbh": 6511, "gsm8k_test": 1319, "humaneval": 164, "ifeval_input": 540,
                               "mmlu": 14042 + 285}
+
+
+def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
+    import siftkit.selectors.decontaminate as dec
+
+    ev, pool = make_eval(tmp_path), siftkit.read(str(make_pool(tmp_path)))
+    one = decontaminate_pool(pool, [str(ev)], {"workers": 1})
+    monkeypatch.setattr(dec, "BATCH", 3)                  # 3 batches of the 8 records, over 2 processes
+    two = decontaminate_pool(pool, [str(ev)], {"workers": 2})
+    assert one[0].table.column("id").to_pylist() == two[0].table.column("id").to_pylist()
+    assert one[1]["dropped"] == two[1]["dropped"] and one[1]["sample"] == two[1]["sample"]
+    with pytest.raises(ConfigError, match="workers"):
+        decontaminate_pool(pool, [str(ev)], {"workers": 0})

@@ -17,7 +17,8 @@ reads). Three tests, in this order; a record is dropped by the first that fires:
    of the record's embedding (the spec's segment, default the query) with its nearest eval item;
    dropped at ``similarity >= embedding_threshold`` (default 0.9).
 
-Every dropped record names the item it matched: the step's ``dropped`` reasons are
+The pool is processed in batches of 16,384 records, in ``workers`` forked processes (default: one per core
+from 50,000 candidates on). Every dropped record names the item it matched: the step's ``dropped`` reasons are
 ``contaminated: <benchmark> (<method>)``, ``details`` holds counts per benchmark, per source and method and
 the first ``sample`` matches, and ``selection.parquet`` gets the per-record columns
 ``decontam_match`` (``file#item``), ``decontam_method`` and ``decontam_overlap`` (the best n-gram overlap,
@@ -26,6 +27,7 @@ for every record with any overlap, kept ones too).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,12 @@ from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
 from ..signals.segments import SEGMENTS, flatten
+from ..workers import mp_context, process_pool
 from .base import SelectionContext, Selector, StepResult
-from .eval_index import NgramIndex, normalize, normalized_key, read_eval_items
+from .eval_index import NgramIndex, normalize, normalized_key, read_eval_items, word_ids
 
 BATCH = 16384
+PARALLEL_FROM = 50_000      # candidates from which the default is one process per core
 
 
 @register_selector("decontaminate")
@@ -46,7 +50,8 @@ class Decontaminate(Selector):
 
     def __init__(self, against: Any = None, ngram: int = 13, min_ngram: int = 8, threshold: float = 0.5,
                  segment: str = "conversation", exact: bool = True, max_item_df: int = 10,
-                 embedding: Any = None, embedding_threshold: float = 0.9, sample: int = 20):
+                 embedding: Any = None, embedding_threshold: float = 0.9, sample: int = 20,
+                 workers: int | None = None):
         if not against:
             raise ConfigError("decontaminate: 'against' needs eval files or folders (e.g. against: [eval/])")
         self.against = [against] if isinstance(against, str) else [str(a) for a in against]
@@ -63,6 +68,9 @@ class Decontaminate(Selector):
         self.embedding = ({"name": "embedding", "backend": embedding} if isinstance(embedding, str)
                           else ({"name": "embedding", **embedding} if embedding is not None else None))
         self.embedding_threshold, self.sample = float(embedding_threshold), int(sample)
+        if workers is not None and int(workers) < 1:
+            raise ConfigError("decontaminate: workers must be a positive integer")
+        self.workers = None if workers is None else int(workers)   # None: all cores from 50K candidates
 
     def config(self) -> dict[str, Any]:
         c: dict[str, Any] = {"against": self.against, "ngram": self.ngram, "min_ngram": self.min_ngram,
@@ -174,45 +182,75 @@ def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminat
     nwords = np.asarray([t.count(" ") + 1 if t else 0 for t in norm_ngram], dtype=np.int64)
     long_items = np.flatnonzero(nwords >= opts.ngram)
     short_items = np.flatnonzero((nwords >= opts.min_ngram) & (nwords < opts.ngram))
-    indexes = [NgramIndex.build(norm_ngram, long_items, opts.ngram, opts.max_item_df)]
+    vocab: dict[str, int] = {}
+    item_ids, item_off = word_ids(norm_ngram, vocab, grow=True)
+    indexes = [NgramIndex.build(item_ids, item_off, long_items, opts.ngram, opts.max_item_df)]
     if opts.min_ngram < opts.ngram and len(short_items):
-        indexes.append(NgramIndex.build(norm_ngram, short_items, opts.min_ngram, opts.max_item_df))
+        indexes.append(NgramIndex.build(item_ids, item_off, short_items, opts.min_ngram, opts.max_item_df))
     exact_map: dict[int, int] = {}
     if opts.exact:
         for i, t in enumerate(norm_exact):
             if t:
                 exact_map.setdefault(normalized_key(t), i)
+    state = {"pool": pool.select(["messages"]), "candidates": candidates, "indexes": indexes, "vocab": vocab,
+             "exact_map": exact_map, "opts": opts}
     n = len(candidates)
-    method = np.full(n, "", dtype=object)
-    match = np.full(n, -1, dtype=np.int64)
-    overlap = np.zeros(n, dtype=np.float64)
-    for s in range(0, n, BATCH):
-        rows = candidates[s:s + BATCH]
-        fb = flatten(pool.select(["messages"]).take(rows))
-        norm = [normalize(c) for c in fb.contents]          # each turn once; segments join them
-        roles, off = fb.roles, fb.offsets.tolist()
-        if opts.exact and exact_map:
-            for k in range(len(rows)):
-                for j in range(off[k], off[k + 1]):
-                    if roles[j] in ("user", "system") and norm[j]:
-                        hit = exact_map.get(normalized_key(norm[j]))
-                        if hit is not None:
-                            method[s + k], match[s + k] = "exact", hit
-                            break
-        texts = FlatTexts(norm, fb).texts(opts.segment)
-        for idx in indexes:
-            best, item = idx.overlap(texts)
-            better = best > overlap[s:s + len(rows)]
-            seg = slice(s, s + len(rows))
-            ov, mt, me = overlap[seg], match[seg], method[seg]
-            upd = better & (me == "")
-            mt[upd] = item[upd]
-            ov[better] = best[better]
-            fire = (me == "") & (best >= opts.threshold)
-            me[fire] = f"{idx.n}-gram"
-            mt[fire] = item[fire]
-    assert n_items >= 0
+    bounds = [(s, min(n, s + BATCH)) for s in range(0, n, BATCH)]
+    workers = opts.workers if opts.workers is not None else (min(os.cpu_count() or 1, len(bounds))
+                                                           if n >= PARALLEL_FROM else 1)
+    if workers > 1 and mp_context().get_start_method() == "fork" and len(bounds) > 1:
+        _STATE.update(state)          # forked workers inherit it: nothing is pickled but the chunk bounds
+        try:
+            with process_pool(workers) as ex:
+                parts = list(ex.map(_match_chunk, bounds))
+        finally:
+            _STATE.clear()
+    else:
+        parts = [_match_batch(state, s, e) for s, e in bounds]
+    if not parts:
+        return np.zeros(0, object), np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    method = np.concatenate([p[0] for p in parts])
+    match = np.concatenate([p[1] for p in parts])
+    overlap = np.concatenate([p[2] for p in parts])
     return method, match, overlap, np.full(n, np.nan)
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _match_chunk(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _match_batch(_STATE, *bounds)
+
+
+def _match_batch(state: dict[str, Any], s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(method, match, overlap) for candidates[s:e] (see ``match_pool``)."""
+    opts, exact_map, vocab = state["opts"], state["exact_map"], state["vocab"]
+    rows = state["candidates"][s:e]
+    method = np.full(len(rows), "", dtype=object)
+    match = np.full(len(rows), -1, dtype=np.int64)
+    overlap = np.zeros(len(rows), dtype=np.float64)
+    fb = flatten(state["pool"].take(rows))
+    norm = [normalize(c) for c in fb.contents]          # each turn once; segments join them
+    roles, off = fb.roles, fb.offsets.tolist()
+    if opts.exact and exact_map:
+        for k in range(len(rows)):
+            for j in range(off[k], off[k + 1]):
+                if roles[j] in ("user", "system") and norm[j]:
+                    hit = exact_map.get(normalized_key(norm[j]))
+                    if hit is not None:
+                        method[k], match[k] = "exact", hit
+                        break
+    ids, ids_off = word_ids(FlatTexts(norm, fb).texts(opts.segment), vocab)
+    for idx in state["indexes"]:
+        best, item = idx.overlap(ids, ids_off)
+        better = best > overlap
+        upd = better & (method == "")
+        match[upd] = item[upd]
+        overlap[better] = best[better]
+        fire = (method == "") & (best >= opts.threshold)
+        method[fire] = f"{idx.n}-gram"
+        match[fire] = item[fire]
+    return method, match, overlap
 
 
 def decontaminate_pool(pool: Any, against: list[str], params: Any = True) -> tuple[Any, dict[str, Any]]:

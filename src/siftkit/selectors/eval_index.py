@@ -16,7 +16,8 @@ or line in the file; the example index for BBH).
 
 Normalisation (both sides): lower-cased words (``siftkit.signals.words``: punctuation dropped, each CJK
 character a word) joined by single spaces. An item's *exact key* is the xxh3 hash of that string; its
-n-grams are word n-grams of it, hashed with ``siftkit.selectors.near_dedup.shingle_hashes``.
+n-grams are word n-grams of it, hashed from word ids over the items' vocabulary (``ngram_hashes``): a pool
+n-gram with a word no item uses cannot match and is never hashed, which makes the pool side cheap.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ import xxhash
 
 from ..errors import ConfigError
 from ..signals.words import split_words
-from .near_dedup import shingle_hashes
+from .near_dedup import _splitmix
+
+_MUL = np.uint64(0x9E3779B97F4A7C15)
 
 TEXT_FIELDS = ("question", "prompt", "input", "instruction", "problem")
 FILTER_BITS = 24
@@ -183,6 +186,38 @@ def read_eval_items(paths: list[str]) -> EvalItems:
     return items
 
 
+def word_ids(texts: list[str], vocab: dict[str, int], grow: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Word ids of normalised texts (words separated by single spaces) and record offsets. ``grow``: add new
+    words to ``vocab`` (the eval side); else words the eval items never use get -1 (the pool side): no n-gram
+    holding one can match, so it is never hashed."""
+    if grow:
+        flat = [vocab.setdefault(w, len(vocab)) for t in texts if t for w in t.split(" ")]
+    else:
+        get = vocab.get
+        flat = [get(w, -1) for t in texts if t for w in t.split(" ")]
+    counts = np.fromiter((t.count(" ") + 1 if t else 0 for t in texts), dtype=np.int64, count=len(texts))
+    return np.asarray(flat, dtype=np.int64), np.concatenate([[0], np.cumsum(counts)])
+
+
+def ngram_hashes(ids: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every word n-gram inside one record made of known words only (``ids >= 0``), and the
+    record of each; computed for the whole batch with numpy (``n`` vector passes over the word ids)."""
+    total = len(ids)
+    m = total - n + 1
+    if m <= 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    rec_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    bad = np.concatenate([[0], np.cumsum(ids < 0)])
+    pos = np.arange(m)
+    pos = pos[(bad[pos + n] == bad[pos]) & (rec_of[pos] == rec_of[pos + n - 1])]
+    u = ids.astype(np.uint64) + np.uint64(1)
+    h = np.zeros(len(pos), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            h = (h ^ u[pos + k]) * _MUL + np.uint64(k + 1)
+    return _splitmix(h), rec_of[pos]
+
+
 @dataclass
 class NgramIndex:
     """The eval items' word n-grams of one size ``n`` (only items with at least ``n`` words use it).
@@ -197,11 +232,13 @@ class NgramIndex:
     item_total: np.ndarray
 
     @classmethod
-    def build(cls, norm_texts: list[str], members: np.ndarray, n: int, max_item_df: int) -> NgramIndex:
-        n_items = len(norm_texts)
-        sub = [norm_texts[i] for i in members.tolist()]
-        h, off = shingle_hashes(sub, "word", n)
-        item_of = np.repeat(members, np.diff(off))
+    def build(cls, ids: np.ndarray, offsets: np.ndarray, members: np.ndarray, n: int, max_item_df: int
+              ) -> NgramIndex:
+        """From the word ids of all items (``word_ids(..., grow=True)``), for the items in ``members``."""
+        n_items = len(offsets) - 1
+        h, item_of = ngram_hashes(ids, offsets, n)
+        keep = np.isin(item_of, members)
+        h, item_of = h[keep], item_of[keep]
         order = np.lexsort((item_of, h))                                   # distinct (hash, item) pairs
         h, item_of = h[order], item_of[order]
         first = np.ones(len(h), dtype=bool)
@@ -222,15 +259,15 @@ class NgramIndex:
         self.filter = np.zeros(1 << FILTER_BITS, dtype=bool)
         self.filter[(self.hashes & np.uint64((1 << FILTER_BITS) - 1)).astype(np.int64)] = True
 
-    def overlap(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """For normalised pool texts: (best overlap fraction, best item or -1) per text, where an item's
-        overlap is the share of its indexed n-grams that occur in the text."""
-        n_rec = len(texts)
+    def overlap(self, ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For pool texts given as word ids (``word_ids`` with the items' vocabulary): (best overlap fraction,
+        best item or -1) per text, where an item's overlap is the share of its indexed n-grams in the text."""
+        n_rec = len(offsets) - 1
         best = np.zeros(n_rec, dtype=np.float64)
         best_item = np.full(n_rec, -1, dtype=np.int64)
         if not len(self.hashes) or not n_rec:
             return best, best_item
-        h, off = shingle_hashes(texts, "word", self.n)
+        h, rec_of = ngram_hashes(ids, offsets, self.n)
         maybe = np.flatnonzero(self.filter[(h & np.uint64((1 << FILTER_BITS) - 1)).astype(np.int64)])
         if not len(maybe):
             return best, best_item
@@ -238,7 +275,7 @@ class NgramIndex:
         hit = self.hashes[pos_c] == h[maybe]
         if not hit.any():
             return best, best_item
-        rec = (np.searchsorted(off, maybe, side="right") - 1)[hit]
+        rec = rec_of[maybe][hit]
         g = pos_c[hit]
         rg = np.unique(rec * len(self.hashes) + g)                     # distinct (record, n-gram)
         rec, g = rg // len(self.hashes), rg % len(self.hashes)
