@@ -171,3 +171,18 @@ def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
     assert one[1]["dropped"] == two[1]["dropped"] and one[1]["sample"] == two[1]["sample"]
     with pytest.raises(ConfigError, match="workers"):
         decontaminate_pool(pool, [str(ev)], {"workers": 0})
+
+
+def test_embedding_nearest_neighbour(tmp_path):
+    ev = tmp_path / "ev"
+    write_jsonl(ev / "qa.jsonl", [{"question": "How many moons does the planet Jupiter have in total?"}])
+    rows = [convo("how many moons does the planet jupiter have in total", "95"),
+            convo("Write a haiku about autumn leaves.", "Red leaves drift and fall.")]
+    step = {"step": "decontaminate", "against": [str(ev)], "exact": False, "ngram": 40, "min_ngram": 40,
+            "embedding": {"backend": "static"}, "embedding_threshold": 0.95}
+    sel = siftkit.select([{"data": rows, "source": "p"}], "100%", steps=[step, {"select": "random"}],
+                         cache_dir=str(tmp_path / "c"))
+    assert sel.selected.tolist() == [1]
+    assert sel.steps[0].dropped == {"contaminated: qa (embedding)": 1}
+    sim = sel.record_columns["decontam_similarity"]
+    assert sim[0] > 0.95 and sim[1] < 0.95
