@@ -40,8 +40,9 @@ EN = ("alpaca_en", "lima_train", "gsm8k_train", "chatdoctor_5k", "codealpaca_2k"
 
 
 def load_shared():
-    import siftkit
     from make_pool_1m import base_inputs
+
+    import siftkit
 
     return siftkit.read(base_inputs(SHARED / "pool"), on_error="skip")
 
@@ -64,7 +65,7 @@ def section_shared(out: dict) -> None:
         "dropped": dec.dropped, "by_source": dec.details["by_source"], "by_benchmark": dec.details["by_benchmark"],
         "with_overlap": dec.details["with_overlap"], "eval_items": dec.details["eval_items"],
         "sample": dec.details["sample"], "seconds": round(dec.seconds, 1)},
-        "clean_rules": rules, "selected": int(len(sel.selected)),
+        "clean_rules": rules, "selected": len(sel.selected),
         "by_source_filtered": {s: v.get("filtered", 0) for s, v in sel.counts()["by_source"].items()}}
     print(f"\n== shared pool: {len(pool):,} records, decontaminate + clean in {secs:.0f} s")
     print(f"{'source':<18}" + "".join(f"{b:>12}" for b in dec.details["eval_items"]))
@@ -114,9 +115,9 @@ def baseline_decontaminate(texts_by_record: list[str], items, opts) -> np.ndarra
 
 def section_speed(out: dict, records: int, baseline_records: int, signal_records: int) -> None:
     import pyarrow as pa
+    from make_pool_1m import build, default_out
 
     import siftkit
-    from make_pool_1m import build, default_out
     from siftkit.selectors.base import SelectionContext
     from siftkit.selectors.decontaminate import Decontaminate
     from siftkit.selectors.eval_index import read_eval_items

@@ -107,7 +107,7 @@ def test_repetition_agrees_with_datatrove():
         ours = text_repetition(text)
         for n in (2, 3, 4):
             grams = rep.get_n_grams(words, n)
-            top, count = Counter(grams).most_common(1)[0]
+            _top, count = Counter(grams).most_common(1)[0]
             theirs = rep.find_top_duplicate(grams) - (n - 1) * count if count > 1 else 0
             assert ours[f"top_{n}gram_frac"] * chars == pytest.approx(theirs), (text, n)
         for n in range(5, 11):   # datatrove skips n words after a repeat, so it counts at most what we count

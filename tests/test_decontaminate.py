@@ -123,7 +123,7 @@ def test_short_items_use_min_ngram(tmp_path):
 
 
 def test_recipe_forms(tmp_path):
-    ev, pool = make_eval(tmp_path), make_pool(tmp_path)
+    ev, _pool = make_eval(tmp_path), make_pool(tmp_path)
     spec = parse_step({"decontaminate": {"against": [str(ev)], "ngram": 10}}, "steps[0]")
     assert (spec.role, spec.selector, spec.params["ngram"]) == ("filter", "decontaminate", 10)
     recipe = tmp_path / "r.yaml"

@@ -176,7 +176,7 @@ def match_pool(pool: Any, candidates: np.ndarray, items: Any, opts: Decontaminat
     """Exact and n-gram tests for the candidate rows of a canonical pool table: per candidate the method that
     fired (``"exact"``, ``"<n>-gram"`` or ``""``), the item index it matched (-1 if none), the best n-gram
     overlap and a similarity placeholder (NaN)."""
-    n_items = len(items)
+    len(items)
     norm_exact = [normalize(t) for t in items.exact_text]
     norm_ngram = [normalize(t) for t in items.ngram_text]
     nwords = np.asarray([t.count(" ") + 1 if t else 0 for t in norm_ngram], dtype=np.int64)

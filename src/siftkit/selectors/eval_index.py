@@ -103,8 +103,7 @@ def _files(path: str) -> list[tuple[str, str]]:
 def _bench_name(rel: str) -> str:
     head = rel.replace(os.sep, "/").split("/")[0]
     for ext in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
-        if head.endswith(ext):
-            head = head[: -len(ext)]
+        head = head.removesuffix(ext)
     return head
 
 

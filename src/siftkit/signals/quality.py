@@ -49,18 +49,18 @@ STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with",
                         "的", "了", "是", "在", "和", "有", "我", "不", "这", "你"})
 BULLETS = ("•", "●", "◦", "‣", "⁃", "▪", "·", "-", "*")
 TERMINAL = (".", "!", "?", '"', "'", "。", "！", "？", "”", "’")
-_POLICY = re.compile(r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies", re.I)
-_LOREM = re.compile(r"lorem ipsum", re.I)
+_POLICY = re.compile(r"terms of use|privacy policy|cookie policy|uses cookies|use of cookies", re.IGNORECASE)
+_LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
 _SLOT = re.compile(r"\{\{\s*[A-Za-z_][\w .-]{0,40}\}\}|\[\s*(?:insert|your|enter|add|placeholder)\b[^\]\n]{0,60}\]"
-                   r"|<\s*(?:placeholder|insert[^>\n]{0,40})\s*>", re.I)
+                   r"|<\s*(?:placeholder|insert[^>\n]{0,40})\s*>", re.IGNORECASE)
 _BRACE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_ ]{0,30}\}")
 _CODE = re.compile(r"```|\bdef |;\s*\n|=|\breturn\b|\bprint\(|\bfunction\b|\bclass |#include|\$\{")
 _REFUSAL = re.compile(
     r"\bi(?:'m| am) sorry,? but\b|\bi apologi[sz]e,? but\b|\bi (?:can(?:no|')t|cannot|am unable to|"
     r"am not able to|won't be able to) (?:help(?! but)|assist|provide|fulfil|comply|answer|do that|create|generate|"
-    r"write)|\bi(?:'m| am) (?:unable|not able) to (?:help(?! but)|assist|provide|fulfil|comply|answer)", re.I)
+    r"write)|\bi(?:'m| am) (?:unable|not able) to (?:help(?! but)|assist|provide|fulfil|comply|answer)", re.IGNORECASE)
 _AS_AI = re.compile(r"\bas an? (?:ai|artificial intelligence)\b(?: (?:language )?model| assistant| chatbot)?"
-                    r"|\bi(?:'m| am) (?:just )?an? ai (?:language )?model\b|作为一个?(?:AI|人工智能)", re.I)
+                    r"|\bi(?:'m| am) (?:just )?an? ai (?:language )?model\b|作为一个?(?:AI|人工智能)", re.IGNORECASE)
 
 STAT_COLUMNS: dict[str, pa.DataType] = {
     "words": pa.int64(), "cjk_frac": pa.float64(), "mean_word_len": pa.float64(), "symbol_ratio": pa.float64(),

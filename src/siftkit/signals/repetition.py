@@ -90,7 +90,6 @@ def ngram_stats(word_lists: list[list[str]]) -> dict[str, np.ndarray]:
         hs, rs, ps = h[order], rec[order], pos[order]
         new_group = np.ones(len(order), dtype=bool)
         new_group[1:] = (hs[1:] != hs[:-1]) | (rs[1:] != rs[:-1])
-        gid = np.cumsum(new_group) - 1
         val = empty.copy()
         if n in TOP_N:
             starts = np.flatnonzero(new_group)
@@ -114,7 +113,6 @@ def ngram_stats(word_lists: list[list[str]]) -> dict[str, np.ndarray]:
             has = counts > 0
             with np.errstate(invalid="ignore", divide="ignore"):
                 val[has] = np.where(chars[has] > 0, dup_chars[has] / np.maximum(chars[has], 1), 0.0)
-        del gid
         out[key] = val
     return out
 
