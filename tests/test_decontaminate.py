@@ -81,7 +81,7 @@ def test_select_drops_matches_and_names_the_item(tmp_path):
     ev, pool = make_eval(tmp_path), make_pool(tmp_path)
     out = tmp_path / "out"
     rc = main(["--quiet", "select", str(pool), "--decontaminate", str(ev), "--budget", "100%", "--out", str(out),
-               "--cache-dir", str(tmp_path / "c")])
+               "--cache-dir", str(tmp_path / "c"), "--report"])
     assert rc == 0
     m = json.loads((out / "manifest.json").read_text())
     step = m["steps"][0]
@@ -106,6 +106,8 @@ def test_select_drops_matches_and_names_the_item(tmp_path):
     assert d["by_source"] == {"pool": {"gsm8k_test": 3, "mmlu": 2}}
     assert d["eval_items"]["bbh"] == 12 and len(d["sample"]) == 5
     assert m["counts"]["filtered"] == 5
+    html = (out / "report.html").read_text()
+    assert "Decontamination" in html and "gsm8k_test.jsonl#1" in html and "contaminated: mmlu (exact)" in html
 
 
 def test_short_items_use_min_ngram(tmp_path):

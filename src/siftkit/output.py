@@ -282,6 +282,9 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
                 extra = diversity_sections(sel, force=diversity)
                 if extra:
                     outputs["diversity"] = extra[0]["table"]
+                from .selectors.decontaminate import report_sections
+
+                extra = extra + report_sections([s.as_dict() for s in sel.steps])
                 manifest = build_manifest(sel, outputs, pool_info)
                 with disk_guard(os.path.join(out_dir, "report.html"), cleanup=[at("report.html.tmp")]):
                     render_report(sel.pool.table, report_signals, sel.mask, manifest, at("report.html"),

@@ -278,3 +278,24 @@ def decontaminate_pool(pool: Any, against: list[str], params: Any = True) -> tup
     kept = pool.table.take(pa.array(res.kept, pa.int64()))
     return Pool(table=kept, rejects=pool.rejects, files=pool.files, skipped_files=pool.skipped_files,
                 read_seconds=pool.read_seconds), summary
+
+
+def report_sections(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Report sections for the decontaminate steps of a run (manifest step dicts): drops per source and
+    benchmark, and the matched eval items of the first dropped records."""
+    out = []
+    for st in steps:
+        if st.get("name") != "decontaminate" or not st.get("details"):
+            continue
+        d = st["details"]
+        benches = list(d.get("eval_items", {}))
+        rows = [["source", *benches]] + [[src, *[per.get(b, 0) for b in benches]]
+                                         for src, per in d.get("by_source", {}).items()]
+        items = ", ".join(f"{b} {n:,}" for b, n in d.get("eval_items", {}).items())
+        text = (f"{st['in'] - st['out']:,} of {st['in']:,} records dropped as matching evaluation items "
+                f"({items} items); {d.get('with_overlap', 0):,} records share n-grams with an item. Per-record "
+                f"matches: decontam_match / decontam_method / decontam_overlap in _siftkit/selection.parquet.")
+        out.append({"title": "Decontamination", "text": text, "table": rows if len(rows) > 1 else None})
+        if d.get("sample"):
+            out.append({"title": "Decontamination: first matches", "table": d["sample"]})
+    return out

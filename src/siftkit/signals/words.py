@@ -17,8 +17,15 @@ _WORD = re.compile(f"[{CJK_CLASS}]|[^\\W{CJK_CLASS}]+")
 _CJK = re.compile(f"[{CJK_CLASS}]")
 
 
+# ASCII fast path: every character that is not [A-Za-z0-9_] becomes a space, then str.split (same words as the
+# regex on ASCII text, several times faster).
+_ASCII_SEP = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
+
+
 def split_words(text: str) -> list[str]:
     """The words of ``text`` (see the module docstring): ``"Hi, 你好 world_2"`` -> ``["Hi", "你", "好", "world_2"]``."""
+    if text.isascii():
+        return text.translate(_ASCII_SEP).split()
     return _WORD.findall(text)
 
 
