@@ -130,7 +130,7 @@ def section_speed(out: dict, records: int, baseline_records: int, signal_records
     pool = siftkit.read(str(path), workers=2)
     read_s = time.perf_counter() - t0
     n = len(pool)
-    step = Decontaminate(against=[str(SHARED / "eval")])
+    step = Decontaminate(against=[str(SHARED / "eval")])     # default workers: one process per core
     ctx = SelectionContext(pool=pool.table, signals=pa.table({}))
     t0 = time.perf_counter()
     res = step.run(ctx, np.arange(n, dtype=np.int64), None)
@@ -148,17 +148,23 @@ def section_speed(out: dict, records: int, baseline_records: int, signal_records
     t0 = time.perf_counter()
     base_drop = baseline_decontaminate(recs, items, step)
     base_s = time.perf_counter() - t0
+    one = Decontaminate(against=[str(SHARED / "eval")], workers=1)       # the same part, one process
+    t0 = time.perf_counter()
+    one.run(ctx, np.arange(m, dtype=np.int64), None)
+    one_s = time.perf_counter() - t0
     agree = bool((base_drop == ours_drop[:m]).all())
     out["speed"] = {"records": n, "read_seconds": round(read_s, 1), "decontaminate_seconds": round(ours_s, 1),
                     "decontaminate_rec_per_s": round(n / ours_s), "dropped": int(ours_drop.sum()),
                     "dropped_by_reason": res.dropped, "baseline_records": m,
                     "baseline_seconds": round(base_s, 1), "baseline_rec_per_s": round(m / base_s),
-                    "baseline_agrees": agree, "baseline_dropped": int(base_drop.sum()),
+                    "baseline_agrees": agree, "one_process_seconds": round(one_s, 1),
+                    "one_process_rec_per_s": round(m / one_s), "baseline_dropped": int(base_drop.sum()),
                     "ours_dropped_in_baseline_part": int(ours_drop[:m].sum()),
                     "load_average": os.getloadavg(), "cores": os.cpu_count()}
     print(f"\n== decontamination speed ({n:,} records; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores)")
-    print(f"  siftkit step      {n:>9,} rec  {ours_s:>7.1f} s  {n / ours_s:>9,.0f} rec/s  dropped {ours_drop.sum():,}")
+    print(f"  siftkit, 2 procs  {n:>9,} rec  {ours_s:>7.1f} s  {n / ours_s:>9,.0f} rec/s  dropped {ours_drop.sum():,}")
+    print(f"  siftkit, 1 proc   {m:>9,} rec  {one_s:>7.1f} s  {m / one_s:>9,.0f} rec/s")
     print(f"  plain Python      {m:>9,} rec  {base_s:>7.1f} s  {m / base_s:>9,.0f} rec/s  dropped "
           f"{base_drop.sum():,} (same records: {agree})")
     k = min(signal_records, n)
