@@ -45,6 +45,8 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "pandas": ("pandas", "pandas"),
     "vllm": ("vllm", "vllm"),
     "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
+    "py3langid": ("py3langid", "py3langid"),
+    "lingua": ("lingua", "lingua-language-detector"),
 }
 # siftkit's extras (pyproject.toml [project.optional-dependencies]) by import name; a test keeps them in step.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -53,6 +55,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "model": ("torch", "transformers", "gguf", "accelerate"),
     "ray": ("ray",),
     "bench": ("torch", "transformers", "trl", "peft", "datasets", "scipy", "accelerate", "gguf"),
+    "clean": ("py3langid", "lingua"),
 }
 
 

@@ -84,7 +84,7 @@ class Lang(Signal):
 
     version = "1"
     batch_size = 8192
-    requires_for = "language identification (pip install 'siftkit[clean]')"
+    requires_for = "language identification"
 
     def __init__(self, backend: str = "py3langid", segment: str = "conversation", per_turn: bool = False,
                  max_chars: int = 1000, min_chars: int = 20, min_conf: float = 0.9,
