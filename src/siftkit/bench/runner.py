@@ -95,6 +95,8 @@ def fingerprint(cfg: BenchConfig, cell: Cell, heldout_ids: list[str]) -> str:
     if cell.method is not None:
         what.update(budget=cell.budget, seed=cell.seed, recipe=cell.method.recipe, train=cfg.train,
                     tokenizer=cfg.tokenizer)
+        if cfg.decontaminate is not False:   # the pool a cell selects from (older outputs: a changed setting)
+            what["decontaminate"] = cfg.decontaminate
     raw = json.dumps(what, sort_keys=True, default=str).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 
