@@ -121,10 +121,14 @@ def selection_config(inputs: Any, *, budget: Any = None, method: str | None = No
                      steps: list | None = None, preset: str | None = None, signals: Sequence[Any] = (),
                      on_error: str = "raise", cache_dir: str = ".siftkit", workers: int | None = None,
                      engine: str = "local", output: dict | None = None,
-                     method_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Turn CLI-style options into a recipe-shaped dict (what ``siftkit run`` reads from YAML)."""
+                     method_params: dict[str, Any] | None = None,
+                     decontaminate: Sequence[str] | None = None) -> dict[str, Any]:
+    """Turn CLI-style options into a recipe-shaped dict (what ``siftkit run`` reads from YAML).
+    ``decontaminate``: eval files/folders; a decontaminate step runs first (recipe key ``decontaminate``)."""
     data: dict[str, Any] = {"inputs": inputs, "on_error": on_error, "seed": seed, "cache_dir": cache_dir,
                             "engine": engine}
+    if decontaminate:
+        data["decontaminate"] = {"against": list(decontaminate)}
     if tokenizer is not None:
         data["tokenizer"] = tokenizer
     if workers is not None:

@@ -252,6 +252,7 @@ def cmd_select(a: argparse.Namespace) -> int:
         stratify=a.stratify, quota=a.quota, seed=a.seed, tokenizer=a.tokenizer, preset=a.preset,
         on_error=a.on_error, cache_dir=a.cache_dir, workers=a.workers, engine=a.engine,
         method_params=_kv(a.param, "--param"), signals=[_parse_value(s) for s in a.signal],
+        decontaminate=getattr(a, "decontaminate", None) or None,
         output={"dir": a.out, "format": a.output_format, "file_format": a.file_format,
                 "report": a.report or a.diversity, "diversity": a.diversity,
                 **({"escape_special_tokens": True} if a.escape_special_tokens else {})})
@@ -391,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="keep records where EXPR holds, e.g. 'tokens_response >= 10' (repeatable)")
     g.add_argument("--dedup", help="exact dedup before selecting: first | longest (or minhash, semantic)")
+    g.add_argument("--decontaminate", action="append", default=[], metavar="PATH",
+                   help="drop records that overlap evaluation items in PATH (eval files or a folder such as "
+                        "bench's eval folder; repeatable): exact and 13-gram matches, see docs/cleaning.md")
     g.add_argument("--stratify", metavar="COLUMN", help="split the budget across values of COLUMN (e.g. source)")
     g.add_argument("--quota", choices=["proportional", "equal"], default="proportional")
     g.add_argument("--preset", help="a named pipeline (see `siftkit list presets`)")

@@ -33,7 +33,7 @@ from typing import Any
 from .errors import ConfigError
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
-            "workers", "engine", "preset", "models"}
+            "workers", "engine", "preset", "models", "decontaminate"}
 OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity", "escape_special_tokens"}
 OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
 FILE_FORMATS = ("jsonl", "parquet")
@@ -69,9 +69,20 @@ class RunConfig:
     models: dict[str, Any] = field(default_factory=dict)   # derived models: name -> {derive: NAME, ...}
 
 
+def decontaminate_step(spec: Any) -> dict[str, Any]:
+    """``{decontaminate: PATHS | {against: PATHS, ...}}`` (a step, or the recipe's top-level key) as a step."""
+    if isinstance(spec, (str, list)):
+        spec = {"against": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"decontaminate: expected eval paths or a mapping with 'against', got {spec!r}")
+    return {"step": "decontaminate", **spec}
+
+
 def parse_step(step: Any, where: str) -> StepSpec:
     if isinstance(step, str):
         step = {"select": step}
+    if isinstance(step, dict) and "decontaminate" in step and not any(k in STEP_ROLES for k in step):
+        step = {**decontaminate_step(step["decontaminate"]), **{k: v for k, v in step.items() if k != "decontaminate"}}
     if not isinstance(step, dict):
         raise ConfigError(f"{where}: a step must be a mapping like {{select: random}}, got {step!r}")
     roles = [k for k in step if k in STEP_ROLES]
@@ -144,6 +155,14 @@ def load_recipe(path: str) -> dict[str, Any]:
         data["output"] = out = {"dir": out}
     if isinstance(out, dict) and isinstance(out.get("dir"), str) and not os.path.isabs(out["dir"]):
         out["dir"] = os.path.normpath(os.path.join(base, out["dir"]))
+    # And the eval files of the top-level decontaminate key.
+    dec = data.get("decontaminate")
+    if isinstance(dec, (str, list)):
+        dec = data["decontaminate"] = {"against": dec}
+    if isinstance(dec, dict) and dec.get("against") is not None:
+        ag = dec["against"] if isinstance(dec["against"], list) else [dec["against"]]
+        dec["against"] = [os.path.normpath(os.path.join(base, a)) if isinstance(a, str) and not os.path.isabs(a)
+                          else a for a in ag]
     if isinstance(data.get("cache_dir"), str) and not os.path.isabs(data["cache_dir"]):
         data["cache_dir"] = os.path.normpath(os.path.join(base, data["cache_dir"]))
     return data
@@ -180,6 +199,12 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     steps_raw = data.get("steps") or []
     if not isinstance(steps_raw, list):
         raise ConfigError(f"{source}: 'steps' must be a list")
+    if data.get("decontaminate") is not None:   # runs first, before every other step
+        try:
+            steps_raw = [decontaminate_step(data["decontaminate"])] + list(steps_raw)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        preset_from = (preset_from[0] + 1, preset_from[1]) if preset else preset_from
     steps = [parse_step(s, f"{source}: steps[{i}]") for i, s in enumerate(steps_raw)]
     n_select = sum(s.role == "select" for s in steps)
     if n_select > 1:

@@ -257,6 +257,8 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
             "file": sel.pool.table.column("file"), "row": sel.pool.table.column("row"),
             "status": pa.array(sel.status.tolist(), pa.string()), "rank": pa.array(rank),
         })
+        for col, arr in (getattr(sel, "record_columns", None) or {}).items():   # e.g. decontam_match
+            status_tbl = status_tbl.append_column(col, pa.array(arr.tolist() if arr.dtype == object else arr))
         with disk_guard(os.path.join(out_dir, SELECTION_FILE), status_tbl.nbytes):
             pq.write_table(status_tbl, at(SELECTION_FILE), compression="zstd")
         outputs["selection"] = SELECTION_FILE
@@ -282,6 +284,9 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
                 extra = diversity_sections(sel, force=diversity)
                 if extra:
                     outputs["diversity"] = extra[0]["table"]
+                from .selectors.decontaminate import report_sections
+
+                extra = extra + report_sections([s.as_dict() for s in sel.steps])
                 manifest = build_manifest(sel, outputs, pool_info)
                 with disk_guard(os.path.join(out_dir, "report.html"), cleanup=[at("report.html.tmp")]):
                     render_report(sel.pool.table, report_signals, sel.mask, manifest, at("report.html"),

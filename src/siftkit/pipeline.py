@@ -58,6 +58,9 @@ class Selection:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # embeddings the selectors used (by spec)
     vector_loader: Any = None                                     # computes embeddings through the cache
     budget_resolved: int | None = None                            # the budget as a count of records
+    # Per-record columns a step reports (e.g. decontaminate's matched eval item), aligned with the pool;
+    # written into selection.parquet beside the status.
+    record_columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     def cache_hits(self) -> dict[str, Any]:
         """Per signal: records computed now vs reused from the cache (varies between runs)."""
@@ -236,6 +239,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     candidates = np.arange(n, dtype=np.int64)
     reports: list[StepReport] = []
     drop_roles: dict[str, str] = {}
+    record_columns: dict[str, np.ndarray] = {}
     t2 = time.perf_counter()
     for spec, sel in zip(cfg.steps, selectors):
         ts = time.perf_counter()
@@ -254,6 +258,11 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
             st.update(len(candidates))
             st.set(kept=len(res.kept), dropped={str(k): int(v) for k, v in res.dropped.items() if v})
         used = getattr(ctx.vector_loader, "step_used", {}) or {}
+        for col, (rows, vals) in (res.details.pop("record_columns", None) or {}).items():
+            vals = np.asarray(vals)
+            arr = record_columns.setdefault(col, np.full(n, np.nan) if vals.dtype.kind == "f"
+                                            else np.full(n, None, dtype=object))
+            arr[np.asarray(rows, dtype=np.int64)] = vals
         kept = np.asarray(res.kept, dtype=np.int64)
         _check_subset(sel, candidates, kept)
         gone = np.setdiff1d(candidates, kept, assume_unique=True)
@@ -276,7 +285,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles,
-                     dict(ctx._vectors), ctx.vector_loader, budget)
+                     dict(ctx._vectors), ctx.vector_loader, budget, record_columns)
 
 
 def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:

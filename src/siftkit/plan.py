@@ -28,7 +28,7 @@ def signal_providers(cfg: RunConfig) -> list[Signal]:
     sigs = [build_signal(s) for s in cfg.signals]
     names = {s.name for s in sigs}
     defaults: list[Any] = ["text_stats", "exact_hash", "compression", {"name": "tokens", "tokenizer": cfg.tokenizer},
-                           {"name": "special_tokens", "tokenizer": cfg.tokenizer}]
+                           {"name": "special_tokens", "tokenizer": cfg.tokenizer}, "quality", "repetition", "lang"]
     for d in defaults:
         n = d if isinstance(d, str) else d["name"]
         if n not in names:

@@ -48,6 +48,8 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "bitsandbytes": ("bitsandbytes", "bitsandbytes"),
     "httpx": ("httpx", "httpx"),
     "xllamacpp": ("xllamacpp", "xllamacpp"),
+    "py3langid": ("py3langid", "py3langid"),
+    "lingua": ("lingua", "lingua-language-detector"),
 }
 # siftkit's extras (pyproject.toml [project.optional-dependencies]) by import name; a test keeps them in step.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -57,6 +59,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "bench": ("torch", "transformers", "trl", "peft", "datasets", "scipy", "accelerate", "gguf"),
     "llm": ("httpx", "xllamacpp"),
+    "clean": ("py3langid", "lingua"),
 }
 
 

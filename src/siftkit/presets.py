@@ -171,6 +171,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": [{"dedup": "exact"},
                   {"select": "kmeans", "by": "judge_overall", "within": "top", "quota": "proportional", "k": 1000}],
     },
+    "clean": {
+        "ref": "Rae et al., 2021, Scaling Language Models: Methods, Analysis & Insights from Training Gopher "
+               "(quality and repetition rules); Raffel et al., 2020 (C4 line rules)",
+        "doc": "Cleaning rules before selection (docs/cleaning.md): Gopher quality and repetition bounds on the "
+               "response (relaxed where they drop math and code), placeholders, refusals and 'as an AI' "
+               "replies; one filter step per rule, so every drop is counted by rule; then a seeded random "
+               "sample of the budget (--budget 100% keeps every clean record).",
+        "steps": [
+            {"filter": "words_response >= 1"},
+            {"filter": "words_response <= 100000"},
+            {"filter": "words_response < 50 or cjk_frac_response > 0.3 or 2 <= mean_word_len_response <= 12"},
+            {"filter": "words_response < 50 or symbol_ratio_response <= 0.1"},
+            {"filter": "ellipsis_frac_response <= 0.3"},
+            {"filter": "words_response < 50 or alpha_frac_response >= 0.25"},
+            {"filter": "dup_line_frac_response <= 0.3 and dup_para_frac_response <= 0.3 and "
+                       "dup_line_char_frac_response <= 0.2 and dup_para_char_frac_response <= 0.2"},
+            {"filter": "words_response < 50 or (top_2gram_frac_response <= 0.4 and top_3gram_frac_response <= 0.36"
+                       " and top_4gram_frac_response <= 0.32)"},
+            {"filter": "words_response < 50 or (dup_5gram_frac_response <= 0.3 and dup_6gram_frac_response <= 0.28"
+                       " and dup_7gram_frac_response <= 0.26 and dup_8gram_frac_response <= 0.24 and "
+                       "dup_9gram_frac_response <= 0.22 and dup_10gram_frac_response <= 0.2)"},
+            {"filter": "placeholder_query == 0"},
+            {"filter": "placeholder_response == 0"},
+            {"filter": "refusal_response == 0"},
+            {"filter": "as_ai_response == 0"},
+            {"select": "random"},
+        ],
+    },
 }
 
 

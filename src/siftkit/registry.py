@@ -33,6 +33,9 @@ SIGNAL_MODULES: dict[str, str] = {
     "less_grads": "siftkit.less.signal",
     "judge": "siftkit.scoring.judge",
     "reward": "siftkit.scoring.reward",
+    "quality": "siftkit.signals.quality",
+    "repetition": "siftkit.signals.repetition",
+    "lang": "siftkit.signals.lang",
 }
 SELECTOR_MODULES: dict[str, str] = {
     "random": "siftkit.selectors.random",
@@ -53,6 +56,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "rds": "siftkit.selectors.rds",
     "diverseevol": "siftkit.selectors.diverseevol",
     "less": "siftkit.selectors.less",
+    "decontaminate": "siftkit.selectors.decontaminate",
 }
 DERIVATION_MODULES: dict[str, str] = {
     "cherry-brief-experience": "siftkit.derive.cherry",

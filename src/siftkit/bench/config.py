@@ -26,7 +26,7 @@ from ..training.settings import LR_DEFAULTS, TRAIN_DEFAULTS, _int, train_setting
 
 TOP_KEYS = {"pool", "budget", "budgets", "base_model", "gguf_file", "template", "tokenizer", "random_seeds",
             "methods", "train", "eval", "output", "cache_dir", "device", "eval_base", "seed", "threads"}
-POOL_KEYS = {"inputs", "on_error", "heldout", "heldout_seed"}
+POOL_KEYS = {"inputs", "on_error", "heldout", "heldout_seed", "decontaminate"}
 METHOD_KEYS = {"steps", "preset", "signals", "seeds"}
 TASKS = ("mmlu", "gsm8k", "bbh", "ifeval", "heldout")
 EVAL_DEFAULTS: dict[str, Any] = {
@@ -64,6 +64,9 @@ class BenchConfig:
     seed: int
     threads: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    # pool.decontaminate: drop pool records overlapping the eval tasks' items before selecting (default on);
+    # False, or a mapping of decontaminate step parameters (ngram, threshold, ...; 'against' is the tasks').
+    decontaminate: Any = True
 
     def all_methods(self) -> list[MethodSpec]:
         """The random baseline first, then the configured methods."""
@@ -203,7 +206,19 @@ def build_bench_config(data: dict[str, Any], src: str = "bench config") -> Bench
                        methods=methods, train=train, eval=ev, output=output, cache_dir=cache_dir, device=device,
                        eval_base=bool(data.get("eval_base", True)), seed=_int(data.get("seed", 0), f"{src}: seed"),
                        threads=None if data.get("threads") is None else _int(data["threads"], f"{src}: threads", 1),
-                       raw=data)
+                       raw=data, decontaminate=_decontaminate(pool.get("decontaminate", True), src))
+
+
+def _decontaminate(v: Any, src: str) -> Any:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, dict) and "against" not in v:
+        from ..registry import make, selector_class
+
+        make(selector_class("decontaminate"), {"against": ["."], **v}, f"{src}: pool.decontaminate")
+        return v
+    raise ConfigError(f"{src}: pool.decontaminate must be true, false or a mapping of decontaminate settings "
+                      f"(without 'against': the eval tasks' files are used), not {v!r}")
 
 
 def _eval(e: Any, src: str) -> dict[str, Any]:

@@ -61,6 +61,21 @@ def _load(path: str) -> Any:
         return orjson.loads(fh.read())
 
 
+def eval_task_paths(ev: dict[str, Any]) -> list[str]:
+    """The data files of the configured built-in eval tasks that exist (for decontaminating the pool)."""
+    from .evals.common import task_path
+
+    names = {"mmlu": "mmlu", "gsm8k": "gsm8k_test.jsonl", "bbh": "bbh", "ifeval": "ifeval_input.jsonl"}
+    out = []
+    for task in ev.get("tasks") or []:
+        if task in names:
+            try:
+                out.append(task_path(ev, task, names[task]))
+            except ConfigError:
+                pass   # the task's own loader reports missing data when it runs
+    return out
+
+
 def plan_cells(cfg: BenchConfig, only: list[str] | None = None) -> list[Cell]:
     cells = [Cell(None, None, 0, os.path.join(cfg.output, "base"))] if cfg.eval_base else []
     for b in cfg.budgets:
@@ -80,6 +95,8 @@ def fingerprint(cfg: BenchConfig, cell: Cell, heldout_ids: list[str]) -> str:
     if cell.method is not None:
         what.update(budget=cell.budget, seed=cell.seed, recipe=cell.method.recipe, train=cfg.train,
                     tokenizer=cfg.tokenizer)
+        if cfg.decontaminate is not False:   # the pool a cell selects from (older outputs: a changed setting)
+            what["decontaminate"] = cfg.decontaminate
     raw = json.dumps(what, sort_keys=True, default=str).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -114,6 +131,12 @@ class Bench:
             torch.set_num_threads(cfg.threads)
         pool = read_pool(cfg.inputs, on_error=cfg.on_error)
         self.train_pool, held = split_heldout(pool, cfg.heldout, cfg.heldout_seed)
+        self.decontamination: dict[str, Any] = {}
+        if cfg.decontaminate is not False:
+            from ..selectors.decontaminate import decontaminate_pool
+
+            self.train_pool, self.decontamination = decontaminate_pool(
+                self.train_pool, eval_task_paths(cfg.eval), cfg.decontaminate)
         tbl = pool.table
         self.heldout = [{"id": i, "messages": m} for i, m in zip(
             tbl.column("id").take(held).to_pylist(), tbl.column("messages").take(held).to_pylist())]
@@ -245,7 +268,8 @@ def run_bench(cfg: BenchConfig, only: list[str] | None = None) -> dict[str, Any]
     bench = Bench(cfg)
     bench.prepare()
     _dump(os.path.join(cfg.output, "bench.json"),
-          {"config": cfg.raw, "heldout_ids": bench.heldout_ids, "train": cfg.train, "eval": cfg.eval})
+          {"config": cfg.raw, "heldout_ids": bench.heldout_ids, "train": cfg.train, "eval": cfg.eval,
+           "decontamination": bench.decontamination})
     for cell in plan_cells(cfg, only):
         bench.run_cell(cell)
     return write_results(cfg)
