@@ -51,12 +51,16 @@ def response_format(sch: dict[str, Any], mode: str) -> dict[str, Any] | None:
     return None
 
 
-def parse(text: str, sch: dict[str, Any], finish_reason: str | None = None) -> tuple[dict[str, Any] | None, str]:
-    """(the object, "") or (None, reason code)."""
+def strip_fence(text: str | None) -> str:
+    """The text without surrounding whitespace and without a Markdown code fence (```json ... ```) around it."""
     s = (text or "").strip()
     m = _FENCE.match(s)
-    if m:
-        s = m.group(1).strip()
+    return m.group(1).strip() if m else s
+
+
+def parse(text: str, sch: dict[str, Any], finish_reason: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """(the object, "") or (None, reason code)."""
+    s = strip_fence(text)
     try:
         obj = json.loads(s)
     except ValueError:

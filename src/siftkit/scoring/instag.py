@@ -23,7 +23,6 @@ tags), ``instag_truncated`` (the query was cut to fit ``max_length``), ``instag_
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ import pyarrow as pa
 from ..errors import ConfigError, EndpointError
 from ..llm.client import Endpoint, first_model
 from ..llm.runs import EndpointRuns
-from ..llm.structured import answer_text
+from ..llm.structured import BAD_SCHEMA, INVALID_JSON, answer_text, strip_fence
 from ..registry import register_signal
 from . import base as B
 from . import rating as R
@@ -41,17 +40,11 @@ from .model import require_torch
 PROMPT = ("You are a helpful assistant. Please identify tags of user intentions in the following user query "
           "and provide an explanation for each tag. Please respond in the JSON format "
           "{{\"tag\": str, \"explanation\": str}}.\nUser query: {query}")
-INVALID_JSON = "invalid_json"
-BAD_SCHEMA = "bad_schema"
-_FENCE = re.compile(r"^```(?:json)?\s*\n(.*)\n\s*```$", re.DOTALL)
 
 
 def parse_tags(text: str) -> tuple[list[str] | None, str]:
     """(tags, "") for a valid tag list, else (None, reason)."""
-    s = text.strip()
-    m = _FENCE.match(s)
-    if m:
-        s = m.group(1).strip()
+    s = strip_fence(text)
     try:
         data = json.loads(s)
     except ValueError:
