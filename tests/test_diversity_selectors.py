@@ -280,19 +280,19 @@ def test_length_kmeans_preset_shape() -> None:
 
 # ------------------------------------------------------------------------------------------------ semdedup
 
-def test_semdedup_single_cluster_matches_greedy_reference() -> None:
+def test_semdedup_kept_single_cluster_matches_greedy_reference() -> None:
     rng = np.random.default_rng(11)
     base = unit(rng, 60, 8)
     noisy = base[rng.integers(0, 60, size=140)] + 0.05 * rng.normal(size=(140, 8)).astype(np.float32)
     x = np.vstack([base, noisy]).astype(np.float32)
     ctx = context(x)
-    res = sel("semdedup", eps=0.05, k=1).run(ctx, np.arange(200), None)
+    res = sel("semdedup-kept", eps=0.05, k=1).run(ctx, np.arange(200), None)
     ref = sorted(ref_repr_filter(x, np.zeros(200), 0.95, 200))
     assert res.kept.tolist() == ref
     assert res.dropped["semantic_duplicate"] == 200 - len(ref) > 50
 
 
-def test_semdedup_per_cluster_reference_and_scores() -> None:
+def test_semdedup_kept_per_cluster_reference_and_scores() -> None:
     from siftkit.selectors.semdedup import semdedup_keep
 
     rng = np.random.default_rng(12)
@@ -322,12 +322,62 @@ def test_semdedup_uses_kmeans_and_keeps_one_per_duplicate_group(tmp_path) -> Non
         assert len({int(i[1:]) // 3 for i in [r["kept"], *r["duplicates"]]}) == 1
 
 
+def ref_semdedup(x, labels, eps, centroids=None, order="far"):
+    """The reference rule, transcribed from its description (METHODS.md): per cluster, sort the members
+    by cosine distance to the centroid (farthest first), take the upper triangle of their similarity
+    matrix, and drop member j when the column maximum (its similarity to any earlier member) > 1 - eps."""
+    keep = []
+    for c in sorted(set(labels.tolist())):
+        m = [i for i in range(len(x)) if labels[i] == c]
+        cen = x[m].mean(axis=0) if centroids is None else centroids[c]
+        cen = cen / np.linalg.norm(cen)
+        d = {i: 1.0 - float(x[i] @ cen) for i in m}
+        if order == "far":
+            m = sorted(m, key=lambda i: (-d[i], m.index(i)))
+        sim = np.array([[float(x[a] @ x[b]) for b in m] for a in m])
+        for j in range(len(m)):
+            if j == 0 or max(sim[i, j] for i in range(j)) <= 1 - eps:
+                keep.append(m[j])
+    return sorted(keep)
+
+
+def test_semdedup_three_points_reference_keeps_only_the_first() -> None:
+    ang = np.deg2rad([0.0, 16.0, 32.0])
+    x = np.stack([np.cos(ang), np.sin(ang)], axis=1).astype(np.float32)
+    ctx = context(x)
+    # walked 0, 16, 32: 16 is within 1 - 0.05 of 0, 32 of 16 (which was dropped): only 0 stays
+    ref = sel("semdedup", eps=0.05, k=1, order="pool").run(ctx, np.arange(3), None)
+    assert ref.kept.tolist() == [0] == ref_semdedup(x, np.zeros(3, int), 0.05, order="pool")
+    assert ref.dropped == {"semantic_duplicate": 2}
+    kept_only = sel("semdedup-kept", eps=0.05, k=1).run(ctx, np.arange(3), None)
+    assert kept_only.kept.tolist() == [0, 2]       # 32 vs the kept 0 only: cos 32 deg = 0.85 < 0.95
+
+
+def test_semdedup_matches_the_transcribed_reference_rule() -> None:
+    from siftkit.selectors.semdedup import semdedup_reference_keep
+
+    rng = np.random.default_rng(21)
+    base = unit(rng, 40, 6)
+    x = base[rng.integers(0, 40, size=240)] + 0.08 * rng.normal(size=(240, 6)).astype(np.float32)
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, 4, size=240)
+    cents = np.stack([x[labels == c].mean(axis=0) * 3.0 for c in range(4)])   # scale must not matter
+    for eps in (0.02, 0.1):
+        got = semdedup_reference_keep(x, labels, eps, cents, block=7).tolist()
+        assert got == ref_semdedup(x, labels, eps, cents)
+        assert got == semdedup_reference_keep(x, labels, eps, None, block=64).tolist()   # mean centroid
+    res = sel("semdedup", eps=0.1, k=1).run(context(x), np.arange(240), None)
+    assert res.kept.tolist() == ref_semdedup(x, np.zeros(240, int), 0.1)
+    assert len(res.kept) < len(sel("semdedup-kept", eps=0.1, k=1).run(context(x), np.arange(240), None).kept)
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 @pytest.mark.parametrize("name,params", [
     ("kmeans", {"k": 0}), ("kmeans", {"quota": "fair"}), ("kmeans", {"within": "sample"}),
     ("repr-filter", {"threshold": 1.5}), ("facility-location", {"method": "exact"}),
-    ("facility-location", {"knn": 0}), ("semdedup", {"eps": -1}), ("kmeans", {"clusters": 5}),
+    ("facility-location", {"knn": 0}), ("semdedup", {"eps": -1}), ("semdedup", {"order": "random"}),
+    ("semdedup-kept", {"order": "near"}), ("kmeans", {"clusters": 5}),
 ])
 def test_bad_params_are_config_errors(name: str, params: dict) -> None:
     with pytest.raises(ConfigError):
