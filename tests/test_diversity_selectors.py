@@ -173,6 +173,33 @@ def test_lazy_facility_location_matches_plain_greedy() -> None:
     assert np.all(np.diff(gains) <= 1e-9)  # submodular: greedy gains never increase
 
 
+def test_dense_euclidean_facility_location_matches_the_reference_rule() -> None:
+    """The reference kernel exp(-||x - y|| / d) over all pairs, and the plain greedy on it (transcribed:
+    every step, the gain of every unpicked j is sum_i max(K[i, j] - best_i, 0); the largest wins, lower j
+    on ties)."""
+    from siftkit.selectors.facility_location import euclidean_dense_kernel
+
+    rng = np.random.default_rng(31)
+    x = unit(rng, 70, 5)
+    d = x.shape[1]
+    ref_k = np.array([[np.exp(-np.linalg.norm(x[i].astype(np.float64) - x[j]) / d) for j in range(70)]
+                      for i in range(70)])
+    k = euclidean_dense_kernel(x)
+    np.testing.assert_allclose(k, ref_k, atol=2e-6)
+    best, want = np.zeros(70), []
+    for _ in range(15):
+        g = np.maximum(ref_k - best[:, None], 0).sum(axis=0)
+        g[want] = -1.0
+        j = int(np.argmax(g))
+        want.append(j)
+        best = np.maximum(best, ref_k[:, j])
+    res = sel("facility-location", kernel="euclidean-dense").run(context(x), np.arange(70), 15)
+    assert res.kept.tolist() == want
+    assert abs(res.details["objective"] - best.sum()) < 1e-3
+    with pytest.raises(ConfigError, match="dense_limit"):
+        sel("facility-location", kernel="euclidean-dense", dense_limit=50).run(context(x), np.arange(70), 5)
+
+
 def test_facility_location_selector_budget_and_stochastic() -> None:
     rng = np.random.default_rng(6)
     x, _ = blobs(rng, [60, 60, 60], d=8)
@@ -376,7 +403,8 @@ def test_semdedup_matches_the_transcribed_reference_rule() -> None:
 @pytest.mark.parametrize("name,params", [
     ("kmeans", {"k": 0}), ("kmeans", {"quota": "fair"}), ("kmeans", {"within": "sample"}),
     ("repr-filter", {"threshold": 1.5}), ("facility-location", {"method": "exact"}),
-    ("facility-location", {"knn": 0}), ("semdedup", {"eps": -1}), ("semdedup", {"order": "random"}),
+    ("facility-location", {"knn": 0}), ("facility-location", {"kernel": "rbf"}),
+    ("facility-location", {"kernel": "euclidean-dense", "method": "stochastic"}), ("semdedup", {"eps": -1}), ("semdedup", {"order": "random"}),
     ("semdedup-kept", {"order": "near"}), ("kmeans", {"clusters": 5}),
 ])
 def test_bad_params_are_config_errors(name: str, params: dict) -> None:
