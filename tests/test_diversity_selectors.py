@@ -173,6 +173,33 @@ def test_lazy_facility_location_matches_plain_greedy() -> None:
     assert np.all(np.diff(gains) <= 1e-9)  # submodular: greedy gains never increase
 
 
+def test_dense_euclidean_facility_location_matches_the_reference_rule() -> None:
+    """The reference kernel exp(-||x - y|| / d) over all pairs, and the plain greedy on it (transcribed:
+    every step, the gain of every unpicked j is sum_i max(K[i, j] - best_i, 0); the largest wins, lower j
+    on ties)."""
+    from siftkit.selectors.facility_location import euclidean_dense_kernel
+
+    rng = np.random.default_rng(31)
+    x = unit(rng, 70, 5)
+    d = x.shape[1]
+    ref_k = np.array([[np.exp(-np.linalg.norm(x[i].astype(np.float64) - x[j]) / d) for j in range(70)]
+                      for i in range(70)])
+    k = euclidean_dense_kernel(x)
+    np.testing.assert_allclose(k, ref_k, atol=2e-6)
+    best, want = np.zeros(70), []
+    for _ in range(15):
+        g = np.maximum(ref_k - best[:, None], 0).sum(axis=0)
+        g[want] = -1.0
+        j = int(np.argmax(g))
+        want.append(j)
+        best = np.maximum(best, ref_k[:, j])
+    res = sel("facility-location", kernel="euclidean-dense").run(context(x), np.arange(70), 15)
+    assert res.kept.tolist() == want
+    assert abs(res.details["objective"] - best.sum()) < 1e-3
+    with pytest.raises(ConfigError, match="dense_limit"):
+        sel("facility-location", kernel="euclidean-dense", dense_limit=50).run(context(x), np.arange(70), 5)
+
+
 def test_facility_location_selector_budget_and_stochastic() -> None:
     rng = np.random.default_rng(6)
     x, _ = blobs(rng, [60, 60, 60], d=8)
@@ -280,19 +307,19 @@ def test_length_kmeans_preset_shape() -> None:
 
 # ------------------------------------------------------------------------------------------------ semdedup
 
-def test_semdedup_single_cluster_matches_greedy_reference() -> None:
+def test_semdedup_kept_single_cluster_matches_greedy_reference() -> None:
     rng = np.random.default_rng(11)
     base = unit(rng, 60, 8)
     noisy = base[rng.integers(0, 60, size=140)] + 0.05 * rng.normal(size=(140, 8)).astype(np.float32)
     x = np.vstack([base, noisy]).astype(np.float32)
     ctx = context(x)
-    res = sel("semdedup", eps=0.05, k=1).run(ctx, np.arange(200), None)
+    res = sel("semdedup-kept", eps=0.05, k=1).run(ctx, np.arange(200), None)
     ref = sorted(ref_repr_filter(x, np.zeros(200), 0.95, 200))
     assert res.kept.tolist() == ref
     assert res.dropped["semantic_duplicate"] == 200 - len(ref) > 50
 
 
-def test_semdedup_per_cluster_reference_and_scores() -> None:
+def test_semdedup_kept_per_cluster_reference_and_scores() -> None:
     from siftkit.selectors.semdedup import semdedup_keep
 
     rng = np.random.default_rng(12)
@@ -322,12 +349,63 @@ def test_semdedup_uses_kmeans_and_keeps_one_per_duplicate_group(tmp_path) -> Non
         assert len({int(i[1:]) // 3 for i in [r["kept"], *r["duplicates"]]}) == 1
 
 
+def ref_semdedup(x, labels, eps, centroids=None, order="far"):
+    """The reference rule, transcribed from its description (METHODS.md): per cluster, sort the members
+    by cosine distance to the centroid (farthest first), take the upper triangle of their similarity
+    matrix, and drop member j when the column maximum (its similarity to any earlier member) > 1 - eps."""
+    keep = []
+    for c in sorted(set(labels.tolist())):
+        m = [i for i in range(len(x)) if labels[i] == c]
+        cen = x[m].mean(axis=0) if centroids is None else centroids[c]
+        cen = cen / np.linalg.norm(cen)
+        d = {i: 1.0 - float(x[i] @ cen) for i in m}
+        if order == "far":
+            m = sorted(m, key=lambda i: (-d[i], m.index(i)))
+        sim = np.array([[float(x[a] @ x[b]) for b in m] for a in m])
+        for j in range(len(m)):
+            if j == 0 or max(sim[i, j] for i in range(j)) <= 1 - eps:
+                keep.append(m[j])
+    return sorted(keep)
+
+
+def test_semdedup_three_points_reference_keeps_only_the_first() -> None:
+    ang = np.deg2rad([0.0, 16.0, 32.0])
+    x = np.stack([np.cos(ang), np.sin(ang)], axis=1).astype(np.float32)
+    ctx = context(x)
+    # walked 0, 16, 32: 16 is within 1 - 0.05 of 0, 32 of 16 (which was dropped): only 0 stays
+    ref = sel("semdedup", eps=0.05, k=1, order="pool").run(ctx, np.arange(3), None)
+    assert ref.kept.tolist() == [0] == ref_semdedup(x, np.zeros(3, int), 0.05, order="pool")
+    assert ref.dropped == {"semantic_duplicate": 2}
+    kept_only = sel("semdedup-kept", eps=0.05, k=1).run(ctx, np.arange(3), None)
+    assert kept_only.kept.tolist() == [0, 2]       # 32 vs the kept 0 only: cos 32 deg = 0.85 < 0.95
+
+
+def test_semdedup_matches_the_transcribed_reference_rule() -> None:
+    from siftkit.selectors.semdedup import semdedup_reference_keep
+
+    rng = np.random.default_rng(21)
+    base = unit(rng, 40, 6)
+    x = base[rng.integers(0, 40, size=240)] + 0.08 * rng.normal(size=(240, 6)).astype(np.float32)
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, 4, size=240)
+    cents = np.stack([x[labels == c].mean(axis=0) * 3.0 for c in range(4)])   # scale must not matter
+    for eps in (0.02, 0.1):
+        got = semdedup_reference_keep(x, labels, eps, cents, block=7).tolist()
+        assert got == ref_semdedup(x, labels, eps, cents)
+        assert got == semdedup_reference_keep(x, labels, eps, None, block=64).tolist()   # mean centroid
+    res = sel("semdedup", eps=0.1, k=1).run(context(x), np.arange(240), None)
+    assert res.kept.tolist() == ref_semdedup(x, np.zeros(240, int), 0.1)
+    assert len(res.kept) < len(sel("semdedup-kept", eps=0.1, k=1).run(context(x), np.arange(240), None).kept)
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 @pytest.mark.parametrize("name,params", [
     ("kmeans", {"k": 0}), ("kmeans", {"quota": "fair"}), ("kmeans", {"within": "sample"}),
     ("repr-filter", {"threshold": 1.5}), ("facility-location", {"method": "exact"}),
-    ("facility-location", {"knn": 0}), ("semdedup", {"eps": -1}), ("kmeans", {"clusters": 5}),
+    ("facility-location", {"knn": 0}), ("facility-location", {"kernel": "rbf"}),
+    ("facility-location", {"kernel": "euclidean-dense", "method": "stochastic"}), ("semdedup", {"eps": -1}), ("semdedup", {"order": "random"}),
+    ("semdedup-kept", {"order": "near"}), ("kmeans", {"clusters": 5}),
 ])
 def test_bad_params_are_config_errors(name: str, params: dict) -> None:
     with pytest.raises(ConfigError):

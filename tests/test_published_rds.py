@@ -61,6 +61,62 @@ def test_round_robin_matches_reference(budget):
         assert set(first.values()) == {10}
 
 
+def ref_rds_scripts(x: np.ndarray, t: np.ndarray, tasks: list[str], budget: int) -> list[int]:
+    """The released scripts' rules, transcribed from their description: dense similarities; one task: each
+    example pops its next-best item per turn, and a pop of an already-taken item is a lost turn; several
+    tasks: each item's task score is its max over the task's examples, each task sorts by it, and the
+    tasks pop in turn, again losing the turn on an item already taken."""
+    sims = x.astype(np.float64) @ t.astype(np.float64).T
+    budget = min(budget, len(x))
+    order = list(dict.fromkeys(tasks))
+    if len(order) == 1:
+        lists = [sorted(range(len(x)), key=lambda i: (-sims[i, q], i)) for q in range(len(t))]
+    else:
+        lists = []
+        for tk in order:
+            score = {i: max(sims[i, q] for q in range(len(t)) if tasks[q] == tk) for i in range(len(x))}
+            lists.append(sorted(range(len(x)), key=lambda i: (-score[i], i)))
+    picks: list[int] = []
+    while len(picks) < budget:
+        for lst in lists:
+            if len(picks) == budget:
+                break
+            item = lst.pop(0)
+            if item not in picks:
+                picks.append(item)
+    return picks
+
+
+@pytest.mark.parametrize("budget", [1, 10, 33, 150, 300])
+@pytest.mark.parametrize("tasks", [["a"] * 5, ["a", "a", "a", "b", "c"], ["a", "b", "a", "b", "b"]])
+def test_reference_rule_matches_the_transcribed_scripts(budget, tasks):
+    rng = np.random.default_rng(budget + len(set(tasks)))
+    x = unit(rng, 300, 6)
+    t = unit(rng, 5, 6)
+    got = rds_select(x, t, np.asarray(tasks, dtype=object), budget, chunk=50, rule="reference")
+    assert got.tolist() == ref_rds_scripts(x, t, tasks, budget)
+    assert len(got) == min(budget, 300) == len(set(got.tolist()))
+
+
+def test_reference_and_balanced_rules_differ_as_documented():
+    rng = np.random.default_rng(7)
+    x = unit(rng, 400, 4)
+    t = unit(rng, 6, 4)
+    one = np.asarray(["a"] * 6, dtype=object)
+    bal = rds_select(x, t, one, 120, rule="balanced")
+    ref = rds_select(x, t, one, 120, rule="reference")
+    assert bal.tolist() != ref.tolist()          # lost turns change some picks
+    two = np.asarray(["a", "a", "a", "a", "a", "b"], dtype=object)
+    ref2 = rds_select(x, t, two, 40, rule="reference")
+    # with the aggregated rule task a is one list (max over its examples): its picks are the top of that max
+    score_a = (x @ t[:5].T).max(axis=1)
+    top_a = np.argsort(-score_a, kind="stable")
+    picks_a = ref2.tolist()[0::2]
+    assert set(picks_a) <= set(top_a[:40].tolist())
+    with pytest.raises(ConfigError, match="rule"):
+        rds_select(x, t, one, 10, rule="fair")
+
+
 def test_identical_targets_force_the_larger_k_retry():
     rng = np.random.default_rng(1)
     x = unit(rng, 200, 4)

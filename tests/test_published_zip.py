@@ -1,4 +1,5 @@
-"""ZIP (Entropy Law): faithful vs fast mode, the DEFLATE 32 KB window, and the selector's behaviour."""
+"""ZIP (Entropy Law): fast vs recompress (same picks), the faithful (published) rule with its discard and
+text rendering against a transcription, the DEFLATE 32 KB window, and the selector's behaviour."""
 
 from __future__ import annotations
 
@@ -58,11 +59,11 @@ def test_deflate_window_blind_to_duplicates_older_than_32kb(cls):
     assert abs(old - unseen) < 0.05 * unseen                    # not recognised: costs what a new text costs
 
 
-def test_faithful_and_fast_select_the_same_rows():
+def test_recompress_and_fast_select_the_same_rows():
     rng = np.random.default_rng(2)
     base = [rand_text(rng, int(rng.integers(30, 300)), vocab=300) for _ in range(25)]
     texts = base + [b + b" extra" for b in base[:15]] + [rand_text(rng, 100, vocab=20000) for _ in range(20)]
-    a, da = zip_select(texts, 23, k1=30, k2=12, k3=5, mode="faithful")
+    a, da = zip_select(texts, 23, k1=30, k2=12, k3=5, mode="recompress")
     b, db = zip_select(texts, 23, k1=30, k2=12, k3=5, mode="fast")
     assert len(a) == 23 and len(set(a.tolist())) == 23
     assert a.tolist() == b.tolist()
@@ -92,12 +93,69 @@ def test_selector_runs_on_a_pool_and_keeps_candidates_only():
     res = sel.run(_ctx(pool), cands, 7)
     assert len(res.kept) == 7 and set(res.kept.tolist()) <= set(cands.tolist())
     assert res.dropped == {"over_budget": 13}
-    res2 = make(selector_class("zip"), {"k1": 20, "k2": 8, "k3": 3, "mode": "faithful"}, "zip").run(
+    res2 = make(selector_class("zip"), {"k1": 20, "k2": 8, "k3": 3, "mode": "recompress"}, "zip").run(
         _ctx(pool), cands, 7)
     assert res2.kept.tolist() == res.kept.tolist()
 
 
-@pytest.mark.parametrize("params", [{"mode": "exact"}, {"k1": 5, "k2": 10}, {"k3": 0}, {"level": 0},
+def ref_zip_published(texts, budget, k1, k2, k3, sep=b"\n", prefix=b"", suffix=b""):
+    """The published rule, transcribed from its description: stage 1 the k1 lowest stored scores among the
+    unused, stage 2 re-score them against the selected set and keep the k2 lowest, *all marked used*,
+    stage 3 a greedy group of k3 of them (the rest are lost); whole recompression, float64, ties in list
+    order (lower row first)."""
+    def ratio(items):
+        data = prefix + sep.join(items) + suffix
+        return len(data) / len(zlib.compress(data, 9))
+
+    score = [len(t) / len(zlib.compress(t, 9)) for t in texts]
+    used, selected = set(), []
+    while len(selected) < budget and len(used) < len(texts):
+        stage1 = sorted((i for i in range(len(texts)) if i not in used), key=lambda i: (score[i], i))[:k1]
+        for i in stage1:
+            score[i] = ratio([texts[j] for j in selected] + [texts[i]])
+        stage2 = sorted(stage1, key=lambda i: score[i])[:k2]
+        used |= set(stage2)
+        group: list[int] = []
+        for _ in range(min(k3, budget - len(selected))):
+            best = min(stage2, key=lambda i: ratio([texts[j] for j in group] + [texts[i]]))
+            stage2.remove(best)
+            group.append(best)
+            selected.append(best)
+    return selected
+
+
+@pytest.mark.parametrize("render", ["text", "str"])
+def test_faithful_matches_the_transcribed_published_rule(render):
+    rng = np.random.default_rng(5)
+    base = [rand_text(rng, int(rng.integers(30, 300)), vocab=300) for _ in range(25)]
+    texts = base + [b + b" extra" for b in base[:15]] + [rand_text(rng, 100, vocab=20000) for _ in range(20)]
+    kw = {"sep": b", ", "prefix": b"[", "suffix": b"]"} if render == "str" else {"sep": b"\n"}
+    got, d = zip_select(texts, 23, k1=30, k2=12, k3=5, mode="faithful", **kw)
+    assert got.tolist() == ref_zip_published(texts, 23, 30, 12, 5, **kw)
+    assert d["rounds"] == 5 and d["discarded"] == 4 * (12 - 5) + (12 - 3)
+    clean, _ = zip_select(texts, 23, k1=30, k2=12, k3=5, mode="fast", **kw)
+    assert clean.tolist() != got.tolist()          # the discard changes the selection
+    # the discard exhausts the pool: 60 texts, 12 used per round -> 5 rounds of 5 = 25 < 30
+    short, d2 = zip_select(texts, 30, k1=30, k2=12, k3=5, mode="faithful", **kw)
+    assert len(short) == 25 and d2["discarded"] == 35
+    assert short.tolist() == ref_zip_published(texts, 30, 30, 12, 5, **kw)
+
+
+def test_faithful_selector_renders_the_sharegpt_str():
+    rng = np.random.default_rng(6)
+    queries = [rand_text(rng, 30, vocab=100).decode() for _ in range(30)]
+    pool = qa_pool(queries)
+    params = {"k1": 20, "k2": 8, "k3": 3, "mode": "faithful", "render": "str"}
+    res = make(selector_class("zip"), params, "zip").run(_ctx(pool), np.arange(30, dtype=np.int64), 9)
+    texts = [str([{"from": "human", "value": q}, {"from": "gpt", "value": f"answer {i}"}]).encode()
+             for i, q in enumerate(queries)]
+    assert res.kept.tolist() == ref_zip_published(texts, 9, 20, 8, 3, b", ", b"[", b"]")
+    assert res.dropped["zip_discarded"] == 3 * 5 and sum(res.dropped.values()) == 30 - 9
+    with pytest.raises(ConfigError, match="render"):
+        make(selector_class("zip"), {"render": "str", "segment": "query"}, "zip")
+
+
+@pytest.mark.parametrize("params", [{"mode": "exact"}, {"render": "repr"}, {"k1": 5, "k2": 10}, {"k3": 0}, {"level": 0},
                                     {"segment": "turns"}])
 def test_bad_config(params):
     with pytest.raises(ConfigError, match="zip"):

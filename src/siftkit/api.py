@@ -224,14 +224,16 @@ def run(recipe: str | dict[str, Any], overrides: dict[str, Any] | None = None,
 
 
 def write(selection: Selection, out_dir: str, *, format: str = "original", file_format: str = "jsonl",
-          report: bool = False, diversity: bool = False, overwrite: bool = False) -> dict[str, Any]:
+          report: bool = False, diversity: bool = False, overwrite: bool = False,
+          order: str | None = None) -> dict[str, Any]:
     """Write selected records, manifest.json, README.md, ``_siftkit/`` (per-record status, rejects) and
     report.html to ``out_dir``, atomically (docs/outputs.md). A non-empty folder that is not a siftkit
-    output is refused unless ``overwrite``."""
+    output is refused unless ``overwrite``. ``order``: the records file's order, ``pool`` or ``pick``
+    (default: the run's ``output.order``, else ``pool``)."""
     from .output import write_selection
 
     return write_selection(selection, out_dir, format, file_format, report or diversity, diversity,
-                           overwrite=overwrite)
+                           overwrite=overwrite, order=order)
 
 
 def report(out_dir: str, path: str | None = None) -> str:

@@ -255,7 +255,8 @@ def cmd_select(a: argparse.Namespace) -> int:
         decontaminate=getattr(a, "decontaminate", None) or None,
         output={"dir": a.out, "format": a.output_format, "file_format": a.file_format,
                 "report": a.report or a.diversity, "diversity": a.diversity,
-                **({"escape_special_tokens": True} if a.escape_special_tokens else {})})
+                **({"escape_special_tokens": True} if a.escape_special_tokens else {}),
+                **({"order": a.order} if a.order != "pool" else {})})
     if a.method is None and a.preset is None and not a.stratify:
         progress.info("no --method given: using random (the study's strong baseline)")
     cfg = build_config(data, "select")
@@ -405,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", "-o", required=True, help="output folder")
     o.add_argument("--output-format", choices=["original", "messages", "sharegpt", "alpaca"], default="original")
     o.add_argument("--file-format", choices=["jsonl", "parquet"], default="jsonl")
+    o.add_argument("--order", choices=["pool", "pick"], default="pool",
+                   help="order of the records file: pool (input order, the default) or pick (the order the "
+                        "budgeted selector picked them: any prefix is a smaller selection of the same kind); "
+                        "_siftkit/selection.parquet's rank holds the pick order either way")
     o.add_argument("--report", action="store_true", help="also write report.html")
     o.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     o.add_argument("--escape-special-tokens", action="store_true",

@@ -34,7 +34,7 @@ from .errors import ConfigError
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
             "workers", "engine", "preset", "models", "decontaminate"}
-OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity", "escape_special_tokens"}
+OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity", "escape_special_tokens", "order"}
 OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
 FILE_FORMATS = ("jsonl", "parquet")
 STEP_ROLES = ("filter", "dedup", "select", "step")
@@ -231,6 +231,8 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: output: unknown key(s) {sorted(unknown)}; allowed: {sorted(OUTPUT_KEYS)}")
     if output.get("format", "original") not in OUTPUT_FORMATS:
         raise ConfigError(f"{source}: output.format must be one of {OUTPUT_FORMATS}")
+    if output.get("order", "pool") not in ("pool", "pick"):
+        raise ConfigError(f"{source}: output.order must be 'pool' or 'pick', got {output.get('order')!r}")
     if output.get("file_format", "jsonl") not in FILE_FORMATS:
         raise ConfigError(f"{source}: output.file_format must be one of {FILE_FORMATS}")
     signals = data.get("signals") or []

@@ -2,13 +2,15 @@
 
 Files (see docs/outputs.md)::
 
-    selected.jsonl | selected.parquet   the chosen records (pool order), original or converted
+    selected.jsonl | selected.parquet   the chosen records (pool order, or pick order with
+                                        --order pick), original or converted
     README.md                           dataset card: tells ``datasets.load_dataset(OUT)`` to load
                                         selected.* only
     manifest.json                       inputs (paths, sizes, sha256), config, seed, versions, counts,
                                         steps, signal and embedding fingerprints, timings (written last)
     report.html                         (with --report)
     _siftkit/selection.parquet          every pool record: id, source, file, row, status, rank
+                                        (rank: pick order of the budgeted step, -1 unselected)
     _siftkit/rejects.jsonl              records that could not be used, with file/line/field/reason
     _siftkit/report.parquet             (pools not re-readable from the manifest's inputs) the columns
                                         ``siftkit report`` needs
@@ -46,6 +48,7 @@ from .io.writers import dataset_info_entry, write_jsonl, write_records
 from .pipeline import Selection
 
 MANIFEST_VERSION = 1
+RECORD_ORDERS = ("pool", "pick")             # output.order / --order: the records file's order
 SIDE_DIR = "_siftkit"                       # side files; load_dataset(OUT) reads selected.* only
 SELECTION_FILE = f"{SIDE_DIR}/selection.parquet"
 REJECTS_FILE = f"{SIDE_DIR}/rejects.jsonl"
@@ -205,13 +208,15 @@ def _with_length_signals(sel: Selection) -> pa.Table:
 
 def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_format: str = "jsonl",
                     report: bool = False, diversity: bool = False, overwrite: bool = False,
-                    escape_special_tokens: bool | None = None) -> dict[str, Any]:
+                    escape_special_tokens: bool | None = None, order: str | None = None) -> dict[str, Any]:
     """Write the output folder (see the module docstring): each file into a temporary folder, manifest
     last, then swap it into place. ``overwrite`` replaces a non-empty folder that is not a siftkit output.
     A full disk raises DiskFullError (exit 5) and leaves the previous output as it was.
     ``escape_special_tokens`` (default: the run's ``output.escape_special_tokens``) writes literal special
     tokens in an inert form (``siftkit.signals.special_tokens.escape_special_tokens``), in whichever format
-    is written; the pool itself is not changed."""
+    is written; the pool itself is not changed. ``order`` (default: the run's ``output.order``, else
+    ``pool``) is the order of the records file: ``pool`` (input order) or ``pick`` (the order the budgeted
+    step picked them, the ``rank`` of ``_siftkit/selection.parquet``, which is written either way)."""
     import time
 
     t0 = time.perf_counter()
@@ -224,7 +229,13 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
 
         os.mkdir(at(SIDE_DIR))
         sel_name = f"selected.{ext}"
-        chosen = sel.pool.table.take(pa.array(sel.selected, pa.int64()))
+        if order is None:
+            order = str((sel.config.output or {}).get("order", "pool"))
+        if order not in RECORD_ORDERS:
+            raise ConfigError(f"output order must be one of {RECORD_ORDERS}, got {order!r}")
+        picks = np.asarray(getattr(sel, "pick_order", sel.selected), dtype=np.int64)
+        rows = picks if order == "pick" else sel.selected
+        chosen = sel.pool.table.take(pa.array(rows, pa.int64()))
         if escape_special_tokens is None:
             escape_special_tokens = bool((sel.config.output or {}).get("escape_special_tokens", False))
         with progress.stage("write", total=int(chosen.num_rows)) as st:
@@ -250,8 +261,10 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
             outputs["dataset_info"] = "dataset_info.json"
         if escape_special_tokens:
             outputs["escape_special_tokens"] = True
+        if order == "pick":
+            outputs["order"] = "pick"
         rank = np.full(len(sel.pool), -1, dtype=np.int64)
-        rank[sel.selected] = np.arange(len(sel.selected))
+        rank[picks] = np.arange(len(picks))     # the pick order of the budgeted step (pool order if none)
         status_tbl = pa.table({
             "id": sel.pool.table.column("id"), "source": sel.pool.table.column("source"),
             "file": sel.pool.table.column("file"), "row": sel.pool.table.column("row"),

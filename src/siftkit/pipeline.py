@@ -44,7 +44,9 @@ class StepReport:
 
 @dataclass
 class Selection:
-    """The outcome of a run: the pool, its signals and the chosen pool rows (sorted, pool order)."""
+    """The outcome of a run: the pool, its signals and the chosen pool rows (``selected``: sorted, pool
+    order; ``order``: the same rows in the order the last budgeted step picked them, i.e. the rank written
+    to ``_siftkit/selection.parquet``; pool order when no step ranks)."""
 
     pool: Pool
     signals: pa.Table
@@ -61,6 +63,13 @@ class Selection:
     # Per-record columns a step reports (e.g. decontaminate's matched eval item), aligned with the pool;
     # written into selection.parquet beside the status.
     record_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    order: np.ndarray | None = None                               # selected rows in pick order (rank)
+
+    @property
+    def pick_order(self) -> np.ndarray:
+        """The selected rows in pick order (k-center's coverage ranking, kmeans' round-robin over clusters,
+        RDS's round-robin, top's descending value, random's draw order); ``selected`` when unranked."""
+        return self.selected if self.order is None else self.order
 
     def cache_hits(self) -> dict[str, Any]:
         """Per signal: records computed now vs reused from the cache (varies between runs)."""
@@ -273,7 +282,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         reports.append(StepReport(spec.role, spec.selector, sel.config(), len(candidates), len(kept),
                                   dict(res.dropped), res.details, time.perf_counter() - ts,
                                   {fp: e["name"] for fp, e in used.items()}))
-        candidates = kept if spec.role == "select" else np.sort(kept)
+        candidates = kept if spec.role == "select" else np.sort(kept)   # a select step's kept: pick order
         if len(candidates) == 0:
             raise EmptyResultError(f"{spec.where} ({spec.selector}) left no records: nothing to select")
     if cfg.budget is not None and not any(s.role == "select" for s in cfg.steps):
@@ -285,7 +294,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles,
-                     dict(ctx._vectors), ctx.vector_loader, budget, record_columns)
+                     dict(ctx._vectors), ctx.vector_loader, budget, record_columns, candidates)
 
 
 def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:

@@ -132,7 +132,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "zip": {
         "ref": "Yin et al., 2024, Entropy Law: The Story Behind Data Compression and LLM Performance (ZIP)",
         "doc": "ZIP (Entropy Law): greedy minimisation of the selected set's zlib-9 compression ratio, "
-               "k1/k2/k3 = 10,000/200/100, fast mode (same picks as the faithful one).",
+               "k1/k2/k3 = 10,000/200/100, fast mode (same picks as recompressing; mode 'faithful' is the "
+               "published code's rule, which discards k2 - k3 stage-2 winners per round).",
         "steps": [{"dedup": "exact"}, {"select": "zip", "mode": "fast"}],
     },
     "rds-plus": {

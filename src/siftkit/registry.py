@@ -50,6 +50,7 @@ SELECTOR_MODULES: dict[str, str] = {
     "facility-location": "siftkit.selectors.facility_location",
     "minhash-dedup": "siftkit.selectors.near_dedup",
     "semdedup": "siftkit.selectors.semdedup",
+    "semdedup-kept": "siftkit.selectors.semdedup",
     "ifd-filter": "siftkit.selectors.ifd_filter",
     "zip": "siftkit.selectors.zip",
     "instag-coverage": "siftkit.selectors.instag",

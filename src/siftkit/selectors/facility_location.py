@@ -4,6 +4,11 @@ sim is cosine similarity clipped at 0, restricted to a kNN graph (each candidate
 neighbours, itself included): never a dense N x N kernel. The kNN graph is exact (faiss flat index) up to
 ``exact_limit`` candidates and approximate above it (faiss IVF, ``nprobe`` lists searched): documented.
 
+``kernel="euclidean-dense"``: the Superfiltering-D reference's kernel (submodlib's dense euclidean
+kernel), sim(i, j) = exp(-||x_i - x_j|| / d) for d-dimensional (normalised) rows, over all pairs: an
+N x N float32 matrix, so it is refused above ``dense_limit`` candidates (default 10,000: 400 MB).
+Lazy greedy only.
+
 - ``method="lazy"`` (default): lazy greedy with a max-heap of stale upper bounds. Identical output to the
   plain greedy on the same graph (ties: lower candidate position first).
 - ``method="stochastic"``: stochastic greedy (Mirzasoleiman et al. 2015): each step evaluates a random
@@ -123,13 +128,57 @@ def facility_location_greedy(nbr: np.ndarray, sim: np.ndarray, budget: int, meth
     return np.asarray(picks, dtype=np.int64), np.asarray(gains)
 
 
+KERNELS = ("cosine-knn", "euclidean-dense")
+
+
+def euclidean_dense_kernel(x: np.ndarray) -> np.ndarray:
+    """exp(-||x_i - x_j|| / d) for all pairs (N x N float32; d = the number of columns)."""
+    x = np.asarray(x, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    np.maximum(d2, 0.0, out=d2)
+    np.fill_diagonal(d2, 0.0)
+    return np.exp(-np.sqrt(d2) / x.shape[1]).astype(np.float32)
+
+
+def facility_location_dense(kernel: np.ndarray, budget: int,
+                            show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Lazy greedy on a dense symmetric kernel (N x N): gain(j) = sum_i max(K[i, j] - cover_i, 0).
+    Same picks as the plain greedy (ties: lower position first). Returns (picks, gains)."""
+    n = len(kernel)
+    budget = min(budget, n)
+    cover = np.zeros(n, dtype=np.float64)
+    picks: list[int] = []
+    gains: list[float] = []
+    heap = [(-float(g), j) for j, g in enumerate(kernel.sum(axis=1, dtype=np.float64).tolist())]
+    heapq.heapify(heap)
+    with progress.bar("facility-location", total=budget, show=show_progress) as bar:
+        while len(picks) < budget and heap:
+            _, j = heapq.heappop(heap)
+            g = float(np.maximum(kernel[j] - cover, 0.0).sum())
+            if not heap or (-g, j) <= heap[0]:
+                np.maximum(cover, kernel[j], out=cover)
+                picks.append(j)
+                gains.append(g)
+                bar.update(1)
+            else:
+                heapq.heappush(heap, (-g, j))
+    return np.asarray(picks, dtype=np.int64), np.asarray(gains)
+
+
 @register_selector("facility-location")
 class FacilityLocationSelect(Selector):
     role = "select"
     requires, requires_for = ("faiss",), "the kNN graph"
 
     def __init__(self, embedding: dict[str, Any] | str | None = None, knn: int = 10, method: str = "lazy",
-                 epsilon: float = 0.01, exact_limit: int = 100_000, nprobe: int = 16):
+                 epsilon: float = 0.01, exact_limit: int = 100_000, nprobe: int = 16,
+                 kernel: str = "cosine-knn", dense_limit: int = 10_000):
+        if kernel not in KERNELS:
+            raise ConfigError(f"facility-location: kernel must be one of {KERNELS}, got {kernel!r}")
+        if kernel == "euclidean-dense" and method != "lazy":
+            raise ConfigError("facility-location: the dense kernel runs the lazy greedy (method 'lazy')")
+        self.kernel, self.dense_limit = kernel, int(dense_limit)
         if int(knn) < 1:
             raise ConfigError(f"facility-location: knn must be >= 1, got {knn}")
         if method not in ("lazy", "stochastic"):
@@ -140,8 +189,11 @@ class FacilityLocationSelect(Selector):
         self.epsilon, self.exact_limit, self.nprobe = float(epsilon), int(exact_limit), int(nprobe)
 
     def config(self) -> dict[str, Any]:
-        return {"embedding": self.embedding, "knn": self.knn, "method": self.method, "epsilon": self.epsilon,
-                "exact_limit": self.exact_limit, "nprobe": self.nprobe}
+        cfg = {"embedding": self.embedding, "knn": self.knn, "method": self.method, "epsilon": self.epsilon,
+               "exact_limit": self.exact_limit, "nprobe": self.nprobe}
+        if self.kernel != "cosine-knn":     # the default stays out: existing fingerprints unchanged
+            cfg.update(kernel=self.kernel, dense_limit=self.dense_limit)
+        return cfg
 
     def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
         if budget is None:
@@ -150,6 +202,15 @@ class FacilityLocationSelect(Selector):
         if not len(candidates):
             return StepResult(kept=candidates)
         x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        if self.kernel == "euclidean-dense":
+            if len(candidates) > self.dense_limit:
+                raise ConfigError(f"facility-location: the dense kernel needs an N x N matrix; {len(candidates):,} "
+                                  f"candidates exceed dense_limit {self.dense_limit:,} (raise it, or use "
+                                  f"kernel 'cosine-knn')")
+            picks, gains = facility_location_dense(euclidean_dense_kernel(x), budget, show_progress=True)
+            return StepResult(kept=candidates[picks],
+                              dropped={"over_budget": int(len(candidates) - len(picks))},
+                              details={"objective": float(gains.sum()), "kernel": self.kernel})
         seed = int(ctx.rng("facility-location:knn").integers(2**31 - 1))
         nbr, sim = knn_graph(x, self.knn + 1, self.exact_limit, self.nprobe, seed, show_progress=True)
         picks, gains = facility_location_greedy(nbr, sim, budget, self.method, self.epsilon,

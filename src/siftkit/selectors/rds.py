@@ -11,9 +11,16 @@ Scores: cosine similarity between every candidate and every target example, comp
 kept (numpy arrays of Q x k merged chunk by chunk: no dense N x Q matrix is stored). ``k`` starts at
 ``2 * ceil(budget / Q) + 16`` and doubles if a target example runs out of unselected candidates.
 
-Selection (round-robin): tasks take turns; inside a task its target examples take turns; at its turn an
-example takes its most similar not-yet-selected candidate. Stops at exactly ``budget`` (every task gets
-the same share, +-1). Output order is the pick order.
+Selection, ``rule="balanced"`` (the default, siftkit's): tasks take turns; inside a task its target
+examples take turns; at its turn an example takes its most similar not-yet-selected candidate. Stops at
+exactly ``budget`` (every task gets the same share, +-1).
+
+``rule="reference"`` reproduces the released scripts. One task: the examples take turns, each taking its
+next-ranked candidate, and an example whose next candidate is already taken loses its turn (its pointer
+still moves on). Several tasks (the aggregated script): each candidate is scored per task by its max
+cosine over that task's examples, each task ranks the candidates by that score, and the tasks take turns
+in the same way (a task whose next candidate is already taken loses its turn). Ties: lower row first.
+Output order is the pick order in both rules.
 """
 
 from __future__ import annotations
@@ -79,15 +86,61 @@ def round_robin(ranked: np.ndarray, task_of: np.ndarray, budget: int, n: int) ->
     return np.asarray(picks, dtype=np.int64)
 
 
+RULES = ("balanced", "reference")
+
+
+def turns_losing(ranked: np.ndarray, budget: int, n: int) -> np.ndarray | None:
+    """The reference's round-robin over ranked lists (P x k rows into 0..n-1, one list per participant: a
+    target example or a task): in round r each participant takes its rank-r row unless that row is already
+    taken (then its turn is lost). ``None`` when the lists end before the budget is met."""
+    budget = min(budget, n)
+    taken = np.zeros(n, dtype=bool)
+    picks: list[int] = []
+    for r in range(ranked.shape[1]):
+        for row in ranked[:, r].tolist():
+            if not taken[row]:
+                taken[row] = True
+                picks.append(row)
+                if len(picks) == budget:
+                    return np.asarray(picks, dtype=np.int64)
+    return None
+
+
+def task_max_ranking(ranked: np.ndarray, values: np.ndarray, task_of: np.ndarray, k: int) -> np.ndarray:
+    """Per task, its ``k`` best rows by the max similarity over the task's examples (ties: lower row), from
+    the examples' own top-k lists: a row in a task's true top-k is in the top-k of the example reaching its
+    max, so the merge is exact. Returns T x k, tasks in first-seen order."""
+    tasks = list(dict.fromkeys(task_of.tolist()))
+    out = np.zeros((len(tasks), k), dtype=np.int64)
+    for ti, tk in enumerate(tasks):
+        ex = np.flatnonzero(task_of == tk)
+        rows, vals = ranked[ex].ravel(), values[ex].ravel()
+        order = np.lexsort((rows, -vals))            # best first; for each row its first hit is its max
+        rows = rows[order]
+        _, first = np.unique(rows, return_index=True)
+        out[ti] = rows[np.sort(first)][:k]
+    return out
+
+
 def rds_select(x: np.ndarray, t: np.ndarray, task_of: np.ndarray, budget: int,
-               chunk: int = 65536) -> np.ndarray:
-    """Positions into ``x`` (L2-normalised candidate vectors) chosen by RDS+ round-robin for targets ``t``."""
+               chunk: int = 65536, rule: str = "balanced") -> np.ndarray:
+    """Positions into ``x`` (L2-normalised candidate vectors) chosen by RDS+ round-robin for targets ``t``
+    (``rule``: ``balanced`` or ``reference``, see the module docstring)."""
+    if rule not in RULES:
+        raise ConfigError(f"rds: rule must be one of {RULES}, got {rule!r}")
     n, q = len(x), len(t)
     budget = min(budget, n)
-    k = 2 * -(-budget // max(q, 1)) + 16
+    n_tasks = len(set(task_of.tolist()))
+    turns = n_tasks if rule == "reference" and n_tasks > 1 else q    # lists that take turns
+    k = min(n, 2 * -(-budget // max(turns, 1)) + 16)
     while True:
-        ranked, _ = topk_per_target(x, t, k, chunk)
-        picks = round_robin(ranked, task_of, budget, n)
+        ranked, values = topk_per_target(x, t, k, chunk)
+        if rule == "balanced":
+            picks = round_robin(ranked, task_of, budget, n)
+        elif n_tasks == 1:
+            picks = turns_losing(ranked, budget, n)
+        else:       # full-length lists: the union of a task's examples' top-k holds >= k rows
+            picks = turns_losing(task_max_ranking(ranked, values, task_of, ranked.shape[1]), budget, n)
         if picks is not None:
             return picks
         if k >= n:                    # cannot happen: with k = n every example sees every candidate
@@ -101,7 +154,10 @@ class RDSSelect(Selector):
 
     def __init__(self, targets: str | list[str] | None = None, model: str | None = None,
                  embedding: dict[str, Any] | str | None = None, task_by: str = "source",
-                 chunk: int = 65536):
+                 chunk: int = 65536, rule: str = "balanced"):
+        if rule not in RULES:
+            raise ConfigError(f"rds: rule must be one of {RULES}, got {rule!r}")
+        self.rule = rule
         if not targets:
             raise ConfigError("rds: 'targets' must name a file or folder of target-task conversations")
         if embedding is None:
@@ -119,7 +175,10 @@ class RDSSelect(Selector):
         self.task_by, self.chunk = task_by, int(chunk)
 
     def config(self) -> dict[str, Any]:
-        return {"targets": self.targets, "embedding": self.embedding, "task_by": self.task_by}
+        cfg = {"targets": self.targets, "embedding": self.embedding, "task_by": self.task_by}
+        if self.rule != "balanced":      # the default stays out of the config: fingerprints unchanged
+            cfg["rule"] = self.rule
+        return cfg
 
     def target_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(Q x d normalised target vectors, task label per target), encoded like the pool."""
@@ -138,7 +197,7 @@ class RDSSelect(Selector):
         x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
         if x.shape[1] != t.shape[1]:
             raise ConfigError(f"rds: pool vectors are {x.shape[1]}-d but targets are {t.shape[1]}-d")
-        picks = rds_select(x, t, tasks, budget, self.chunk)
+        picks = rds_select(x, t, tasks, budget, self.chunk, self.rule)
         kept = candidates[picks]
         uniq, counts = np.unique(tasks, return_counts=True)
         return StepResult(kept=kept, dropped={"over_budget": int(len(candidates) - len(kept))},

@@ -1,11 +1,18 @@
-"""``semdedup``: semantic deduplication (SemDeDup, Abbas et al. 2023).
+"""Semantic deduplication (SemDeDup, Abbas et al. 2023): two rules.
 
-k-means (faiss) on L2-normalised embeddings; inside each cluster, walk the members in order (``by``
-descending when given, else pool order) and drop a member whose cosine similarity to an *earlier kept*
-member exceeds 1 - ``eps``. The within-cluster walk is the exact batched greedy of ``repr-filter`` (no
-m x m matrix for a cluster of m, only blocks), so the largest clusters do not dominate memory or time.
-Pairs that fall in different clusters are not compared: that is the method's (documented) approximation;
-``k=1`` makes it exact and quadratic.
+``semdedup`` (the reference rule): k-means (faiss) on L2-normalised embeddings; inside each cluster, order
+the members by cosine distance to the cluster's centroid (``order="far"``, farthest first, the reference
+code's default; ``"near"``, nearest first; ``"pool"``; or ``by=<column>`` descending) and drop member j when
+its cosine similarity to *any* earlier member in that order exceeds 1 - ``eps``, whether or not that earlier
+member was itself dropped (the reference's max over the upper triangle of the cluster's similarity matrix).
+Each cluster is computed in row blocks (block x m similarities for a cluster of m, never m x m).
+
+``semdedup-kept`` (siftkit's earlier rule, gentler): the same clusters, but member j is compared only with
+earlier *kept* members, walking in pool order (or ``by`` descending): a chain a~b~c with a and c apart keeps
+a and c, where the reference keeps only a. It is the exact batched greedy of ``repr-filter``.
+
+Pairs that fall in different clusters are not compared in either rule: that is the method's (documented)
+approximation; ``k=1`` makes it exact and quadratic.
 """
 
 from __future__ import annotations
@@ -23,9 +30,58 @@ from .kmeans import kmeans_labels
 from .repr_filter import greedy_threshold_filter, order_by_score
 
 
+WALK_ORDERS = ("far", "near", "pool")
+
+
+def any_earlier_similar(xm: np.ndarray, threshold: float, block: int = 2048) -> np.ndarray:
+    """For rows ``xm`` (normalised, in walk order): True where the row's cosine to any earlier row is
+    > ``threshold``. Row blocks of at most ~32M similarities."""
+    m = len(xm)
+    out = np.zeros(m, dtype=bool)
+    block = max(1, min(int(block), (1 << 25) // max(m, 1)))
+    for s in range(0, m, block):
+        e = min(m, s + block)
+        sims = xm[s:e] @ xm[:e].T
+        sims[np.arange(e)[None, :] >= np.arange(s, e)[:, None]] = -np.inf   # only earlier rows count
+        out[s:e] = sims.max(axis=1) > threshold
+    return out
+
+
+def semdedup_reference_keep(x: np.ndarray, labels: np.ndarray, eps: float, centroids: np.ndarray | None = None,
+                            order: str = "far", scores: np.ndarray | None = None, block: int = 2048,
+                            on_cluster: Any = None) -> np.ndarray:
+    """Positions kept (sorted) under the reference rule. ``centroids[c]`` is cluster c's centroid (the mean
+    of its members when None); the walk inside a cluster is by cosine distance to it (``far`` first or
+    ``near`` first, ties by position), or ``pool`` order, or ``scores`` descending (NaN last) when given."""
+    if order not in WALK_ORDERS:
+        raise ConfigError(f"semdedup: order must be one of {WALK_ORDERS}, got {order!r}")
+    n = len(x)
+    kept: list[np.ndarray] = []
+    for c in np.unique(labels).tolist():
+        members = np.flatnonzero(labels == c)
+        if on_cluster is not None:
+            on_cluster(len(members))
+        if len(members) == 1:
+            kept.append(members)
+            continue
+        xm = np.asarray(x[members], dtype=np.float32)
+        if scores is not None:
+            walk = order_by_score(scores[members], len(members))
+        elif order == "pool":
+            walk = np.arange(len(members))
+        else:
+            cen = xm.mean(axis=0) if centroids is None else np.asarray(centroids[c], dtype=np.float32)
+            dist = 1.0 - (xm @ cen) / max(float(np.linalg.norm(cen)), 1e-12)
+            walk = np.argsort(-dist if order == "far" else dist, kind="stable")
+        gone = any_earlier_similar(xm[walk], 1.0 - eps, block)
+        kept.append(members[walk[~gone]])
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+
 def semdedup_keep(x: np.ndarray, labels: np.ndarray, eps: float, scores: np.ndarray | None = None,
                   block: int = 2048, on_cluster: Any = None) -> np.ndarray:
-    """Positions kept (sorted) given normalised rows ``x`` and cluster ``labels``."""
+    """Positions kept (sorted) under the kept-only rule (``semdedup-kept``) given normalised rows ``x`` and
+    cluster ``labels``."""
     n = len(x)
     rank = order_by_score(scores, n)          # global walk order; each cluster walks its members in it
     pos_in_walk = np.empty(n, dtype=np.int64)
@@ -54,8 +110,16 @@ class SemDeDup(Selector):
     def requirements(self) -> dict[str, str]:
         return {} if self.k == 1 else super().requirements()   # one cluster: no k-means
 
+    rule = "any"      # the reference: compare with every earlier member of the cluster
+
     def __init__(self, eps: float = 0.05, k: int | None = None, by: str | None = None,
-                 embedding: dict[str, Any] | str | None = None, niter: int = 20, clusters_path: str | None = None):
+                 embedding: dict[str, Any] | str | None = None, niter: int = 20, clusters_path: str | None = None,
+                 order: str = "far"):
+        if order not in WALK_ORDERS:
+            raise ConfigError(f"{self.name}: order must be one of {WALK_ORDERS}, got {order!r}")
+        if self.rule == "kept" and order != "far":
+            raise ConfigError(f"{self.name}: walks in pool order (or by=<column>); 'order' is semdedup's")
+        self.order = order
         if not 0 <= float(eps) < 2:
             raise ConfigError(f"semdedup: eps must be in [0, 2) (cosine threshold 1 - eps), got {eps}")
         if k is not None and int(k) < 1:
@@ -67,7 +131,10 @@ class SemDeDup(Selector):
         return [self.by] if self.by else []
 
     def config(self) -> dict[str, Any]:
-        return {"eps": self.eps, "k": self.k, "by": self.by, "embedding": self.embedding, "niter": self.niter}
+        cfg = {"eps": self.eps, "k": self.k, "by": self.by, "embedding": self.embedding, "niter": self.niter}
+        if self.rule == "any":
+            cfg["order"] = self.order
+        return cfg
 
     def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
         candidates = np.asarray(candidates, dtype=np.int64)
@@ -77,13 +144,18 @@ class SemDeDup(Selector):
         x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
         # default: clusters of ~1,000 points, as the paper's 50K clusters for 100M+ documents suggest
         k = self.k if self.k is not None else max(1, n // 1000)
+        centroids = None
         if k > 1:
-            labels, _ = kmeans_labels(x, k, int(ctx.rng("semdedup").integers(2**31 - 1)), self.niter)
+            labels, centroids = kmeans_labels(x, k, int(ctx.rng("semdedup").integers(2**31 - 1)), self.niter)
         else:
             labels = np.zeros(n, dtype=np.int64)
         scores = np.asarray(ctx.column(self.by)[candidates], dtype=np.float64) if self.by else None
-        with progress.bar("semdedup", total=n) as bar:
-            keep = semdedup_keep(x, labels, self.eps, scores, on_cluster=bar.update)
+        with progress.bar(self.name, total=n) as bar:
+            if self.rule == "any":
+                keep = semdedup_reference_keep(x, labels, self.eps, centroids, self.order, scores,
+                                               on_cluster=bar.update)
+            else:
+                keep = semdedup_keep(x, labels, self.eps, scores, on_cluster=bar.update)
             bar.set(kept=len(keep), clusters=int(labels.max()) + 1)
         details: dict[str, Any] = {"clusters": int(labels.max()) + 1, "threshold": 1.0 - self.eps}
         if self.clusters_path:
@@ -117,3 +189,11 @@ class SemDeDup(Selector):
                 fh.write(orjson.dumps({"kept": ids[k_row], "duplicates": ids[dup].tolist(),
                                        "size": int(len(dup) + 1)}) + b"\n")
         return path
+
+
+@register_selector("semdedup-kept")
+class SemDeDupKept(SemDeDup):
+    """The kept-only rule: a member is dropped when it is too similar to an earlier *kept* member (pool
+    order or ``by`` descending). Gentler than the reference ``semdedup``; siftkit's ``semdedup`` until issue 18."""
+
+    rule = "kept"
