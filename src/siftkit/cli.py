@@ -298,6 +298,35 @@ def _finish(sel: Any, cfg: Any, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evolve(a: argparse.Namespace) -> int:
+    from .api import evolve
+
+    params: dict[str, Any] = {}
+    for k in ("endpoint", "model", "api_key_env", "target", "rounds", "temperature", "seed", "max_tokens",
+              "min_chars", "max_chars", "prompts_file", "concurrency"):
+        v = getattr(a, k)
+        if v is not None:
+            params[k] = v
+    if a.operations:
+        params["operations"] = [o.strip() for o in a.operations.split(",") if o.strip()]
+    if a.no_seeds:
+        params["include_seeds"] = False
+    if a.recipe:
+        if a.inputs:
+            raise ConfigError("evolve: give inputs or --recipe, not both")
+        m = evolve(recipe=a.recipe, **params)
+    else:
+        if not a.inputs or not a.out:
+            raise ConfigError("evolve: give INPUTS and --out (or --recipe)")
+        m = evolve(a.inputs, a.out, format=a.format, file_format=a.file_format, cache_dir=a.cache_dir,
+                   on_error=a.on_error, **params)
+    c = m["counts"]
+    progress.info(f"evolve: {c['written']} record(s) written ({c['evolved']} evolved), eliminated "
+                  + (", ".join(f"{k}: {v}" for k, v in c["eliminated"].items()) or "none")
+                  + f"; requests {m['usage']['requests']}, cache hits {m['usage']['cache_hits']}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .api import report
 
@@ -422,6 +451,31 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--out", "-o", help="output folder (overrides output.dir)")
     ru.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ru.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("evolve", help="evolve instructions or responses with an LLM (Evol-Instruct / DEITA); "
+                        "records with lineage + manifest", epilog=EPILOG)
+    ev.add_argument("inputs", nargs="*", help="seed files or folders (any format siftkit reads)")
+    ev.add_argument("--recipe", help="an evolve recipe (YAML: inputs, output, cache_dir, evolve)")
+    ev.add_argument("--out", help="output folder")
+    ev.add_argument("--endpoint", help="base URL of an OpenAI-compatible server (http://127.0.0.1:8080/v1)")
+    ev.add_argument("--model", help="model name (default: the first the server lists)")
+    ev.add_argument("--api-key-env", dest="api_key_env", help="NAME of the variable holding the API key")
+    ev.add_argument("--target", choices=["instruction", "response"], help="what to evolve (default instruction)")
+    ev.add_argument("--rounds", type=int, help="rounds M (default 1)")
+    ev.add_argument("--operations", help="comma-separated operations (default: all of the target)")
+    ev.add_argument("--temperature", type=float)
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--max-tokens", dest="max_tokens", type=int)
+    ev.add_argument("--min-chars", dest="min_chars", type=int)
+    ev.add_argument("--max-chars", dest="max_chars", type=int)
+    ev.add_argument("--prompts-file", dest="prompts_file", help="YAML overriding siftkit's evolution prompts")
+    ev.add_argument("--concurrency", type=int)
+    ev.add_argument("--no-seeds", action="store_true", help="do not write the seeds themselves (round 0)")
+    ev.add_argument("--format", default="messages", choices=["messages", "sharegpt", "alpaca"])
+    ev.add_argument("--file-format", dest="file_format", default="jsonl", choices=["jsonl", "parquet"])
+    ev.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    ev.add_argument("--on-error", dest="on_error", default="raise", choices=["raise", "skip"])
+    ev.set_defaults(func=cmd_evolve)
 
     rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)
     rp.add_argument("out_dir", help="a folder written by select/run")
