@@ -216,3 +216,48 @@ def test_evolve_recipe_and_response_target(server, tmp_path):
     for r in rows[1:]:   # a response evolution keeps the instruction and rewrites the answer
         assert r["conversations"][0]["value"] == "Give an antonym of hot." and r["operation"] == "improve_response"
     assert pool.exists()
+
+
+# ---------------------------------------------------------------- the DEITA scorer pipeline
+
+def test_parse_scores_reasons():
+    from siftkit.generate.scorer import parse_scores
+
+    assert parse_scores('{"scores": [1, 6, 3]}', 3) == ([1, 6, 3], "")
+    assert parse_scores("not json", 3) == (None, "invalid_json")
+    assert parse_scores('{"scores": [1, 6]}', 3) == (None, "bad_schema")
+    assert parse_scores('{"scores": [1, 7, 2]}', 3) == (None, "bad_schema")
+    assert parse_scores('{"scores": [1, true, 2]}', 3) == (None, "bad_schema")
+
+
+def test_deita_scorer_pipeline_end_to_end(server, tmp_path):
+    """evolve -> one ranking call per seed -> (prompt, score) pairs -> train-scorer -> the deita signal loads
+    the trained scorer by path. A tiny random LM is the base (mechanics, not quality)."""
+    from scoring_tiny import build_tiny_lm, msgs, pool_table
+    from siftkit.generate.scorer import rank_variants, train_scorer
+    from siftkit.signals.compute import compute_signals
+
+    pool = write_jsonl(tmp_path / "seeds.jsonl", [
+        {"instruction": "Name a primary colour.", "input": "", "output": "Red."},
+        {"instruction": "Give an antonym of hot.", "input": "", "output": "cold"}])
+    cache = str(tmp_path / "cache")
+    evolve(str(pool), str(tmp_path / "ev"), cache_dir=cache, endpoint=server.url, rounds=1, max_tokens=40)
+    m = rank_variants(str(tmp_path / "ev" / "evolved.jsonl"), str(tmp_path / "rank"), endpoint=server.url,
+                      cache_dir=cache, max_tokens=40)
+    c = m["counts"]
+    assert c["groups"] == 2 and c["groups_kept"] + sum(c["groups_failed"].values()) == 2
+    assert m["usage"]["requests"] == 2                 # one call per seed, every variant in it
+    pairs = _lines(tmp_path / "rank" / "pairs.jsonl")
+    assert len(pairs) == c["pairs"] and all(1 <= p["score"] <= 6 for p in pairs)
+    assert pairs and {p["root_id"] for p in pairs} <= {r["root_id"] for r in _lines(tmp_path / "ev" / "evolved.jsonl")}
+    base = build_tiny_lm(tmp_path / "base")
+    info = train_scorer(str(tmp_path / "rank" / "pairs.jsonl"), str(base), str(tmp_path / "scorer"),
+                        train={"epochs": 1, "batch_size": 2, "micro_batch_size": 2, "max_length": 256,
+                               "lr": 1e-3}, device="cpu")
+    assert info["pairs"] == len(pairs) and info["steps"] >= 1
+    t = compute_signals(pool_table([msgs(("user", "Name a colour."), ("assistant", "Red."))]),
+                        [{"name": "deita", "complexity_model": str(tmp_path / "scorer"),
+                          "quality_model": str(tmp_path / "scorer"), "device": "cpu"}],
+                        cache_dir=str(tmp_path / "sig"))
+    v = t.column("deita_complexity").to_pylist()[0]
+    assert 1.0 <= v <= 6.0
