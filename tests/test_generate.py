@@ -235,6 +235,8 @@ def test_deita_scorer_pipeline_end_to_end(server, tmp_path):
     the trained scorer by path. A tiny random LM is the base (mechanics, not quality)."""
     from scoring_tiny import build_tiny_lm, msgs, pool_table
     from siftkit.generate.scorer import rank_variants, train_scorer
+
+    assert callable(rank_variants)
     from siftkit.signals.compute import compute_signals
 
     pool = write_jsonl(tmp_path / "seeds.jsonl", [
@@ -242,8 +244,10 @@ def test_deita_scorer_pipeline_end_to_end(server, tmp_path):
         {"instruction": "Give an antonym of hot.", "input": "", "output": "cold"}])
     cache = str(tmp_path / "cache")
     evolve(str(pool), str(tmp_path / "ev"), cache_dir=cache, endpoint=server.url, rounds=1, max_tokens=40)
-    m = rank_variants(str(tmp_path / "ev" / "evolved.jsonl"), str(tmp_path / "rank"), endpoint=server.url,
-                      cache_dir=cache, max_tokens=40)
+    r = _cli("rank-variants", str(tmp_path / "ev" / "evolved.jsonl"), "--out", str(tmp_path / "rank"),
+             "--endpoint", server.url, "--cache-dir", cache, "--max-tokens", "40", "-q")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "rank" / "manifest.json").read_text())
     c = m["counts"]
     assert c["groups"] == 2 and c["groups_kept"] + sum(c["groups_failed"].values()) == 2
     assert m["usage"]["requests"] == 2                 # one call per seed, every variant in it
@@ -261,3 +265,12 @@ def test_deita_scorer_pipeline_end_to_end(server, tmp_path):
                         cache_dir=str(tmp_path / "sig"))
     v = t.column("deita_complexity").to_pylist()[0]
     assert 1.0 <= v <= 6.0
+    # the rerun of the ranking comes from the cache
+    m2 = rank_variants(str(tmp_path / "ev" / "evolved.jsonl"), str(tmp_path / "rank2"), endpoint=server.url,
+                       cache_dir=cache, max_tokens=40)
+    assert m2["usage"]["requests"] == 0
+    assert (tmp_path / "rank2" / "pairs.jsonl").read_bytes() == (tmp_path / "rank" / "pairs.jsonl").read_bytes()
+    # bad pairs are a config error naming the line (before any model is loaded)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "x", "response": "y", "score": 9}])
+    r = _cli("train-scorer", str(bad), "--base-model", str(base), "--out", str(tmp_path / "s2"), "-q")
+    assert r.returncode == 2 and "bad.jsonl:1: score must be an integer 1-6" in r.stderr

@@ -327,6 +327,31 @@ def cmd_evolve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank_variants(a: argparse.Namespace) -> int:
+    from .generate.scorer import rank_variants
+
+    m = rank_variants(a.evolved, a.out, endpoint=a.endpoint, model=a.model or "", kind=a.kind,
+                      cache_dir=a.cache_dir, max_tokens=a.max_tokens, api_key_env=a.api_key_env)
+    c = m["counts"]
+    progress.info(f"rank-variants: {c['pairs']} (prompt, score) pair(s) from {c['groups_kept']} of {c['groups']} "
+                  f"seed(s); failed {c['groups_failed'] or 'none'}; wrote {os.path.join(a.out, 'pairs.jsonl')}")
+    return 0
+
+
+def cmd_train_scorer(a: argparse.Namespace) -> int:
+    from .generate.scorer import train_scorer
+
+    train: dict[str, Any] = {}
+    for k in ("epochs", "lr", "max_length", "batch_size", "micro_batch_size", "mode"):
+        v = getattr(a, k)
+        if v is not None:
+            train[k] = v
+    info = train_scorer(a.pairs, a.base_model, a.out, kind=a.kind, train=train, seed=a.seed, device=a.device)
+    progress.info(f"train-scorer: {info['pairs']} pair(s), {info['steps']} step(s), loss {info['train_loss']:.4f}; "
+                  f"use it with the deita signal: {a.kind}_model={a.out}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .api import report
 
@@ -476,6 +501,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
     ev.add_argument("--on-error", dest="on_error", default="raise", choices=["raise", "skip"])
     ev.set_defaults(func=cmd_evolve)
+
+    rk = sub.add_parser("rank-variants", help="DEITA: score each seed's evolved variants in one judge call; "
+                        "(prompt, score) pairs", epilog=EPILOG)
+    rk.add_argument("evolved", help="an evolve output's evolved.jsonl (messages format)")
+    rk.add_argument("--out", required=True, help="output folder (pairs.jsonl, manifest.json)")
+    rk.add_argument("--endpoint", required=True)
+    rk.add_argument("--model")
+    rk.add_argument("--api-key-env", dest="api_key_env")
+    rk.add_argument("--kind", choices=["complexity", "quality"], default="complexity")
+    rk.add_argument("--max-tokens", dest="max_tokens", type=int, default=64)
+    rk.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    rk.set_defaults(func=cmd_rank_variants)
+
+    ts = sub.add_parser("train-scorer", help="DEITA: fine-tune a causal LM to emit the score of (prompt, score) "
+                        "pairs; load it in the deita signal by path", epilog=EPILOG)
+    ts.add_argument("pairs", help="pairs.jsonl from rank-variants")
+    ts.add_argument("--base-model", dest="base_model", required=True, help="hub name, folder or .gguf")
+    ts.add_argument("--out", required=True, help="folder for the trained scorer")
+    ts.add_argument("--kind", choices=["complexity", "quality"], default="complexity")
+    ts.add_argument("--mode", choices=["full", "lora"])
+    ts.add_argument("--epochs", type=float)
+    ts.add_argument("--lr", type=float)
+    ts.add_argument("--max-length", dest="max_length", type=int)
+    ts.add_argument("--batch-size", dest="batch_size", type=int)
+    ts.add_argument("--micro-batch-size", dest="micro_batch_size", type=int)
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--device", default="auto")
+    ts.set_defaults(func=cmd_train_scorer)
 
     rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)
     rp.add_argument("out_dir", help="a folder written by select/run")
