@@ -5,6 +5,7 @@ proxy, every output format, lineage and reruns from the cache."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 import os
 import subprocess
 import sys
@@ -274,3 +275,72 @@ def test_deita_scorer_pipeline_end_to_end(server, tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "x", "response": "y", "score": 9}])
     r = _cli("train-scorer", str(bad), "--base-model", str(base), "--out", str(tmp_path / "s2"), "-q")
     assert r.returncode == 2 and "bad.jsonl:1: score must be an integer 1-6" in r.stderr
+
+
+# ---------------------------------------------------------------- siftkit testset
+
+def test_testset_documents_chunks_relations_and_filters(tmp_path):
+    from siftkit.errors import InputDataError
+    from siftkit.generate import testset as T
+
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "a.md").write_text("# Tides\n\nTides are caused by the gravity of the moon and the sun.\n\n"
+                            "Spring tides happen when the sun and moon line up.")
+    (d / "b.html").write_text("<html><style>x{}</style><body><p>The moon's gravity pulls the oceans.</p>"
+                              "<p>Neap tides are weaker.</p></body></html>")
+    (d / "c.jsonl").write_text('{"text": "Volcanoes erupt when magma rises."}\n')
+    (d / "d.bin").write_bytes(b"\x00")
+    docs, skipped = T.read_documents([str(d)])
+    assert [x["id"].rsplit("/", 1)[-1] for x in docs] == ["a.md", "b.html", "c.jsonl:1"]
+    assert "style" not in docs[1]["text"] and "x{}" not in docs[1]["text"] and "Neap" in docs[1]["text"]
+    assert skipped == {"unsupported_extension": 1}
+    (d / "e.jsonl").write_text('{"body": "no text field"}\n')
+    with pytest.raises(InputDataError, match=r"e.jsonl:1 \(field 'text'\)"):
+        T.read_documents([str(d)])
+    assert T.chunk("p1 " * 10 + "\n\n" + "p2 " * 10, chunk_chars=40, min_chars=5) == ["p1 " * 9 + "p1", "p2 " * 9 + "p2"]
+    rel = T.relate([docs[0]["text"], docs[1]["text"], docs[2]["text"]])
+    assert rel[0][0] == 1 and "moon" in rel[0][1] and rel[2][0] is None     # volcanoes share nothing
+    # the filters, on hand-made answers
+    assert T.question_reason("  ?? ") == "empty"
+    assert T.question_reason("What causes the tides on", finish_reason="length") == "truncated"
+    assert T.question_reason("Tides?") == "length"
+    assert T.question_reason("Why tides " * 35 + "?", max_question_words=60) == "length"
+    assert T.question_reason("What causes spring tides?") == ""
+    assert T.answer_reason("What causes tides?", "NOT IN CONTEXT") == "no_ground_truth"
+    assert T.answer_reason("Do the moon and sun cause tides?", "The moon and the sun.") == "answer_leak"
+    assert T.answer_reason("What causes tides?", "The gravity of the moon and sun.") == ""
+    assert T.critic_verdict('{"answerable": true}') and not T.critic_verdict('{"answerable": false}')
+    assert not T.critic_verdict("yes")
+    assert T.near_duplicates(["What causes spring tides in the sea?", "What causes spring tides in the sea ?",
+                              "Why do volcanoes erupt?"]) == [False, True, False]
+    picks = Counter(T._pick({"simple": 1, "multi_context": 3}, f"c{i}", 0) for i in range(400))
+    assert set(picks) == {"simple", "multi_context"} and 0.65 < picks["multi_context"] / 400 < 0.85
+    with pytest.raises(ConfigError, match="mix"):
+        T.testset([str(d)], str(tmp_path / "o"), endpoint=DEAD, model="m", mix={"hard": 1})
+
+
+def test_testset_real_server_kinds_lineage_manifest_rerun(server, tmp_path):
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    args = ["testset", str(docs / "generate.md"), str(docs / "judge.md"), "--endpoint", server.url,
+            "--max-chunks", "5", "--max-tokens", "40", "--cache-dir", str(tmp_path / "cache"),
+            "--mix", "simple=1,reasoning=1,conditional=1,multi_context=1,conversational=1", "-q"]
+    r = _cli(*args, "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["chunks"] == 5 and c["kept"] + c["dropped"] == 5
+    assert sum(c["dropped_by_reason"].values()) == c["dropped"]
+    assert set(c["dropped_by_reason"]) <= {"request_failed", "empty", "truncated", "length", "no_context",
+                                          "no_ground_truth", "answer_leak", "not_answerable", "near_duplicate"}
+    rows = _lines(tmp_path / "a" / "testset.jsonl")
+    assert len(rows) == c["kept"]
+    for q in rows:
+        assert q["question"] and q["ground_truth"] and q["contexts"] and q["kind"] in c["planned_by_kind"]
+        assert len(q["contexts"]) == (2 if q["kind"] == "multi_context" else 1)
+        assert q["chunk_id"] == q["context_ids"][0]
+    r2 = _cli(*args, "--out", str(tmp_path / "b"))
+    assert r2.returncode == 0, r2.stderr
+    m2 = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m2["usage"]["requests"] == 0
+    assert (tmp_path / "b" / "testset.jsonl").read_bytes() == (tmp_path / "a" / "testset.jsonl").read_bytes()

@@ -352,6 +352,26 @@ def cmd_train_scorer(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_testset(a: argparse.Namespace) -> int:
+    import json as _json
+
+    from .generate.testset import testset
+
+    mix = None
+    if a.mix:
+        try:
+            mix = {k: float(v) for k, v in (x.split("=", 1) for x in a.mix.split(","))}
+        except ValueError:
+            raise ConfigError(f"testset: --mix is KIND=WEIGHT,... (got {a.mix!r})") from None
+    m = testset(a.inputs, a.out, endpoint=a.endpoint, model=a.model or "", mix=mix, chunk_chars=a.chunk_chars,
+                max_chunks=a.max_chunks, text_field=a.text_field, max_tokens=a.max_tokens, seed=a.seed,
+                cache_dir=a.cache_dir, prompts_file=a.prompts_file, api_key_env=a.api_key_env)
+    c = m["counts"]
+    progress.info(f"testset: {c['kept']} question(s) kept of {c['chunks']} chunk(s) "
+                  f"({_json.dumps(c['kept_by_kind'])}); dropped {_json.dumps(c['dropped_by_reason'])}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .api import report
 
@@ -529,6 +549,24 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--device", default="auto")
     ts.set_defaults(func=cmd_train_scorer)
+
+    tq = sub.add_parser("testset", help="Ragas-style evaluation questions from documents (txt, md, html, jsonl)",
+                        epilog=EPILOG)
+    tq.add_argument("inputs", nargs="+", help="document files or folders")
+    tq.add_argument("--out", required=True)
+    tq.add_argument("--endpoint", required=True)
+    tq.add_argument("--model")
+    tq.add_argument("--api-key-env", dest="api_key_env")
+    tq.add_argument("--mix", help="KIND=WEIGHT,... over simple, reasoning, conditional, multi_context, "
+                    "conversational")
+    tq.add_argument("--chunk-chars", dest="chunk_chars", type=int, default=1200)
+    tq.add_argument("--max-chunks", dest="max_chunks", type=int)
+    tq.add_argument("--text-field", dest="text_field", default="text", help="the text field of .jsonl documents")
+    tq.add_argument("--max-tokens", dest="max_tokens", type=int, default=128)
+    tq.add_argument("--seed", type=int, default=0)
+    tq.add_argument("--prompts-file", dest="prompts_file")
+    tq.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    tq.set_defaults(func=cmd_testset)
 
     rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)
     rp.add_argument("out_dir", help="a folder written by select/run")
