@@ -344,3 +344,34 @@ def test_testset_real_server_kinds_lineage_manifest_rerun(server, tmp_path):
     m2 = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert m2["usage"]["requests"] == 0
     assert (tmp_path / "b" / "testset.jsonl").read_bytes() == (tmp_path / "a" / "testset.jsonl").read_bytes()
+
+
+def test_bench_testset_task(tmp_path):
+    from scoring_tiny import build_tiny_lm
+    from siftkit.bench.evals import testset as BT
+    from siftkit.bench.evals.common import EvalModel
+
+    assert BT.token_f1("The Moon and the sun", "the moon") == pytest.approx(2 * 0.4 * 1.0 / 1.4)
+    assert BT.token_f1("", "") == 1.0 and BT.token_f1("x", "y") == 0.0
+    path = write_jsonl(tmp_path / "testset.jsonl", [
+        {"id": "q1", "question": "What pulls the oceans?", "contexts": ["The moon's gravity pulls the oceans."],
+         "ground_truth": "The moon's gravity.", "kind": "simple"},
+        {"id": "q2", "question": "Which tides are weaker?", "contexts": ["Neap tides are weaker."],
+         "ground_truth": "Neap tides.", "kind": "reasoning"}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}])
+    with pytest.raises(ConfigError, match="bad.jsonl:1: a test-set item needs 'contexts'"):
+        BT.load_path(str(bad), {}, "testset:x")
+    items = BT.load_path(str(path), {"limits": {}}, f"testset:{path}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = build_tiny_lm(tmp_path / "m")
+    em = EvalModel(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), "chat",
+                   "cpu", batch_size=2)
+    score, recs = BT.run(em, items, {"max_new_tokens": {"testset": 8}})
+    assert len(recs) == 2 and {r["kind"] for r in recs} == {"simple", "reasoning"}
+    assert score == pytest.approx(sum(r["f1"] for r in recs) / 2)
+    from siftkit.bench.config import _eval
+
+    assert _eval({"tasks": [f"testset:{path}", "heldout"]}, "b.yaml")["tasks"][0] == f"testset:{path}"
+    with pytest.raises(ConfigError, match="no such file"):
+        _eval({"tasks": [f"testset:{tmp_path / 'none.jsonl'}"]}, "b.yaml")
