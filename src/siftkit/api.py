@@ -251,6 +251,14 @@ def evolve(inputs: Inputs | None = None, out_dir: str | None = None, *, recipe: 
                    on_error=on_error, **params)
 
 
+def testset(inputs: str | Sequence[str], out_dir: str, *, endpoint: str, **params: Any) -> dict[str, Any]:
+    """Ragas-style evaluation questions from documents (``siftkit testset``, docs/generate.md); ``params``
+    as :func:`siftkit.generate.testset.testset`. Returns the manifest."""
+    from .generate.testset import testset as _testset
+
+    return _testset([inputs] if isinstance(inputs, str) else list(inputs), out_dir, endpoint=endpoint, **params)
+
+
 def report(out_dir: str, path: str | None = None) -> str:
     """Re-create ``report.html`` for an output folder from its manifest (``siftkit report``)."""
     from .output import report_from_output

@@ -11,7 +11,8 @@ from them. Filters, in order (the reason is written and counted):
 ==================  =======================================================================
 ``request_failed``  the server refused a request
 ``empty``           no question (or only punctuation / stop words)
-``truncated``       the question stopped at ``max_tokens``
+``truncated``       the answer stopped at ``max_tokens`` with no "?" in it (a question is the text up to
+                    its first "?", :func:`extract_question`)
 ``length``          the question has fewer than 3 or more than ``max_question_words`` words
 ``no_context``      multi_context with no related chunk
 ``no_ground_truth`` the answer says the contexts do not hold it
@@ -172,8 +173,26 @@ def relate(chunks: list[str], keyphrases: int = 8, min_shared: int = 1) -> list[
     return out
 
 
+def extract_question(text: str) -> tuple[str, bool]:
+    """The question in a model's answer: the lines up to the first "?" (a model that goes on to answer or
+    ramble after its question is not penalised), else the whole text. Returns (question, found a "?")."""
+    k = text.find("?")
+    if k < 0:
+        return text.strip(), False
+    start = text.rfind("\n\n", 0, k)          # the paragraph holding the question mark
+    q = text[start + 2 if start >= 0 else 0: k + 1].strip()
+    for pre in ("question:", "new question:", "q:"):
+        if q.lower().startswith(pre):
+            q = q[len(pre):].strip()
+    return q, True
+
+
 def question_reason(question: str, *, finish_reason: str | None = None, max_question_words: int = 60) -> str:
-    q = question.strip()
+    """Why a question (the model's raw answer) is dropped, or "": a question mark ends the question, so a
+    cut-off answer is ``truncated`` only when it has none."""
+    q, found = extract_question(question)
+    if found:
+        finish_reason = None
     ws = words(q)
     if not ws or all(w in STOPWORDS for w in ws):
         return "empty"
@@ -318,7 +337,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
         if why:
             drop(it, why, "simple", t)
         else:
-            it["simple_question"] = it["question"] = t.strip()
+            it["simple_question"] = it["question"] = extract_question(t)[0]
     live = [it for it in live if "_dropped" not in it]
     # 2. evolutions
     ev = [it for it in live if it["kind"] != "simple"]
@@ -329,7 +348,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
         if why:
             drop(it, why, "evolve", t)
         else:
-            it["question"] = t.strip()
+            it["question"] = extract_question(t)[0]
     live = [it for it in live if "_dropped" not in it]
     ctx = lambda it: "\n\n".join(f"[context {k + 1}]\n{c}" for k, c in enumerate(it["contexts"]))  # noqa: E731
     # 3. ground truths
