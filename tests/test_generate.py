@@ -307,6 +307,9 @@ def test_testset_documents_chunks_relations_and_filters(tmp_path):
     assert T.question_reason("Tides?") == "length"
     assert T.question_reason("Why tides " * 35 + "?", max_question_words=60) == "length"
     assert T.question_reason("What causes spring tides?") == ""
+    assert T.question_reason("Spring tides are caused by the moon.") == "not_a_question"
+    assert T.evolution_reason("What causes tides?", "what causes TIDES ?") == "no_evolution"
+    assert T.evolution_reason("What causes tides?", "If the moon vanished, what would cause tides?") == ""
     assert T.extract_question("Question: What causes spring tides?\nThey happen when the sun") == \
         ("What causes spring tides?", True)
     assert T.question_reason("What causes spring tides? They happen when", finish_reason="length") == ""
@@ -326,15 +329,16 @@ def test_testset_documents_chunks_relations_and_filters(tmp_path):
 def test_testset_real_server_kinds_lineage_manifest_rerun(server, tmp_path):
     docs = Path(__file__).resolve().parents[1] / "docs"
     args = ["testset", str(docs / "generate.md"), str(docs / "judge.md"), "--endpoint", server.url,
-            "--max-chunks", "3", "--max-tokens", "40", "--cache-dir", str(tmp_path / "cache"),
+            "--max-chunks", "2", "--max-tokens", "32", "--cache-dir", str(tmp_path / "cache"),
             "--mix", "simple=1,reasoning=1,conditional=1,multi_context=1,conversational=1", "-q"]
     r = _cli(*args, "--out", str(tmp_path / "a"))
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     c = m["counts"]
-    assert c["chunks"] == 3 and c["kept"] + c["dropped"] == 3
+    assert c["chunks"] == 2 and c["kept"] + c["dropped"] == 2
     assert sum(c["dropped_by_reason"].values()) == c["dropped"]
     assert set(c["dropped_by_reason"]) <= {"request_failed", "empty", "truncated", "length", "no_context",
+                                          "not_a_question", "no_evolution",
                                           "no_ground_truth", "answer_leak", "not_answerable", "near_duplicate"}
     rows = _lines(tmp_path / "a" / "testset.jsonl")
     assert len(rows) == c["kept"]

@@ -14,6 +14,8 @@ from them. Filters, in order (the reason is written and counted):
 ``truncated``       the answer stopped at ``max_tokens`` with no "?" in it (a question is the text up to
                     its first "?", :func:`extract_question`)
 ``length``          the question has fewer than 3 or more than ``max_question_words`` words
+``not_a_question``  no "?" in the answer
+``no_evolution``    an evolved question with the same words as the simple question it came from
 ``no_context``      multi_context with no related chunk
 ``no_ground_truth`` the answer says the contexts do not hold it
 ``answer_leak``     the ground truth's content words are all in the question already
@@ -200,7 +202,14 @@ def question_reason(question: str, *, finish_reason: str | None = None, max_ques
         return "truncated"
     if not 3 <= len(ws) <= max_question_words:
         return "length"
+    if not found:
+        return "not_a_question"
     return ""
+
+
+def evolution_reason(simple: str, evolved: str) -> str:
+    """``no_evolution`` when the evolved question has the same words as the simple one, else ""."""
+    return "no_evolution" if words(simple) == words(evolved) else ""
 
 
 def answer_reason(question: str, ground_truth: str) -> str:
@@ -344,7 +353,9 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
     got = ask([body(P[it["kind"]].format(question=it["question"], context=it["contexts"][0],
                                          context2=it["contexts"][-1]), it["id"] + "/evolve") for it in ev])
     for it, (t, fin, fail) in zip(ev, got):
-        why = "request_failed" if fail else question_reason(t, finish_reason=fin, max_question_words=max_question_words)
+        why = "request_failed" if fail else (
+            question_reason(t, finish_reason=fin, max_question_words=max_question_words)
+            or evolution_reason(it["simple_question"], extract_question(t)[0]))
         if why:
             drop(it, why, "evolve", t)
         else:
