@@ -5,10 +5,10 @@ proxy, every output format, lineage and reruns from the cache."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -130,7 +130,7 @@ def test_pipeline_reasons_from_a_prefilled_cache(tmp_path):
     assert m["usage"]["requests"] == 0 and m["usage"]["cache_hits"] == 11
     rows = _lines(out / "evolved.jsonl")
     assert len(rows) == 10 and m["counts"]["written"] == 10 and m["counts"]["evolved"] == 1
-    child = [r for r in rows if r["round"] == 1][0]
+    child = next(r for r in rows if r["round"] == 1)
     assert child["operation"] == "deepen" and child["root_id"] == child["parent_id"] == ids[0]
     assert child["messages"][1]["content"].startswith("Orange")
     elim = _lines(out / "_siftkit" / "eliminated.jsonl")

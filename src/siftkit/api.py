@@ -241,7 +241,8 @@ def evolve(inputs: Inputs | None = None, out_dir: str | None = None, *, recipe: 
     ``inputs`` and ``out_dir`` with ``siftkit.generate.EvolveConfig`` fields as keywords (``endpoint``,
     ``rounds``, ``target``, ``operations``, ...), or a ``recipe`` path (``params`` then override its
     ``evolve`` keys). Writes ``out_dir/evolved.*`` and a manifest; returns the manifest."""
-    from .generate.evolve import evolve as _evolve, run_recipe
+    from .generate.evolve import evolve as _evolve
+    from .generate.evolve import run_recipe
 
     if recipe is not None:
         return run_recipe(recipe, params)

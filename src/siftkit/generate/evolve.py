@@ -65,7 +65,7 @@ STOPWORDS = frozenset("""a an the and or but if then so of to in on at by for wi
 being it its this that these those there here i you he she we they me him her us them my your our their what
 which who whom whose when where why how not no yes do does did done have has had can could will would shall
 should may might must just also very too than into over under about up down out off again only own same such
-some any each all both few more most other nor ok okay""".split())
+some any each all both few more most other nor ok okay""".split())  # noqa: SIM905
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 

@@ -138,8 +138,7 @@ def rank_variants(evolved: str, out_dir: str, *, endpoint: str, model: str = "",
                           "instruction": u, "response": a, "score": int(s)})
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "pairs.jsonl"), "wb") as fh:
-        for p in pairs:
-            fh.write(orjson.dumps(p, option=orjson.OPT_APPEND_NEWLINE))
+        fh.writelines(orjson.dumps(p, option=orjson.OPT_APPEND_NEWLINE) for p in pairs)
     manifest = {"command": "rank", "siftkit_version": __version__, "kind": kind, "model": ep.model,
                 "counts": {"records": len(rows), "groups": len(roots), "groups_kept": len(roots) - sum(failed.values()),
                            "groups_failed": dict(sorted(failed.items())), "pairs": len(pairs)},

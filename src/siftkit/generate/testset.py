@@ -361,7 +361,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
         else:
             it["question"] = extract_question(t)[0]
     live = [it for it in live if "_dropped" not in it]
-    ctx = lambda it: "\n\n".join(f"[context {k + 1}]\n{c}" for k, c in enumerate(it["contexts"]))  # noqa: E731
+    ctx = lambda it: "\n\n".join(f"[context {k + 1}]\n{c}" for k, c in enumerate(it["contexts"]))
     # 3. ground truths
     got = ask([body(P["answer"].format(question=it["question"], contexts=ctx(it), not_in_context=NOT_IN_CONTEXT),
                     it["id"] + "/answer") for it in live])
