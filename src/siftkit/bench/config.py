@@ -235,8 +235,11 @@ def _eval(e: Any, src: str) -> dict[str, Any]:
     if not isinstance(tasks, list) or not tasks:
         raise ConfigError(f"{src}: eval.tasks must be a non-empty list of {', '.join(TASKS)} or lm_eval:NAME")
     for t in tasks:
-        if not isinstance(t, str) or (t not in TASKS and not t.startswith("lm_eval:")):
-            raise ConfigError(f"{src}: eval.tasks: unknown task {t!r}; known: {', '.join(TASKS)}, lm_eval:NAME")
+        if not isinstance(t, str) or (t not in TASKS and not t.startswith(("lm_eval:", "testset:"))):
+            raise ConfigError(f"{src}: eval.tasks: unknown task {t!r}; known: {', '.join(TASKS)}, lm_eval:NAME, "
+                              "testset:PATH")
+        if t.startswith("testset:") and not os.path.isfile(t.split(":", 1)[1]):
+            raise ConfigError(f"{src}: eval.tasks: {t}: no such file (a testset.jsonl made by siftkit testset)")
     if len(set(tasks)) != len(tasks):
         raise ConfigError(f"{src}: eval.tasks repeat: {tasks}")
     if out["limit"] is not None:

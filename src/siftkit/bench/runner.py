@@ -174,6 +174,10 @@ class Bench:
                 self._items[task] = self.heldout[:lim] if lim else self.heldout
             elif task.startswith("lm_eval:"):
                 self._items[task] = []
+            elif task.startswith("testset:"):
+                from .evals import testset as ts
+
+                self._items[task] = ts.load_path(task.split(":", 1)[1], self.cfg.eval, task, seed=0)
             else:
                 import importlib
 
@@ -201,11 +205,18 @@ class Bench:
 
                 score, hib, recs = lm_eval_task.run(model, lm.tokenizer, task.split(":", 1)[1], task_limit(ev, task),
                                                     int(ev["batch_size"]))
+            elif task.startswith("testset:"):
+                from .evals import testset as ts
+
+                score, recs = ts.run(em, self.items(task), ev)
+                hib = True
             else:
                 mod = importlib.import_module(f"siftkit.bench.evals.{task}")
                 score, recs = mod.run(em, self.items(task), ev)
                 hib = HIGHER_IS_BETTER[task]
-            write_jsonl(os.path.join(cell_dir, "eval", f"{task.replace(':', '_')}.jsonl"), recs)
+            fname = "testset_" + os.path.basename(task.split(":", 1)[1]) if task.startswith("testset:") else \
+                task.replace(":", "_")
+            write_jsonl(os.path.join(cell_dir, "eval", f"{fname}.jsonl"), recs)
             scores[task], higher[task] = float(score), hib
             secs[task] = round(time.perf_counter() - t0, 2)
             progress.info(f"  {task}: {score:.4f} ({len(recs)} items, {secs[task]:.0f}s)")

@@ -1,0 +1,384 @@
+"""siftkit evolve: elimination rules on hand-made answers (a pre-filled response cache, no server), and the
+whole command against the real local llama.cpp server (the session fixture of conftest.py), with the fault
+proxy, every output format, lineage and reruns from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_jsonl
+from llm_helpers import FaultProxy
+from siftkit.errors import ConfigError, EndpointError
+from siftkit.generate import EvolveConfig, eliminate, evolve, load_prompts
+from siftkit.generate.evolve import _Evolver, _rewrite_prompt
+from siftkit.llm.cache import ResponseCache, request_key
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TW = load_prompts()["template_words"]
+DEAD = "http://127.0.0.1:9/v1"      # nothing listens: every answer must come from the cache
+
+
+def _lines(p: Path) -> list[dict]:
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+
+# ---------------------------------------------------------------- the rules, one by one
+
+@pytest.mark.parametrize("parent,text,stage,fin,why", [
+    ("Name a colour.", "   ", "instruction", "stop", "empty"),
+    ("Name a colour.", "Name a colour that is the colour of a ripe tomato and", "instruction", "length",
+     "truncated"),
+    ("Name a colour.", "the, of ... and!", "instruction", "stop", "stopwords"),
+    ("Name a colour.", "?!", "answer", "stop", "stopwords"),
+    ("Name a colour.", "Rewritten task: name a colour of the sky at dusk.", "instruction", "stop",
+     "template_copied"),
+    ("Name a colour.", "Sorry, I cannot help with that request.", "answer", "stop", "could_not_answer"),
+    ("Name a colour.", "Name " + "a very long colour " * 30, "instruction", "stop", "length"),
+    ("Name a colour.", "Hue", "answer", "stop", "length"),
+    ("Name a colour.", "name a COLOUR", "instruction", "stop", "no_gain"),
+    ("Name a colour of the sky.", "Name the sky.", "instruction", "stop", "no_gain"),
+    ("Name a colour.", "Name a colour and explain why painters mix it from two others.", "instruction",
+     "stop", ""),
+    ("Name a colour.", "Red.", "answer", "stop", ""),            # an answer needs no gain over its request
+])
+def test_each_elimination_rule(parent, text, stage, fin, why):
+    lim = {"min_chars": 4, "max_chars": 200} if stage == "answer" else {"min_chars": 8, "max_chars": 200}
+    assert eliminate(parent, text, stage=stage, template_words=TW, finish_reason=fin, **lim) == why
+
+
+def test_template_words_in_the_parent_are_not_a_copy_and_refusal_kept_if_long():
+    p = "Explain what a rewritten task is in a data set."
+    assert eliminate(p, "Explain what a rewritten task is in a data set, with two examples.", stage="instruction",
+                     template_words=TW) == ""
+    long_sorry = "Sorry is a word; " + "here is a detailed history of apologies in letters " * 10
+    assert eliminate("Write about the word sorry.", long_sorry, stage="answer", template_words=TW,
+                     max_chars=10_000) == ""
+
+
+def test_prompts_override_and_bad_prompts(tmp_path):
+    p = load_prompts()
+    assert {"constraints", "deepen", "concretise", "reasoning", "complicate_input", "breadth",
+            "improve_response"} <= set(p["operations"])
+    f = tmp_path / "p.yaml"
+    f.write_text("system: Be terse.\noperations:\n  shorten:\n    kind: instruction\n    template: 'Shorter: {instruction}'\n")
+    q = load_prompts(str(f))
+    assert q["system"] == "Be terse." and "shorten" in q["operations"] and "deepen" in q["operations"]
+    f.write_text("operations:\n  bad:\n    kind: response\n    template: 'no response slot {instruction}'\n")
+    with pytest.raises(ConfigError, match=r"bad.*\{response\}"):
+        load_prompts(str(f))
+    with pytest.raises(ConfigError, match="unknown instruction operation 'nope'"):
+        evolve([], str(tmp_path / "o"), endpoint=DEAD, model="m", operations=["nope"], cache_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="format must be one of"):
+        evolve([], str(tmp_path / "o"), format="original", endpoint=DEAD, model="m")
+
+
+# ---------------------------------------------------------------- the pipeline on hand-made answers
+
+def _answer(text: str, finish: str = "stop") -> dict:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+
+def test_pipeline_reasons_from_a_prefilled_cache(tmp_path):
+    seeds = {   # seed instruction -> (hand-made rewrite, its finish, hand-made answer of the rewrite or None)
+        "Name a colour.": ("Name a colour found in autumn leaves and say why it appears.", "stop",
+                           "Orange: chlorophyll breaks down and carotenoids show."),
+        "Add 2 and 3.": ("", "stop", None),
+        "Spell cat.": ("Spell cat backwards, then forwards, and count", "length", None),
+        "Say hi.": ("... the and of", "stop", None),
+        "Name a fruit.": ("Original task: name a fruit that is yellow.", "stop", None),
+        "List a tool.": ("Sorry, I cannot rewrite this.", "stop", None),
+        "Name a city.": ("Name a city " + "with many old bridges " * 20, "stop", None),
+        "Name a dog.": ("name a DOG", "stop", None),
+        "Name a bird.": ("Name a bird that cannot fly and explain how it defends itself.", "stop",
+                         "Sorry, I can't answer that."),
+    }
+    pool = write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": q, "input": "", "output": "x"} for q in seeds])
+    cache_dir = tmp_path / "cache"
+    params = {"endpoint": DEAD, "model": "m", "operations": ["deepen"], "max_chars": 150, "max_retries": 0,
+              "timeout": 2.0}
+    ev = _Evolver(EvolveConfig(**params), str(cache_dir))
+    from siftkit.io.pool import read_pool
+
+    table = read_pool(str(pool)).table
+    ids = table.column("id").to_pylist()
+    rc = ResponseCache(cache_dir / "llm")
+    P = ev.prompts
+    for rid, (q, (rw, fin, ans)) in zip(ids, seeds.items()):
+        node = {"instruction": q, "response": "x"}
+        b = ev.body(P["system"], _rewrite_prompt(P, "deepen", node), f"{rid}-r1")
+        rc.put(request_key("chat", "m", b), "chat", "m", "t", _answer(rw, fin))
+        if ans is not None:
+            b2 = ev.body(P["answer_system"], rw, f"{rid}-r1/answer")
+            rc.put(request_key("chat", "m", b2), "chat", "m", "t", _answer(ans))
+    rc.close()
+    out = tmp_path / "out"
+    m = evolve(str(pool), str(out), cache_dir=str(cache_dir), **params)
+    r1 = m["counts"]["rounds"][0]
+    assert r1["attempted"] == 9 and r1["kept"] == 1
+    assert r1["eliminated"] == {"instruction": {"empty": 1, "truncated": 1, "stopwords": 1, "template_copied": 1,
+                                                "could_not_answer": 1, "length": 1, "no_gain": 1},
+                                "answer": {"could_not_answer": 1}}
+    assert m["usage"]["requests"] == 0 and m["usage"]["cache_hits"] == 11
+    rows = _lines(out / "evolved.jsonl")
+    assert len(rows) == 10 and m["counts"]["written"] == 10 and m["counts"]["evolved"] == 1
+    child = next(r for r in rows if r["round"] == 1)
+    assert child["operation"] == "deepen" and child["root_id"] == child["parent_id"] == ids[0]
+    assert child["messages"][1]["content"].startswith("Orange")
+    elim = _lines(out / "_siftkit" / "eliminated.jsonl")
+    assert sorted(e["reason"] for e in elim) == sorted(["empty", "truncated", "stopwords", "template_copied",
+                                                        "could_not_answer", "length", "no_gain",
+                                                        "could_not_answer"])
+    assert all(e["root_id"] in ids and e["round"] == 1 for e in elim)
+    # a request the cache does not hold goes to the (dead) endpoint: the run stops, exit 6 in the CLI
+    with pytest.raises(EndpointError, match="rerun to resume"):
+        evolve(str(pool), str(tmp_path / "out2"), cache_dir=str(cache_dir), **{**params, "seed": 1})
+
+
+# ---------------------------------------------------------------- against the real local server
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "siftkit.cli", *args], check=False, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": SRC})
+
+
+def test_evolve_real_server_rounds_lineage_formats_rerun(server, tmp_path):
+    pool = write_jsonl(tmp_path / "seeds.jsonl", [
+        {"instruction": "Name a primary colour.", "input": "", "output": "Red."},
+        {"instruction": "What is the capital of Italy?", "input": "", "output": "Rome."}])
+    cache = tmp_path / "cache"
+    with FaultProxy(server.url[: -len("/v1")]) as proxy:
+        proxy.queue("400")        # the first rewrite request is refused: request_failed, not retried
+        args = ["evolve", str(pool), "--endpoint", proxy.url, "--rounds", "2", "--max-tokens", "40",
+                "--cache-dir", str(cache), "--out", str(tmp_path / "a"), "--seed", "3", "-q"]
+        r = _cli(*args)
+        assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    rows = _lines(tmp_path / "a" / "evolved.jsonl")
+    c = m["counts"]
+    for rd in c["rounds"]:
+        assert rd["attempted"] == 2
+        assert rd["kept"] + sum(sum(v.values()) for v in rd["eliminated"].values()) == 2
+    assert c["rounds"][0]["eliminated"]["instruction"].get("request_failed") == 1
+    assert c["written"] == len(rows) == 2 + c["rounds"][0]["kept"] + c["rounds"][1]["kept"]
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        assert set(r) >= {"id", "messages", "root_id", "parent_id", "round", "operation"}
+        if r["round"] == 0:
+            assert r["operation"] == "seed" and r["parent_id"] is None
+        else:
+            assert r["parent_id"] in by_id and by_id[r["parent_id"]]["round"] < r["round"]
+            assert by_id[r["root_id"]]["round"] == 0 and r["operation"] in m["config"]["operations"]
+            assert r["messages"][0]["role"] == "user" and r["messages"][1]["content"]
+    # every attempt (2 chains x 2 rounds) is either a written record or an eliminated one
+    assert (len(rows) - 2) + len(_lines(tmp_path / "a" / "_siftkit" / "eliminated.jsonl")) == 4
+    # rerun (Python API, straight to the server) with the other formats: everything from the cache
+    for fmt, ff in (("messages", "jsonl"), ("sharegpt", "jsonl"), ("alpaca", "jsonl"), ("messages", "parquet")):
+        out = tmp_path / f"b-{fmt}-{ff}"
+        m2 = evolve(str(pool), str(out), format=fmt, file_format=ff, cache_dir=str(cache), endpoint=server.url,
+                    rounds=2, max_tokens=40, seed=3)
+        if c["rounds"][0]["eliminated"]["instruction"].get("request_failed"):
+            # the refused request was not cached: the rerun asks the server for it, the rest are hits
+            assert m2["usage"]["requests"] <= 3
+        if fmt == "messages" and ff == "jsonl":
+            third = evolve(str(pool), str(tmp_path / "c"), cache_dir=str(cache), endpoint=server.url, rounds=2,
+                           max_tokens=40, seed=3)
+            assert third["usage"]["requests"] == 0           # a full rerun sends nothing
+            assert (tmp_path / "c" / "evolved.jsonl").read_bytes() == (out / "evolved.jsonl").read_bytes()
+        if ff == "parquet":
+            t = pq.read_table(out / "evolved.parquet")
+            assert {"root_id", "parent_id", "round", "operation"} <= set(t.column_names)
+        else:
+            got = _lines(out / "evolved.jsonl")
+            key = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruction"}[fmt]
+            assert all(key in g and "root_id" in g for g in got)
+
+
+def test_evolve_recipe_and_response_target(server, tmp_path):
+    pool = write_jsonl(tmp_path / "seeds.jsonl", [{"instruction": "Give an antonym of hot.", "input": "",
+                                                   "output": "cold"}])
+    rec = tmp_path / "r.yaml"
+    rec.write_text(f"inputs: [seeds.jsonl]\noutput: {{dir: out, format: sharegpt}}\ncache_dir: cache\n"
+                   f"evolve: {{endpoint: '{server.url}', target: response, rounds: 1, max_tokens: 40}}\n")
+    import siftkit
+
+    m = siftkit.evolve(recipe=str(rec))
+    assert m["config"]["operations"] == ["improve_response"] and m["outputs"]["format"] == "sharegpt"
+    rows = _lines(tmp_path / "out" / "evolved.jsonl")
+    assert len(rows) == 1 + m["counts"]["rounds"][0]["kept"]
+    for r in rows[1:]:   # a response evolution keeps the instruction and rewrites the answer
+        assert r["conversations"][0]["value"] == "Give an antonym of hot." and r["operation"] == "improve_response"
+    assert pool.exists()
+
+
+# ---------------------------------------------------------------- the DEITA scorer pipeline
+
+def test_parse_scores_reasons():
+    from siftkit.generate.scorer import parse_scores
+
+    assert parse_scores('{"scores": [1, 6, 3]}', 3) == ([1, 6, 3], "")
+    assert parse_scores("not json", 3) == (None, "invalid_json")
+    assert parse_scores('{"scores": [1, 6]}', 3) == (None, "bad_schema")
+    assert parse_scores('{"scores": [1, 7, 2]}', 3) == (None, "bad_schema")
+    assert parse_scores('{"scores": [1, true, 2]}', 3) == (None, "bad_schema")
+
+
+def test_deita_scorer_pipeline_end_to_end(server, tmp_path):
+    """evolve -> one ranking call per seed -> (prompt, score) pairs -> train-scorer -> the deita signal loads
+    the trained scorer by path. A tiny random LM is the base (mechanics, not quality)."""
+    from scoring_tiny import build_tiny_lm, msgs, pool_table
+    from siftkit.generate.scorer import rank_variants, train_scorer
+
+    assert callable(rank_variants)
+    from siftkit.signals.compute import compute_signals
+
+    pool = write_jsonl(tmp_path / "seeds.jsonl", [
+        {"instruction": "Name a primary colour.", "input": "", "output": "Red."},
+        {"instruction": "Give an antonym of hot.", "input": "", "output": "cold"}])
+    cache = str(tmp_path / "cache")
+    evolve(str(pool), str(tmp_path / "ev"), cache_dir=cache, endpoint=server.url, rounds=1, max_tokens=40)
+    r = _cli("rank-variants", str(tmp_path / "ev" / "evolved.jsonl"), "--out", str(tmp_path / "rank"),
+             "--endpoint", server.url, "--cache-dir", cache, "--max-tokens", "40", "-q")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "rank" / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["groups"] == 2 and c["groups_kept"] + sum(c["groups_failed"].values()) == 2
+    assert m["usage"]["requests"] == 2                 # one call per seed, every variant in it
+    pairs = _lines(tmp_path / "rank" / "pairs.jsonl")
+    assert len(pairs) == c["pairs"] and all(1 <= p["score"] <= 6 for p in pairs)
+    assert pairs and {p["root_id"] for p in pairs} <= {r["root_id"] for r in _lines(tmp_path / "ev" / "evolved.jsonl")}
+    base = build_tiny_lm(tmp_path / "base")
+    info = train_scorer(str(tmp_path / "rank" / "pairs.jsonl"), str(base), str(tmp_path / "scorer"),
+                        train={"epochs": 1, "batch_size": 2, "micro_batch_size": 2, "max_length": 256,
+                               "lr": 1e-3}, device="cpu")
+    assert info["pairs"] == len(pairs) and info["steps"] >= 1
+    t = compute_signals(pool_table([msgs(("user", "Name a colour."), ("assistant", "Red."))]),
+                        [{"name": "deita", "complexity_model": str(tmp_path / "scorer"),
+                          "quality_model": str(tmp_path / "scorer"), "device": "cpu"}],
+                        cache_dir=str(tmp_path / "sig"))
+    v = t.column("deita_complexity").to_pylist()[0]
+    assert 1.0 <= v <= 6.0
+    # the rerun of the ranking comes from the cache
+    m2 = rank_variants(str(tmp_path / "ev" / "evolved.jsonl"), str(tmp_path / "rank2"), endpoint=server.url,
+                       cache_dir=cache, max_tokens=40)
+    assert m2["usage"]["requests"] == 0
+    assert (tmp_path / "rank2" / "pairs.jsonl").read_bytes() == (tmp_path / "rank" / "pairs.jsonl").read_bytes()
+    # bad pairs are a config error naming the line (before any model is loaded)
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "x", "response": "y", "score": 9}])
+    r = _cli("train-scorer", str(bad), "--base-model", str(base), "--out", str(tmp_path / "s2"), "-q")
+    assert r.returncode == 2 and "bad.jsonl:1: score must be an integer 1-6" in r.stderr
+
+
+# ---------------------------------------------------------------- siftkit testset
+
+def test_testset_documents_chunks_relations_and_filters(tmp_path):
+    from siftkit.errors import InputDataError
+    from siftkit.generate import testset as T
+
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "a.md").write_text("# Tides\n\nTides are caused by the gravity of the moon and the sun.\n\n"
+                            "Spring tides happen when the sun and moon line up.")
+    (d / "b.html").write_text("<html><style>x{}</style><body><p>The moon's gravity pulls the oceans.</p>"
+                              "<p>Neap tides are weaker.</p></body></html>")
+    (d / "c.jsonl").write_text('{"text": "Volcanoes erupt when magma rises."}\n')
+    (d / "d.bin").write_bytes(b"\x00")
+    docs, skipped = T.read_documents([str(d)])
+    assert [x["id"].rsplit("/", 1)[-1] for x in docs] == ["a.md", "b.html", "c.jsonl:1"]
+    assert "style" not in docs[1]["text"] and "x{}" not in docs[1]["text"] and "Neap" in docs[1]["text"]
+    assert skipped == {"unsupported_extension": 1}
+    (d / "e.jsonl").write_text('{"body": "no text field"}\n')
+    with pytest.raises(InputDataError, match=r"e.jsonl:1 \(field 'text'\)"):
+        T.read_documents([str(d)])
+    assert T.chunk("p1 " * 10 + "\n\n" + "p2 " * 10, chunk_chars=40, min_chars=5) == ["p1 " * 9 + "p1", "p2 " * 9 + "p2"]
+    rel = T.relate([docs[0]["text"], docs[1]["text"], docs[2]["text"]])
+    assert rel[0][0] == 1 and "moon" in rel[0][1] and rel[2][0] is None     # volcanoes share nothing
+    # the filters, on hand-made answers
+    assert T.question_reason("  ?? ") == "empty"
+    assert T.question_reason("What causes the tides on", finish_reason="length") == "truncated"
+    assert T.question_reason("Tides?") == "length"
+    assert T.question_reason("Why tides " * 35 + "?", max_question_words=60) == "length"
+    assert T.question_reason("What causes spring tides?") == ""
+    assert T.question_reason("Spring tides are caused by the moon.") == "not_a_question"
+    assert T.evolution_reason("What causes tides?", "what causes TIDES ?") == "no_evolution"
+    assert T.evolution_reason("What causes tides?", "If the moon vanished, what would cause tides?") == ""
+    assert T.extract_question("Question: What causes spring tides?\nThey happen when the sun") == \
+        ("What causes spring tides?", True)
+    assert T.question_reason("What causes spring tides? They happen when", finish_reason="length") == ""
+    assert T.answer_reason("What causes tides?", "NOT IN CONTEXT") == "no_ground_truth"
+    assert T.answer_reason("Do the moon and sun cause tides?", "The moon and the sun.") == "answer_leak"
+    assert T.answer_reason("What causes tides?", "The gravity of the moon and sun.") == ""
+    assert T.critic_verdict('{"answerable": true}') and not T.critic_verdict('{"answerable": false}')
+    assert not T.critic_verdict("yes")
+    assert T.near_duplicates(["What causes spring tides in the sea?", "What causes spring tides in the sea ?",
+                              "Why do volcanoes erupt?"]) == [False, True, False]
+    picks = Counter(T._pick({"simple": 1, "multi_context": 3}, f"c{i}", 0) for i in range(400))
+    assert set(picks) == {"simple", "multi_context"} and 0.65 < picks["multi_context"] / 400 < 0.85
+    with pytest.raises(ConfigError, match="mix"):
+        T.testset([str(d)], str(tmp_path / "o"), endpoint=DEAD, model="m", mix={"hard": 1})
+
+
+def test_testset_real_server_kinds_lineage_manifest_rerun(server, tmp_path):
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    args = ["testset", str(docs / "generate.md"), str(docs / "judge.md"), "--endpoint", server.url,
+            "--max-chunks", "2", "--max-tokens", "32", "--cache-dir", str(tmp_path / "cache"),
+            "--mix", "simple=1,reasoning=1,conditional=1,multi_context=1,conversational=1", "-q"]
+    r = _cli(*args, "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["chunks"] == 2 and c["kept"] + c["dropped"] == 2
+    assert sum(c["dropped_by_reason"].values()) == c["dropped"]
+    assert set(c["dropped_by_reason"]) <= {"request_failed", "empty", "truncated", "length", "no_context",
+                                          "not_a_question", "no_evolution",
+                                          "no_ground_truth", "answer_leak", "not_answerable", "near_duplicate"}
+    rows = _lines(tmp_path / "a" / "testset.jsonl")
+    assert len(rows) == c["kept"]
+    for q in rows:
+        assert q["question"] and q["ground_truth"] and q["contexts"] and q["kind"] in c["planned_by_kind"]
+        assert len(q["contexts"]) == (2 if q["kind"] == "multi_context" else 1)
+        assert q["chunk_id"] == q["context_ids"][0]
+    r2 = _cli(*args, "--out", str(tmp_path / "b"))
+    assert r2.returncode == 0, r2.stderr
+    m2 = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m2["usage"]["requests"] == 0
+    assert (tmp_path / "b" / "testset.jsonl").read_bytes() == (tmp_path / "a" / "testset.jsonl").read_bytes()
+
+
+def test_bench_testset_task(tmp_path):
+    from scoring_tiny import build_tiny_lm
+    from siftkit.bench.evals import testset as BT
+    from siftkit.bench.evals.common import EvalModel
+
+    assert BT.token_f1("The Moon and the sun", "the moon") == pytest.approx(2 * 0.4 * 1.0 / 1.4)
+    assert BT.token_f1("", "") == 1.0 and BT.token_f1("x", "y") == 0.0
+    path = write_jsonl(tmp_path / "testset.jsonl", [
+        {"id": "q1", "question": "What pulls the oceans?", "contexts": ["The moon's gravity pulls the oceans."],
+         "ground_truth": "The moon's gravity.", "kind": "simple"},
+        {"id": "q2", "question": "Which tides are weaker?", "contexts": ["Neap tides are weaker."],
+         "ground_truth": "Neap tides.", "kind": "reasoning"}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}])
+    with pytest.raises(ConfigError, match="bad.jsonl:1: a test-set item needs 'contexts'"):
+        BT.load_path(str(bad), {}, "testset:x")
+    items = BT.load_path(str(path), {"limits": {}}, f"testset:{path}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = build_tiny_lm(tmp_path / "m")
+    em = EvalModel(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), "chat",
+                   "cpu", batch_size=2)
+    score, recs = BT.run(em, items, {"max_new_tokens": {"testset": 8}})
+    assert len(recs) == 2 and {r["kind"] for r in recs} == {"simple", "reasoning"}
+    assert score == pytest.approx(sum(r["f1"] for r in recs) / 2)
+    from siftkit.bench.config import _eval
+
+    assert _eval({"tasks": [f"testset:{path}", "heldout"]}, "b.yaml")["tasks"][0] == f"testset:{path}"
+    with pytest.raises(ConfigError, match="no such file"):
+        _eval({"tasks": [f"testset:{tmp_path / 'none.jsonl'}"]}, "b.yaml")
