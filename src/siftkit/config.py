@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .yamlfile import load_yaml_mapping
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
             "workers", "engine", "preset", "models", "decontaminate"}
@@ -119,24 +120,6 @@ def parse_step(step: Any, where: str) -> StepSpec:
 
     make(cls, dict(params), f"{where}.{role}: {name}")  # validate the parameters now, before any work
     return StepSpec(actual_role, name, params, where)
-
-
-def load_yaml_mapping(path: str, what: str) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; errors give ``file:line:column`` for bad YAML."""
-    import yaml
-
-    if not os.path.isfile(path):
-        raise ConfigError(f"{what} not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            loc = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-            raise ConfigError(f"{path}{loc}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a {what} is a mapping of keys")
-    return data
 
 
 def load_recipe(path: str) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def _resolve_paths(data: dict[str, Any], base: str) -> None:
 
 
 def load_bench_config(path: str) -> BenchConfig:
-    from ..config import load_yaml_mapping
+    from ..yamlfile import load_yaml_mapping
 
     data = load_yaml_mapping(path, "bench config")
     _resolve_paths(data, os.path.dirname(os.path.abspath(path)))

@@ -5,25 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from ..yamlfile import load_yaml_mapping
 
 BUILTIN = os.path.join(os.path.dirname(__file__), "prompts.yaml")
 KINDS = ("instruction", "response")
 
 
 def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as e:
-        raise ConfigError(f"prompts file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"prompts file {path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"prompts file {path}: expected a mapping at the top level")
-    return data
+    return load_yaml_mapping(path, "prompts file")
 
 
 def load_prompts(path: str | None = None) -> dict[str, Any]:

@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from ..yamlfile import load_yaml_mapping
 
 BUILTIN = os.path.join(os.path.dirname(__file__), "rubrics.yaml")
 TARGETS = ("query", "pair")
@@ -44,16 +43,7 @@ class Rubric:
 
 
 def _read(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except OSError as e:
-        raise ConfigError(f"cannot read rubrics file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"rubrics file {path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"rubrics file {path}: expected a mapping of rubric name -> rubric")
-    return data
+    return load_yaml_mapping(path, "rubrics file")
 
 
 def builtin_rubrics() -> dict[str, dict[str, Any]]:

@@ -55,7 +55,6 @@ def semdedup_reference_keep(x: np.ndarray, labels: np.ndarray, eps: float, centr
     ``near`` first, ties by position), or ``pool`` order, or ``scores`` descending (NaN last) when given."""
     if order not in WALK_ORDERS:
         raise ConfigError(f"semdedup: order must be one of {WALK_ORDERS}, got {order!r}")
-    n = len(x)
     kept: list[np.ndarray] = []
     for c in np.unique(labels).tolist():
         members = np.flatnonzero(labels == c)
