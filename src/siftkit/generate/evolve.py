@@ -46,7 +46,7 @@ from .._version import __version__
 from ..errors import ConfigError, EndpointError
 from ..io.pool import read_pool
 from ..io.writers import CONVERTERS, table_from_rows, write_jsonl
-from ..llm.client import Client, Endpoint, first_model
+from ..llm.client import Client, Endpoint
 from ..llm.runs import open_cache
 from ..llm.structured import answer_text
 from ..llm.usage import Usage, cost
@@ -164,9 +164,7 @@ class _Evolver:
                 raise ConfigError(f"evolve: unknown {kind} operation {o!r}; known: {', '.join(known)}")
         self.ep = Endpoint(url=cfg.endpoint, model=cfg.model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
                            max_retries=cfg.max_retries, concurrency=cfg.concurrency)
-        self.ep.check("evolve")
-        if not self.ep.model and cfg.endpoint:
-            self.ep.model = first_model(cfg.endpoint, self.ep.api_key("evolve"))
+        self.ep.ready("evolve")
         self.usage = Usage()
         self.cache_folder = os.path.abspath(os.path.join(cache_dir, "llm"))
         self.client = Client(self.ep, open_cache(self.cache_folder), self.usage, tag=self.fingerprint(),

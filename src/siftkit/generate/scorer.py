@@ -24,7 +24,7 @@ import orjson
 
 from .._version import __version__
 from ..errors import ConfigError, EndpointError
-from ..llm.client import Client, Endpoint, first_model
+from ..llm.client import Client, Endpoint
 from ..llm.runs import open_cache
 from ..llm.structured import answer_text
 from ..llm.usage import Usage
@@ -111,9 +111,7 @@ def rank_variants(evolved: str, out_dir: str, *, endpoint: str, model: str = "",
         groups[str(r["root_id"])].append(r)
     ep = Endpoint(url=endpoint, model=model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
                   concurrency=concurrency)
-    ep.check("rank")
-    if not ep.model:
-        ep.model = first_model(endpoint, ep.api_key("rank"))
+    ep.ready("rank", need_url=True)
     usage = Usage()
     client = Client(ep, open_cache(os.path.join(cache_dir, "llm")), usage, tag=f"rank-{kind}", who="rank")
     roots = list(groups)

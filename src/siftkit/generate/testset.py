@@ -41,7 +41,7 @@ import xxhash
 
 from .._version import __version__
 from ..errors import ConfigError, EndpointError, InputDataError
-from ..llm.client import Client, Endpoint, first_model
+from ..llm.client import Client, Endpoint
 from ..llm.runs import open_cache
 from ..llm.structured import answer_text
 from ..llm.usage import Usage
@@ -295,9 +295,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
     rel = relate([c["text"] for c in chunks])
     ep = Endpoint(url=endpoint, model=model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
                   concurrency=concurrency)
-    ep.check("testset")
-    if not ep.model:
-        ep.model = first_model(endpoint, ep.api_key("testset"))
+    ep.ready("testset", need_url=True)
     usage = Usage()
     client = Client(ep, open_cache(os.path.join(cache_dir, "llm")), usage, tag="testset", who="testset")
 

@@ -71,6 +71,17 @@ class Endpoint:
     price_input: float | None = None   # per 1M prompt tokens
     price_output: float | None = None  # per 1M completion tokens
 
+    def ready(self, who: str, need_url: bool = False) -> Endpoint:
+        """Check the settings and, when no model is named, take the first one the server lists (one
+        ``GET /models`` per URL and process). ``need_url``: a missing endpoint URL is a config error."""
+        self.check(who)
+        if need_url and not self.url:
+            raise ConfigError(f"{who}: give endpoint=URL of an OpenAI-compatible server "
+                              f"(e.g. http://127.0.0.1:8080/v1)")
+        if not self.model and self.url:
+            self.model = first_model(self.url, self.api_key(who))
+        return self
+
     def check(self, who: str) -> None:
         if self.api not in APIS:
             raise ConfigError(f"{who}: api must be 'chat' or 'completions', got {self.api!r}")

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import ConfigError, EndpointError
-from ..llm.client import Endpoint, first_model
+from ..llm.client import Endpoint
 from ..llm.runs import EndpointRuns
 from ..llm.structured import BAD_SCHEMA, INVALID_JSON, answer_text, strip_fence
 from ..registry import register_signal
@@ -74,9 +74,7 @@ class InsTag(EndpointRuns, B.ModelSignal):
         if endpoint:
             ep_kw = {k: kw.pop(k) for k in ENDPOINT_KEYS if k in kw}
             self.ep = Endpoint(url=endpoint, model=model or "", **ep_kw)
-            self.ep.check("instag")
-            if not self.ep.model:
-                self.ep.model = first_model(endpoint, self.ep.api_key("instag"))
+            self.ep.ready("instag")
             model = self.ep.model
         elif not model:
             raise ConfigError("instag: give model= (a causal LM), or endpoint= (an OpenAI-compatible server)")

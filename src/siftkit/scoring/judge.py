@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, EndpointError
 from ..llm import structured as S
-from ..llm.client import Client, Endpoint, first_model
+from ..llm.client import Client, Endpoint
 from ..llm.rubrics import Rubric, as_prompt, load_rubric, messages
 from ..llm.runs import EndpointRuns
 from ..registry import register_signal
@@ -131,9 +131,7 @@ class Judge(EndpointRuns, Signal):
                            max_retries=max_retries, backoff=backoff, backoff_max=backoff_max,
                            concurrency=concurrency, rpm=rpm, tpm=tpm, price_input=price_input,
                            price_output=price_output)
-        self.ep.check(who)
-        if not self.ep.model and endpoint:
-            self.ep.model = first_model(endpoint, self.ep.api_key(who))
+        self.ep.ready(who)
         self.backend, self.prefix, self.turns, self.structured = backend, prefix, turns, structured
         self.temperature, self.seed = float(temperature), (None if seed is None else int(seed))
         self.max_tokens, self.top_logprobs = int(max_tokens), int(top_logprobs)
