@@ -164,10 +164,3 @@ def resolve_budget(budget: float | str | None, n_candidates: int) -> int | None:
         raise ConfigError(f"budget must be positive, got {what!r}")
     return int(budget)
 
-
-def is_fraction_budget(budget: float | str | None) -> bool:
-    """Whether a (valid) budget is relative to the candidates (a fraction or a percentage)."""
-    if isinstance(budget, str):
-        b = budget.strip().replace("_", "")
-        return b.endswith("%") or (any(c in b for c in ".eE") and float(b) <= 1)
-    return isinstance(budget, float) and budget <= 1
