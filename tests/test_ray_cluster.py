@@ -33,8 +33,9 @@ LOOPBACK = "127.0.0.1"
 NODE_STORE = 80 * 2**20          # object store per node: small, several nodes share this machine's memory
 RECORDS = 3000
 SHARD = 250                      # records per shard: 12 shards per signal, so the kill lands mid-run
-WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
-         "tau upsilon phi chi psi omega river stone cloud bread lamp").split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+         "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega", "river",
+         "stone", "cloud", "bread", "lamp"]
 
 
 def _ray_local_only() -> tuple[str | None, bool | None]:
@@ -166,4 +167,4 @@ def test_node_killed_mid_run_same_selection(cluster, tmp_path, monkeypatch):
         a = (tmp_path / "out-local" / name).read_bytes()
         b = (tmp_path / "out-ray" / name).read_bytes()
         assert a == b, f"{name} differs between the local and the Ray engine"
-    assert sum(1 for _ in open(tmp_path / "out-ray" / "selected.jsonl", encoding="utf-8")) == 400
+    assert (tmp_path / "out-ray" / "selected.jsonl").read_text(encoding="utf-8").count("\n") == 400
