@@ -24,6 +24,8 @@ k-means (driver)        ``kmeans_labels`` (faiss, spherical, k, 20 iterations) o
                         384-d float16 unit vectors (``bench_diversity.synthetic_embeddings``): fit on all
                         points, then fit on a sample of ``--sample-per-centroid`` x k and assign all; the
                         faiss assign (nearest centroid) is timed alone too
+kmeans selector         ``kmeans`` selector (k, longest per cluster) to ``--budget`` records, as run by
+                        a pipeline (float32 copy of the rows, fit, assign, balanced pick)
 repr filter (DEITA)     ``repr-filter`` selector (threshold 0.9, by length) to ``--budget`` records
 k-center                ``k-center`` selector to ``--kcenter-budget`` centres
 ======================  ================================================================================
@@ -32,6 +34,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_scale_costs.py                      # 20K records, 100K vectors
     .venv/bin/python benchmarks/bench_scale_costs.py --records 200000 --vectors 1000000
+    .venv/bin/python benchmarks/bench_scale_costs.py --parts vectors   # the driver steps only
 """
 
 from __future__ import annotations
@@ -119,17 +122,35 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=10_000, help="repr-filter budget")
     ap.add_argument("--kcenter-budget", type=int, default=1000)
     ap.add_argument("--minilm", type=int, default=500, help="records for MiniLM embeddings (0 to skip)")
+    ap.add_argument("--parts", default="records,vectors",
+                    help="records (read, signals, MinHash, embeddings) and/or vectors (the driver steps)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "siftkit-bench-scale"))
     ap.add_argument("--json", default=str(HERE / "results" / "bench_scale_costs.json"))
     args = ap.parse_args()
     progress.set_quiet(True)
     one_thread()
 
+    parts = set(args.parts.split(","))
+    if "records" in parts:
+        records_steps(args)
+    if "vectors" in parts:
+        vector_steps(args)
+    print("\n| step | records | CPU us/record | records per CPU-s | bytes/record | wall s | note |")
+    print("|---|---|---|---|---|---|---|")
+    for r in ROWS:
+        print(f"| {r['step']} | {r['records']:,} | {r['cpu_us_per_record']:,} | {r['records_per_cpu_s'] or ''} | "
+              f"{'' if r['bytes_per_record'] is None else r['bytes_per_record']} | {r['wall_s']} | {r['note']} |")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "rows": ROWS}, indent=2))
+    print(f"\nwrote {out}; peak RSS {peak_rss_gb()} GiB")
+
+
+def records_steps(args: argparse.Namespace) -> None:
     import siftkit
     from siftkit.engines.local import compute_shard
     from siftkit.registry import make, selector_class
     from siftkit.selectors.base import SelectionContext
-    from siftkit.selectors.kmeans import kmeans_labels
     from siftkit.signals.compute import build_signal, make_shards
     from siftkit.signals.embeddings import EmbeddingSignal
     from siftkit.signals.segments import flatten
@@ -183,6 +204,13 @@ def main() -> None:
         except ImportError as e:
             print(f"# MiniLM skipped: {e}")
 
+
+def vector_steps(args: argparse.Namespace) -> None:
+    import faiss
+
+    from siftkit.registry import make, selector_class
+    from siftkit.selectors.kmeans import kmeans_labels
+
     nv, d, k = args.vectors, args.dim, args.k
     x = synthetic_embeddings(nv, d)
     measure(f"k-means fit on all points + assign (k={k}, 20 it.)", nv,
@@ -190,10 +218,8 @@ def main() -> None:
             x.shape[1] * x.dtype.itemsize + 8, f"{d}-d float16 vectors + int64 label per record")
     spc = args.sample_per_centroid
     _, cent = measure(f"k-means fit on a {spc * k:,} sample + assign all (k={k})", nv,
-                           lambda: kmeans_labels(x, k, seed=0, max_points_per_centroid=spc),
-                           x.shape[1] * x.dtype.itemsize + 8, f"sampled k-means: fit on {min(nv, spc * k):,} points")
-    import faiss
-
+                      lambda: kmeans_labels(x, k, seed=0, max_points_per_centroid=spc),
+                      x.shape[1] * x.dtype.itemsize + 8, f"sampled k-means: fit on {min(nv, spc * k):,} points")
     index = faiss.IndexFlatIP(d)
     index.add(cent)
 
@@ -208,23 +234,22 @@ def main() -> None:
     def sel(name: str, **p: Any) -> Any:
         return make(selector_class(name), p, name)
 
+    f32 = 4 * d   # the selectors work on a float32, L2-normalised copy of the candidates' rows (rows_f32)
+    km = measure(f"kmeans selector (k={k}, longest per cluster, to {args.budget:,})", nv,
+                 lambda: sel("kmeans", k=k, by="tokens_total").run(vctx, np.arange(nv), args.budget), f32 + 8,
+                 "float32 copy of the rows + int64 label per record; fits on min(N, 256 x k) points")
+    assert len(km.kept) == args.budget
     r = measure(f"repr filter (DEITA, cos > 0.9, to {args.budget:,})", nv,
                 lambda: sel("repr-filter", by="tokens_total", threshold=0.9, fill=False).run(
-                    vctx, np.arange(nv), args.budget), None)
-    ROWS[-1]["note"] = f"walks the pool by length; kept {len(r.kept):,} (cost grows with the kept set)"
+                    vctx, np.arange(nv), args.budget), f32)
+    walked = len(r.kept) + int(r.details["rejected_too_similar"])
+    ROWS[-1]["note"] = (f"float32 copy of the rows; walks by length until the budget is kept: walked {walked:,}, "
+                        f"kept {len(r.kept):,}; {ROWS[-1]['cpu_s'] / walked * 1e6:.1f} CPU us per walked record "
+                        f"(a flat inner-product search over the kept set: grows with it)")
     measure(f"k-center greedy ({args.kcenter_budget:,} centres)", nv,
-            lambda: sel("k-center").run(vctx, np.arange(nv), args.kcenter_budget), 4.0,
-            "float32 distance to the nearest centre per record; cost per record grows with the centres")
-
-    print("\n| step | records | CPU us/record | records per CPU-s | bytes/record | wall s | note |")
-    print("|---|---|---|---|---|---|---|")
-    for r in ROWS:
-        print(f"| {r['step']} | {r['records']:,} | {r['cpu_us_per_record']:,} | {r['records_per_cpu_s'] or ''} | "
-              f"{'' if r['bytes_per_record'] is None else r['bytes_per_record']} | {r['wall_s']} | {r['note']} |")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "rows": ROWS}, indent=2))
-    print(f"\nwrote {out}; peak RSS {peak_rss_gb()} GiB")
+            lambda: sel("k-center").run(vctx, np.arange(nv), args.kcenter_budget), f32 + 4)
+    ROWS[-1]["note"] = (f"float32 copy of the rows + float32 distance per record; every centre costs one pass: "
+                        f"{ROWS[-1]['cpu_s'] / nv / args.kcenter_budget * 1e9:.1f} CPU ns per record per centre")
 
 
 if __name__ == "__main__":
