@@ -120,6 +120,7 @@ def ids(sel) -> list[str]:
     return sel.pool.table.column("id").take(sel.pick_order).to_pylist()
 
 
+@pytest.mark.slow   # ~50 s: three Ray nodes start on this machine
 def test_node_killed_mid_run_same_selection(cluster, tmp_path, monkeypatch):
     c, workers = cluster
     pool = make_pool(tmp_path / "pool")
