@@ -254,6 +254,12 @@ def preflight(cfg: Any, selectors: Sequence[Any] | None = None) -> list[Any]:
     problems: list[tuple[str, list[str]] | None] = []
     _check_inputs(cfg.inputs, problems)
     _check_engine(cfg.engine, problems)
+    from .fs import check_location
+
+    check_location(cfg.cache_dir, "the cache folder")      # remote: reachable, bucket exists (else exit 2)
+    out_dir = (cfg.output or {}).get("dir") if isinstance(cfg.output, Mapping) else None
+    if isinstance(out_dir, str):
+        check_location(out_dir, "the output folder")
     for i, (spec, sel) in enumerate(zip(cfg.steps, selectors)):
         who = f"preset {preset!r}" if preset and i >= first_step else f"{spec.where}.{spec.role}: {spec.selector}"
         emb = _embedding_of(sel)   # the embeddings the step loads: their extras count as the step's
