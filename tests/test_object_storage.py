@@ -219,3 +219,22 @@ def test_fs_helpers_on_s3(s3, tmp_path):
     fs.remove_tree(f"{s3}/d")
     assert not fs.exists(f"{s3}/d/a.parquet")
     shutil.rmtree(tmp_path / "local-cache", ignore_errors=True)
+
+
+def test_vectors_cached_on_s3_match_local(s3, tmp_path):
+    """Embedding shards in the bucket; the pool matrix is assembled and memory-mapped locally."""
+    pytest.importorskip("static_model")
+    local = tmp_path / "pool"
+    _pool(local)
+    args = ["--quiet", "select", "--budget", "6", "--method", "k-center"]
+    assert main([*args, str(local), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
+    assert main([*args, str(local), "--cache-dir", f"{s3}/cache", "--out", f"{s3}/out"]) == 0
+    assert _read(f"{s3}/out/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
+    shards = [rel for _u, rel, _n in fs.walk_files(f"{s3}/cache/vectors")]
+    assert any(r.endswith(".npy") and "/shard-" in r for r in shards), shards
+    assert not any("/pool-" in r for r in shards)            # the pool matrix stays on local disk
+    shutil.rmtree(tmp_path / "local-cache")                 # another machine: downloads the shards again
+    assert main([*args, str(local), "--cache-dir", f"{s3}/cache", "--out", f"{s3}/out2"]) == 0
+    m = json.loads(_read(f"{s3}/out2/manifest.json"))
+    assert _read(f"{s3}/out2/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
+    assert all(v["computed"] == 0 for v in m["cache"].values()), m["cache"]

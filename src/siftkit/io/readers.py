@@ -74,6 +74,11 @@ def _make_file_problem(reason, code, records, file, line, column) -> FileProblem
     return FileProblem(reason, code=code, records=records, file=file, line=line, column=column)
 
 
+def _open(path: str) -> Any:
+    """A binary file: local paths with ``open``, URLs (``s3://``, ``gs://``, ...) through siftkit.fs."""
+    return _fs.open_input(path) if _fs.is_url(path) else open(path, "rb")
+
+
 def file_kind(path: str) -> str | None:
     low = path.lower()
     # Longest suffix wins: .json.gz is JSON Lines when gzipped (common for dumps).
@@ -135,7 +140,7 @@ def _decompressed_chunks(path: str) -> Iterator[bytes]:
         errors = (zstandard.ZstdError,)
     what = "gzip" if gz else "zstd"
     read = out = 0
-    with _fs.open_input(path) as fh:
+    with _open(path) as fh:
         d = make()
         done = False
         while True:
@@ -202,13 +207,13 @@ def _lines(path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]
     yielded."""
     if not path.lower().endswith((".gz", ".zst")):
         if start == 0 and end is None:  # a whole plain file: streamed
-            with _fs.open_input(path) as fh:
+            with _open(path) as fh:
                 for i, ln in enumerate(fh):
                     if i == 0:
                         _check_encoding(ln[:4], path)
                     yield ln[:-1] if ln.endswith(b"\n") else ln
             return
-        with _fs.open_input(path) as fh:
+        with _open(path) as fh:
             fh.seek(start)
             data = fh.read(None if end is None else end - start)
         if start == 0:
@@ -450,7 +455,7 @@ def jsonl_ranges(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
         return [(0, size, 1)]
     ranges = []
     start, line = 0, 1
-    with _fs.open_input(path) as fh:
+    with _open(path) as fh:
         while start < size:
             fh.seek(min(start + chunk_bytes, size))
             fh.readline()
@@ -511,7 +516,7 @@ def parse_json_document(path: str, data: bytes | None, recover: bool) -> Iterato
     """One JSON document (an array of records, ``{"data": [...]}``, or one record) from its bytes (read
     from ``path`` when ``data`` is None)."""
     if data is None:
-        with _fs.open_input(path) as fh:
+        with _open(path) as fh:
             data = fh.read()
     _check_encoding(data[:4], path)
     if data.startswith(b"\xef\xbb\xbf"):
