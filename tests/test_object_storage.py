@@ -212,10 +212,10 @@ def test_fs_helpers_on_s3(s3, tmp_path):
         fh.seek(1)
         assert fh.read() == b"ello"
     p1 = fs.local_copy(f"{s3}/d/sub/b.txt")
-    assert open(p1, "rb").read() == b"hello" and fs.local_copy(f"{s3}/d/sub/b.txt") == p1
+    assert fs.read_bytes(p1) == b"hello" and fs.local_copy(f"{s3}/d/sub/b.txt") == p1
     fs.write_atomic(f"{s3}/d/sub/b.txt", b"changed!")       # another size: downloaded again
     p2 = fs.local_copy(f"{s3}/d/sub/b.txt")
-    assert p2 != p1 and open(p2, "rb").read() == b"changed!"
+    assert p2 != p1 and fs.read_bytes(p2) == b"changed!"
     fs.remove_tree(f"{s3}/d")
     assert not fs.exists(f"{s3}/d/a.parquet")
     shutil.rmtree(tmp_path / "local-cache", ignore_errors=True)

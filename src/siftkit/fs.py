@@ -31,14 +31,48 @@ from typing import IO, Any
 from .errors import ConfigError, SiftkitError
 from .fsutil import atomic_write
 
-__all__ = ["is_url", "is_remote", "local_path", "resolve", "join", "basename", "dirname", "abspath",
-           "display", "exists", "isdir", "isfile", "size", "stat_key", "listdir", "walk_files", "glob",
-           "open_input", "read_bytes", "write_atomic", "write_table", "read_table", "remove", "remove_tree",
-           "makedirs", "local_copy", "local_cache_dir", "upload_tree", "describe_error", "error_kind",
-           "fs_error", "scrub", "bucket_missing", "check_location", "digest", "iter_chunks", "parquet_bytes"]
+__all__ = [
+    "abspath",
+    "basename",
+    "bucket_missing",
+    "check_location",
+    "describe_error",
+    "digest",
+    "dirname",
+    "display",
+    "error_kind",
+    "exists",
+    "fs_error",
+    "glob",
+    "is_remote",
+    "is_url",
+    "isdir",
+    "isfile",
+    "iter_chunks",
+    "join",
+    "listdir",
+    "local_cache_dir",
+    "local_copy",
+    "local_folder",
+    "local_path",
+    "makedirs",
+    "open_input",
+    "parquet_bytes",
+    "read_bytes",
+    "read_table",
+    "remove",
+    "remove_tree",
+    "resolve",
+    "scrub",
+    "size",
+    "stat_key",
+    "upload_tree",
+    "walk_files",
+    "write_atomic",
+    "write_table",
+]
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
-_PYARROW_SCHEMES = ("s3", "s3a", "gs", "gcs", "hdfs", "viewfs")
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|ACCESS_KEY",
                           re.IGNORECASE)
 _FS_CACHE: dict[tuple, Any] = {}
@@ -528,6 +562,17 @@ def local_cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "siftkit", "remote")
     os.makedirs(base, exist_ok=True)
     return base
+
+
+def local_folder(base: str | os.PathLike, *parts: str) -> str:
+    """A local folder for what cannot live on an object store (the LLM response cache's SQLite file, model
+    checkpoints): ``base/parts`` for a local ``base``; for a URL, a folder of :func:`local_cache_dir` named
+    by a hash of the URL (so each machine keeps its own, reused by every run with the same cache URL)."""
+    base = os.fspath(base)
+    if not is_remote(base):
+        return os.path.join(local_path(base), *parts)
+    key = hashlib.sha256(base.rstrip("/").encode()).hexdigest()[:16]
+    return os.path.join(local_cache_dir(), "folders", key, *parts)
 
 
 def local_copy(uri: str | os.PathLike, cache_dir: str | None = None) -> str:
