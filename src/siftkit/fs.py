@@ -9,7 +9,8 @@ there is no atomic rename of a folder, see docs/outputs.md).
 Credentials come from the usual environment of each store and are never read, logged or written by
 siftkit: S3 from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, ``AWS_PROFILE``
 and ``~/.aws``, or the instance role; GCS from ``GOOGLE_APPLICATION_CREDENTIALS`` or the metadata server;
-HDFS from the Hadoop configuration (``HADOOP_HOME``, ``CLASSPATH``, Kerberos ticket cache). An S3-compatible
+HDFS from the Hadoop configuration (``HADOOP_HOME``, ``CLASSPATH``, Kerberos ticket cache). A GCS emulator
+is reached by ``STORAGE_EMULATOR_HOST`` (anonymous). An S3-compatible
 store (MinIO, Ceph, R2, ...) is reached by setting ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
 (e.g. ``http://127.0.0.1:9000``) and the region by ``AWS_REGION``/``AWS_DEFAULT_REGION``. A URL holding a
 password (``s3://KEY:SECRET@bucket``) is refused, and error messages are scrubbed of the values of
@@ -76,6 +77,9 @@ _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|ACCESS_KEY",
                           re.IGNORECASE)
 _FS_CACHE: dict[tuple, Any] = {}
+_ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "STORAGE_EMULATOR_HOST",
+             "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 # ------------------------------------------------------------------ names
@@ -183,6 +187,10 @@ def _make_fs(sch: str, netloc: str) -> Any:
             kw["region"] = "us-east-1"   # S3-compatible stores ignore it; skips the region lookup
         return pafs.S3FileSystem(**kw)
     if sch in ("gs", "gcs"):
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")   # fake-gcs-server and other GCS emulators
+        if emulator:
+            u = urllib.parse.urlsplit(emulator if "://" in emulator else "http://" + emulator)
+            return pafs.GcsFileSystem(anonymous=True, scheme=u.scheme, endpoint_override=u.netloc)
         return pafs.GcsFileSystem()
     if sch in ("hdfs", "viewfs"):
         return pafs.FileSystem.from_uri(f"{sch}://{netloc}/")[0]
@@ -209,8 +217,9 @@ def resolve(uri: str | os.PathLike) -> tuple[Any, str]:
     _check_no_password(uri)
     sch = scheme(uri)
     u = urllib.parse.urlsplit(uri)
-    key = (os.getpid(), sch, u.netloc if sch in ("hdfs", "viewfs") else "", _endpoint(),
-           os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    env = "\x00".join(os.environ.get(k, "") for k in _ENV_KEYS)     # a changed setting: a new client
+    key = (os.getpid(), sch, u.netloc if sch in ("hdfs", "viewfs") else "",
+           hashlib.sha256(env.encode()).hexdigest())
     f = _FS_CACHE.get(key)
     if f is None:
         try:
