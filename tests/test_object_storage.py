@@ -63,6 +63,16 @@ def _pool(root) -> None:
     (root / "tasks").mkdir(parents=True)
     (root / "tasks" / "t.jsonl.gz").write_bytes(gzip.compress(raw.encode()))
     (root / "notes.txt").write_text("not data\n")
+    import pyarrow.parquet as pq
+    import zstandard
+
+    pq.write_table(pa.table({"instruction": [f"Count to {n}." for n in range(3, 9)],
+                             "output": [" ".join(map(str, range(1, n + 1))) for n in range(3, 9)]}),
+                   root / "tasks" / "count.parquet")
+    (root / "csv").mkdir()
+    (root / "csv" / "qa.csv").write_text("instruction,output\nName a colour.,Blue.\nName a fruit.,A pear.\n")
+    lines = "".join(json.dumps(convo(f"zstd question {i}", f"zstd answer {i} " * i)) + "\n" for i in range(1, 6))
+    (root / "chat" / "z.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
 
 
 def _upload(local, url) -> None:
@@ -94,7 +104,9 @@ def test_select_on_s3_matches_local_and_rerun_hits_cache(s3, tmp_path, capfd):
         assert _read(f"{s3}/out/{rel}") == (tmp_path / "out" / rel).read_bytes(), rel
     m = json.loads(_read(f"{s3}/out/manifest.json"))
     assert m["counts"] == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
-    assert {i["path"] for i in m["inputs"]} == {f"{s3}/pool/chat/a.jsonl", f"{s3}/pool/tasks/t.jsonl.gz"}
+    assert {i["path"] for i in m["inputs"]} == {f"{s3}/pool/{r}" for r in (
+        "chat/a.jsonl", "chat/z.jsonl.zst", "tasks/t.jsonl.gz", "tasks/count.parquet", "csv/qa.csv")}
+    assert m["counts"]["records"] == 41 + 5 + 6 + 6 + 2 and m["counts"]["skipped_files"] == 1
     assert fs.isfile(f"{s3}/out/report.html")
     assert fs.listdir(f"{s3}/cache/signals")            # the signal cache lives in the bucket
     assert sum(v["computed"] for v in m["cache"].values()) > 0
@@ -208,7 +220,7 @@ def test_fs_helpers_on_s3(s3, tmp_path):
     assert fs.glob(f"{s3}/d/**/*.txt") == [f"{s3}/d/sub/b.txt"]
     assert fs.glob(f"{s3}/d/*.txt") == []
     assert fs.read_table(f"{s3}/d/a.parquet").column("x").to_pylist() == [1, 2]
-    with fs.open_input(f"{s3}/d/sub/b.txt") as fh:
+    with fs.open_input(f"{s3}/d/sub/b.txt", seekable=True) as fh:
         fh.seek(1)
         assert fh.read() == b"ello"
     p1 = fs.local_copy(f"{s3}/d/sub/b.txt")
@@ -238,3 +250,22 @@ def test_vectors_cached_on_s3_match_local(s3, tmp_path):
     m = json.loads(_read(f"{s3}/out2/manifest.json"))
     assert _read(f"{s3}/out2/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
     assert all(v["computed"] == 0 for v in m["cache"].values()), m["cache"]
+
+
+def test_remote_inputs_are_hashed_while_read(s3, tmp_path):
+    """The manifest's sha256 of a remote input is the hash of its bytes, computed during the one read."""
+    import hashlib
+
+    from siftkit.io import readers as R
+    from siftkit.io.pool import read_pool
+
+    local = tmp_path / "pool"
+    _pool(local)
+    _upload(local, f"{s3}/pool")
+    R.REMOTE_SHA256.clear()
+    pool = read_pool(f"{s3}/pool")
+    for f in pool.files:
+        rel = f.path[len(f"{s3}/pool/"):]
+        assert f.sha256 == hashlib.sha256((local / rel).read_bytes()).hexdigest(), rel
+        assert f.size == (local / rel).stat().st_size
+    assert not R.REMOTE_SHA256       # every hash taken during reading was used

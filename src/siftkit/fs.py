@@ -77,6 +77,7 @@ _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|ACCESS_KEY",
                           re.IGNORECASE)
 _FS_CACHE: dict[tuple, Any] = {}
+REMOTE_READ_BYTES = 16 << 20   # bytes fetched per request when reading a remote file
 _ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "STORAGE_EMULATOR_HOST",
              "GOOGLE_APPLICATION_CREDENTIALS")
@@ -442,14 +443,15 @@ def _glob_regex(pat: str) -> re.Pattern[str]:
 
 # ------------------------------------------------------------------ reading
 
-def open_input(uri: str | os.PathLike) -> IO[bytes]:
-    """A seekable binary file: ``open(path, 'rb')`` locally, a random-access pyarrow file for URLs
-    (reads are ranged GETs, buffered)."""
+def open_input(uri: str | os.PathLike, seekable: bool = False) -> IO[bytes]:
+    """A binary file: ``open(path, 'rb')`` locally. For URLs a stream read front to back, or with
+    ``seekable`` a random-access file; both fetch :data:`REMOTE_READ_BYTES` per request (each request costs
+    a round trip, so small reads would be slow)."""
     if not is_remote(uri):
         return open(local_path(uri), "rb")
     f, p = resolve(uri)
-    raw = f.open_input_file(p)
-    return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+    raw = f.open_input_file(p) if seekable else f.open_input_stream(p, compression=None)
+    return io.BufferedReader(raw, buffer_size=REMOTE_READ_BYTES)  # type: ignore[arg-type]
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
@@ -457,7 +459,7 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
         with open(local_path(uri), "rb") as fh:
             return fh.read()
     f, p = resolve(uri)
-    with f.open_input_stream(p, compression=None) as fh:
+    with f.open_input_file(p) as fh:     # the size is known: one request (a stream's read() is slow)
         return fh.read()
 
 
@@ -602,7 +604,7 @@ def local_copy(uri: str | os.PathLike, cache_dir: str | None = None) -> str:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dl-", suffix=f".tmp{os.getpid()}")
     try:
         with os.fdopen(fd, "wb") as out, f.open_input_stream(p, compression=None) as src:
-            while chunk := src.read(8 << 20):
+            while chunk := src.read(REMOTE_READ_BYTES):
                 out.write(chunk)
         os.replace(tmp, dest)
     except BaseException:
@@ -631,7 +633,7 @@ def digest(uri: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def iter_chunks(uri: str | os.PathLike, chunk: int = 1 << 22) -> Iterator[bytes]:
+def iter_chunks(uri: str | os.PathLike, chunk: int = 1 << 23) -> Iterator[bytes]:
     """The bytes of a file in chunks."""
     with open_input(uri) as fh:
         while b := fh.read(chunk):

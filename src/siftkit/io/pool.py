@@ -611,6 +611,12 @@ def _scan_remote(spec: InputSpec, path: str, scan: _Scan) -> bool:
             raise err(e) from None
         raise InputDataError(f"input not found: {_fs.display(spec.path)!r} ("
                              + ("the bucket does not exist" if no_bucket else "no such object or folder") + ")")
+    hf = [rel for _u, rel, _n in files if rel.rsplit("/", 1)[-1] in ("state.json", "dataset_dict.json")]
+    if hf:
+        where = f"{path.rstrip('/')}/{hf[0].rpartition('/')[0]}".rstrip("/")
+        raise InputDataError(f"{_fs.display(where)} is a Hugging Face save_to_disk folder: siftkit reads those "
+                             f"from local disk only; copy it (aws s3 sync / gcloud storage rsync) or give its "
+                             f"Arrow files as a glob ({_fs.display(where)}/*.arrow)")
     n_skipped_before = len(scan.skipped)
     for url, rel, nbytes in files:
         _REMOTE_SIZE[url] = nbytes
@@ -720,7 +726,9 @@ def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
 
 
 def _file_sha256(path: str) -> str:
-    return _fs.digest(path, "sha256") if _fs.is_remote(path) else file_digest(path, "sha256")
+    if _fs.is_remote(path):   # hashed while it was read whole, else read again
+        return R.REMOTE_SHA256.pop(path, None) or _fs.digest(path, "sha256")
+    return file_digest(path, "sha256")
 
 
 def _checked_items(task: FileTask, problems: list[R.FileProblem]

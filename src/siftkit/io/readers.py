@@ -73,9 +73,43 @@ def _make_file_problem(reason, code, records, file, line, column) -> FileProblem
     return FileProblem(reason, code=code, records=records, file=file, line=line, column=column)
 
 
-def _open(path: str) -> Any:
-    """A binary file: local paths with ``open``, URLs (``s3://``, ``gs://``, ...) through siftkit.fs."""
-    return _fs.open_input(path) if _fs.is_url(path) else open(path, "rb")
+def _open(path: str, seekable: bool = False) -> Any:
+    """A binary file: local paths with ``open``, URLs (``s3://``, ``gs://``, ...) through siftkit.fs (a
+    stream unless ``seekable``). A remote stream read to its end leaves its sha256 in ``REMOTE_SHA256``,
+    so the manifest's checksum costs no second download."""
+    if not _fs.is_url(path):
+        return open(path, "rb")
+    fh = _fs.open_input(path, seekable)
+    return fh if seekable or not _fs.is_remote(path) else _HashingReader(path, fh)
+
+
+REMOTE_SHA256: dict[str, str] = {}   # url -> sha256 of the bytes of a remote file read whole (this process)
+
+
+class _HashingReader:
+    def __init__(self, path: str, fh: Any):
+        import hashlib
+
+        self.path, self.fh, self.h = path, fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.fh.read(n)
+        self.h.update(b)
+        if not b or n is None or n < 0:
+            REMOTE_SHA256[self.path] = self.h.hexdigest()
+        return b
+
+    def __iter__(self) -> Iterator[bytes]:
+        for ln in self.fh:
+            self.h.update(ln)
+            yield ln
+        REMOTE_SHA256[self.path] = self.h.hexdigest()
+
+    def __enter__(self) -> _HashingReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fh.close()
 
 
 def file_kind(path: str) -> str | None:
@@ -212,11 +246,15 @@ def _lines(path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]
                         _check_encoding(ln[:4], path)
                     yield ln[:-1] if ln.endswith(b"\n") else ln
             return
-        with _open(path) as fh:
+        with _open(path, seekable=True) as fh:
             fh.seek(start)
             data = fh.read(None if end is None else end - start)
         if start == 0:
             _check_encoding(data[:4], path)
+            if _fs.is_remote(path) and (end is None or end == _fs.size(path)):   # the whole file
+                import hashlib
+
+                REMOTE_SHA256[path] = hashlib.sha256(data).hexdigest()
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -454,7 +492,7 @@ def jsonl_ranges(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
         return [(0, size, 1)]
     ranges = []
     start, line = 0, 1
-    with _open(path) as fh:
+    with _open(path, seekable=True) as fh:
         while start < size:
             fh.seek(min(start + chunk_bytes, size))
             fh.readline()
