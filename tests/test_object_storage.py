@@ -147,6 +147,12 @@ def test_overwriting_an_s3_output_leaves_no_stale_files(s3, tmp_path):
     names = {rel for _u, rel, _n in fs.walk_files(f"{s3}/out")}
     assert "report.html" not in names and "manifest.json" in names
     assert len(_read(f"{s3}/out/selected.jsonl").splitlines()) == 5
+    # A run killed while publishing: no manifest.json. A reader refuses it; the next run replaces it.
+    fs.remove(f"{s3}/out/manifest.json")
+    assert main(["--quiet", "report", f"{s3}/out"]) == 3
+    assert main(["--quiet", "select", f"{s3}/pool", "--budget", "4", "--cache-dir", f"{s3}/cache",
+                 "--out", f"{s3}/out"]) == 0
+    assert len(_read(f"{s3}/out/selected.jsonl").splitlines()) == 4 and fs.isfile(f"{s3}/out/manifest.json")
     fs.write_atomic(f"{s3}/foreign/data.csv", b"a,b\n")
     rc = main(["--quiet", "select", f"{s3}/pool", "--budget", "5", "--cache-dir", f"{s3}/cache",
                "--out", f"{s3}/foreign"])

@@ -547,14 +547,14 @@ def remove_tree(uri: str | os.PathLike) -> None:
         pass
 
 
-def upload_tree(local_dir: str, uri: str, last: str = "manifest.json") -> list[str]:
-    """Copy every file of ``local_dir`` to the folder ``uri`` (each one PUT), ``last`` after all the others.
-    Returns the relative names written."""
+def upload_tree(local_dir: str, uri: str, last: str = "manifest.json", first: str = "") -> list[str]:
+    """Copy every file of ``local_dir`` to the folder ``uri`` (each one PUT): those whose relative name
+    starts with ``first`` before the others, ``last`` after all. Returns the relative names written."""
     rels = []
     for dirpath, _dirs, files in os.walk(local_dir):
         for name in files:
             rels.append(os.path.relpath(os.path.join(dirpath, name), local_dir).replace(os.sep, "/"))
-    rels.sort(key=lambda r: (r == last, r))
+    rels.sort(key=lambda r: (r == last, not (first and r.startswith(first)), r))
     f, p = resolve(uri)
     for rel in rels:
         with open(os.path.join(local_dir, rel), "rb") as src, \

@@ -506,8 +506,10 @@ def _staged_remote(out_dir: str, overwrite: bool, protect: Sequence[str]) -> Ite
 
 def _publish_remote(tmp: str, out_dir: str, state: str) -> None:
     """Upload a complete staged output to ``out_dir`` on an object store, which has no atomic folder rename:
-    the previous manifest.json is deleted first, then every file is PUT (each object appears whole), the
-    previous output's other files that the new one lacks are deleted, and manifest.json is PUT last. A reader
+    the previous manifest.json is deleted first, then every file is PUT (each object appears whole; the
+    ``_siftkit/`` side folder first, so even a half-published folder is recognised as a siftkit output and
+    replaced by the next run), the previous output's other files that the new one lacks are deleted, and
+    manifest.json is PUT last. A reader
     that finds manifest.json sees a complete output; while a run writes, manifest.json is missing (a reader
     must treat the folder as incomplete, as ``siftkit report``/``read`` do)."""
     try:
@@ -515,7 +517,7 @@ def _publish_remote(tmp: str, out_dir: str, state: str) -> None:
         if state != "missing":
             old = [rel for _u, rel, _n in fs.walk_files(out_dir)]
             fs.remove(fs.join(out_dir, "manifest.json"))
-        written = fs.upload_tree(tmp, out_dir, last="manifest.json")
+        written = fs.upload_tree(tmp, out_dir, last="manifest.json", first=SIDE_DIR + "/")
         for rel in sorted(set(old) - set(written)):
             fs.remove(fs.join(out_dir, rel))
     except OSError as e:
