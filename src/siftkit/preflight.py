@@ -142,6 +142,17 @@ def check_input_paths(paths: Iterable[Any], who: str, what: str = "targets") -> 
             p = p.get("path")
         if not isinstance(p, str) or p.startswith("hf:"):
             continue
+        from . import fs
+
+        if fs.is_remote(p):
+            try:
+                found = fs.glob(p) if any(ch in p for ch in "*?[") else fs.exists(p)
+            except OSError as e:
+                raise fs.fs_error(p, e, f"{who}: {what}: cannot read") from None
+            if not found:
+                raise ConfigError(f"{who}: {what}: {fs.display(p)!r} not found (no such object, folder or match)")
+            continue
+        p = fs.local_path(p)
         if any(ch in p for ch in "*?["):
             if not _glob.glob(os.path.expanduser(p), recursive=True):
                 raise ConfigError(f"{who}: {what}: no files match the pattern {p!r}")
