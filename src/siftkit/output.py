@@ -430,6 +430,7 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
             yield tmp
         return
     out_dir = os.path.abspath(fs.local_path(out_dir))
+    protect = [fs.local_path(p) for p in protect if p and not fs.is_remote(p)]
     if os.path.islink(out_dir) and os.path.isdir(out_dir):
         out_dir = os.path.realpath(out_dir)
     parent, name = os.path.split(out_dir)

@@ -21,7 +21,7 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -105,10 +105,10 @@ class _HashingReader:
             yield ln
         REMOTE_SHA256[self.path] = self.h.hexdigest()
 
-    def __enter__(self) -> _HashingReader:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.fh.close()
 
 
