@@ -234,6 +234,9 @@ def test_fs_helpers_on_s3(s3, tmp_path):
     fs.write_atomic(f"{s3}/d/sub/b.txt", b"changed!")       # another size: downloaded again
     p2 = fs.local_copy(f"{s3}/d/sub/b.txt")
     assert p2 != p1 and fs.read_bytes(p2) == b"changed!"
+    fs.write_atomic(f"{s3}/d/odd name%41.txt", b"literal")   # keys are literal: no %-decoding
+    assert [u for u, _r, _n in fs.walk_files(f"{s3}/d") if "odd" in u] == [f"{s3}/d/odd name%41.txt"]
+    assert fs.read_bytes(f"{s3}/d/odd name%41.txt") == b"literal" and not fs.exists(f"{s3}/d/odd nameA.txt")
     fs.remove_tree(f"{s3}/d")
     assert not fs.exists(f"{s3}/d/a.parquet")
     shutil.rmtree(tmp_path / "local-cache", ignore_errors=True)

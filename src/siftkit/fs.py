@@ -229,10 +229,11 @@ def resolve(uri: str | os.PathLike) -> tuple[Any, str]:
             raise
         except Exception as e:  # noqa: BLE001 - libhdfs missing, bad endpoint, ...
             raise ConfigError(f"cannot open the file system of {display(uri)}: {describe_error(e)}") from None
+    rest = uri[len(sch) + 3:]    # keys are taken literally (as the aws and gcloud tools do): no %-decoding
     if sch in ("s3", "s3a", "gs", "gcs"):
-        path = (u.netloc + urllib.parse.unquote(u.path)).rstrip("/")
+        path = rest.rstrip("/")
     elif sch in ("hdfs", "viewfs"):
-        path = urllib.parse.unquote(u.path).rstrip("/") or "/"
+        path = "/" + rest.split("/", 1)[1].rstrip("/") if "/" in rest else "/"
     else:
         path = uri[len(sch) + 3:].rstrip("/")
     return f, path
