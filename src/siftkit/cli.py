@@ -175,6 +175,12 @@ def _kv(items: Sequence[str], flag: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ commands
 
+def _fs_abspath(p: str) -> str:
+    from .fs import abspath
+
+    return abspath(p)
+
+
 def cmd_read(a: argparse.Namespace) -> int:
     import orjson
 
@@ -193,8 +199,13 @@ def cmd_read(a: argparse.Namespace) -> int:
     if a.out:
         import pyarrow.parquet as pq
 
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)) or ".", exist_ok=True)
-        pq.write_table(pool.table, a.out, compression="zstd")
+        from . import fs
+
+        if fs.is_remote(a.out):
+            fs.write_table(a.out, pool.table)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(a.out)) or ".", exist_ok=True)
+            pq.write_table(pool.table, a.out, compression="zstd")
         progress.info(f"wrote canonical pool to {a.out}")
     if a.rejects:  # always written, empty when there are none
         write_jsonl(pool.rejects, a.rejects)
@@ -214,7 +225,7 @@ def cmd_score(a: argparse.Namespace) -> int:
     table = score(pool, signals, tokenizer=a.tokenizer, cache_dir=a.cache_dir, workers=a.workers,
                   engine=a.engine, refresh=a.refresh)
     progress.info(f"scored {len(pool):,} records: columns {', '.join(table.column_names)} "
-                  f"(cache: {os.path.abspath(a.cache_dir)})")
+                  f"(cache: {_fs_abspath(a.cache_dir)})")
     return 0
 
 

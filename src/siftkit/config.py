@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .fs import is_url
 from .yamlfile import load_yaml_mapping
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
@@ -127,16 +128,17 @@ def load_recipe(path: str) -> dict[str, Any]:
     # Relative input paths are relative to the recipe file, not to the current folder.
     base = os.path.dirname(os.path.abspath(path))
     for i, inp in enumerate(data.get("inputs") or []):
-        if isinstance(inp, str) and not os.path.isabs(inp) and not inp.startswith("hf:"):
+        if isinstance(inp, str) and not os.path.isabs(inp) and not inp.startswith("hf:") and not is_url(inp):
             data["inputs"][i] = os.path.normpath(os.path.join(base, inp))
         elif isinstance(inp, dict) and isinstance(inp.get("path"), str) and not os.path.isabs(inp["path"]) \
-                and not inp["path"].startswith("hf:"):
+                and not inp["path"].startswith("hf:") and not is_url(inp["path"]):
             inp["path"] = os.path.normpath(os.path.join(base, inp["path"]))
     # So are the output folder and the cache.
     out = data.get("output")
     if isinstance(out, str):
         data["output"] = out = {"dir": out}
-    if isinstance(out, dict) and isinstance(out.get("dir"), str) and not os.path.isabs(out["dir"]):
+    if isinstance(out, dict) and isinstance(out.get("dir"), str) and not os.path.isabs(out["dir"]) \
+            and not is_url(out["dir"]):
         out["dir"] = os.path.normpath(os.path.join(base, out["dir"]))
     # And the eval files of the top-level decontaminate key.
     dec = data.get("decontaminate")
@@ -145,8 +147,9 @@ def load_recipe(path: str) -> dict[str, Any]:
     if isinstance(dec, dict) and dec.get("against") is not None:
         ag = dec["against"] if isinstance(dec["against"], list) else [dec["against"]]
         dec["against"] = [os.path.normpath(os.path.join(base, a)) if isinstance(a, str) and not os.path.isabs(a)
-                          else a for a in ag]
-    if isinstance(data.get("cache_dir"), str) and not os.path.isabs(data["cache_dir"]):
+                          and not is_url(a) else a for a in ag]
+    if isinstance(data.get("cache_dir"), str) and not os.path.isabs(data["cache_dir"]) \
+            and not is_url(data["cache_dir"]):
         data["cache_dir"] = os.path.normpath(os.path.join(base, data["cache_dir"]))
     return data
 

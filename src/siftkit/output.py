@@ -32,6 +32,7 @@ import platform
 import re
 import secrets
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import progress
+from . import fs, progress
 from ._version import __version__
 from .errors import ConfigError, InputDataError
 from .fsutil import disk_guard, exchange, fsync_dir, fsync_path, is_no_space, pid_alive, remove_path
@@ -85,7 +86,7 @@ def build_manifest(sel: Selection, outputs: dict[str, Any], pool_info: dict[str,
         "budget": cfg.budget,
         "budget_resolved": sel.budget_resolved,
         "config": cfg.raw,
-        "inputs": [{"path": os.path.abspath(f.path), "rel": f.rel, "source": f.source, "format": f.format,
+        "inputs": [{"path": fs.abspath(f.path), "rel": f.rel, "source": f.source, "format": f.format,
                     "size": f.size, "sha256": f.sha256, "records": f.records, "rejected": f.rejected,
                     "defects": f.defects} for f in sel.pool.files],
         "skipped_files": sel.pool.skipped_files,
@@ -254,7 +255,7 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
             outputs["unrepresentable"] = len(unwritable)  # selected = records + unrepresentable
         entry = _dataset_info(fmt, sel_name, chosen, unwritable)
         if entry is not None:   # LLaMA-Factory's entry, keyed by the output folder's name
-            blob = orjson.dumps({os.path.basename(os.path.abspath(out_dir)): entry}, option=orjson.OPT_INDENT_2)
+            blob = orjson.dumps({fs.basename(fs.abspath(out_dir)): entry}, option=orjson.OPT_INDENT_2)
             with disk_guard(os.path.join(out_dir, "dataset_info.json"), len(blob), approx=False), \
                     open(at("dataset_info.json"), "wb") as fh:
                 fh.write(blob)
@@ -420,8 +421,16 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
     output, if any, is removed after the swap); on any error remove it and leave ``out_dir`` untouched.
 
     A non-empty ``out_dir`` that is not a siftkit output is refused (ConfigError, exit 2) unless
-    ``overwrite``; a folder holding any ``protect`` path (the cache, an input) is always refused."""
-    out_dir = os.path.abspath(out_dir)
+    ``overwrite``; a folder holding any ``protect`` path (the cache, an input) is always refused.
+
+    ``out_dir`` may be a URL (``s3://bucket/out``): the output is staged in a local temporary folder and then
+    uploaded, see :func:`_publish_remote`."""
+    if fs.is_remote(out_dir):
+        with _staged_remote(out_dir.rstrip("/"), overwrite, protect) as tmp:
+            yield tmp
+        return
+    out_dir = os.path.abspath(fs.local_path(out_dir))
+    protect = [fs.local_path(p) for p in protect if p and not fs.is_remote(p)]
     if os.path.islink(out_dir) and os.path.isdir(out_dir):
         out_dir = os.path.realpath(out_dir)
     parent, name = os.path.split(out_dir)
@@ -456,6 +465,66 @@ def staged_output(out_dir: str, overwrite: bool = False, protect: Sequence[str] 
         raise
 
 
+def remote_output_state(out_dir: str) -> tuple[str, list[str]]:
+    """:func:`output_state` for a URL (an object store has no empty folders: "missing" when no object is
+    under the prefix)."""
+    try:
+        names = fs.listdir(out_dir)
+    except FileNotFoundError:
+        return "missing", []
+    except OSError as e:
+        if fs.error_kind(e) == "missing" and "bucket" not in str(e).lower():
+            return "missing", []
+        raise fs.fs_error(out_dir, e, "cannot list the output folder") from None
+    if not names:
+        return "missing", []
+    foreign = [n for n in names if n not in OUTPUT_NAMES and not n.endswith(".tmp")]
+    ours = {"manifest.json", SIDE_DIR, LEGACY_SELECTION_FILE} & set(names)
+    if foreign or not ours:
+        return "foreign", foreign or names
+    return "siftkit", []
+
+
+@contextlib.contextmanager
+def _staged_remote(out_dir: str, overwrite: bool, protect: Sequence[str]) -> Iterator[str]:
+    state, foreign = remote_output_state(out_dir)
+    if state in ("siftkit", "foreign"):
+        for p in protect:
+            if p and fs.is_remote(p) and (p.rstrip("/") + "/").startswith(out_dir + "/"):
+                raise ConfigError(f"output folder {fs.display(out_dir)} holds {fs.display(p)} (the cache or an "
+                                  f"input), which replacing the folder would delete: choose another --out")
+    if state == "foreign" and not overwrite:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"output folder {fs.display(out_dir)} is not empty and is not a siftkit output (it "
+                          f"holds {shown}): choose another --out, empty it, or pass --overwrite to replace it")
+    tmp = tempfile.mkdtemp(prefix=".siftkit-stage-")
+    try:
+        yield tmp
+        _publish_remote(tmp, out_dir, state)
+    finally:
+        remove_path(tmp)
+
+
+def _publish_remote(tmp: str, out_dir: str, state: str) -> None:
+    """Upload a complete staged output to ``out_dir`` on an object store, which has no atomic folder rename:
+    the previous manifest.json is deleted first, then every file is PUT (each object appears whole; the
+    ``_siftkit/`` side folder first, so even a half-published folder is recognised as a siftkit output and
+    replaced by the next run), the previous output's other files that the new one lacks are deleted, and
+    manifest.json is PUT last. A reader
+    that finds manifest.json sees a complete output; while a run writes, manifest.json is missing (a reader
+    must treat the folder as incomplete, as ``siftkit report``/``read`` do)."""
+    try:
+        old: list[str] = []
+        if state != "missing":
+            old = [rel for _u, rel, _n in fs.walk_files(out_dir)]
+            fs.remove(fs.join(out_dir, "manifest.json"))
+        written = fs.upload_tree(tmp, out_dir, last="manifest.json", first=SIDE_DIR + "/")
+        for rel in sorted(set(old) - set(written)):
+            fs.remove(fs.join(out_dir, rel))
+    except OSError as e:
+        raise fs.fs_error(out_dir, e, "cannot write the output folder") from None
+
+
 def _fsync_tree(folder: str) -> None:
     """Flush every file and folder of the staged output to disk before it becomes visible."""
     for dirpath, _dirs, files in os.walk(folder):
@@ -483,10 +552,10 @@ def selection_path(out_dir: str, manifest: dict[str, Any] | None = None) -> str:
     """The per-record status file of an output folder (side folder, or the top level of older outputs)."""
     rel = ((manifest or {}).get("outputs") or {}).get("selection")
     for cand in ([rel] if rel else []) + [SELECTION_FILE, LEGACY_SELECTION_FILE]:
-        p = os.path.join(out_dir, cand)
-        if os.path.isfile(p):
+        p = fs.join(out_dir, cand)
+        if fs.isfile(p):
             return p
-    raise InputDataError(f"{out_dir} has no {SELECTION_FILE} (nor {LEGACY_SELECTION_FILE}): "
+    raise InputDataError(f"{fs.display(out_dir)} has no {SELECTION_FILE} (nor {LEGACY_SELECTION_FILE}): "
                          f"is it a complete siftkit output folder?")
 
 
@@ -497,21 +566,31 @@ def report_from_output(out_dir: str, path: str | None = None) -> str:
     (``selection.parquet`` in older outputs)."""
     from .report import render_report
 
-    mpath = os.path.join(out_dir, "manifest.json")
-    if not os.path.isfile(mpath):
-        raise InputDataError(f"{out_dir} has no manifest.json: is it a siftkit output folder?")
-    with open(mpath, "rb") as fh:
-        manifest = orjson.loads(fh.read())
-    status = pq.read_table(selection_path(out_dir, manifest))
+    mpath = fs.join(out_dir, "manifest.json")
+    try:
+        if not fs.isfile(mpath):
+            raise InputDataError(f"{fs.display(out_dir)} has no manifest.json: is it a (complete) siftkit "
+                                 f"output folder?")
+        manifest = orjson.loads(fs.read_bytes(mpath))
+        status = fs.read_table(selection_path(out_dir, manifest))
+    except OSError as e:
+        raise fs.fs_error(mpath, e, "cannot read", InputDataError) from None
+    if fs.is_remote(out_dir) and (path is None or fs.is_remote(path)):
+        with tempfile.TemporaryDirectory(prefix=".siftkit-report-") as tmp:
+            local = report_from_output(out_dir, os.path.join(tmp, "report.html"))
+            dest = path or fs.join(out_dir, "report.html")
+            with open(local, "rb") as fh:
+                fs.write_atomic(dest, fh.read())
+        return dest
     st = np.asarray(status.column("status").to_pylist(), dtype=object)
     mask = st == "selected"
     out = path or os.path.join(out_dir, "report.html")
     origin = manifest.get("pool") or {}
     data_rel = (manifest.get("outputs") or {}).get("report_data")
     if data_rel:
-        data = pq.read_table(os.path.join(out_dir, data_rel))
+        data = fs.read_table(fs.join(out_dir, data_rel))
         if data.num_rows != status.num_rows:
-            raise InputDataError(f"{os.path.join(out_dir, data_rel)} has {data.num_rows} rows but "
+            raise InputDataError(f"{fs.join(out_dir, data_rel)} has {data.num_rows} rows but "
                                  f"{selection_path(out_dir, manifest)} has {status.num_rows}")
         pool = pa.table({"id": status.column("id"), "source": status.column("source"),
                          "messages": data.column("messages")})

@@ -142,6 +142,17 @@ def check_input_paths(paths: Iterable[Any], who: str, what: str = "targets") -> 
             p = p.get("path")
         if not isinstance(p, str) or p.startswith("hf:"):
             continue
+        from . import fs
+
+        if fs.is_remote(p):
+            try:
+                found = fs.glob(p) if any(ch in p for ch in "*?[") else fs.exists(p)
+            except OSError as e:
+                raise fs.fs_error(p, e, f"{who}: {what}: cannot read") from None
+            if not found:
+                raise ConfigError(f"{who}: {what}: {fs.display(p)!r} not found (no such object, folder or match)")
+            continue
+        p = fs.local_path(p)
         if any(ch in p for ch in "*?["):
             if not _glob.glob(os.path.expanduser(p), recursive=True):
                 raise ConfigError(f"{who}: {what}: no files match the pattern {p!r}")
@@ -254,6 +265,12 @@ def preflight(cfg: Any, selectors: Sequence[Any] | None = None) -> list[Any]:
     problems: list[tuple[str, list[str]] | None] = []
     _check_inputs(cfg.inputs, problems)
     _check_engine(cfg.engine, problems)
+    from .fs import check_location
+
+    check_location(cfg.cache_dir, "the cache folder")      # remote: reachable, bucket exists (else exit 2)
+    out_dir = (cfg.output or {}).get("dir") if isinstance(cfg.output, Mapping) else None
+    if isinstance(out_dir, str):
+        check_location(out_dir, "the output folder")
     for i, (spec, sel) in enumerate(zip(cfg.steps, selectors)):
         who = f"preset {preset!r}" if preset and i >= first_step else f"{spec.where}.{spec.role}: {spec.selector}"
         emb = _embedding_of(sel)   # the embeddings the step loads: their extras count as the step's

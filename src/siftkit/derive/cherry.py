@@ -55,6 +55,7 @@ import pyarrow as pa
 
 from .. import progress
 from ..errors import ConfigError
+from ..fs import local_folder
 from ..registry import register_derivation
 from .base import Derivation
 
@@ -212,7 +213,7 @@ def brief_experience(pool: Any, model: str, *, clusters: int = 100, per_cluster:
             "lm_loss": base_sig.fingerprint(), "embedding": emb_sig.fingerprint(),
             **{k: opts[k] for k in ("clusters", "per_cluster", "band", "train", "seed")}}
     fp = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = out or os.path.join(cache_dir, "models", "cherry-brief", fp)
+    folder = out or local_folder(cache_dir, "models", "cherry-brief", fp)
     marker = os.path.join(folder, MARKER)
     if os.path.isfile(marker):
         with open(marker, encoding="utf-8") as fh:

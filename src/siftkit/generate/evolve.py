@@ -44,6 +44,7 @@ import xxhash
 from .. import progress
 from .._version import __version__
 from ..errors import ConfigError, EndpointError
+from ..fs import local_folder
 from ..io.pool import read_pool
 from ..io.writers import CONVERTERS, table_from_rows, write_jsonl
 from ..llm.client import Client, Endpoint
@@ -166,7 +167,7 @@ class _Evolver:
                            max_retries=cfg.max_retries, concurrency=cfg.concurrency)
         self.ep.ready("evolve")
         self.usage = Usage()
-        self.cache_folder = os.path.abspath(os.path.join(cache_dir, "llm"))
+        self.cache_folder = os.path.abspath(local_folder(cache_dir, "llm"))
         self.client = Client(self.ep, open_cache(self.cache_folder), self.usage, tag=self.fingerprint(),
                              who="evolve")
 

@@ -24,6 +24,7 @@ import orjson
 
 from .._version import __version__
 from ..errors import ConfigError, EndpointError
+from ..fs import local_folder
 from ..llm.client import Client, Endpoint
 from ..llm.runs import open_cache
 from ..llm.structured import answer_text
@@ -113,7 +114,7 @@ def rank_variants(evolved: str, out_dir: str, *, endpoint: str, model: str = "",
                   concurrency=concurrency)
     ep.ready("rank", need_url=True)
     usage = Usage()
-    client = Client(ep, open_cache(os.path.join(cache_dir, "llm")), usage, tag=f"rank-{kind}", who="rank")
+    client = Client(ep, open_cache(local_folder(cache_dir, "llm")), usage, tag=f"rank-{kind}", who="rank")
     roots = list(groups)
     texts = [[_pair(r)[0] if kind == "complexity" else _pair(r)[1] for r in groups[k]] for k in roots]
     outs = client.complete([rank_body(kind, t, max_tokens) for t in texts])

@@ -41,6 +41,7 @@ import xxhash
 
 from .._version import __version__
 from ..errors import ConfigError, EndpointError, InputDataError
+from ..fs import local_folder
 from ..llm.client import Client, Endpoint
 from ..llm.runs import open_cache
 from ..llm.structured import answer_text
@@ -297,7 +298,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
                   concurrency=concurrency)
     ep.ready("testset", need_url=True)
     usage = Usage()
-    client = Client(ep, open_cache(os.path.join(cache_dir, "llm")), usage, tag="testset", who="testset")
+    client = Client(ep, open_cache(local_folder(cache_dir, "llm")), usage, tag="testset", who="testset")
 
     def body(user: str, salt: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
         b: dict[str, Any] = {"messages": [{"role": "system", "content": P["system"]},

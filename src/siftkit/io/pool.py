@@ -46,6 +46,7 @@ import orjson
 import pyarrow as pa
 import xxhash
 
+from .. import fs as _fs
 from .. import progress
 from ..errors import ConfigError, EmptyResultError, InputDataError, SiftkitError
 from ..fsutil import file_digest
@@ -478,10 +479,13 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
             tasks.append(FileTask(path, name, o["source"] or name.split(":")[0].split("/")[-1], o["format"],
                                   o["mapping"], o["header"], recover))
             continue
+        path = _fs.local_path(path)
         scan = _Scan(recover, skipped)
         n_skipped_before = len(skipped)
         is_dir = False
-        if any(ch in path for ch in "*?["):
+        if _fs.is_remote(path):
+            is_dir = _scan_remote(spec, path, scan)
+        elif any(ch in path for ch in "*?["):
             root = path
             while any(ch in root for ch in "*?["):
                 root = os.path.dirname(root)
@@ -524,7 +528,7 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
             else:
                 scan.entry(path, base)
         flat_dir = is_dir and all("/" not in r for _, r in scan.files)
-        dir_name = os.path.basename(os.path.normpath(path))
+        dir_name = _fs.basename(path) if _fs.is_remote(path) else os.path.basename(os.path.normpath(path))
         entries = [(p, rel, None) for p, rel in scan.files] + [(q[0], q[1], q[2:]) for q in scan.problems]
         entries.sort(key=lambda x: x[1])
         for p, rel, problem in entries:
@@ -542,6 +546,8 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
                 try:
                     ranges = R.jsonl_ranges(p, JSONL_CHUNK_BYTES)
                 except OSError as e:
+                    if _fs.is_remote(p):
+                        raise _fs.fs_error(p, e, "cannot read input", InputDataError) from None
                     if not recover:
                         raise InputDataError(f"cannot open: {e.strerror}", file=R.safe_text(p)) from None
                     tasks.append(FileTask(*args, problem=("unreadable", f"cannot open: {e.strerror}", None)))
@@ -556,6 +562,91 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
                           f"path relative to its input, e.g. 'flan_cot/*.tsv', or its name, e.g. '*.tsv')")
     _disambiguate_rels(tasks)
     return tasks, skipped
+
+
+def _scan_remote(spec: InputSpec, path: str, scan: _Scan) -> bool:
+    """List a remote input (a file, a folder = prefix, or a glob) into ``scan``; True for a folder.
+    Hidden names (a part starting with '.') and other file types are skipped, as for local folders."""
+    import pyarrow.fs as pafs
+
+    def err(e: BaseException) -> SiftkitError:
+        return _fs.fs_error(path, e, "cannot read input", InputDataError)
+
+    if any(ch in path for ch in "*?["):
+        root = path
+        while any(ch in root for ch in "*?["):
+            root = _fs.dirname(root)
+        try:
+            matches = _fs.glob(path)
+        except OSError as e:
+            raise err(e) from None
+        if not matches:
+            raise InputDataError(f"no files match the pattern {_fs.display(spec.path)!r}")
+        for m in matches:
+            _remote_entry(scan, m, m[len(root):].lstrip("/"))
+        return False
+    try:
+        info = _fs._info(path)
+    except OSError as e:
+        raise err(e) from None
+    if info.type == pafs.FileType.File:
+        if R.file_kind(path) is None:
+            if not scan.recover:
+                raise InputDataError(f"unknown file type for {_fs.display(spec.path)!r}: expected one of "
+                                     f"{', '.join(R.KNOWN_EXT)}")
+            scan.problems.append((path, _fs.basename(path), "unknown_file_type",
+                                  f"unknown file type: expected one of {', '.join(R.KNOWN_EXT)}", None))
+        else:
+            scan.files.append((path, _fs.basename(path)))
+            _REMOTE_SIZE[path] = int(info.size or 0)
+        return False
+    try:
+        files = _fs.walk_files(path) if info.type == pafs.FileType.Directory else []
+    except OSError as e:
+        raise err(e) from None
+    if info.type == pafs.FileType.NotFound or not files:
+        try:
+            no_bucket = _fs.bucket_missing(path)
+        except OSError as e:
+            raise err(e) from None
+        raise InputDataError(f"input not found: {_fs.display(spec.path)!r} ("
+                             + ("the bucket does not exist" if no_bucket else "no such object or folder") + ")")
+    hf = [rel for _u, rel, _n in files if rel.rsplit("/", 1)[-1] in ("state.json", "dataset_dict.json")]
+    if hf:
+        where = f"{path.rstrip('/')}/{hf[0].rpartition('/')[0]}".rstrip("/")
+        raise InputDataError(f"{_fs.display(where)} is a Hugging Face save_to_disk folder: siftkit reads those "
+                             f"from local disk only; copy it (aws s3 sync / gcloud storage rsync) or give its "
+                             f"Arrow files as a glob ({_fs.display(where)}/*.arrow)")
+    n_skipped_before = len(scan.skipped)
+    for url, rel, nbytes in files:
+        _REMOTE_SIZE[url] = nbytes
+        _remote_entry(scan, url, rel)
+    if not scan.files and not scan.problems:
+        n_skip = len(scan.skipped) - n_skipped_before
+        raise InputDataError(f"directory {_fs.display(spec.path)!r} holds no readable data files "
+                             f"(looked for {', '.join(R.KNOWN_EXT)}"
+                             + (f"; skipped {n_skip}: hidden names or other file types" if n_skip else "") + ")")
+    return True
+
+
+_REMOTE_SIZE: dict[str, int] = {}   # sizes seen while listing remote inputs (saves a request per file)
+
+
+def _remote_entry(scan: _Scan, url: str, rel: str) -> None:
+    if any(part.startswith(".") for part in rel.split("/")):
+        return scan.skip(url, "hidden (name starts with '.'): not read")
+    if R.file_kind(url) is None:
+        ext = os.path.splitext(url.rsplit("/", 1)[-1])[1]
+        return scan.skip(url, f"not a data file type siftkit reads ({ext or 'no extension'})")
+    scan.files.append((url, rel))
+
+
+def _size(path: str) -> int:
+    if _fs.is_remote(path):
+        if path not in _REMOTE_SIZE:
+            _REMOTE_SIZE[path] = _fs.size(path)
+        return _REMOTE_SIZE[path]
+    return os.path.getsize(path)
 
 
 def _disambiguate_rels(tasks: list[FileTask]) -> None:
@@ -635,6 +726,8 @@ def _read_hf_hub(task: FileTask) -> Iterable[R.RawRecord]:
 
 
 def _file_sha256(path: str) -> str:
+    if _fs.is_remote(path):   # hashed while it was read whole, else read again
+        return R.REMOTE_SHA256.pop(path, None) or _fs.digest(path, "sha256")
     return file_digest(path, "sha256")
 
 
@@ -673,7 +766,7 @@ def _checked_items(task: FileTask, problems: list[R.FileProblem]
 
 def _is_empty_file(path: str) -> bool:
     try:
-        return os.path.getsize(path) == 0
+        return _size(path) == 0
     except OSError:
         return False  # reading it will say why
 
@@ -855,7 +948,7 @@ def process_task(task: FileTask) -> dict[str, Any]:
     if first_chunk and task.records is None and not task.path.startswith("hf:") and task.problem is None:
         try:
             info = FileInfo(R.safe_text(task.path), task.rel, task.source, fmt or "unknown",
-                            os.path.getsize(task.path), _file_sha256(task.path))
+                            _size(task.path), _file_sha256(task.path))
         except OSError:
             info = None  # could not be opened: its rejection above says why
     return {"table": table, "rejects": rejects, "info": info, "rel": task.rel, "format": fmt}
@@ -967,6 +1060,8 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
         total_bytes = sum(_task_size(t) for t in tasks)
         if workers is None:
             workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
+        if any(_fs.is_remote(t.path) for t in tasks):
+            workers = 1   # the S3/GCS clients are not fork-safe: remote files are read in this process
         progress.debug(f"read: {len(tasks)} task(s) from {len({t.path for t in tasks})} file(s), "
                        f"{total_bytes / 1e6:,.1f} MB, {workers} worker(s)")
         with progress.stage("read", unit="items") as b:     # items: records + rejects, as the files yield them
@@ -1091,6 +1186,11 @@ def _load_spilled(res: dict[str, Any]) -> dict[str, Any]:
 def _task_size(t: FileTask) -> int:
     if t.byte_range:
         return t.byte_range[1] - t.byte_range[0]
+    if _fs.is_remote(t.path):
+        try:
+            return _size(t.path)
+        except OSError:
+            return 0
     return os.path.getsize(t.path) if os.path.isfile(t.path) else 0
 
 

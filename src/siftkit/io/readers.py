@@ -17,15 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
+from .. import fs as _fs
 from ..errors import InputDataError
 
 JSON_EXT = (".json",)
@@ -71,6 +71,45 @@ class FileProblem(InputDataError):
 
 def _make_file_problem(reason, code, records, file, line, column) -> FileProblem:
     return FileProblem(reason, code=code, records=records, file=file, line=line, column=column)
+
+
+def _open(path: str, seekable: bool = False) -> Any:
+    """A binary file: local paths with ``open``, URLs (``s3://``, ``gs://``, ...) through siftkit.fs (a
+    stream unless ``seekable``). A remote stream read to its end leaves its sha256 in ``REMOTE_SHA256``,
+    so the manifest's checksum costs no second download."""
+    if not _fs.is_url(path):
+        return open(path, "rb")
+    fh = _fs.open_input(path, seekable)
+    return fh if seekable or not _fs.is_remote(path) else _HashingReader(path, fh)
+
+
+REMOTE_SHA256: dict[str, str] = {}   # url -> sha256 of the bytes of a remote file read whole (this process)
+
+
+class _HashingReader:
+    def __init__(self, path: str, fh: Any):
+        import hashlib
+
+        self.path, self.fh, self.h = path, fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.fh.read(n)
+        self.h.update(b)
+        if not b or n is None or n < 0:
+            REMOTE_SHA256[self.path] = self.h.hexdigest()
+        return b
+
+    def __iter__(self) -> Iterator[bytes]:
+        for ln in self.fh:
+            self.h.update(ln)
+            yield ln
+        REMOTE_SHA256[self.path] = self.h.hexdigest()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
 
 
 def file_kind(path: str) -> str | None:
@@ -134,7 +173,7 @@ def _decompressed_chunks(path: str) -> Iterator[bytes]:
         errors = (zstandard.ZstdError,)
     what = "gzip" if gz else "zstd"
     read = out = 0
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         d = make()
         done = False
         while True:
@@ -201,17 +240,21 @@ def _lines(path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]
     yielded."""
     if not path.lower().endswith((".gz", ".zst")):
         if start == 0 and end is None:  # a whole plain file: streamed
-            with open(path, "rb") as fh:
+            with _open(path) as fh:
                 for i, ln in enumerate(fh):
                     if i == 0:
                         _check_encoding(ln[:4], path)
                     yield ln[:-1] if ln.endswith(b"\n") else ln
             return
-        with open(path, "rb") as fh:
+        with _open(path, seekable=True) as fh:
             fh.seek(start)
             data = fh.read(None if end is None else end - start)
         if start == 0:
             _check_encoding(data[:4], path)
+            if _fs.is_remote(path) and (end is None or end == _fs.size(path)):   # the whole file
+                import hashlib
+
+                REMOTE_SHA256[path] = hashlib.sha256(data).hexdigest()
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -366,7 +409,7 @@ def read_jsonl(path: str, start: int = 0, end: int | None = None, first_line: in
     A whole file that is in fact one JSON document (a pretty-printed array: the first line is ``[``)
     is read as JSON with a defect note, instead of rejecting every line."""
     it = iter(_lines(path, start, end))
-    if start != 0 or (end is not None and end < os.path.getsize(path)):
+    if start != 0 or (end is not None and end < _fs.size(path)):
         yield from _parse_lines(it, first_line)
         return
     head: list[bytes] = []
@@ -444,12 +487,12 @@ def _dup_problem(s: bytes, row: int | None, line: int | None) -> ParseProblem | 
 
 def jsonl_ranges(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
     """Split an uncompressed JSONL file into newline-aligned byte ranges: (start, end, first_line)."""
-    size = os.path.getsize(path)
+    size = _fs.size(path)
     if size <= chunk_bytes:
         return [(0, size, 1)]
     ranges = []
     start, line = 0, 1
-    with open(path, "rb") as fh:
+    with _open(path, seekable=True) as fh:
         while start < size:
             fh.seek(min(start + chunk_bytes, size))
             fh.readline()
@@ -510,7 +553,7 @@ def parse_json_document(path: str, data: bytes | None, recover: bool) -> Iterato
     """One JSON document (an array of records, ``{"data": [...]}``, or one record) from its bytes (read
     from ``path`` when ``data`` is None)."""
     if data is None:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             data = fh.read()
     _check_encoding(data[:4], path)
     if data.startswith(b"\xef\xbb\xbf"):
@@ -769,10 +812,17 @@ def read_parquet(path: str) -> Iterator[RawRecord]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_arrow_source(path))
     except Exception as e:  # noqa: BLE001  pyarrow raises ArrowInvalid/OSError with a useful message
         raise FileProblem(f"cannot read Parquet: {e}", code="unreadable", file=path) from None
     yield from _iter_arrow_rows(pf.iter_batches(batch_size=8192))
+
+
+def _arrow_source(path: str) -> Any:
+    if not _fs.is_remote(path):
+        return path
+    f, p = _fs.resolve(path)
+    return f.open_input_file(p)
 
 
 def read_arrow(path: str) -> Iterator[RawRecord]:
@@ -780,10 +830,10 @@ def read_arrow(path: str) -> Iterator[RawRecord]:
     import pyarrow as pa
 
     try:
-        reader = pa.ipc.open_stream(path)
+        reader = pa.ipc.open_stream(_arrow_source(path))
     except (pa.ArrowInvalid, OSError):
         try:
-            freader = pa.ipc.open_file(path)
+            freader = pa.ipc.open_file(_arrow_source(path))
         except (pa.ArrowInvalid, OSError) as e:
             raise FileProblem(f"cannot read Arrow IPC: {e}", code="unreadable", file=path) from None
         yield from _iter_arrow_rows(freader.get_batch(i) for i in range(freader.num_record_batches))

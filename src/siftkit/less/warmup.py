@@ -28,6 +28,7 @@ import xxhash
 
 from .. import progress
 from ..errors import ConfigError
+from ..fs import local_folder
 from ..signals.store import atomic_write
 
 # LESS's published warm-up (Xia et al., 2024): LoRA r 128, alpha 512, dropout 0.1 on q/k/v/o, 4 epochs,
@@ -141,7 +142,7 @@ def warmup(pool: pa.Table, rows: np.ndarray, *, model: str, cache_dir: str, seed
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     ids = [str(i) for i in pool.column("id").take(pa.array(rows)).to_pylist()]
     fp = warmup_fingerprint(model, gguf_file, template, settings, seed, ids)
-    folder = os.path.join(cache_dir, "less", fp)
+    folder = local_folder(cache_dir, "less", fp)
     if os.path.isfile(os.path.join(folder, "done.json")):
         progress.info(f"less: reusing warm-up checkpoints in {folder}")
         return load_checkpoints(folder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..fs import local_folder
 from .cache import ResponseCache
 from .client import Client
 from .usage import cost, usage_for
@@ -32,7 +33,7 @@ class EndpointRuns:
     response_cache: str | None    # (the signal provides fingerprint())
 
     def begin_run(self, cache_dir: str) -> None:
-        self.response_cache = os.path.abspath(self.response_cache or os.path.join(cache_dir, "llm"))
+        self.response_cache = os.path.abspath(self.response_cache or local_folder(cache_dir, "llm"))
         _BOUND[self.fingerprint()] = self
         usage_for(self.fingerprint()).reset()
 

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from .. import progress
+from .. import fs, progress
 from ..fsutil import atomic_write, clean_stale_tmp, disk_guard, file_xxh3
 from .base import Signal
 
@@ -36,25 +36,47 @@ __all__ = ["SignalStore", "atomic_parquet", "atomic_write", "check_part"]
 
 
 class SignalStore:
+    """``cache_dir`` is a local folder or a URL (``s3://bucket/cache``, ``gs://``, ``hdfs://``,
+    ``file://``): on an object store each part is one PUT of the whole object under its final name, so a
+    reader (another worker, a rerun) sees whole parts only."""
+
     def __init__(self, cache_dir: str | os.PathLike):
-        self.root = os.path.join(os.fspath(cache_dir), "signals")
+        self.remote = fs.is_remote(cache_dir)
+        self.root = fs.join(cache_dir, "signals")
 
     def folder(self, sig: Signal) -> str:
-        return os.path.join(self.root, sig.name, sig.fingerprint())
+        return fs.join(self.root, sig.name, sig.fingerprint())
 
     def _ensure(self, sig: Signal) -> str:
         d = self.folder(sig)
+        meta = fs.join(d, "meta.json")
+        blob = {"name": sig.name, "version": sig.version, "config": sig.config(),
+                "columns": {k: str(v) for k, v in sig.columns().items()}}
+        data = orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str)
+        if self.remote:
+            try:
+                if not fs.exists(meta):
+                    fs.write_atomic(meta, data)
+            except OSError as e:
+                raise fs.fs_error(meta, e, "cannot write the signal cache at") from None
+            return d
         os.makedirs(d, exist_ok=True)
-        meta = os.path.join(d, "meta.json")
         if not os.path.exists(meta):
-            blob = {"name": sig.name, "version": sig.version, "config": sig.config(),
-                    "columns": {k: str(v) for k, v in sig.columns().items()}}
-            atomic_write(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
-                                             default=str))
+            atomic_write(meta, data)
         return d
 
     def parts(self, sig: Signal) -> list[str]:
         d = self.folder(sig)
+        if self.remote:
+            try:
+                names = fs.listdir(d)
+            except FileNotFoundError:
+                return []
+            except OSError as e:
+                if fs.error_kind(e) == "missing" and "bucket" not in str(e).lower():
+                    return []
+                raise fs.fs_error(d, e, "cannot list the signal cache at") from None
+            return [fs.join(d, f) for f in names if _PART.match(f)]
         if not os.path.isdir(d):
             return []
         clean_stale_tmp(d)
@@ -89,6 +111,18 @@ class SignalStore:
         table = pa.table(arrays)
         first = ids[0].as_py() if len(ids) else ""
         key = xxhash.xxh3_64_hexdigest(f"{first}:{len(ids)}".encode())
+        if self.remote:
+            data = fs.parquet_bytes(table)
+            path = fs.join(d, f"part-{key}-n{table.num_rows}-{xxhash.xxh3_64_hexdigest(data)}.parquet")
+            try:
+                fs.write_atomic(path, data)      # one PUT: the part appears whole under its final name
+            except OSError as e:
+                raise fs.fs_error(path, e, "cannot write the signal cache at") from None
+            for old in self.parts(sig):
+                m = _PART.match(fs.basename(old))
+                if m and m.group("key") == key and old != path:
+                    fs.remove(old)
+            return path
         tmp = os.path.join(d, f"part-{key}.parquet.tmp{os.getpid()}")
         with disk_guard(os.path.join(d, f"part-{key}.parquet"), table.nbytes, [tmp]):
             pq.write_table(table, tmp, compression="zstd")
@@ -104,17 +138,16 @@ class SignalStore:
     def clear(self, sig: Signal) -> int:
         n = 0
         for p in self.parts(sig):
-            os.remove(p)
+            fs.remove(p)
             n += 1
         return n
 
 
 def check_part(path: str) -> tuple[pa.Table | None, str]:
     """Read a cache part and check it against its name: (table, "") or (None, what is wrong)."""
-    m = _PART.match(os.path.basename(path))
+    m = _PART.match(fs.basename(path))
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = fs.read_bytes(path)
     except OSError as e:
         return None, f"unreadable ({e.strerror or e})"
     if m and m.group("sum") and xxhash.xxh3_64_hexdigest(data) != m.group("sum"):
@@ -138,7 +171,7 @@ def read_part(path: str, what: str) -> pa.Table | None:
     progress.warn(f"cache part {path} of {what} is damaged: {problem}; removing it and recomputing "
                   f"its records")
     try:
-        os.remove(path)
+        fs.remove(path)
     except OSError:
         pass
     return None
@@ -149,7 +182,11 @@ def _empty_aligned(cols: dict[str, pa.DataType], n: int) -> pa.Table:
 
 
 def atomic_parquet(path: str, table: pa.Table) -> None:
-    """Write a Parquet file via a temporary file and rename; a full disk is a DiskFullError."""
+    """Write a Parquet file via a temporary file and rename; a full disk is a DiskFullError. ``path`` may be
+    a URL (one PUT of the whole file)."""
+    if fs.is_remote(path):
+        fs.write_table(path, table)
+        return
     tmp = path + f".tmp{os.getpid()}"
     with disk_guard(path, table.nbytes, [tmp]):
         pq.write_table(table, tmp, compression="zstd")

@@ -28,10 +28,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 
-from .. import progress
+from .. import fs, progress
 from ..errors import ConfigError
 from ..fsutil import atomic_write, clean_stale_tmp, disk_guard, file_xxh3, preallocate, remove_path
 from .base import Signal
@@ -61,26 +60,56 @@ def normalize_spec(spec: dict[str, Any] | str | None) -> dict[str, Any]:
 
 
 class VectorStore:
+    """``cache_dir`` may be a URL (``s3://bucket/cache``): shards are then objects in the store (one PUT
+    each), read through local copies (:func:`siftkit.fs.local_copy`, downloaded once per machine), and the
+    pool-order matrix is assembled in the local copy folder, so it is memory-mapped from local disk."""
+
     def __init__(self, cache_dir: str | os.PathLike):
-        self.root = os.path.join(os.fspath(cache_dir), "vectors")
+        self.remote = fs.is_remote(cache_dir)
+        self.root = fs.join(cache_dir, "vectors")
 
     def folder(self, sig: Signal) -> str:
-        return os.path.join(self.root, sig.name, sig.fingerprint())
+        return fs.join(self.root, sig.name, sig.fingerprint())
+
+    def _local(self, path: str) -> str:
+        """A local file holding ``path``'s bytes (the path itself for a local cache)."""
+        if not self.remote:
+            return path
+        try:
+            return fs.local_copy(path)
+        except OSError as e:
+            raise fs.fs_error(path, e, "cannot read the vector cache at") from None
 
     def _ensure(self, sig: Signal, dim: int) -> str:
         d = self.folder(sig)
+        meta = fs.join(d, "meta.json")
+        blob = {"name": sig.name, "version": sig.version, "config": sig.config(), "dim": dim,
+                "dtype": "float16"}
+        data = orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str)
+        if self.remote:
+            try:
+                if not fs.exists(meta):
+                    fs.write_atomic(meta, data)
+            except OSError as e:
+                raise fs.fs_error(meta, e, "cannot write the vector cache at") from None
+            return d
         os.makedirs(d, exist_ok=True)
-        meta = os.path.join(d, "meta.json")
         if not os.path.exists(meta):
-            blob = {"name": sig.name, "version": sig.version, "config": sig.config(), "dim": dim,
-                    "dtype": "float16"}
-            atomic_write(meta, orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
-                                             default=str))
+            atomic_write(meta, data)
         return d
 
     def shards(self, sig: Signal) -> list[str]:
         """Paths (without suffix) of the complete shards: both the matrix and its ids exist."""
         d = self.folder(sig)
+        if self.remote:
+            try:
+                names = set(fs.listdir(d))
+            except FileNotFoundError:
+                return []
+            except OSError as e:
+                raise fs.fs_error(d, e, "cannot list the vector cache at") from None
+            return sorted(fs.join(d, f[:-len(".npy")]) for f in names
+                          if f.startswith("shard-") and f.endswith(".npy") and f[:-4] + ".ids.parquet" in names)
         if not os.path.isdir(d):
             return []
         clean_stale_tmp(d)
@@ -96,8 +125,21 @@ class VectorStore:
         first = ids[0].as_py() if len(ids) else ""
         key = xxhash.xxh3_64_hexdigest(f"{first}:{len(ids)}".encode())
         # matrix first, ids last: a shard counts as complete only when its ids file exists
-        tmp = os.path.join(d, f"shard-{key}.npy.tmp{os.getpid()}")
         arr = np.ascontiguousarray(vectors.astype(np.float16, copy=False))
+        if self.remote:
+            import io
+
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr, allow_pickle=False)
+            data = buf.getvalue()
+            base = fs.join(d, f"shard-{key}-{xxhash.xxh3_64_hexdigest(data)}")
+            try:
+                fs.write_atomic(base + ".npy", data)
+                atomic_parquet(base + ".ids.parquet", pa.table({"id": ids}))
+            except OSError as e:
+                raise fs.fs_error(base, e, "cannot write the vector cache at") from None
+            return base
+        tmp = os.path.join(d, f"shard-{key}.npy.tmp{os.getpid()}")
         with disk_guard(tmp[:-len(f".tmp{os.getpid()}")], arr.nbytes + 128, [tmp]):
             with open(tmp, "wb") as fh:
                 np.lib.format.write_array(fh, arr, allow_pickle=False)
@@ -113,20 +155,24 @@ class VectorStore:
             problem = ""
             ids = None
             try:
-                ids = pq.read_table(base + ".ids.parquet").column("id").combine_chunks()
+                ids = fs.read_table(base + ".ids.parquet").column("id").combine_chunks()
             except Exception as e:  # noqa: BLE001 - unreadable ids file: a damaged shard
                 problem = f"ids file unreadable ({type(e).__name__})"
             if not problem:
-                problem = npy_problem(base + ".npy", rows=len(ids))
+                problem = npy_problem(self._local(base + ".npy"), rows=len(ids))
             if not problem and verify_sum:
-                m = re.search(r"-([0-9a-f]{16})$", os.path.basename(base))
-                if m and file_xxh3(base + ".npy") != m.group(1):
+                m = re.search(r"-([0-9a-f]{16})$", fs.basename(base))
+                if m and file_xxh3(self._local(base + ".npy")) != m.group(1):
                     problem = "checksum mismatch (corrupted)"
             if problem:
                 progress.warn(f"cached vector shard {base}.npy of {sig.name} is damaged: {problem}; removing "
                               f"it and recomputing its records")
-                remove_path(base + ".ids.parquet")
-                remove_path(base + ".npy")
+                if self.remote:
+                    fs.remove(base + ".ids.parquet")
+                    fs.remove(base + ".npy")
+                else:
+                    remove_path(base + ".ids.parquet")
+                    remove_path(base + ".npy")
                 continue
             out.append((base, ids))
         return out
@@ -140,6 +186,13 @@ class VectorStore:
         return pa.chunked_array(parts).combine_chunks()
 
     def pool_path(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> str:
+        """Where the pool-order matrix lives: beside the shards, or for a remote cache in the local copy
+        folder (it is memory-mapped, and any machine rebuilds it from the shared shards)."""
+        if self.remote:
+            folder = os.path.join(fs.local_cache_dir(), "vectors",
+                                  xxhash.xxh3_64_hexdigest(self.folder(sig).encode()))
+            os.makedirs(folder, exist_ok=True)
+            return os.path.join(folder, f"pool-{pool_key(ids)}")
         return os.path.join(self.folder(sig), f"pool-{pool_key(ids)}")
 
     def cached_pool_matrix(self, sig: Signal, ids: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
@@ -170,7 +223,7 @@ class VectorStore:
         if pos.null_count:
             raise RuntimeError(f"{pos.null_count} records have no cached vector for {sig.name}")
         pos = pos.to_numpy(zero_copy_only=False).astype(np.int64)
-        dim = int(np.load(shards[0] + ".npy", mmap_mode="r").shape[1]) if shards else 0
+        dim = int(np.load(self._local(shards[0] + ".npy"), mmap_mode="r").shape[1]) if shards else 0
         tmp = base + f".npy.tmp{os.getpid()}"
         needed = len(pos) * dim * 2 + 128
         with disk_guard(base + ".npy", needed, [tmp], approx=False):
@@ -186,7 +239,7 @@ class VectorStore:
             for s, p in enumerate(shards):
                 rows = np.flatnonzero(shard_of == s)
                 if len(rows):
-                    mat = np.load(p + ".npy", mmap_mode="r")
+                    mat = np.load(self._local(p + ".npy"), mmap_mode="r")
                     out[rows] = mat[pos[rows] - offsets[s]]
             out.flush()
             del out

@@ -1,0 +1,280 @@
+"""Inputs, the signal cache and outputs on object storage: a real S3-compatible server (moto's, started on
+127.0.0.1 by this module) and file:// URLs. Skips when moto is not installed (``pip install -e '.[dev]'``)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import shutil
+import socket
+
+import pyarrow as pa
+import pytest
+
+from conftest import convo, write_jsonl
+from siftkit import fs
+from siftkit.cli import main
+
+BUCKET = "siftkit-test"
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (dev extra)")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """Dummy credentials and the endpoint in the environment, an empty bucket, a fresh local download
+    cache. Yields the bucket's URL."""
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTINGKEYID0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("SIFTKIT_LOCAL_CACHE", str(tmp_path / "local-cache"))
+    import pyarrow.fs as pafs
+
+    f = pafs.S3FileSystem(endpoint_override=s3_server, region="us-east-1", allow_bucket_creation=True,
+                          allow_bucket_deletion=True)
+    try:
+        f.delete_dir(BUCKET)
+    except OSError:
+        pass
+    f.create_dir(BUCKET)
+    yield f"s3://{BUCKET}"
+
+
+def _pool(root) -> None:
+    write_jsonl(root / "chat" / "a.jsonl", [convo(f"question {i}: what is {i}+{i}?", f"{i}+{i} is {2 * i}. " * (i % 7 + 1))
+                                            for i in range(40)] + [convo("question 1: what is 1+1?", "1+1 is 2. " * 2)])
+    raw = "".join(json.dumps({"instruction": f"Say {w} twice.", "input": "", "output": f"{w} {w}"}) + "\n"
+                  for w in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta"))
+    (root / "tasks").mkdir(parents=True)
+    (root / "tasks" / "t.jsonl.gz").write_bytes(gzip.compress(raw.encode()))
+    (root / "notes.txt").write_text("not data\n")
+    import pyarrow.parquet as pq
+    import zstandard
+
+    pq.write_table(pa.table({"instruction": [f"Count to {n}." for n in range(3, 9)],
+                             "output": [" ".join(map(str, range(1, n + 1))) for n in range(3, 9)]}),
+                   root / "tasks" / "count.parquet")
+    (root / "csv").mkdir()
+    (root / "csv" / "qa.csv").write_text("instruction,output\nName a colour.,Blue.\nName a fruit.,A pear.\n")
+    lines = "".join(json.dumps(convo(f"zstd question {i}", f"zstd answer {i} " * i)) + "\n" for i in range(1, 6))
+    (root / "chat" / "z.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+
+
+def _upload(local, url) -> None:
+    for dirpath, _d, files in os.walk(local):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, local).replace(os.sep, "/")
+            with open(p, "rb") as fh:
+                fs.write_atomic(f"{url}/{rel}", fh.read())
+
+
+def _select(src, cache, out, *extra) -> int:
+    return main(["--quiet", "select", src, "--budget", "12", "--method", "top", "--by", "tokens_response",
+                 "--dedup", "exact", "--cache-dir", cache, "--out", out, "--report", *extra])
+
+
+def _read(url) -> bytes:
+    return fs.read_bytes(url)
+
+
+def test_select_on_s3_matches_local_and_rerun_hits_cache(s3, tmp_path, capfd):
+    local = tmp_path / "pool"
+    _pool(local)
+    _upload(local, f"{s3}/pool")
+    assert _select(str(local), str(tmp_path / "cache"), str(tmp_path / "out")) == 0
+    capfd.readouterr()
+    assert _select(f"{s3}/pool/", f"{s3}/cache", f"{s3}/out") == 0
+    for rel in ("selected.jsonl", "_siftkit/selection.parquet"):
+        assert _read(f"{s3}/out/{rel}") == (tmp_path / "out" / rel).read_bytes(), rel
+    m = json.loads(_read(f"{s3}/out/manifest.json"))
+    assert m["counts"] == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    assert {i["path"] for i in m["inputs"]} == {f"{s3}/pool/{r}" for r in (
+        "chat/a.jsonl", "chat/z.jsonl.zst", "tasks/t.jsonl.gz", "tasks/count.parquet", "csv/qa.csv")}
+    assert m["counts"]["records"] == 41 + 5 + 6 + 6 + 2 and m["counts"]["skipped_files"] == 1
+    assert fs.isfile(f"{s3}/out/report.html")
+    assert fs.listdir(f"{s3}/cache/signals")            # the signal cache lives in the bucket
+    assert sum(v["computed"] for v in m["cache"].values()) > 0
+
+    # A rerun computes nothing: every signal comes from the bucket's cache.
+    assert _select(f"{s3}/pool", f"{s3}/cache", f"{s3}/out", "--verbose", "--log-format", "json") == 0
+    log = capfd.readouterr()
+    m2 = json.loads(_read(f"{s3}/out/manifest.json"))
+    assert sum(v["computed"] for v in m2["cache"].values()) == 0, m2["cache"]
+    assert _read(f"{s3}/out/selected.jsonl") == (tmp_path / "out" / "selected.jsonl").read_bytes()
+    # Credentials never reach a manifest, the cache or the log.
+    blob = _read(f"{s3}/out/manifest.json").decode() + log.out + log.err
+    assert SECRET not in blob and "AKIATESTINGKEYID0001" not in blob
+    for url, _rel, _n in fs.walk_files(f"{s3}/cache"):
+        if url.endswith(".json"):
+            assert SECRET not in _read(url).decode()
+
+
+def test_report_and_read_on_urls(s3, tmp_path):
+    local = tmp_path / "pool"
+    _pool(local)
+    _upload(local, f"{s3}/pool")
+    assert _select(f"{s3}/pool", f"{s3}/cache", f"{s3}/out") == 0
+    fs.remove(f"{s3}/out/report.html")
+    assert main(["--quiet", "report", f"{s3}/out"]) == 0
+    assert b"<html" in _read(f"{s3}/out/report.html")[:2000].lower()
+    assert main(["--quiet", "read", f"{s3}/pool/chat/a.jsonl", "--out", f"{s3}/canonical.parquet"]) == 0
+    assert fs.read_table(f"{s3}/canonical.parquet").num_rows == 41
+
+
+def test_overwriting_an_s3_output_leaves_no_stale_files(s3, tmp_path):
+    local = tmp_path / "pool"
+    _pool(local)
+    _upload(local, f"{s3}/pool")
+    assert _select(f"{s3}/pool", f"{s3}/cache", f"{s3}/out") == 0          # with report.html
+    assert main(["--quiet", "select", f"{s3}/pool", "--budget", "5", "--method", "random", "--cache-dir",
+                 f"{s3}/cache", "--out", f"{s3}/out"]) == 0
+    names = {rel for _u, rel, _n in fs.walk_files(f"{s3}/out")}
+    assert "report.html" not in names and "manifest.json" in names
+    assert len(_read(f"{s3}/out/selected.jsonl").splitlines()) == 5
+    # A run killed while publishing: no manifest.json. A reader refuses it; the next run replaces it.
+    fs.remove(f"{s3}/out/manifest.json")
+    assert main(["--quiet", "report", f"{s3}/out"]) == 3
+    assert main(["--quiet", "select", f"{s3}/pool", "--budget", "4", "--cache-dir", f"{s3}/cache",
+                 "--out", f"{s3}/out"]) == 0
+    assert len(_read(f"{s3}/out/selected.jsonl").splitlines()) == 4 and fs.isfile(f"{s3}/out/manifest.json")
+    fs.write_atomic(f"{s3}/foreign/data.csv", b"a,b\n")
+    rc = main(["--quiet", "select", f"{s3}/pool", "--budget", "5", "--cache-dir", f"{s3}/cache",
+               "--out", f"{s3}/foreign"])
+    assert rc == 2                                                        # not a siftkit output: refused
+
+
+def test_missing_inputs_and_buckets_name_the_url(s3, tmp_path, capfd):
+    rc = main(["select", f"{s3}/nothing-here/", "--budget", "3", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert rc == 3 and f"{s3}/nothing-here" in err and "Traceback" not in err
+    rc = main(["select", "s3://no-such-bucket-xyz/pool/a.jsonl", "--budget", "3", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert rc == 3 and "s3://no-such-bucket-xyz/pool/a.jsonl" in err and "Traceback" not in err
+    local = tmp_path / "pool"
+    _pool(local)
+    rc = main(["select", str(local), "--budget", "3", "--method", "top", "--by", "tokens_response",
+               "--cache-dir", "s3://no-such-bucket-xyz/cache", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert rc == 2 and "s3://no-such-bucket-xyz/cache" in err and "Traceback" not in err
+    rc = main(["select", str(local), "--budget", "3", "--cache-dir", str(tmp_path / "c"),
+               "--out", "s3://no-such-bucket-xyz/out"])
+    err = capfd.readouterr().err
+    assert rc == 2 and "s3://no-such-bucket-xyz/out" in err and "Traceback" not in err
+    rc = main(["select", "s3://KEY:hunter2secret@bucket/pool", "--budget", "3", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert rc == 2 and "hunter2secret" not in err and "credentials in a URL" in err
+
+
+def test_unreachable_store_is_a_clean_error(s3, tmp_path, monkeypatch, capfd):
+    with socket.socket() as s:                      # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    rc = main(["select", f"{s3}/pool", "--budget", "3", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert rc == 2 and f"{s3}/pool" in err and "cannot reach the store" in err
+    assert "Traceback" not in err and SECRET not in err
+
+
+def test_bad_credentials_are_a_clean_error(s3_server, monkeypatch, tmp_path, capfd):
+    """moto with request signing checked (INITIAL_NO_AUTH_ACTION_COUNT=0): unknown keys are refused."""
+    settings = pytest.importorskip("moto.settings")
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY00000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    rc = main(["select", f"s3://{BUCKET}/pool", "--budget", "3", "--out", str(tmp_path / "o")])
+    err = capfd.readouterr().err
+    assert rc == 2 and "access denied" in err and f"s3://{BUCKET}/pool" in err, err
+    assert "Traceback" not in err and SECRET not in err
+
+
+def test_file_urls(tmp_path):
+    local = tmp_path / "pool"
+    _pool(local)
+    assert _select(str(local), str(tmp_path / "c1"), str(tmp_path / "o1")) == 0
+    assert _select(f"file://{local}/", f"file://{tmp_path}/c2", f"file://{tmp_path}/o2") == 0
+    for rel in ("selected.jsonl", "_siftkit/selection.parquet"):
+        assert (tmp_path / "o1" / rel).read_bytes() == (tmp_path / "o2" / rel).read_bytes()
+    assert (tmp_path / "c2" / "signals").is_dir()
+    assert fs.local_path(f"file://{tmp_path}/x%20y") == f"{tmp_path}/x y"
+
+
+def test_fs_helpers_on_s3(s3, tmp_path):
+    fs.write_atomic(f"{s3}/d/a.parquet", pa.table({"x": [1, 2]}))
+    fs.write_atomic(f"{s3}/d/sub/b.txt", b"hello")
+    assert fs.exists(f"{s3}/d/a.parquet") and fs.isdir(f"{s3}/d") and not fs.exists(f"{s3}/d/zz")
+    assert fs.listdir(f"{s3}/d") == ["a.parquet", "sub"]
+    assert fs.glob(f"{s3}/d/**/*.txt") == [f"{s3}/d/sub/b.txt"]
+    assert fs.glob(f"{s3}/d/*.txt") == []
+    assert fs.read_table(f"{s3}/d/a.parquet").column("x").to_pylist() == [1, 2]
+    with fs.open_input(f"{s3}/d/sub/b.txt", seekable=True) as fh:
+        fh.seek(1)
+        assert fh.read() == b"ello"
+    p1 = fs.local_copy(f"{s3}/d/sub/b.txt")
+    assert fs.read_bytes(p1) == b"hello" and fs.local_copy(f"{s3}/d/sub/b.txt") == p1
+    fs.write_atomic(f"{s3}/d/sub/b.txt", b"changed!")       # another size: downloaded again
+    p2 = fs.local_copy(f"{s3}/d/sub/b.txt")
+    assert p2 != p1 and fs.read_bytes(p2) == b"changed!"
+    fs.write_atomic(f"{s3}/d/odd name%41.txt", b"literal")   # keys are literal: no %-decoding
+    assert [u for u, _r, _n in fs.walk_files(f"{s3}/d") if "odd" in u] == [f"{s3}/d/odd name%41.txt"]
+    assert fs.read_bytes(f"{s3}/d/odd name%41.txt") == b"literal" and not fs.exists(f"{s3}/d/odd nameA.txt")
+    fs.remove_tree(f"{s3}/d")
+    assert not fs.exists(f"{s3}/d/a.parquet")
+    shutil.rmtree(tmp_path / "local-cache", ignore_errors=True)
+
+
+def test_vectors_cached_on_s3_match_local(s3, tmp_path):
+    """Embedding shards in the bucket; the pool matrix is assembled and memory-mapped locally."""
+    pytest.importorskip("static_model")
+    local = tmp_path / "pool"
+    _pool(local)
+    args = ["--quiet", "select", "--budget", "6", "--method", "k-center"]
+    assert main([*args, str(local), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
+    assert main([*args, str(local), "--cache-dir", f"{s3}/cache", "--out", f"{s3}/out"]) == 0
+    assert _read(f"{s3}/out/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
+    shards = [rel for _u, rel, _n in fs.walk_files(f"{s3}/cache/vectors")]
+    assert any(r.endswith(".npy") and "/shard-" in r for r in shards), shards
+    assert not any("/pool-" in r for r in shards)            # the pool matrix stays on local disk
+    shutil.rmtree(tmp_path / "local-cache")                 # another machine: downloads the shards again
+    assert main([*args, str(local), "--cache-dir", f"{s3}/cache", "--out", f"{s3}/out2"]) == 0
+    m = json.loads(_read(f"{s3}/out2/manifest.json"))
+    assert _read(f"{s3}/out2/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
+    assert all(v["computed"] == 0 for v in m["cache"].values()), m["cache"]
+
+
+def test_remote_inputs_are_hashed_while_read(s3, tmp_path):
+    """The manifest's sha256 of a remote input is the hash of its bytes, computed during the one read."""
+    import hashlib
+
+    from siftkit.io import readers as R
+    from siftkit.io.pool import read_pool
+
+    local = tmp_path / "pool"
+    _pool(local)
+    _upload(local, f"{s3}/pool")
+    R.REMOTE_SHA256.clear()
+    pool = read_pool(f"{s3}/pool")
+    for f in pool.files:
+        rel = f.path[len(f"{s3}/pool/"):]
+        assert f.sha256 == hashlib.sha256((local / rel).read_bytes()).hexdigest(), rel
+        assert f.size == (local / rel).stat().st_size
+    assert not R.REMOTE_SHA256       # every hash taken during reading was used
