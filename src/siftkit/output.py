@@ -196,7 +196,8 @@ def _with_length_signals(sel: Selection) -> pa.Table:
     missing = [spec for spec, col in want if col not in sel.signals.column_names]
     if not missing:
         return sel.signals
-    more = compute_signals(sel.pool.table, missing, cfg.cache_dir, workers=cfg.workers or 1, engine=cfg.engine)
+    more = compute_signals(sel.pool.table, missing, cfg.cache_dir, workers=cfg.workers or 1, engine=cfg.engine,
+                           shard_size=cfg.shard_size, ray=cfg.ray)
     if sel.signals.num_columns == 0:
         return more
     table = sel.signals

@@ -236,7 +236,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     sig_stats: dict[str, Any] = {}
     sigs = plan_signals(cfg, selectors)
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
-                              stats=sig_stats) if sigs else pa.table({})
+                              shard_size=cfg.shard_size, stats=sig_stats, ray=cfg.ray) if sigs else pa.table({})
     timings["signals"] = round(time.perf_counter() - t1, 3)
     for k, v in sig_stats.items():
         timings[f"signal:{k}"] = v["seconds"]
@@ -312,4 +312,4 @@ def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):
     """Embeddings through the cache; records which ones each step used (for the manifest)."""
     from .signals.vectors import VectorLoader
 
-    return VectorLoader(pool, cfg.cache_dir, workers=workers, engine=cfg.engine)
+    return VectorLoader(pool, cfg.cache_dir, workers=workers, engine=cfg.engine, ray=cfg.ray)

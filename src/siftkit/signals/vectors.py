@@ -230,7 +230,8 @@ def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
 
 
 def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | None, cache_dir: str,
-                            workers: int = 1, shard_size: int | None = None, engine: str = "local") -> np.ndarray:
+                            workers: int = 1, shard_size: int | None = None, engine: str = "local",
+                            ray: Any = None) -> np.ndarray:
     """The N x d float16 vectors of ``spec`` for every pool row, in pool order (read-only memmap).
 
     Missing ids are computed shard by shard (each shard saved as soon as it is done), so a killed run
@@ -251,7 +252,19 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     known = store.known_ids(sig)
     missing = pc.invert(pc.is_in(ids, value_set=known)).to_numpy(zero_copy_only=False)
     todo = np.flatnonzero(missing)
-    if len(todo):
+    if len(todo) and engine == "ray":
+        from ..engines.ray import run_plan
+
+        progress.debug(f"vectors:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(todo):,} cached, "
+                       f"{len(todo):,} to compute on ray")
+        with progress.stage(f"signal:{sig.name}", total=len(todo)) as bar:
+            bar.set(cached=int(len(ids) - len(todo)))
+            run_plan([(sig, todo)], pool_table, cache_dir, settings=ray, shard_size=shard_size,
+                     on_done=lambda rec: bar.update(rec["rows"]))
+    elif len(todo):
+        if engine != "local":
+            raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+        from ..engines.local import run_shards
         from .compute import make_shards
 
         shards = make_shards(pool_table, todo, shard_size or sig.shard_size or 65536)
@@ -262,22 +275,8 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
 
             def done(i: int, values: dict[str, Any]) -> None:
                 store.write_shard(sig, shards[i].column("id").combine_chunks(), values[sig.name])
-                if engine != "local":
-                    bar.update(shards[i].num_rows)
 
-            if engine == "local":
-                from ..engines.local import run_shards
-            elif engine == "ray":
-                try:
-                    from ..engines.ray import run_shards  # type: ignore[no-redef]
-                except ImportError as e:
-                    raise ConfigError(f"the ray engine is not available: {e}") from None
-            else:
-                raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-            if engine == "local":
-                run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
-            else:
-                run_shards(sig, shards, done, workers=workers)
+            run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
     else:
         progress.debug(f"vectors:{sig.name}: all {len(ids):,} cached (fingerprint {sig.fingerprint()})")
     return store.assemble(sig, ids)
@@ -288,8 +287,8 @@ class VectorLoader:
     recording which were used, overall (``used``) and since ``begin_step()`` (``step_used``), as
     fingerprint -> {name, fingerprint, config, dim}, so the manifest names every embedding a step read."""
 
-    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local"):
-        self.pool, self.cache_dir, self.workers, self.engine = pool, cache_dir, workers, engine
+    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local", ray: Any = None):
+        self.pool, self.cache_dir, self.workers, self.engine, self.ray = pool, cache_dir, workers, engine, ray
         self.used: dict[str, dict[str, Any]] = {}
         self.step_used: dict[str, dict[str, Any]] = {}
 
@@ -301,7 +300,8 @@ class VectorLoader:
 
         sig = spec if isinstance(spec, Signal) else build_signal(normalize_spec(spec))
         part = self.pool if rows is None else self.pool.take(pa.array(rows, pa.int64()))
-        v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine)
+        v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine,
+                                    ray=self.ray)
         fp = sig.fingerprint()
         entry = {"name": sig.name, "fingerprint": fp, "config": sig.config(), "dim": int(v.shape[1])}
         self.used.setdefault(fp, entry)
