@@ -218,10 +218,13 @@ def init_ray(address: str | None = None, *, runtime_env: dict[str, Any] | None =
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             result["error"] = e
 
-    t = threading.Thread(target=connect, name="siftkit-ray-init", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
+    if address == "local":   # starting our own instance: nothing to wait for but this machine
+        connect()
+    else:                    # a cluster: ray.init retries an unresponsive GCS for minutes, so bound the wait
+        t = threading.Thread(target=connect, name="siftkit-ray-init", daemon=True)
+        t.start()
+        t.join(timeout)
+    if "error" not in result:
         raise ClusterError(f"no answer from the Ray cluster at {where} within {timeout:g} s "
                            f"(ray.connect_timeout_s); check the address and the cluster's health")
     err = result.get("error")
