@@ -282,19 +282,26 @@ def test_selection_outputs_byte_identical_to_local(local_ray, tmp_path):
     rows = [convo(f"question {i % 37} about item {i}", f"answer {'x' * (i % 11)} {i % 5}") for i in range(240)]
     rows += rows[:20]                                    # exact duplicates for the dedup step
     write_jsonl(tmp_path / "pool" / "a.jsonl", rows[:130])
-    write_jsonl(tmp_path / "pool" / "b" / "c.jsonl", rows[130:])
+    write_jsonl(tmp_path / "pool" / "b" / "c.jsonl", rows[130:] + [convo("no answer", "")])
+    with open(tmp_path / "pool" / "a.jsonl", "a") as fh:
+        fh.write('{"messages": [{"role": "user", "content": "broken\n')       # a malformed line: rejected
     outs = {}
     for engine in ("local", "ray"):
         out = tmp_path / f"out-{engine}"
-        rc = main(["--quiet", "select", str(tmp_path / "pool"), "-n", "50", "--method", "top", "--by",
+        rc = main(["--quiet", "select", str(tmp_path / "pool"), "--on-error", "skip", "-n", "50", "--method", "top", "--by",
                    "tokens_response", "--dedup", "first", "--filter", "tokens_total >= 5", "--engine", engine,
                    "--cache-dir", str(tmp_path / f"cache-{engine}"), "-o", str(out),
                    *(["--shard-size", "64"] if engine == "ray" else [])])
         assert rc == 0
         outs[engine] = out
-    for name in ("selected.jsonl", "_siftkit/selection.parquet"):
+    names = sorted(str(p.relative_to(outs["local"])) for p in outs["local"].rglob("*") if p.is_file())
+    assert "selected.jsonl" in names and "_siftkit/selection.parquet" in names
+    for name in ("selected.jsonl", "_siftkit/selection.parquet", "_siftkit/rejects.jsonl", "README.md"):
         assert (outs["local"] / name).read_bytes() == (outs["ray"] / name).read_bytes(), name
     import json
 
     ml, mr = (json.loads((outs[e] / "manifest.json").read_text()) for e in ("local", "ray"))
     assert ml["counts"] == mr["counts"] and ml["counts"]["duplicates"] == 20
+    assert ml["counts"]["rejected"] == 2 and ml["inputs"] == mr["inputs"]
+    # the files were read on the workers: one Arrow file per file task in the shared cache
+    assert len(list((tmp_path / "cache-ray" / "_pool").glob("*.arrow"))) == 2

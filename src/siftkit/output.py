@@ -197,7 +197,7 @@ def _with_length_signals(sel: Selection) -> pa.Table:
     if not missing:
         return sel.signals
     more = compute_signals(sel.pool.table, missing, cfg.cache_dir, workers=cfg.workers or 1, engine=cfg.engine,
-                           shard_size=cfg.shard_size, ray=cfg.ray)
+                           shard_size=cfg.shard_size, ray=cfg.ray, spill=sel.pool.spill)
     if sel.signals.num_columns == 0:
         return more
     table = sel.signals

@@ -217,7 +217,12 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     t0 = time.perf_counter()
     preflight(cfg)   # extras, columns and local paths: before any reading or computing
     if pool is None:
-        pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers)
+        reader = None
+        if cfg.engine == "ray":   # files listed here, read and normalised on the workers (engines.ray)
+            from .engines.ray import ray_task_reader
+
+            reader = ray_task_reader(cfg.cache_dir, cfg.ray)
+        pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers, run_tasks=reader)
     timings["read"] = round(time.perf_counter() - t0, 3)
     n_memory = sum(1 for f in pool.table.column("file").unique().to_pylist() if f.startswith("<"))
     progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
@@ -236,7 +241,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     sig_stats: dict[str, Any] = {}
     sigs = plan_signals(cfg, selectors)
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
-                              shard_size=cfg.shard_size, stats=sig_stats, ray=cfg.ray) if sigs else pa.table({})
+                              shard_size=cfg.shard_size, stats=sig_stats, ray=cfg.ray,
+                              spill=pool.spill) if sigs else pa.table({})
     timings["signals"] = round(time.perf_counter() - t1, 3)
     for k, v in sig_stats.items():
         timings[f"signal:{k}"] = v["seconds"]

@@ -253,14 +253,19 @@ def _keep_ray_local() -> None:
 # --------------------------------------------------------------------------- the plan
 
 
+Segments = list[tuple[str, np.ndarray]]   # a shard read by the worker: (pool Arrow file, row positions), in order
+
+
 @dataclass
 class Pass:
-    """Signals computed by one actor pool: ``shards`` are pool-row tables, ``rows[i][fingerprint]`` the
+    """Signals computed by one actor pool: ``shards`` are pool-row tables cut by the driver, or segments
+    of the pool's Arrow files that the worker reads itself (``Pool.spill``); ``rows[i][fingerprint]`` the
     positions in shard ``i`` that signal still lacks (``None``: every row)."""
 
     signals: list[Signal]
-    shards: list[pa.Table]
+    shards: list[pa.Table | Segments]
     rows: list[dict[str, np.ndarray | None]]
+    sizes: list[int]
     actors: int
     cpus: float
     gpus: float
@@ -280,12 +285,15 @@ class PlanWorker:
     def __init__(self, signals: Sequence[Signal], cache_dir: str):
         self.signals = {s.fingerprint(): s for s in signals}
         self.cache_dir = cache_dir
+        self.files: dict[str, pa.Table] = {}     # pool Arrow files, memory-mapped once per actor
 
-    def run(self, shard: int, table: pa.Table, rows: dict[str, np.ndarray | None]) -> list[DoneRecord]:
+    def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None]) -> list[DoneRecord]:
         from ..signals.store import SignalStore
         from ..signals.vectors import VectorStore
         from .local import compute_shard
 
+        if not isinstance(table, pa.Table):
+            table = self._read(table)
         out = []
         for fp, pos in rows.items():
             sig = self.signals[fp]
@@ -302,12 +310,37 @@ class PlanWorker:
         return out
 
 
+    def _read(self, segments: Segments) -> pa.Table:
+        parts = []
+        for path, pos in segments:
+            if path not in self.files:
+                self.files[path] = pa.ipc.open_file(pa.memory_map(path)).read_all()
+            t = self.files[path]
+            parts.append(t.select([c for c in t.column_names if c != "original"]).take(pa.array(pos, pa.int64())))
+        return pa.concat_tables(parts).combine_chunks()
+
+
+def _segments(rows: np.ndarray, spill: Sequence[tuple[str, int]], starts: np.ndarray) -> Segments:
+    """Pool rows (sorted) as positions in the pool's Arrow files."""
+    f = np.searchsorted(starts, rows, side="right") - 1
+    out = []
+    for i in np.unique(f):
+        sel = rows[f == i]
+        out.append((spill[int(i)][0], (sel - starts[i]).astype(np.int64)))
+    return out
+
+
 def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, settings: RaySettings,
-                resources: dict[str, float], shard_size: int | None = None) -> list[Pass]:
+                resources: dict[str, float], shard_size: int | None = None,
+                spill: Sequence[tuple[str, int]] | None = None) -> list[Pass]:
     """Group the signals that lack values (``(signal, pool rows it lacks)``) into passes and cut their
     shards: the cheap CPU signals (parallel, no GPU, no per-run state) share one pass over the union of
-    their rows; each other signal gets its own pass, sharded like the local engine (its own rows)."""
+    their rows; each other signal gets its own pass, sharded like the local engine (its own rows).
+    With ``spill`` (``Pool.spill``) a shard is a list of segments the worker reads from the pool's Arrow
+    files, so the driver never copies the text; else a table cut from ``pool``."""
     from ..signals.compute import make_shards
+
+    starts = np.cumsum([0] + [n for _, n in spill])[:-1] if spill else None
 
     cheap = [(s, r) for s, r in todo if s.parallel and not gpus_for(s, settings) and not hasattr(s, "begin_run")]
     rest = [(s, r) for s, r in todo if not any(s is c for c, _ in cheap)]
@@ -335,7 +368,9 @@ def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, setti
         union = np.unique(np.concatenate([r for _, r in group])) if len(group) > 1 else group[0][1]
         own = [s.shard_size for s in sigs if s.shard_size]
         size = int(shard_size or (min(own) if own else auto_shard_size(len(union), actors)))
-        shards = make_shards(pool, union, size)
+        cuts = [union[i:i + size] for i in range(0, len(union), size)]
+        shards: list[pa.Table | Segments] = ([_segments(c, spill, starts) for c in cuts] if spill
+                                             else list(make_shards(pool, union, size)))
         rows: list[dict[str, np.ndarray | None]] = [{} for _ in shards]
         for s, r in group:
             lacks = np.isin(union, r, assume_unique=True)
@@ -345,25 +380,27 @@ def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, setti
                     rows[i][s.fingerprint()] = None
                 elif part.any():
                     rows[i][s.fingerprint()] = np.flatnonzero(part).astype(np.int64)
-        passes.append(Pass(sigs, shards, rows, max(1, min(actors, len(shards))), cpus, gpus))
+        passes.append(Pass(sigs, shards, rows, [len(c) for c in cuts], max(1, min(actors, len(shards))), cpus, gpus))
     return passes
 
 
 def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_dir: str, *,
              settings: RaySettings | None = None, shard_size: int | None = None,
-             on_done: Callable[[DoneRecord], None] | None = None) -> list[DoneRecord]:
+             on_done: Callable[[DoneRecord], None] | None = None,
+             spill: Sequence[tuple[str, int]] | None = None) -> list[DoneRecord]:
     """Compute every ``(signal, pool rows it lacks)`` of ``todo`` on Ray, the parts written to
-    ``cache_dir`` by the workers; returns the done records (also given to ``on_done`` as they arrive)."""
+    ``cache_dir`` by the workers; returns the done records (also given to ``on_done`` as they arrive).
+    ``spill`` (``Pool.spill``): the workers read their shards' rows from the pool's Arrow files."""
     settings = settings or RaySettings()
     if not todo:
         return []
     ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
-    passes = plan_passes(todo, pool, settings, ray.cluster_resources(), shard_size)
+    passes = plan_passes(todo, pool, settings, ray.cluster_resources(), shard_size, spill)
     from .. import progress
 
     done: list[DoneRecord] = []
     for p in passes:
-        progress.debug(f"ray pass {p.label}: {len(p.shards)} shard(s) of up to {p.shards[0].num_rows:,} records, "
+        progress.debug(f"ray pass {p.label}: {len(p.shards)} shard(s) of up to {max(p.sizes):,} records, "
                        f"{p.actors} actor(s), {p.cpus:g} CPU / {p.gpus:g} GPU each",
                        stage="ray", signals=[s.name for s in p.signals], shards=len(p.shards), actors=p.actors,
                        cpus=p.cpus, gpus=p.gpus)
@@ -385,7 +422,7 @@ def cache_root(cache_dir: str) -> str:
     return cache_dir if "://" in str(cache_dir) else os.path.abspath(cache_dir)
 
 
-def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, pa.Table, dict]],
+def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dict]],
               on_result: Callable[[list[DoneRecord]], Any]) -> None:
     from ray import exceptions as rex
 
@@ -437,3 +474,76 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, pa.Table
             refs.pop(t, None)
             slots.append(a)
             on_result(recs)
+
+
+# --------------------------------------------------------------------------- reading on the workers
+
+
+def pool_file_key(task: Any) -> str:
+    """The name of a file task's Arrow file in ``<cache>/_pool/``: the file (path, size, mtime) and every
+    read option, so a rerun over the same inputs writes the same names."""
+    import orjson
+    import xxhash
+
+    from .._version import __version__
+
+    try:
+        st = os.stat(task.path)
+        stamp = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = None
+    blob = orjson.dumps([__version__, os.path.abspath(task.path) if "://" not in task.path else task.path,
+                         stamp, task.rel, task.source, task.format, task.mapping, task.header, task.recover,
+                         task.byte_range, task.problem], option=orjson.OPT_SORT_KEYS, default=str)
+    return xxhash.xxh3_128_hexdigest(blob)
+
+
+def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Callable[..., dict[int, Any]]:
+    """``read_pool``'s ``run_tasks`` for the Ray engine: each file task is read and normalised on a worker
+    (``io.pool.process_task``, the local code) into ``<cache>/_pool/<key>.arrow`` (Arrow IPC, written
+    atomically); the driver gets the rejects and the file's info back and memory-maps the table, so the
+    pool's text is never in the driver's memory (only the pages of the columns it reads). In-memory inputs
+    are read in the driver (they are there already) and written the same way."""
+    settings = settings or RaySettings()
+
+    def run(tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]) -> dict[int, dict[str, Any]]:
+        from ..io.pool import _load_spilled, _process_task_spilled
+
+        ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
+        from ray import exceptions as rex
+
+        folder = os.path.join(cache_root(cache_dir), "_pool")
+        os.makedirs(folder, exist_ok=True)
+        remote = ray.remote(_process_task_spilled).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
+        done: dict[int, dict[str, Any]] = {}
+        pending: dict[Any, int] = {}
+
+        def got(i: int, res: dict[str, Any]) -> None:
+            res["pool_file"] = res["table_path"]
+            done[i] = _load_spilled(res)
+            finished(tasks[i], done[i])
+
+        for i, t in enumerate(tasks):
+            path = os.path.join(folder, pool_file_key(t) + ".arrow")
+            if t.records is not None:            # an in-memory input: only this process has it
+                got(i, _process_task_spilled(t, path))
+            else:
+                pending[remote.remote(t, path)] = i
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except rex.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, SiftkitError):
+                        raise cause from None
+                    raise RuntimeError(f"reading {tasks[i].path} on ray failed: {cause or e}") from None
+                except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
+                    raise ClusterError(f"reading {tasks[i].path} on ray failed {MAX_ATTEMPTS} times (workers "
+                                       f"died: {type(e).__name__}); rerun") from None
+                got(i, res)
+        return done
+
+    return run

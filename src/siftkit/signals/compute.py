@@ -34,7 +34,8 @@ def build_signal(spec: str | dict[str, Any] | Signal) -> Signal:
 
 def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str,
                     *, workers: int = 1, shard_size: int | None = None, engine: str = "local",
-                    refresh: bool = False, stats: dict[str, Any] | None = None, ray: Any = None) -> pa.Table:
+                    refresh: bool = False, stats: dict[str, Any] | None = None, ray: Any = None,
+                    spill: Sequence[tuple[str, int]] | None = None) -> pa.Table:
     """Return a table aligned with ``pool`` holding every column of every signal.
 
     Cached values are reused by record id; missing ones are computed in shards of ``shard_size``
@@ -43,11 +44,12 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
     ``stats`` (if given) receives per-signal timings and cache hits.
     ``engine="ray"``: every missing signal in one plan (``engines.ray.run_plan``: one pass for the cheap
     signals, one per model signal; the workers write the cache); ``ray`` is its ``RaySettings``
-    (default: ``RAY_ADDRESS`` or a local instance) and ``shard_size`` defaults to about four shards per actor.
+    (default: ``RAY_ADDRESS`` or a local instance) and ``shard_size`` defaults to about four shards per actor;
+    ``spill`` (``Pool.spill``, a pool read on the workers) lets the workers read their shards themselves.
     """
     if engine == "ray":
         return _compute_signals_ray(pool, signals, cache_dir, shard_size=shard_size, refresh=refresh,
-                                    stats=stats, settings=ray)
+                                    stats=stats, settings=ray, spill=spill)
     if engine != "local":
         raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     store = SignalStore(cache_dir)
@@ -117,7 +119,7 @@ def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: Signa
 
 def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str, *,
                          shard_size: int | None, refresh: bool, stats: dict[str, Any] | None,
-                         settings: Any) -> pa.Table:
+                         settings: Any, spill: Sequence[tuple[str, int]] | None = None) -> pa.Table:
     """``compute_signals`` on Ray: what the cache lacks for every signal goes into one plan
     (``engines.ray.run_plan``), written to the cache by the workers; the values are then read from it."""
     from ..engines.ray import run_plan
@@ -151,7 +153,7 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
                 worker_seconds[rec["fingerprint"]] = worker_seconds.get(rec["fingerprint"], 0.0) + rec["seconds"]
                 bar.update(rec["rows"])
 
-            run_plan(todo, pool, cache_dir, settings=settings, shard_size=shard_size, on_done=done)
+            run_plan(todo, pool, cache_dir, settings=settings, shard_size=shard_size, on_done=done, spill=spill)
     plan_seconds = time.perf_counter() - t0
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for sig, computed in built:
