@@ -48,10 +48,10 @@ def test_plan_one_pass_workers_write_the_cache(local_ray, tmp_path):
     """Every cheap signal in one pass; the parts are written by the workers (the driver only gets done
     records), one part per shard and signal; values equal the local engine's."""
     pool = big_pool(300)
-    sigs = [build_signal(s) for s in CHEAP + ["tokens"]]
+    sigs = [build_signal(s) for s in CHEAP]
     todo = [(s, np.arange(300)) for s in sigs]
     passes = plan_passes(todo, pool, RaySettings(), {"CPU": 2.0}, shard_size=64)
-    assert len(passes) == 1 and [s.name for s in passes[0].signals] == CHEAP + ["tokens"]
+    assert len(passes) == 1 and [s.name for s in passes[0].signals] == CHEAP
     assert len(passes[0].shards) == 5 and passes[0].actors == 2
     cache = str(tmp_path / "ray")
     done = run_plan(todo, pool, cache, shard_size=64)
@@ -60,9 +60,9 @@ def test_plan_one_pass_workers_write_the_cache(local_ray, tmp_path):
     for s in sigs:
         assert sum(d["rows"] for d in done if d["fingerprint"] == s.fingerprint()) == 300
         assert len(SignalStore(cache).parts(s)) == 5
-    a = compute_signals(pool, CHEAP + ["tokens"], str(tmp_path / "local"), shard_size=64)
+    a = compute_signals(pool, CHEAP, str(tmp_path / "local"), shard_size=64)
     stats: dict = {}
-    b = compute_signals(pool, CHEAP + ["tokens"], cache, engine="ray", stats=stats)   # all from the cache
+    b = compute_signals(pool, CHEAP, cache, engine="ray", stats=stats)   # all from the cache
     assert a.equals(b) and all(v["computed"] == 0 for v in stats.values())
 
 
@@ -71,8 +71,9 @@ def test_plan_mixed_missing_rows_and_resume(local_ray, tmp_path):
     recomputed alone (resume by shard), and the table equals the local engine's."""
     pool = big_pool(260)
     cache = str(tmp_path / "ray")
-    compute_signals(pool.slice(0, 100), ["text_stats"], cache, engine="ray", shard_size=50)
-    compute_signals(pool.slice(60, 120), ["exact_hash"], cache, engine="ray", shard_size=50)
+    one = RaySettings(actors=1)
+    compute_signals(pool.slice(0, 100), ["text_stats"], cache, engine="ray", shard_size=50, ray=one)
+    compute_signals(pool.slice(60, 120), ["exact_hash"], cache, engine="ray", shard_size=50, ray=one)
     stats: dict = {}
     b = compute_signals(pool, ["text_stats", "exact_hash", "quality"], cache, engine="ray", stats=stats,
                         shard_size=64)
@@ -86,7 +87,7 @@ def test_plan_mixed_missing_rows_and_resume(local_ray, tmp_path):
 
     os.remove(parts[2])                                  # a killed run that lost one shard
     stats = {}
-    c = compute_signals(pool, ["text_stats", "exact_hash", "quality"], cache, engine="ray", stats=stats)
+    c = compute_signals(pool, ["text_stats", "exact_hash", "quality"], cache, engine="ray", stats=stats, ray=one)
     assert {k: v["computed"] for k, v in stats.items()} == {"text_stats": 0, "exact_hash": 0, "quality": 64}
     assert c.equals(a)
 
@@ -183,6 +184,13 @@ def test_vector_signal_identical(local_ray, tmp_path):
     b = load_or_compute_vectors(pool, spec, str(tmp_path / "ray"), shard_size=64, engine="ray")
     assert a.shape[0] == 200 and a.shape[1] > 0
     assert np.array_equal(np.asarray(a), np.asarray(b))
+    from siftkit.signals.vectors import VectorLoader
+
+    rows = np.arange(5, 200, 3)                          # a selector's candidates: the plan takes pool rows
+    pool2 = big_pool(230)
+    c = VectorLoader(pool2, str(tmp_path / "ray"), engine="ray")(spec, rows=rows)
+    d = VectorLoader(pool2, str(tmp_path / "local2"))(spec, rows=rows)
+    assert c.shape[0] == len(rows) and np.array_equal(np.asarray(c), np.asarray(d))
 
 
 LOOPBACK_PROBE = """
@@ -305,3 +313,16 @@ def test_selection_outputs_byte_identical_to_local(local_ray, tmp_path):
     assert ml["counts"]["rejected"] == 2 and ml["inputs"] == mr["inputs"]
     # the files were read on the workers: one Arrow file per file task in the shared cache
     assert len(list((tmp_path / "cache-ray" / "_pool").glob("*.arrow"))) == 2
+
+
+def test_bad_record_read_on_a_worker_names_file_and_line(local_ray, tmp_path, capsys):
+    from conftest import convo, write_jsonl
+    from siftkit.cli import main
+
+    write_jsonl(tmp_path / "pool" / "a.jsonl", [convo("q", "a"), convo("q2", "a2")])
+    with open(tmp_path / "pool" / "a.jsonl", "a") as fh:
+        fh.write('{"messages": oops}\n')
+    rc = main(["--quiet", "select", str(tmp_path / "pool"), "-n", "1", "--engine", "ray",
+               "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "a.jsonl:3" in err, err

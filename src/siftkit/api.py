@@ -84,13 +84,14 @@ def _any_memory(inputs: Any) -> bool:
 
 def read(inputs: Inputs, *, on_error: str = "raise", format: str | None = None, mapping: dict | None = None,
          source: str | None = None, header: bool | None = None, split: str | None = None,
-         workers: int | None = None) -> Pool:
-    """Read files/folders/globs or in-memory data into a canonical pool (``siftkit read``)."""
+         workers: int | None = None, _run_tasks: Any = None) -> Pool:
+    """Read files/folders/globs or in-memory data into a canonical pool (``siftkit read``).
+    ``_run_tasks``: ``read_pool``'s file-task runner (the Ray engine's workers, from ``score``)."""
     specs = _input_list(inputs, format=format, mapping=mapping, source=source, header=header, split=split)
     from .preflight import check_inputs
 
     check_inputs(specs)   # hf: inputs need datasets
-    return read_pool(specs, on_error=on_error, workers=workers)
+    return read_pool(specs, on_error=on_error, workers=workers, run_tasks=_run_tasks)
 
 
 def signal_specs(signals: Sequence[str | dict], tokenizer: str | None = None) -> list[Any]:
@@ -117,9 +118,18 @@ def score(pool: Pool | Inputs, signals: Sequence[str | dict] = ("text_stats", "t
         raise ConfigError(f"shard_size must be a positive integer, not {shard_size!r}")
     if not isinstance(pool, Pool):
         pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
-                    split=split)
+                    split=split, _run_tasks=_task_reader(engine, cache_dir, settings))
     return compute_signals(pool.table, built, cache_dir, workers=workers or 1, engine=engine, refresh=refresh,
-                           shard_size=shard_size, ray=settings)
+                           shard_size=shard_size, ray=settings, spill=pool.spill)
+
+
+def _task_reader(engine: str, cache_dir: str, settings: Any) -> Any:
+    """With the Ray engine, files are read on the workers (``engines.ray.ray_task_reader``)."""
+    if engine != "ray":
+        return None
+    from .engines.ray import ray_task_reader
+
+    return ray_task_reader(cache_dir, settings)
 
 
 def selection_config(inputs: Any, *, budget: Any = None, method: str | None = None, by: str | None = None,

@@ -220,10 +220,11 @@ def cmd_score(a: argparse.Namespace) -> int:
 
     signals = [s.strip() for s in a.signals.split(",") if s.strip()]
     check_signals(signal_specs(signals, a.tokenizer), engine=a.engine)   # before reading: a missing extra fails in a second, not after the read
-    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
+    pool = _inputs(a) if a.engine == "ray" else read(_inputs(a), on_error=a.on_error, workers=a.workers)
     table = score(pool, signals, tokenizer=a.tokenizer, cache_dir=a.cache_dir, workers=a.workers,
-                  engine=a.engine, refresh=a.refresh, shard_size=a.shard_size, ray_address=a.ray_address)
-    progress.info(f"scored {len(pool):,} records: columns {', '.join(table.column_names)} "
+                  engine=a.engine, refresh=a.refresh, shard_size=a.shard_size, ray_address=a.ray_address,
+                  on_error=a.on_error)   # with ray the files are read on the workers
+    progress.info(f"scored {table.num_rows:,} records: columns {', '.join(table.column_names)} "
                   f"(cache: {os.path.abspath(a.cache_dir)})")
     return 0
 

@@ -247,7 +247,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     for k, v in sig_stats.items():
         timings[f"signal:{k}"] = v["seconds"]
     ctx = SelectionContext(pool=pool.table, signals=signals, seed=cfg.seed,
-                           vector_loader=_vector_loader(pool.table, cfg, workers), cache_dir=cfg.cache_dir)
+                           vector_loader=_vector_loader(pool, cfg, workers), cache_dir=cfg.cache_dir)
     n = len(pool)
     budget: int | None = None   # resolved at the select step: a fraction is of the records that reach it
     status = np.full(n, "not_selected", dtype=object)
@@ -314,8 +314,9 @@ def _auto_workers(n: int) -> int:
     return 1 if n < 50_000 else max(1, os.cpu_count() or 1)
 
 
-def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):
+def _vector_loader(pool: Pool, cfg: RunConfig, workers: int):
     """Embeddings through the cache; records which ones each step used (for the manifest)."""
     from .signals.vectors import VectorLoader
 
-    return VectorLoader(pool, cfg.cache_dir, workers=workers, engine=cfg.engine, ray=cfg.ray)
+    return VectorLoader(pool.table, cfg.cache_dir, workers=workers, engine=cfg.engine, ray=cfg.ray,
+                        spill=pool.spill)

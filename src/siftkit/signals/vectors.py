@@ -231,11 +231,15 @@ def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
 
 def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | None, cache_dir: str,
                             workers: int = 1, shard_size: int | None = None, engine: str = "local",
-                            ray: Any = None) -> np.ndarray:
+                            ray: Any = None, rows: np.ndarray | None = None,
+                            spill: Any = None) -> np.ndarray:
     """The N x d float16 vectors of ``spec`` for every pool row, in pool order (read-only memmap).
 
     Missing ids are computed shard by shard (each shard saved as soon as it is done), so a killed run
-    resumes where it stopped. This is the pipeline's ``SelectionContext.vector_loader``.
+    resumes where it stopped. This is the pipeline's ``SelectionContext.vector_loader``. ``engine="ray"``:
+    computed by ``engines.ray.run_plan`` (its own pass; GPUs per ``ray``'s ``gpus_per_actor``), shards
+    written by the workers; ``rows`` (pool rows, default all) and ``spill`` (``Pool.spill``) let the
+    workers read the text themselves (the vectors returned are those of ``rows``).
     """
     from .compute import build_signal
 
@@ -243,7 +247,8 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     if sig.kind != "vector":
         raise ConfigError(f"signal {sig.name!r} is not a vector signal")
     store = VectorStore(cache_dir)
-    ids = pool_table.column("id").combine_chunks()
+    ids = pool_table.column("id")
+    ids = (ids if rows is None else ids.take(pa.array(rows, pa.int64()))).combine_chunks()
     whole = store.cached_pool_matrix(sig, ids)
     if whole is not None:
         progress.debug(f"vectors:{sig.name}: cache hit for the whole pool ({len(ids):,} rows, fingerprint "
@@ -259,9 +264,12 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
                        f"{len(todo):,} to compute on ray")
         with progress.stage(f"signal:{sig.name}", total=len(todo)) as bar:
             bar.set(cached=int(len(ids) - len(todo)))
-            run_plan([(sig, todo)], pool_table, cache_dir, settings=ray, shard_size=shard_size,
-                     on_done=lambda rec: bar.update(rec["rows"]))
+            at = todo if rows is None else np.sort(np.asarray(rows, dtype=np.int64)[todo])
+            run_plan([(sig, at)], pool_table, cache_dir, settings=ray, shard_size=shard_size,
+                     on_done=lambda rec: bar.update(rec["rows"]), spill=spill)
     elif len(todo):
+        if rows is not None:
+            raise ValueError("rows= is for the ray engine; take the rows of the pool table instead")
         if engine != "local":
             raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
         from ..engines.local import run_shards
@@ -287,8 +295,10 @@ class VectorLoader:
     recording which were used, overall (``used``) and since ``begin_step()`` (``step_used``), as
     fingerprint -> {name, fingerprint, config, dim}, so the manifest names every embedding a step read."""
 
-    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local", ray: Any = None):
+    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local", ray: Any = None,
+                 spill: Any = None):
         self.pool, self.cache_dir, self.workers, self.engine, self.ray = pool, cache_dir, workers, engine, ray
+        self.spill = spill   # Pool.spill: with engine ray the workers read the rows they embed
         self.used: dict[str, dict[str, Any]] = {}
         self.step_used: dict[str, dict[str, Any]] = {}
 
@@ -299,9 +309,12 @@ class VectorLoader:
         from .compute import build_signal
 
         sig = spec if isinstance(spec, Signal) else build_signal(normalize_spec(spec))
-        part = self.pool if rows is None else self.pool.take(pa.array(rows, pa.int64()))
-        v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine,
-                                    ray=self.ray)
+        if self.engine == "ray":    # the driver cuts no text: the plan takes pool rows
+            v = load_or_compute_vectors(self.pool, sig, self.cache_dir, engine="ray", ray=self.ray, rows=rows,
+                                        spill=self.spill)
+        else:
+            part = self.pool if rows is None else self.pool.take(pa.array(rows, pa.int64()))
+            v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine)
         fp = sig.fingerprint()
         entry = {"name": sig.name, "fingerprint": fp, "config": sig.config(), "dim": int(v.shape[1])}
         self.used.setdefault(fp, entry)
