@@ -4,8 +4,10 @@ With the Ray engine the driver lists the files; the workers read and normalise t
 (``<cache>/_pool/*.arrow``, memory-mapped by the driver), compute the signal plan and write the parts, so
 the driver's memory should not grow with the text of the pool. This script measures it: each run is a
 fresh Python process that runs the CLI in-process and prints its own peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``: the driver alone, not Ray's raylet, GCS or workers; pages
-of the memory-mapped pool files the driver touches do count), for every pool size and engine. The slope
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``: the driver alone, not Ray's raylet, GCS or workers), and
+the peaks of its anonymous (heap) and file-backed resident memory (``/proc/self/status`` ``RssAnon`` /
+``RssFile``, sampled every 50 ms): the pages of the memory-mapped pool files the driver touches are
+file-backed, clean and reclaimable under memory pressure, heap is not. The slope
 (bytes per record between the smallest and largest size) is what grows with the pool.
 
 Pools come from ``benchmarks/make_pool_1m.py`` (the real shared pool, copied with markers)::
@@ -36,12 +38,23 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
 t0 = time.perf_counter()
+peak = {"RssAnon": 0, "RssFile": 0}
+def sample():
+    while True:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                k = line.split(":")[0]
+                if k in peak:
+                    peak[k] = max(peak[k], int(line.split()[1]))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 from siftkit.cli import main
 rc = main(sys.argv[1:])
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("BENCH " + json.dumps({"rc": rc, "peak_rss_mb": peak_kb / 1024, "seconds": time.perf_counter() - t0}))
+print("BENCH " + json.dumps({"rc": rc, "peak_rss_mb": peak_kb / 1024, "peak_anon_mb": peak["RssAnon"] / 1024,
+                             "peak_file_mb": peak["RssFile"] / 1024, "seconds": time.perf_counter() - t0}))
 """
 
 
@@ -94,7 +107,8 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
             res["records"] = n
             rows.append(res)
-            print(f"{pool.name:<14}{n:>9,} {engine:<6} peak driver RSS {res['peak_rss_mb']:8.1f} MB  "
+            print(f"{pool.name:<14}{n:>9,} {engine:<6} peak driver RSS {res['peak_rss_mb']:8.1f} MB "
+                  f"(anonymous {res['peak_anon_mb']:7.1f} MB, file-backed {res['peak_file_mb']:7.1f} MB)  "
                   f"{res['seconds']:7.1f} s", flush=True)
         shas = {r["selected_sha"] for r in rows if r["pool"] == str(pool)}
         print(f"  selections identical across engines: {len(shas) == 1}")
@@ -102,10 +116,12 @@ def main() -> None:
     for engine in a.engines.split(","):
         rs = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["records"])
         if len(rs) >= 2 and rs[-1]["records"] > rs[0]["records"]:
-            slopes[engine] = (rs[-1]["peak_rss_mb"] - rs[0]["peak_rss_mb"]) * 2**20 / (
-                rs[-1]["records"] - rs[0]["records"])
-            print(f"{engine}: {slopes[engine]:,.0f} bytes of driver peak RSS per record "
-                  f"({rs[0]['records']:,} -> {rs[-1]['records']:,})")
+            d = rs[-1]["records"] - rs[0]["records"]
+            slopes[engine] = {k: (rs[-1][k] - rs[0][k]) * 2**20 / d
+                              for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
+            print(f"{engine}: per record {slopes[engine]['peak_rss_mb']:,.0f} bytes of driver peak RSS "
+                  f"(anonymous {slopes[engine]['peak_anon_mb']:,.0f}, file-backed "
+                  f"{slopes[engine]['peak_file_mb']:,.0f}) ({rs[0]['records']:,} -> {rs[-1]['records']:,})")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"runs": rows, "bytes_per_record": slopes, "signals": a.signals,
                                   "cpus": os.cpu_count()}, indent=2))

@@ -13,7 +13,7 @@ import pyarrow as pa
 from . import progress
 from .config import RunConfig
 from .errors import ConfigError, EmptyResultError
-from .io.pool import Pool, read_pool
+from .io.pool import Pool, read_pool, take_rows
 from .plan import POOL_COLUMNS, make_selector, plan_signals  # noqa: F401 (POOL_COLUMNS re-exported)
 from .selectors.base import SelectionContext, Selector, resolve_budget
 from .signals.compute import compute_signals
@@ -107,7 +107,7 @@ class Selection:
             import orjson
 
             return [orjson.loads(s) for s in self.pool.table.column("original").take(self._rows()).to_pylist()]
-        return self.pool.table.take(self._rows()).to_pylist()
+        return take_rows(self.pool.table, self.selected).to_pylist()
 
     def to_arrow(self, original: bool = False, signals: bool = False) -> pa.Table:
         """The selected pool rows as an Arrow table, in the order of ``ids`` (pool order, as ``write``
@@ -118,7 +118,7 @@ class Selection:
         if original:
             table = _records_table(self.records(original=True))
         else:
-            table = self.pool.table.take(self._rows())
+            table = take_rows(self.pool.table, self.selected)
         if signals and self.signals.num_columns:
             sig = self.signals.take(self._rows())
             for name in sig.column_names:

@@ -276,20 +276,28 @@ class Pass:
 
 
 DoneRecord = dict[str, Any]   # {"shard": i, "signal": name, "fingerprint": fp, "rows": n, "seconds": s}
+Writer = Callable[[str, Signal, pa.Array, dict[str, Any]], Any]   # (cache_dir, signal, ids, values): one part
+
+
+def write_scalar_part(cache_dir: str, sig: Signal, ids: pa.Array, values: dict[str, Any]) -> str:
+    """The default ``Writer``: a scalar signal's part through ``SignalStore`` (vector signals pass
+    ``signals.vectors.write_vector_part``)."""
+    from ..signals.store import SignalStore
+
+    return SignalStore(cache_dir).write_part(sig, ids, values)
 
 
 class PlanWorker:
     """Actor body: every signal of a pass, set up once (on first use); per call one shard, each signal on
     the rows it lacks, parts written to the shared cache; returns done records only."""
 
-    def __init__(self, signals: Sequence[Signal], cache_dir: str):
+    def __init__(self, signals: Sequence[Signal], cache_dir: str, write: Writer | None = None):
         self.signals = {s.fingerprint(): s for s in signals}
         self.cache_dir = cache_dir
+        self.write = write or write_scalar_part
         self.files: dict[str, pa.Table] = {}     # pool Arrow files, memory-mapped once per actor
 
     def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None]) -> list[DoneRecord]:
-        from ..signals.store import SignalStore
-        from ..signals.vectors import VectorStore
         from .local import compute_shard
 
         if not isinstance(table, pa.Table):
@@ -300,11 +308,7 @@ class PlanWorker:
             sub = table if pos is None else table.take(pa.array(pos, pa.int64()))
             t0 = time.perf_counter()
             values = compute_shard(sig, sub)
-            ids = sub.column("id").combine_chunks()
-            if sig.kind == "vector":
-                VectorStore(self.cache_dir).write_shard(sig, ids, values[sig.name])
-            else:
-                SignalStore(self.cache_dir).write_part(sig, ids, values)
+            self.write(self.cache_dir, sig, sub.column("id").combine_chunks(), values)
             out.append({"shard": shard, "signal": sig.name, "fingerprint": fp, "rows": int(sub.num_rows),
                         "seconds": round(time.perf_counter() - t0, 4)})
         return out
@@ -338,7 +342,7 @@ def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, setti
     their rows; each other signal gets its own pass, sharded like the local engine (its own rows).
     With ``spill`` (``Pool.spill``) a shard is a list of segments the worker reads from the pool's Arrow
     files, so the driver never copies the text; else a table cut from ``pool``."""
-    from ..signals.compute import make_shards
+    from .local import make_shards
 
     starts = np.cumsum([0] + [n for _, n in spill])[:-1] if spill else None
 
@@ -387,10 +391,11 @@ def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, setti
 def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_dir: str, *,
              settings: RaySettings | None = None, shard_size: int | None = None,
              on_done: Callable[[DoneRecord], None] | None = None,
-             spill: Sequence[tuple[str, int]] | None = None) -> list[DoneRecord]:
+             spill: Sequence[tuple[str, int]] | None = None, write: Writer | None = None) -> list[DoneRecord]:
     """Compute every ``(signal, pool rows it lacks)`` of ``todo`` on Ray, the parts written to
     ``cache_dir`` by the workers; returns the done records (also given to ``on_done`` as they arrive).
-    ``spill`` (``Pool.spill``): the workers read their shards' rows from the pool's Arrow files."""
+    ``spill`` (``Pool.spill``): the workers read their shards' rows from the pool's Arrow files.
+    ``write(cache_dir, signal, ids, values)`` writes one part in the worker (default: ``SignalStore``)."""
     settings = settings or RaySettings()
     if not todo:
         return []
@@ -412,7 +417,7 @@ def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_di
                 if on_done is not None:
                     on_done(r)
 
-        _run_pass(ray, p, cache_dir, tasks, got)
+        _run_pass(ray, p, cache_dir, tasks, got, write)
     return done
 
 
@@ -423,7 +428,7 @@ def cache_root(cache_dir: str) -> str:
 
 
 def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dict]],
-              on_result: Callable[[list[DoneRecord]], Any]) -> None:
+              on_result: Callable[[list[DoneRecord]], Any], write: Writer | None = None) -> None:
     from ray import exceptions as rex
 
     retry = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
@@ -436,7 +441,7 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dic
     def new_actor() -> Any:
         nonlocal made
         made += 1
-        return remote.remote(p.signals, cache)
+        return remote.remote(p.signals, cache, write)
 
     actors = [new_actor() for _ in range(min(p.actors, len(tasks)))]
     slots = deque(a for _ in range(IN_FLIGHT) for a in range(len(actors)))

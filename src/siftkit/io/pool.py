@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import xxhash
@@ -1108,6 +1109,31 @@ def _task_size(t: FileTask) -> int:
     if t.byte_range:
         return t.byte_range[1] - t.byte_range[0]
     return os.path.getsize(t.path) if os.path.isfile(t.path) else 0
+
+
+def take_rows(table: pa.Table, rows: Any) -> pa.Table:
+    """``table.take(rows)`` batch by batch: Arrow's take on a many-chunk table (a pool is one chunk per
+    file task) first concatenates each whole column, a transient copy of all the pool's text; this takes
+    from each batch only its rows (one contiguous result, in the order of ``rows``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    batches = table.to_batches()
+    if len(batches) <= 1 or not len(rows):
+        return table.take(pa.array(rows, pa.int64()))
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    off = np.cumsum([0] + [b.num_rows for b in batches])
+    if srt[0] < 0 or srt[-1] >= off[-1]:
+        raise IndexError(f"row index out of bounds for a table of {off[-1]} rows")
+    bi = np.searchsorted(off, srt, side="right") - 1
+    cuts = (np.flatnonzero(np.diff(bi)) + 1).tolist()
+    parts = [batches[bi[a]].take(pa.array(srt[a:b] - off[bi[a]], pa.int64()))
+             for a, b in zip([0, *cuts], [*cuts, len(srt)])]
+    out = pa.Table.from_batches(parts, table.schema).combine_chunks()
+    if np.all(order[1:] > order[:-1]):
+        return out
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    return out.take(pa.array(inv, pa.int64()))
 
 
 def _check_unique_ids(pool: Pool) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import progress
+from ..engines.local import make_shards  # noqa: F401 (re-exported: signals.vectors cuts shards with it)
 from ..errors import ConfigError
 from ..registry import make, signal_class
 from .base import Signal
@@ -90,16 +91,6 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
             if usage is not None:
                 stats[sig.name]["usage"] = usage
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
-
-
-def make_shards(pool: pa.Table, rows: np.ndarray, shard_size: int) -> list[pa.Table]:
-    """Compact shard tables of the given pool rows (without the ``original`` column).
-
-    Each shard is its own ``take`` rather than a slice of one big table: a slice pickles (to a worker
-    process) with the whole underlying buffers, which at 1M records ships gigabytes per shard.
-    """
-    cols = pool.select([c for c in pool.column_names if c != "original"])
-    return [cols.take(pa.array(rows[s:s + shard_size], pa.int64())) for s in range(0, len(rows), shard_size)]
 
 
 def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: SignalStore, workers: int,

@@ -229,6 +229,11 @@ def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
     return h.hexdigest()
 
 
+def write_vector_part(cache_dir: str, sig: Signal, ids: pa.Array, values: dict[str, Any]) -> str:
+    """One shard of a vector signal into the cache (the Ray engine's workers write with this)."""
+    return VectorStore(cache_dir).write_shard(sig, ids, values[sig.name])
+
+
 def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | None, cache_dir: str,
                             workers: int = 1, shard_size: int | None = None, engine: str = "local",
                             ray: Any = None, rows: np.ndarray | None = None,
@@ -266,7 +271,7 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
             bar.set(cached=int(len(ids) - len(todo)))
             at = todo if rows is None else np.sort(np.asarray(rows, dtype=np.int64)[todo])
             run_plan([(sig, at)], pool_table, cache_dir, settings=ray, shard_size=shard_size,
-                     on_done=lambda rec: bar.update(rec["rows"]), spill=spill)
+                     on_done=lambda rec: bar.update(rec["rows"]), spill=spill, write=write_vector_part)
     elif len(todo):
         if rows is not None:
             raise ValueError("rows= is for the ray engine; take the rows of the pool table instead")
