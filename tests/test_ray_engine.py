@@ -264,6 +264,12 @@ def test_unreachable_cluster_is_a_clean_error(tmp_path):
                   "--ray-address", f"127.0.0.1:{port}", "--cache-dir", str(tmp_path / "c")], tmp_path)
     assert r.returncode == 6, r.stderr[-2000:]
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+    recipe = tmp_path / "r.yaml"                         # a recipe's ray.address, overridden by --ray-address
+    recipe.write_text(f"inputs: [a.jsonl]\nengine: ray\nray: {{address: 127.0.0.1:1, actors: 2}}\n"
+                      f"steps: [{{select: random}}]\nbudget: 1\ncache_dir: c\n")
+    r = _siftkit(["run", str(recipe), "--ray-address", f"127.0.0.1:{port}", "--shard-size", "1024", "-o",
+                  str(tmp_path / "o")], tmp_path)
+    assert r.returncode == 6 and f"at 127.0.0.1:{port}:" in r.stderr, r.stderr[-2000:]
 
 
 def test_missing_auth_token_is_a_clean_error(tmp_path):
