@@ -6,8 +6,9 @@ the driver's memory should not grow with the text of the pool. This script measu
 fresh Python process that runs the CLI in-process and prints its own peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``: the driver alone, not Ray's raylet, GCS or workers), and
 the peaks of its anonymous (heap) and file-backed resident memory (``/proc/self/status`` ``RssAnon`` /
-``RssFile``, sampled every 50 ms): the pages of the memory-mapped pool files the driver touches are
-file-backed, clean and reclaimable under memory pressure, heap is not. The slope
+``RssFile`` / ``RssShmem``, sampled every 50 ms): the pages of the memory-mapped pool files the driver
+touches are file-backed, clean and reclaimable under memory pressure; heap is not, nor is shared memory (the
+local reader's ``/dev/shm`` spill files, mapped by the driver, hold the pool's text there). The slope
 (bytes per record between the smallest and largest size) is what grows with the pool.
 
 Pools come from ``benchmarks/make_pool_1m.py`` (the real shared pool, copied with markers)::
@@ -40,7 +41,7 @@ SRC = HERE.parent / "src"
 CHILD = r"""
 import json, resource, sys, threading, time
 t0 = time.perf_counter()
-peak = {"RssAnon": 0, "RssFile": 0}
+peak = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
 def sample():
     while True:
         with open("/proc/self/status") as fh:
@@ -54,7 +55,8 @@ from siftkit.cli import main
 rc = main(sys.argv[1:])
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("BENCH " + json.dumps({"rc": rc, "peak_rss_mb": peak_kb / 1024, "peak_anon_mb": peak["RssAnon"] / 1024,
-                             "peak_file_mb": peak["RssFile"] / 1024, "seconds": time.perf_counter() - t0}))
+                             "peak_file_mb": peak["RssFile"] / 1024, "peak_shmem_mb": peak["RssShmem"] / 1024,
+                             "seconds": time.perf_counter() - t0}))
 """
 
 
@@ -108,7 +110,8 @@ def main() -> None:
             res["records"] = n
             rows.append(res)
             print(f"{pool.name:<14}{n:>9,} {engine:<6} peak driver RSS {res['peak_rss_mb']:8.1f} MB "
-                  f"(anonymous {res['peak_anon_mb']:7.1f} MB, file-backed {res['peak_file_mb']:7.1f} MB)  "
+                  f"(anonymous {res['peak_anon_mb']:7.1f} MB, file-backed {res['peak_file_mb']:7.1f} MB, "
+                  f"shared memory {res['peak_shmem_mb']:7.1f} MB)  "
                   f"{res['seconds']:7.1f} s", flush=True)
         shas = {r["selected_sha"] for r in rows if r["pool"] == str(pool)}
         print(f"  selections identical across engines: {len(shas) == 1}")
@@ -118,7 +121,7 @@ def main() -> None:
         if len(rs) >= 2 and rs[-1]["records"] > rs[0]["records"]:
             d = rs[-1]["records"] - rs[0]["records"]
             slopes[engine] = {k: (rs[-1][k] - rs[0][k]) * 2**20 / d
-                              for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
+                              for k in ("peak_rss_mb", "peak_anon_mb", "peak_file_mb", "peak_shmem_mb")}
             print(f"{engine}: per record {slopes[engine]['peak_rss_mb']:,.0f} bytes of driver peak RSS "
                   f"(anonymous {slopes[engine]['peak_anon_mb']:,.0f}, file-backed "
                   f"{slopes[engine]['peak_file_mb']:,.0f}) ({rs[0]['records']:,} -> {rs[-1]['records']:,})")
