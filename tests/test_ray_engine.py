@@ -11,7 +11,14 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
 from scoring_tiny import SAMPLES, pool_table
-from siftkit.engines.ray import RaySettings, auto_shard_size, gpus_for, parse_ray_settings, plan_passes, run_plan
+from siftkit.engines.ray import (
+    RaySettings,
+    auto_shard_size,
+    gpus_for,
+    parse_ray_settings,
+    plan_passes,
+    run_plan,
+)
 from siftkit.errors import ConfigError
 from siftkit.signals.compute import build_signal, compute_signals
 from siftkit.signals.store import SignalStore
@@ -55,7 +62,7 @@ def test_plan_one_pass_workers_write_the_cache(local_ray, tmp_path):
     assert len(passes[0].shards) == 5 and passes[0].actors == 2
     cache = str(tmp_path / "ray")
     done = run_plan(todo, pool, cache, shard_size=64)
-    assert sorted(set(d.keys()) for d in done)[0] == {"shard", "signal", "fingerprint", "rows", "seconds"}
+    assert all(set(d) == {"shard", "signal", "fingerprint", "rows", "seconds"} for d in done)
     assert len(done) == 5 * len(sigs)
     for s in sigs:
         assert sum(d["rows"] for d in done if d["fingerprint"] == s.fingerprint()) == 300
@@ -265,8 +272,8 @@ def test_unreachable_cluster_is_a_clean_error(tmp_path):
     assert r.returncode == 6, r.stderr[-2000:]
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
     recipe = tmp_path / "r.yaml"                         # a recipe's ray.address, overridden by --ray-address
-    recipe.write_text(f"inputs: [a.jsonl]\nengine: ray\nray: {{address: 127.0.0.1:1, actors: 2}}\n"
-                      f"steps: [{{select: random}}]\nbudget: 1\ncache_dir: c\n")
+    recipe.write_text("inputs: [a.jsonl]\nengine: ray\nray: {address: 127.0.0.1:1, actors: 2}\n"
+                      "steps: [{select: random}]\nbudget: 1\ncache_dir: c\n")
     r = _siftkit(["run", str(recipe), "--ray-address", f"127.0.0.1:{port}", "--shard-size", "1024", "-o",
                   str(tmp_path / "o")], tmp_path)
     assert r.returncode == 6 and f"at 127.0.0.1:{port}:" in r.stderr, r.stderr[-2000:]

@@ -165,7 +165,7 @@ def _import_ray() -> Any:
 
 def _probe(address: str, timeout: float) -> None:
     """A TCP connect to the head's port before ``ray.init`` (which retries an unreachable GCS for minutes)."""
-    a = address[len("ray://"):] if address.startswith("ray://") else address
+    a = address.removeprefix("ray://")
     a = a.split("/", 1)[0]
     host, _, port = a.rpartition(":")
     if not host:

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import progress
-from ..engines.local import make_shards  # noqa: F401 (re-exported: signals.vectors cuts shards with it)
+from ..engines.local import make_shards
 from ..errors import ConfigError
 from ..registry import make, signal_class
 from .base import Signal
@@ -69,9 +69,9 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
         progress.debug(f"signal:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(todo):,} cached, "
                        f"{len(todo):,} to compute" + (f" with {workers} worker(s), engine {engine}" if len(todo) else ""),
                        stage=f"signal:{sig.name}", fingerprint=sig.fingerprint(), cached=int(len(ids) - len(todo)),
-                       computed=int(len(todo)), workers=workers, engine=engine)
+                       computed=len(todo), workers=workers, engine=engine)
         if not len(todo):
-            progress.event("stage_end", stage=f"signal:{sig.name}", records=0, cached=int(len(ids)),
+            progress.event("stage_end", stage=f"signal:{sig.name}", records=0, cached=len(ids),
                            seconds=round(time.perf_counter() - t0, 3), rate=0.0)
         if len(todo):
             computed = _compute_missing(sig, pool, todo, store, workers,
@@ -130,7 +130,7 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
         progress.debug(f"signal:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(rows):,} cached, "
                        f"{len(rows):,} to compute" + (", engine ray" if len(rows) else ""),
                        stage=f"signal:{sig.name}", fingerprint=sig.fingerprint(),
-                       cached=int(len(ids) - len(rows)), computed=int(len(rows)), engine="ray")
+                       cached=int(len(ids) - len(rows)), computed=len(rows), engine="ray")
         built.append((sig, len(rows)))
         if len(rows):
             todo.append((sig, rows))
