@@ -1,4 +1,5 @@
-"""The Ray engine (local Ray instance on CPU) gives results identical to the local engine."""
+"""The Ray engine (local Ray instance on CPU) gives results identical to the local engine: one plan per run,
+the workers write the cache, settings are validated, and cluster problems are clean errors (exit 6)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,26 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
 from scoring_tiny import SAMPLES, pool_table
-from siftkit.engines.ray import _to_arrow, _to_numpy
-from siftkit.signals.compute import compute_signals
+from siftkit.engines.ray import (
+    RaySettings,
+    auto_shard_size,
+    gpus_for,
+    parse_ray_settings,
+    plan_passes,
+    run_plan,
+)
+from siftkit.errors import ConfigError
+from siftkit.signals.compute import build_signal, compute_signals
 from siftkit.signals.store import SignalStore
+
+CHEAP = ["text_stats", "exact_hash", "compression", "quality", "special_tokens", "repetition"]
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     if started:
         ray.shutdown()
@@ -32,19 +43,119 @@ def big_pool(n: int) -> pa.Table:
     return pool_table(convs, ids=[f"id{i:04d}" for i in range(n)])
 
 
-def test_roundtrip_helpers():
-    vec = np.arange(12, dtype=np.float32).reshape(4, 3)
-    assert np.array_equal(_to_numpy(pa.chunked_array([_to_arrow(vec)])), vec)
-    s = np.asarray(["", "too_long", "", "x"], dtype=object)
-    assert list(_to_numpy(pa.chunked_array([_to_arrow(s)]))) == list(s)
-
-
 def test_cheap_signal_identical(local_ray, tmp_path):
     pool = big_pool(300)
     spec = ["text_stats"]
     a = compute_signals(pool, spec, str(tmp_path / "local"), shard_size=64)
     b = compute_signals(pool, spec, str(tmp_path / "ray"), shard_size=64, engine="ray")
     assert a.num_rows == 300 and a.equals(b)
+
+
+def test_plan_one_pass_workers_write_the_cache(local_ray, tmp_path):
+    """Every cheap signal in one pass; the parts are written by the workers (the driver only gets done
+    records), one part per shard and signal; values equal the local engine's."""
+    pool = big_pool(300)
+    sigs = [build_signal(s) for s in CHEAP]
+    todo = [(s, np.arange(300)) for s in sigs]
+    passes = plan_passes(todo, pool, RaySettings(), {"CPU": 2.0}, shard_size=64)
+    assert len(passes) == 1 and [s.name for s in passes[0].signals] == CHEAP
+    assert len(passes[0].shards) == 5 and passes[0].actors == 2
+    cache = str(tmp_path / "ray")
+    done = run_plan(todo, pool, cache, shard_size=64)
+    assert all(set(d) == {"shard", "signal", "fingerprint", "rows", "seconds"} for d in done)
+    assert len(done) == 5 * len(sigs)
+    for s in sigs:
+        assert sum(d["rows"] for d in done if d["fingerprint"] == s.fingerprint()) == 300
+        assert len(SignalStore(cache).parts(s)) == 5
+    a = compute_signals(pool, CHEAP, str(tmp_path / "local"), shard_size=64)
+    stats: dict = {}
+    b = compute_signals(pool, CHEAP, cache, engine="ray", stats=stats)   # all from the cache
+    assert a.equals(b) and all(v["computed"] == 0 for v in stats.values())
+
+
+def test_plan_mixed_missing_rows_and_resume(local_ray, tmp_path):
+    """Signals that lack different rows share shards (each computes only its own rows); a lost part is
+    recomputed alone (resume by shard), and the table equals the local engine's."""
+    pool = big_pool(260)
+    cache = str(tmp_path / "ray")
+    one = RaySettings(actors=1)
+    compute_signals(pool.slice(0, 100), ["text_stats"], cache, engine="ray", shard_size=50, ray=one)
+    compute_signals(pool.slice(60, 120), ["exact_hash"], cache, engine="ray", shard_size=50, ray=one)
+    stats: dict = {}
+    b = compute_signals(pool, ["text_stats", "exact_hash", "quality"], cache, engine="ray", stats=stats,
+                        shard_size=64)
+    assert {k: v["computed"] for k, v in stats.items()} == {"text_stats": 160, "exact_hash": 140, "quality": 260}
+    a = compute_signals(pool, ["text_stats", "exact_hash", "quality"], str(tmp_path / "local"))
+    assert a.equals(b)
+    q = build_signal("quality")
+    parts = SignalStore(cache).parts(q)
+    assert len(parts) == 5                               # 260 rows in shards of 64
+    import os
+
+    os.remove(parts[2])                                  # a killed run that lost one shard
+    stats = {}
+    c = compute_signals(pool, ["text_stats", "exact_hash", "quality"], cache, engine="ray", stats=stats, ray=one)
+    assert {k: v["computed"] for k, v in stats.items()} == {"text_stats": 0, "exact_hash": 0, "quality": 64}
+    assert c.equals(a)
+
+
+def test_auto_shard_size():
+    assert auto_shard_size(1_000_000, 16) == 15_625      # 4 shards per actor
+    assert auto_shard_size(200_000, 2) == 25_000
+    assert auto_shard_size(3_000, 8) == 1_024            # a call and a part cost a few ms: not smaller
+    assert auto_shard_size(100_000_000, 4) == 65_536     # bounded memory per call
+
+
+def test_gpu_request_from_declared_resources():
+    lm = build_signal({"name": "lm_loss", "model": "/nonexistent"})          # device auto: never probed
+    assert gpus_for(lm, RaySettings()) == 0.0
+    assert gpus_for(lm, parse_ray_settings({"gpus_per_actor": 0.5})) == 0.5
+    assert gpus_for(build_signal({"name": "lm_loss", "model": "/x", "device": "cuda"}), RaySettings()) == 1.0
+    emb = build_signal({"name": "embedding", "backend": "static"})
+    assert gpus_for(emb, parse_ray_settings({"gpus_per_actor": {"embedding": 0.25}})) == 0.25
+    assert gpus_for(build_signal("text_stats"), parse_ray_settings({"gpus_per_actor": 1})) == 0.0
+    pool = big_pool(10)
+    passes = plan_passes([(build_signal("text_stats"), np.arange(10)), (lm, np.arange(10))], pool,
+                         parse_ray_settings({"gpus_per_actor": 0.5, "actors": {"lm_loss": 3}}),
+                         {"CPU": 4.0, "GPU": 1.0})
+    assert [(p.label, p.gpus, p.actors) for p in passes] == [("text_stats", 0.0, 1), ("lm_loss", 0.5, 1)]
+    assert len(passes[1].shards) == 1                    # lm_loss keeps its own shard size (2,048)
+    with pytest.raises(ConfigError, match="asks for 2 GPU"):
+        plan_passes([(lm, np.arange(10))], pool, parse_ray_settings({"gpus_per_actor": 2}), {"CPU": 4.0})
+
+
+@pytest.mark.parametrize("ray_section, message", [
+    ({"adress": "x:1"}, r"ray: unknown key\(s\) \['adress'\]"),
+    ({"actors": 0}, "ray.actors: expected a positive integer"),
+    ({"actors": {"tokens": 1.5}}, "ray.actors.tokens: expected a positive integer"),
+    ({"gpus_per_actor": {"lm_loss": -1}}, r"ray.gpus_per_actor.lm_loss: expected a number >= 0"),
+    ({"cpus_per_actor": "two"}, "ray.cpus_per_actor: expected a number"),
+    ({"runtime_env": ["pip"]}, "ray.runtime_env: expected a mapping"),
+    ({"address": ""}, "ray.address"),
+    ({"connect_timeout_s": 0}, "ray.connect_timeout_s: expected a positive number"),
+    ("ray://x", "ray: expected a mapping"),
+])
+def test_ray_section_errors_name_the_key(ray_section, message):
+    from siftkit.config import build_config
+
+    with pytest.raises(ConfigError, match=f"recipe.yaml: {message}"):
+        build_config({"inputs": ["x.jsonl"], "engine": "ray", "ray": ray_section}, "recipe.yaml")
+
+
+def test_ray_section_parsed_and_secrets_kept_out_of_the_manifest_config():
+    from siftkit.config import build_config
+
+    cfg = build_config({"inputs": ["x.jsonl"], "engine": "ray", "shard_size": 4096,
+                        "ray": {"address": "ray://head:10001", "actors": {"default": 4, "lm_loss": 2},
+                                "gpus_per_actor": {"lm_loss": 0.5}, "cpus_per_actor": 2,
+                                "runtime_env": {"env_vars": {"HF_TOKEN": "hf_secret"}}}}, "r.yaml")
+    assert cfg.shard_size == 4096 and cfg.ray.address == "ray://head:10001"
+    assert cfg.ray.pick("actors", "lm_loss") == 2 and cfg.ray.pick("actors", "tokens") == 4
+    assert cfg.ray.pick("gpus_per_actor", "tokens") is None and cfg.ray.pick("cpus_per_actor", "x") == 2
+    assert cfg.ray.runtime_env == {"env_vars": {"HF_TOKEN": "hf_secret"}}     # given to Ray
+    assert "hf_secret" not in repr(cfg.raw)                                    # not written anywhere
+    with pytest.raises(ConfigError, match="shard_size must be a positive integer"):
+        build_config({"inputs": ["x.jsonl"], "shard_size": 0}, "r.yaml")
 
 
 @pytest.mark.slow
@@ -80,6 +191,13 @@ def test_vector_signal_identical(local_ray, tmp_path):
     b = load_or_compute_vectors(pool, spec, str(tmp_path / "ray"), shard_size=64, engine="ray")
     assert a.shape[0] == 200 and a.shape[1] > 0
     assert np.array_equal(np.asarray(a), np.asarray(b))
+    from siftkit.signals.vectors import VectorLoader
+
+    rows = np.arange(5, 200, 3)                          # a selector's candidates: the plan takes pool rows
+    pool2 = big_pool(230)
+    c = VectorLoader(pool2, str(tmp_path / "ray"), engine="ray")(spec, rows=rows)
+    d = VectorLoader(pool2, str(tmp_path / "local2"))(spec, rows=rows)
+    assert c.shape[0] == len(rows) and np.array_equal(np.asarray(c), np.asarray(d))
 
 
 LOOPBACK_PROBE = """
@@ -120,3 +238,104 @@ def test_local_instance_listens_on_loopback_only(tmp_path):
     assert got["node"] == "127.0.0.1"
     assert got["listen"], "no listening sockets found"
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip in got["listen"]), got["listen"]
+
+
+def _siftkit(args: list[str], cwd, extra_env: dict | None = None):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"PYTHONPATH": str(REPO / "src"), "HOME": str(cwd)}, **(extra_env or {}))
+    return subprocess.run([sys.executable, "-m", "siftkit.cli", *args], capture_output=True, text=True, env=env,
+                          check=False, timeout=120, cwd=cwd)
+
+
+def _one_record(tmp_path):
+    from conftest import convo, write_jsonl
+
+    return str(write_jsonl(tmp_path / "a.jsonl", [convo("hi", "hello")]))
+
+
+def test_unreachable_cluster_is_a_clean_error(tmp_path):
+    """A closed port: exit 6 with the address in a second or two, not minutes of Ray retries."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                            # nothing listens there now
+    r = _siftkit(["score", _one_record(tmp_path), "--signals", "text_stats", "--engine", "ray",
+                  "--ray-address", f"127.0.0.1:{port}", "--cache-dir", str(tmp_path / "c")], tmp_path)
+    assert r.returncode == 6, r.stderr[-2000:]
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+    recipe = tmp_path / "r.yaml"                         # a recipe's ray.address, overridden by --ray-address
+    recipe.write_text("inputs: [a.jsonl]\nengine: ray\nray: {address: 127.0.0.1:1, actors: 2}\n"
+                      "steps: [{select: random}]\nbudget: 1\ncache_dir: c\n")
+    r = _siftkit(["run", str(recipe), "--ray-address", f"127.0.0.1:{port}", "--shard-size", "1024", "-o",
+                  str(tmp_path / "o")], tmp_path)
+    assert r.returncode == 6 and f"at 127.0.0.1:{port}:" in r.stderr, r.stderr[-2000:]
+
+
+def test_missing_auth_token_is_a_clean_error(tmp_path):
+    """Token authentication on and no token (Ray's AuthenticationError): exit 6, and how to give one."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = _siftkit(["score", _one_record(tmp_path), "--signals", "text_stats", "--engine", "ray",
+                      "--ray-address", f"127.0.0.1:{port}", "--cache-dir", str(tmp_path / "c")], tmp_path,
+                     {"RAY_AUTH_MODE": "token"})
+    assert r.returncode == 6, r.stderr[-2000:]
+    assert "refused the credentials" in r.stderr and "RAY_AUTH_TOKEN" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_selection_outputs_byte_identical_to_local(local_ray, tmp_path):
+    """select with --engine ray writes the same selected.jsonl and selection.parquet as --engine local."""
+    from conftest import convo, write_jsonl
+    from siftkit.cli import main
+
+    rows = [convo(f"question {i % 37} about item {i}", f"answer {'x' * (i % 11)} {i % 5}") for i in range(240)]
+    rows += rows[:20]                                    # exact duplicates for the dedup step
+    write_jsonl(tmp_path / "pool" / "a.jsonl", rows[:130])
+    write_jsonl(tmp_path / "pool" / "b" / "c.jsonl", rows[130:] + [convo("no answer", "")])
+    with open(tmp_path / "pool" / "a.jsonl", "a") as fh:
+        fh.write('{"messages": [{"role": "user", "content": "broken\n')       # a malformed line: rejected
+    outs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"out-{engine}"
+        rc = main(["--quiet", "select", str(tmp_path / "pool"), "--on-error", "skip", "-n", "50", "--method", "top", "--by",
+                   "tokens_response", "--dedup", "first", "--filter", "tokens_total >= 5", "--engine", engine,
+                   "--cache-dir", str(tmp_path / f"cache-{engine}"), "-o", str(out),
+                   *(["--shard-size", "64"] if engine == "ray" else [])])
+        assert rc == 0
+        outs[engine] = out
+    names = sorted(str(p.relative_to(outs["local"])) for p in outs["local"].rglob("*") if p.is_file())
+    assert "selected.jsonl" in names and "_siftkit/selection.parquet" in names
+    for name in ("selected.jsonl", "_siftkit/selection.parquet", "_siftkit/rejects.jsonl", "README.md"):
+        assert (outs["local"] / name).read_bytes() == (outs["ray"] / name).read_bytes(), name
+    import json
+
+    ml, mr = (json.loads((outs[e] / "manifest.json").read_text()) for e in ("local", "ray"))
+    assert ml["counts"] == mr["counts"] and ml["counts"]["duplicates"] == 20
+    assert ml["counts"]["rejected"] == 2 and ml["inputs"] == mr["inputs"]
+    # the files were read on the workers: one Arrow file per file task in the shared cache
+    assert len(list((tmp_path / "cache-ray" / "_pool").glob("*.arrow"))) == 2
+
+
+def test_bad_record_read_on_a_worker_names_file_and_line(local_ray, tmp_path, capsys):
+    from conftest import convo, write_jsonl
+    from siftkit.cli import main
+
+    write_jsonl(tmp_path / "pool" / "a.jsonl", [convo("q", "a"), convo("q2", "a2")])
+    with open(tmp_path / "pool" / "a.jsonl", "a") as fh:
+        fh.write('{"messages": oops}\n')
+    rc = main(["--quiet", "select", str(tmp_path / "pool"), "-n", "1", "--engine", "ray",
+               "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "a.jsonl:3" in err, err

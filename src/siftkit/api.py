@@ -84,13 +84,14 @@ def _any_memory(inputs: Any) -> bool:
 
 def read(inputs: Inputs, *, on_error: str = "raise", format: str | None = None, mapping: dict | None = None,
          source: str | None = None, header: bool | None = None, split: str | None = None,
-         workers: int | None = None) -> Pool:
-    """Read files/folders/globs or in-memory data into a canonical pool (``siftkit read``)."""
+         workers: int | None = None, _run_tasks: Any = None) -> Pool:
+    """Read files/folders/globs or in-memory data into a canonical pool (``siftkit read``).
+    ``_run_tasks``: ``read_pool``'s file-task runner (the Ray engine's workers, from ``score``)."""
     specs = _input_list(inputs, format=format, mapping=mapping, source=source, header=header, split=split)
     from .preflight import check_inputs
 
     check_inputs(specs)   # hf: inputs need datasets
-    return read_pool(specs, on_error=on_error, workers=workers)
+    return read_pool(specs, on_error=on_error, workers=workers, run_tasks=_run_tasks)
 
 
 def signal_specs(signals: Sequence[str | dict], tokenizer: str | None = None) -> list[Any]:
@@ -101,18 +102,34 @@ def signal_specs(signals: Sequence[str | dict], tokenizer: str | None = None) ->
 def score(pool: Pool | Inputs, signals: Sequence[str | dict] = ("text_stats", "tokens"), *,
           tokenizer: str | None = None, cache_dir: str = ".siftkit", workers: int | None = None,
           engine: str = "local", refresh: bool = False, on_error: str = "raise", format: str | None = None,
-          mapping: dict | None = None, source: str | None = None, split: str | None = None) -> pa.Table:
+          mapping: dict | None = None, source: str | None = None, split: str | None = None,
+          shard_size: int | None = None, ray_address: str | None = None, ray: dict | None = None) -> pa.Table:
     """Compute (or reuse from the cache) signals; returns a table aligned with the pool (``siftkit score``).
     The signals' extras and files are checked before the pool is read; ``format``, ``mapping``, ``source``
-    and ``split`` apply to the inputs as in ``read``."""
+    and ``split`` apply to the inputs as in ``read``. ``engine="ray"``: ``ray`` is a recipe-style ``ray:``
+    mapping (address, actors, cpus_per_actor, gpus_per_actor, runtime_env), ``ray_address`` its address."""
+    from .engines.ray import parse_ray_settings
     from .preflight import check_signals
     from .signals.compute import compute_signals
 
     built = check_signals(signal_specs(signals, tokenizer), engine=engine)
+    settings = parse_ray_settings({**(ray or {}), **({"address": ray_address} if ray_address else {})}, "score")
+    if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1):
+        raise ConfigError(f"shard_size must be a positive integer, not {shard_size!r}")
     if not isinstance(pool, Pool):
         pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
-                    split=split)
-    return compute_signals(pool.table, built, cache_dir, workers=workers or 1, engine=engine, refresh=refresh)
+                    split=split, _run_tasks=_task_reader(engine, cache_dir, settings))
+    return compute_signals(pool.table, built, cache_dir, workers=workers or 1, engine=engine, refresh=refresh,
+                           shard_size=shard_size, ray=settings, spill=pool.spill)
+
+
+def _task_reader(engine: str, cache_dir: str, settings: Any) -> Any:
+    """With the Ray engine, files are read on the workers (``engines.ray.ray_task_reader``)."""
+    if engine != "ray":
+        return None
+    from .engines.ray import ray_task_reader
+
+    return ray_task_reader(cache_dir, settings)
 
 
 def selection_config(inputs: Any, *, budget: Any = None, method: str | None = None, by: str | None = None,
@@ -122,13 +139,18 @@ def selection_config(inputs: Any, *, budget: Any = None, method: str | None = No
                      on_error: str = "raise", cache_dir: str = ".siftkit", workers: int | None = None,
                      engine: str = "local", output: dict | None = None,
                      method_params: dict[str, Any] | None = None,
-                     decontaminate: Sequence[str] | None = None) -> dict[str, Any]:
+                     decontaminate: Sequence[str] | None = None, shard_size: int | None = None,
+                     ray_address: str | None = None) -> dict[str, Any]:
     """Turn CLI-style options into a recipe-shaped dict (what ``siftkit run`` reads from YAML).
     ``decontaminate``: eval files/folders; a decontaminate step runs first (recipe key ``decontaminate``)."""
     data: dict[str, Any] = {"inputs": inputs, "on_error": on_error, "seed": seed, "cache_dir": cache_dir,
                             "engine": engine}
     if decontaminate:
         data["decontaminate"] = {"against": list(decontaminate)}
+    if shard_size is not None:
+        data["shard_size"] = shard_size
+    if ray_address:
+        data["ray"] = {"address": ray_address}
     if tokenizer is not None:
         data["tokenizer"] = tokenizer
     if workers is not None:

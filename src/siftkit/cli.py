@@ -76,6 +76,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", default=".siftkit", help="signal cache folder (default: .siftkit)")
     g.add_argument("--workers", type=int, help="processes for reading and scoring (default: all cores for big pools)")
     g.add_argument("--engine", choices=["local", "ray"], default="local", help="where signals are computed")
+    _ray_args(g)
+
+
+def _ray_args(g: Any) -> None:
+    g.add_argument("--shard-size", type=int, metavar="N",
+                   help="records per cache part (default: the signal's, else 65,536; with --engine ray about "
+                        "4 shards per actor, within 1,024-65,536)")
+    g.add_argument("--ray-address", metavar="ADDRESS",
+                   help="Ray cluster for --engine ray: host:port, ray://host:10001 or auto (default: "
+                        "RAY_ADDRESS, else a local instance on 127.0.0.1)")
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -221,10 +231,11 @@ def cmd_score(a: argparse.Namespace) -> int:
 
     signals = [s.strip() for s in a.signals.split(",") if s.strip()]
     check_signals(signal_specs(signals, a.tokenizer), engine=a.engine)   # before reading: a missing extra fails in a second, not after the read
-    pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
+    pool = _inputs(a) if a.engine == "ray" else read(_inputs(a), on_error=a.on_error, workers=a.workers)
     table = score(pool, signals, tokenizer=a.tokenizer, cache_dir=a.cache_dir, workers=a.workers,
-                  engine=a.engine, refresh=a.refresh)
-    progress.info(f"scored {len(pool):,} records: columns {', '.join(table.column_names)} "
+                  engine=a.engine, refresh=a.refresh, shard_size=a.shard_size, ray_address=a.ray_address,
+                  on_error=a.on_error)   # with ray the files are read on the workers
+    progress.info(f"scored {table.num_rows:,} records: columns {', '.join(table.column_names)} "
                   f"(cache: {_fs_abspath(a.cache_dir)})")
     return 0
 
@@ -262,6 +273,7 @@ def cmd_select(a: argparse.Namespace) -> int:
         _inputs(a), budget=_parse_value(a.budget), method=a.method, by=a.by, filters=a.filter, dedup=a.dedup,
         stratify=a.stratify, quota=a.quota, seed=a.seed, tokenizer=a.tokenizer, preset=a.preset,
         on_error=a.on_error, cache_dir=a.cache_dir, workers=a.workers, engine=a.engine,
+        shard_size=a.shard_size, ray_address=a.ray_address,
         method_params=_kv(a.param, "--param"), signals=[_parse_value(s) for s in a.signal],
         decontaminate=getattr(a, "decontaminate", None) or None,
         output={"dir": a.out, "format": a.output_format, "file_format": a.file_format,
@@ -287,6 +299,12 @@ def cmd_run(a: argparse.Namespace) -> int:
         if isinstance(data["output"], str):
             data["output"] = {"dir": data["output"]}
         data["output"]["dir"] = a.out
+    if a.shard_size is not None:
+        data["shard_size"] = a.shard_size
+    if a.ray_address:
+        if data.get("ray") is not None and not isinstance(data["ray"], dict):
+            raise ConfigError(f"{a.recipe}: ray: expected a mapping, got {data['ray']!r}")
+        data["ray"] = {**(data.get("ray") or {}), "address": a.ray_address}
     cfg = build_config(data, a.recipe)
     return _finish(run_selection(cfg), cfg, a)
 
@@ -511,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a recipe key, e.g. --set budget=1000 --set output.dir=out2")
     ru.add_argument("--out", "-o", help="output folder (overrides output.dir)")
     ru.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _ray_args(ru)
     ru.set_defaults(func=cmd_run)
 
     ev = sub.add_parser("evolve", help="evolve instructions or responses with an LLM (Evol-Instruct / DEITA); "

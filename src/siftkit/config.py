@@ -18,6 +18,16 @@ Recipe (YAML) shape — every key is optional except ``inputs``::
     output: {dir: out, format: original, file_format: jsonl, report: true, diversity: false}
     cache_dir: .siftkit
     workers: 2
+    engine: local                   # or ray (signals computed on a Ray cluster)
+    shard_size: 8192                # records per cache part (default: the signal's, else 65,536 locally;
+                                    # with ray about 4 shards per actor, within [1,024, 65,536])
+    ray:                            # the Ray engine's settings (engines.ray.RaySettings)
+      address: ray://head:10001     # else RAY_ADDRESS, else a local instance on 127.0.0.1
+      actors: {default: 8, lm_loss: 2}   # actors per pass (a number, or per signal name)
+      cpus_per_actor: 1
+      gpus_per_actor: {lm_loss: 0.5}     # model/embedding signals; fractional GPUs allowed
+      runtime_env: {pip: [siftkit]}
+      connect_timeout_s: 60
     preset: length-kmeans           # instead of a select step; or {name: length-kmeans, k: 200}
     models:                         # models built from the pool before scoring (siftkit.derive)
       experienced: {derive: cherry-brief-experience, base: Qwen/Qwen2.5-0.5B}   # a signal's model: experienced
@@ -35,7 +45,7 @@ from .fs import is_url
 from .yamlfile import load_yaml_mapping
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
-            "workers", "engine", "preset", "models", "decontaminate"}
+            "workers", "engine", "preset", "models", "decontaminate", "shard_size", "ray"}
 OUTPUT_KEYS = {"dir", "format", "file_format", "report", "rejects", "diversity", "escape_special_tokens", "order"}
 OUTPUT_FORMATS = ("original", "messages", "sharegpt", "alpaca")
 FILE_FORMATS = ("jsonl", "parquet")
@@ -69,6 +79,8 @@ class RunConfig:
     preset: str | None = None                  # the preset the steps came from, if any (for messages)
     preset_from: tuple[int, int] = (0, 0)      # index of its first step and first signal in steps / signals
     models: dict[str, Any] = field(default_factory=dict)   # derived models: name -> {derive: NAME, ...}
+    shard_size: int | None = None              # records per cache part (None: the engine's default)
+    ray: Any = None                            # engines.ray.RaySettings (the recipe's ``ray:`` section)
 
 
 def decontaminate_step(spec: Any) -> dict[str, Any]:
@@ -245,8 +257,19 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     engine = data.get("engine", "local")
     if engine not in ("local", "ray"):
         raise ConfigError(f"{source}: engine must be 'local' or 'ray'")
+    shard_size = data.get("shard_size")
+    if shard_size is not None and (not isinstance(shard_size, int) or isinstance(shard_size, bool)
+                                   or shard_size < 1):
+        raise ConfigError(f"{source}: shard_size must be a positive integer (records per cache part), "
+                          f"not {shard_size!r}")
+    from .engines.ray import parse_ray_settings
+
+    ray = parse_ray_settings(data.get("ray"), source)   # plain Python: ray itself is imported only to run
+    env_vars = ((data.get("ray") or {}).get("runtime_env") or {}).get("env_vars")
+    if isinstance(env_vars, dict):   # the manifest keeps the names, never the values (they may be secrets)
+        data["ray"]["runtime_env"]["env_vars"] = {k: "<set>" for k in env_vars}
     data["signals"] = norm_signals
     return RunConfig(inputs=inputs, on_error=on_error, tokenizer=data.get("tokenizer"), signals=norm_signals,
                      steps=steps, budget=data.get("budget"), seed=seed, output=output,
                      cache_dir=data.get("cache_dir", ".siftkit"), workers=workers, engine=engine, raw=data,
-                     preset=preset, preset_from=preset_from, models=models)
+                     preset=preset, preset_from=preset_from, models=models, shard_size=shard_size, ray=ray)

@@ -3,7 +3,8 @@
 Exit codes (documented in the README):
   0 success, 1 internal error, 2 usage/config error, 3 input data error, 4 empty result,
   5 disk full (no space left where an output or cache file is written),
-  6 an LLM endpoint stayed unavailable after its retries (responses received so far are cached: rerun).
+  6 an LLM endpoint or the Ray cluster stayed unavailable or refused the credentials (work finished so far
+    is cached: rerun).
 """
 
 from __future__ import annotations
@@ -89,5 +90,13 @@ class EndpointError(SiftkitError):
     """An LLM endpoint failed for good: refused the credentials, or stayed unavailable (429 / 5xx / timeouts /
     connection errors) after every retry. Responses received before are in the response cache, so a rerun
     resumes. The message never holds the API key."""
+
+    exit_code = 6
+
+
+class ClusterError(SiftkitError):
+    """The Ray cluster could not be used: unreachable (no answer at the address, or no answer within the
+    connection timeout), it refused this driver's credentials (Ray token authentication), or its workers
+    kept dying. Shards finished before are in the cache, so a rerun resumes. Exit code 6, as an endpoint."""
 
     exit_code = 6

@@ -45,6 +45,7 @@ from . import fs, progress
 from ._version import __version__
 from .errors import ConfigError, InputDataError
 from .fsutil import disk_guard, exchange, fsync_dir, fsync_path, is_no_space, pid_alive, remove_path
+from .io.pool import take_rows
 from .io.writers import dataset_info_entry, write_jsonl, write_records
 from .pipeline import Selection
 
@@ -197,7 +198,8 @@ def _with_length_signals(sel: Selection) -> pa.Table:
     missing = [spec for spec, col in want if col not in sel.signals.column_names]
     if not missing:
         return sel.signals
-    more = compute_signals(sel.pool.table, missing, cfg.cache_dir, workers=cfg.workers or 1, engine=cfg.engine)
+    more = compute_signals(sel.pool.table, missing, cfg.cache_dir, workers=cfg.workers or 1, engine=cfg.engine,
+                           shard_size=cfg.shard_size, ray=cfg.ray, spill=sel.pool.spill)
     if sel.signals.num_columns == 0:
         return more
     table = sel.signals
@@ -236,7 +238,7 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
             raise ConfigError(f"output order must be one of {RECORD_ORDERS}, got {order!r}")
         picks = np.asarray(getattr(sel, "pick_order", sel.selected), dtype=np.int64)
         rows = picks if order == "pick" else sel.selected
-        chosen = sel.pool.table.take(pa.array(rows, pa.int64()))
+        chosen = take_rows(sel.pool.table, rows)
         if escape_special_tokens is None:
             escape_special_tokens = bool((sel.config.output or {}).get("escape_special_tokens", False))
         with progress.stage("write", total=int(chosen.num_rows)) as st:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from . import progress
 from .config import RunConfig
 from .errors import ConfigError, EmptyResultError
-from .io.pool import Pool, read_pool
+from .io.pool import Pool, read_pool, take_rows
 from .plan import POOL_COLUMNS, make_selector, plan_signals  # noqa: F401 (POOL_COLUMNS re-exported)
 from .selectors.base import SelectionContext, Selector, resolve_budget
 from .signals.compute import compute_signals
@@ -107,7 +107,7 @@ class Selection:
             import orjson
 
             return [orjson.loads(s) for s in self.pool.table.column("original").take(self._rows()).to_pylist()]
-        return self.pool.table.take(self._rows()).to_pylist()
+        return take_rows(self.pool.table, self.selected).to_pylist()
 
     def to_arrow(self, original: bool = False, signals: bool = False) -> pa.Table:
         """The selected pool rows as an Arrow table, in the order of ``ids`` (pool order, as ``write``
@@ -118,7 +118,7 @@ class Selection:
         if original:
             table = _records_table(self.records(original=True))
         else:
-            table = self.pool.table.take(self._rows())
+            table = take_rows(self.pool.table, self.selected)
         if signals and self.signals.num_columns:
             sig = self.signals.take(self._rows())
             for name in sig.column_names:
@@ -217,7 +217,12 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     t0 = time.perf_counter()
     preflight(cfg)   # extras, columns and local paths: before any reading or computing
     if pool is None:
-        pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers)
+        reader = None
+        if cfg.engine == "ray":   # files listed here, read and normalised on the workers (engines.ray)
+            from .engines.ray import ray_task_reader
+
+            reader = ray_task_reader(cfg.cache_dir, cfg.ray)
+        pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers, run_tasks=reader)
     timings["read"] = round(time.perf_counter() - t0, 3)
     n_memory = sum(1 for f in pool.table.column("file").unique().to_pylist() if f.startswith("<"))
     progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
@@ -236,12 +241,13 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     sig_stats: dict[str, Any] = {}
     sigs = plan_signals(cfg, selectors)
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
-                              stats=sig_stats) if sigs else pa.table({})
+                              shard_size=cfg.shard_size, stats=sig_stats, ray=cfg.ray,
+                              spill=pool.spill) if sigs else pa.table({})
     timings["signals"] = round(time.perf_counter() - t1, 3)
     for k, v in sig_stats.items():
         timings[f"signal:{k}"] = v["seconds"]
     ctx = SelectionContext(pool=pool.table, signals=signals, seed=cfg.seed,
-                           vector_loader=_vector_loader(pool.table, cfg, workers), cache_dir=cfg.cache_dir)
+                           vector_loader=_vector_loader(pool, cfg, workers), cache_dir=cfg.cache_dir)
     n = len(pool)
     budget: int | None = None   # resolved at the select step: a fraction is of the records that reach it
     status = np.full(n, "not_selected", dtype=object)
@@ -308,8 +314,9 @@ def _auto_workers(n: int) -> int:
     return 1 if n < 50_000 else max(1, os.cpu_count() or 1)
 
 
-def _vector_loader(pool: pa.Table, cfg: RunConfig, workers: int):
+def _vector_loader(pool: Pool, cfg: RunConfig, workers: int):
     """Embeddings through the cache; records which ones each step used (for the manifest)."""
     from .signals.vectors import VectorLoader
 
-    return VectorLoader(pool, cfg.cache_dir, workers=workers, engine=cfg.engine)
+    return VectorLoader(pool.table, cfg.cache_dir, workers=workers, engine=cfg.engine, ray=cfg.ray,
+                        spill=pool.spill)

@@ -1,63 +1,244 @@
-"""Ray engine: signal computation as a Ray Data batch map over an actor pool.
+"""Ray engine: a run's signal plan computed on a Ray cluster, the cache written by the workers.
 
-Same contract as ``engines.local.run_shards``: compute every shard and call ``on_done(i, values)`` in the
-driver as each shard completes (the driver writes the cache, so a killed run resumes by shard here too).
+``run_plan`` is the engine's entry point (``signals.compute`` calls it for ``engine="ray"``): the signals a
+run still lacks are grouped into passes (one pass for every cheap CPU signal together; one pass for each
+model, GPU, LLM or other signal that uses all cores itself), each pass is one pool of actors (``PlanWorker``)
+that sets every signal of the pass up once and, per shard, computes each signal on the shard rows that
+signal lacks (``engines.local.compute_shard``: the local engine's batches, so the values are identical) and
+writes the parts itself (``SignalStore.write_part`` / ``VectorStore.write_shard``, atomic, keyed by the
+shard's ids). A call returns only small done records (``DoneRecord``); the driver reads the values back
+from the cache. The cache folder must therefore be one every worker sees: a local path on a one-machine
+cluster, a shared file system or object store on a real one. A killed run resumes by shard as with the
+local engine (finished parts stay, their rows are not recomputed); a dead worker's shard is given to a new
+actor (``MAX_ATTEMPTS`` tries per shard).
 
-Each shard becomes one Ray Data block tagged with its shard index and row positions; an actor (one model
-copy; ``num_gpus=1`` per actor when the signal asks for a GPU) runs ``Signal.setup`` once and computes a
-whole shard with the same ``compute_shard`` as the local engine, so batches, and therefore results, are
-identical to a local run. Shards are cut by the caller from the pool in a deterministic order (pool order
-of the missing record ids), so the sharding does not depend on the cluster.
+Shards are cut by the driver in pool order of the missing ids; their size is ``shard_size`` when given,
+else the smallest ``Signal.shard_size`` of the pass, else ``auto_shard_size`` (about four shards per actor,
+so an actor that finishes early takes more work, within [1,024, 65,536] records).
 
-Cluster use: start Ray on the cluster (``ray start --head`` / KubeRay), then either export
-``RAY_ADDRESS=ray://<head>:10001`` (or ``auto`` on a cluster node) before running siftkit, or pass
-``address=`` here. Workers need siftkit and the signal's dependencies installed (or a ``runtime_env``)
-and must be able to load the model (hub name, or a path visible on every node). Without an address a local
-Ray instance is started on this machine, bound to 127.0.0.1 (no dashboard). A shared cluster is the
-operator's to secure: Ray's token authentication (``RAY_AUTH_MODE=token``, the default in recent Ray) and a
+Settings (``RaySettings``, the recipe's ``ray:`` section, ``--ray-address``): the cluster address (else
+``RAY_ADDRESS``, else a local instance bound to 127.0.0.1, no dashboard), actors per signal, CPUs and GPUs
+per actor (fractional GPUs allowed) and the job's ``runtime_env``. A signal asks for GPUs only by what it
+declares (``resources = {"gpus": n}``, or a model on ``device="cuda..."``) or by ``gpus_per_actor``;
+nothing is probed on the driver. An unreachable cluster, a refused token (``ray.exceptions.AuthenticationError``)
+or a connection that does not come up in ``connect_timeout_s`` is a ``ClusterError`` (exit 6).
+
+A shared cluster is the operator's to secure: Ray's token authentication (``RAY_AUTH_MODE=token``) and a
 private network (head and worker ports reachable only from the cluster's nodes); see docs/outputs.md.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ..errors import MissingDependencyError
+from ..errors import ClusterError, ConfigError, MissingDependencyError, SiftkitError
 from ..signals.base import Signal
 
-SHARD_COL, POS_COL = "_siftkit_shard", "_siftkit_pos"
-
-
 LOCALHOST = "127.0.0.1"
+MIN_SHARD, MAX_SHARD, SHARDS_PER_ACTOR = 1024, 65536, 4
+MAX_ATTEMPTS = 4          # tries per shard when workers die (node lost, OOM kill)
+IN_FLIGHT = 2             # calls queued per actor: the next shard is ready when one finishes
+DEFAULT_CONNECT_TIMEOUT = 60.0
 
 
-def init_ray(address: str | None = None) -> Any:
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """The recipe's ``ray:`` section. ``actors``, ``cpus_per_actor`` and ``gpus_per_actor`` are a number for
+    every pass or a mapping ``{signal_name: n, default: n}``."""
+
+    address: str | None = None
+    actors: int | dict[str, int] | None = None
+    cpus_per_actor: float | dict[str, float] | None = None
+    gpus_per_actor: float | dict[str, float] | None = None
+    runtime_env: dict[str, Any] | None = None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def pick(self, key: str, name: str) -> Any:
+        """The value of ``key`` for signal ``name``: its own entry, else ``default``, else the number."""
+        v = getattr(self, key)
+        if isinstance(v, dict):
+            return v.get(name, v.get("default"))
+        return v
+
+
+RAY_KEYS = {"address", "actors", "cpus_per_actor", "gpus_per_actor", "runtime_env", "connect_timeout_s"}
+
+
+def parse_ray_settings(data: Any, source: str = "config") -> RaySettings:
+    """Validate a ``ray:`` mapping; every error names the key (``recipe.yaml: ray.gpus_per_actor.lm_loss``)."""
+    if data is None:
+        return RaySettings()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: ray: expected a mapping with keys {sorted(RAY_KEYS)}, got {data!r}")
+    unknown = set(data) - RAY_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: ray: unknown key(s) {sorted(unknown)}; allowed: {sorted(RAY_KEYS)}")
+    addr = data.get("address")
+    if addr is not None and (not isinstance(addr, str) or not addr.strip()):
+        raise ConfigError(f"{source}: ray.address: expected 'host:port', 'ray://host:10001' or 'auto', got {addr!r}")
+
+    def number(v: Any, where: str, *, integer: bool, positive: bool) -> Any:
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok or (v <= 0 if positive else v < 0) or (not integer and math.isnan(v)):
+            kind = "a positive integer" if integer else ("a positive number" if positive else "a number >= 0")
+            raise ConfigError(f"{source}: {where}: expected {kind}, got {v!r}")
+        return v
+
+    def per_signal(key: str, *, integer: bool, positive: bool) -> Any:
+        v = data.get(key)
+        if v is None:
+            return None
+        if isinstance(v, dict):
+            if not v:
+                raise ConfigError(f"{source}: ray.{key}: an empty mapping; give a number or {{signal: n}}")
+            out = {}
+            for name, n in v.items():
+                if not isinstance(name, str):
+                    raise ConfigError(f"{source}: ray.{key}: signal names are strings, got {name!r}")
+                out[name] = number(n, f"ray.{key}.{name}", integer=integer, positive=positive)
+            return out
+        return number(v, f"ray.{key}", integer=integer, positive=positive)
+
+    env = data.get("runtime_env")
+    if env is not None and not isinstance(env, dict):
+        raise ConfigError(f"{source}: ray.runtime_env: expected a mapping (pip, env_vars, working_dir, ...), "
+                          f"got {env!r}")
+    timeout = data.get("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT)
+    number(timeout, "ray.connect_timeout_s", integer=False, positive=True)
+    return RaySettings(address=addr.strip() if addr else None,
+                       actors=per_signal("actors", integer=True, positive=True),
+                       cpus_per_actor=per_signal("cpus_per_actor", integer=False, positive=False),
+                       gpus_per_actor=per_signal("gpus_per_actor", integer=False, positive=False),
+                       runtime_env=copy.deepcopy(env), connect_timeout_s=float(timeout), raw=dict(data))
+
+
+def auto_shard_size(rows: int, actors: int) -> int:
+    """About ``SHARDS_PER_ACTOR`` shards per actor (an actor that finishes early takes the next one), at
+    least ``MIN_SHARD`` records (a call and a part file cost a few ms each) and at most ``MAX_SHARD``."""
+    want = math.ceil(max(1, rows) / (SHARDS_PER_ACTOR * max(1, actors)))
+    return int(min(MAX_SHARD, max(MIN_SHARD, want)))
+
+
+def gpus_for(sig: Signal, settings: RaySettings) -> float:
+    """GPUs per actor for ``sig``: ``gpus_per_actor`` (per signal or default) for model and embedding signals
+    (they have a ``device``), else what the signal declares: ``resources`` gpus (class attribute) or a model
+    pinned to ``device="cuda..."``. Never a probe of the driver's own GPUs."""
+    per = settings.gpus_per_actor
+    if isinstance(per, dict) and sig.name in per:
+        return float(per[sig.name])
+    device = getattr(sig, "device", None)
+    if isinstance(device, str):                      # a model / embedding signal
+        v = settings.pick("gpus_per_actor", sig.name)
+        if v is not None:
+            return float(v)
+        return 1.0 if device.startswith("cuda") else 0.0
+    # Other signals declare what they need from their parameters alone (the judge: backend vllm).
+    return float((sig.resources or {}).get("gpus", 0) or 0)
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("ray", "ray", "the Ray engine") from None
+    return ray
+
+
+def _probe(address: str, timeout: float) -> None:
+    """A TCP connect to the head's port before ``ray.init`` (which retries an unreachable GCS for minutes)."""
+    a = address.removeprefix("ray://")
+    a = a.split("/", 1)[0]
+    host, _, port = a.rpartition(":")
+    if not host:
+        host, port = a, ("10001" if address.startswith("ray://") else "6379")
+    host = host.strip("[]")
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise ConfigError(f"ray address {address!r}: the port {port!r} is not a number") from None
+    try:
+        with socket.create_connection((host, port_n), timeout=min(timeout, 10.0)):
+            pass
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}. Check --ray-address "
+                           f"/ RAY_ADDRESS / ray.address and that the head node runs (ray start --head)") from None
+
+
+def init_ray(address: str | None = None, *, runtime_env: dict[str, Any] | None = None,
+             timeout: float | None = None) -> Any:
     """Connect to the Ray cluster at ``address`` (or ``RAY_ADDRESS``), else start a local instance that
-    listens on 127.0.0.1 only (no dashboard), so nothing on the network can reach it."""
+    listens on 127.0.0.1 only (no dashboard), so nothing on the network can reach it. Already connected:
+    the current session is used. Errors: ``ClusterError`` (unreachable, refused token, timeout)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         # Ray resolves "127.0.0.1" to the machine's outward address unless it runs as a single-machine
         # "cluster"; this switch (read by Ray's constants, also inherited by its processes) keeps every
         # Ray process (GCS, raylet, workers, agents) bound to the loopback interface.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MissingDependencyError("ray", "ray", "the Ray engine") from None
-    if not ray.is_initialized():
-        opts: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
-                                "log_to_driver": False, "configure_logging": False}
-        if address is None:
-            _keep_ray_local()
-            opts["_node_ip_address"] = LOCALHOST
-        ray.init(address=address, **opts)
-    return ray
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    timeout = float(timeout or DEFAULT_CONNECT_TIMEOUT)
+    if address not in (None, "auto", "local"):
+        _probe(address, timeout)
+    opts: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False,
+                            "log_to_driver": False, "configure_logging": False}
+    if runtime_env:
+        opts["runtime_env"] = runtime_env
+    where = address or "a local instance"
+    if address is None:
+        _keep_ray_local()
+        opts["_node_ip_address"] = LOCALHOST
+        address = "local"   # a new instance, never a cluster found on this machine (/tmp/ray/ray_current_cluster)
+    result: dict[str, BaseException | None] = {}
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, **opts)
+            result["error"] = None
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            result["error"] = e
+
+    if address == "local":   # starting our own instance: nothing to wait for but this machine
+        connect()
+    else:                    # a cluster: ray.init retries an unresponsive GCS for minutes, so bound the wait
+        t = threading.Thread(target=connect, name="siftkit-ray-init", daemon=True)
+        t.start()
+        t.join(timeout)
+    if "error" not in result:
+        raise ClusterError(f"no answer from the Ray cluster at {where} within {timeout:g} s "
+                           f"(ray.connect_timeout_s); check the address and the cluster's health")
+    err = result.get("error")
+    if err is None:
+        return ray
+    auth = getattr(getattr(ray, "exceptions", None), "AuthenticationError", None)
+    if auth is not None and isinstance(err, auth):
+        raise ClusterError(f"the Ray cluster at {where} refused the credentials: {err.message.strip()} "
+                           f"(token authentication: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+                           ) from None
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        cause = f" ({err.__cause__})" if err.__cause__ else ""
+        raise ClusterError(f"cannot connect to the Ray cluster at {where}: {err}{cause}") from None
+    raise err
 
 
 def _keep_ray_local() -> None:
@@ -69,94 +250,305 @@ def _keep_ray_local() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False   # Ray was imported before the variable was set
 
 
-class _ShardWorker:
-    """Actor body: one signal instance per actor, set up once, whole shards per call."""
+# --------------------------------------------------------------------------- the plan
 
-    def __init__(self, sig: Signal):
-        self.sig = sig
-        self.ready = False
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+Segments = list[tuple[str, np.ndarray]]   # a shard read by the worker: (pool Arrow file, row positions), in order
+
+
+@dataclass
+class Pass:
+    """Signals computed by one actor pool: ``shards`` are pool-row tables cut by the driver, or segments
+    of the pool's Arrow files that the worker reads itself (``Pool.spill``); ``rows[i][fingerprint]`` the
+    positions in shard ``i`` that signal still lacks (``None``: every row)."""
+
+    signals: list[Signal]
+    shards: list[pa.Table | Segments]
+    rows: list[dict[str, np.ndarray | None]]
+    sizes: list[int]
+    actors: int
+    cpus: float
+    gpus: float
+
+    @property
+    def label(self) -> str:
+        return "+".join(s.name for s in self.signals)
+
+
+DoneRecord = dict[str, Any]   # {"shard": i, "signal": name, "fingerprint": fp, "rows": n, "seconds": s}
+Writer = Callable[[str, Signal, pa.Array, dict[str, Any]], Any]   # (cache_dir, signal, ids, values): one part
+
+
+def write_scalar_part(cache_dir: str, sig: Signal, ids: pa.Array, values: dict[str, Any]) -> str:
+    """The default ``Writer``: a scalar signal's part through ``SignalStore`` (vector signals pass
+    ``signals.vectors.write_vector_part``)."""
+    from ..signals.store import SignalStore
+
+    return SignalStore(cache_dir).write_part(sig, ids, values)
+
+
+class PlanWorker:
+    """Actor body: every signal of a pass, set up once (on first use); per call one shard, each signal on
+    the rows it lacks, parts written to the shared cache; returns done records only."""
+
+    def __init__(self, signals: Sequence[Signal], cache_dir: str, write: Writer | None = None):
+        self.signals = {s.fingerprint(): s for s in signals}
+        self.cache_dir = cache_dir
+        self.write = write or write_scalar_part
+        self.files: dict[str, pa.Table] = {}     # pool Arrow files, memory-mapped once per actor
+
+    def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None]) -> list[DoneRecord]:
         from .local import compute_shard
 
-        if not self.ready:
-            self.sig.setup()
-            self.ready = True
+        if not isinstance(table, pa.Table):
+            table = self._read(table)
         out = []
-        shard_ids = table.column(SHARD_COL).to_numpy()
-        for s in np.unique(shard_ids):
-            sub = table.filter(pa.array(shard_ids == s))
-            order = np.argsort(sub.column(POS_COL).to_numpy(), kind="stable")
-            sub = sub.take(pa.array(order))
-            values = compute_shard(self.sig, sub.drop_columns([SHARD_COL, POS_COL]))
-            cols = {SHARD_COL: sub.column(SHARD_COL), POS_COL: sub.column(POS_COL)}
-            for k, v in values.items():
-                cols[k] = _to_arrow(v)
-            out.append(pa.table(cols))
-        return pa.concat_tables(out)
+        for fp, pos in rows.items():
+            sig = self.signals[fp]
+            sub = table if pos is None else table.take(pa.array(pos, pa.int64()))
+            t0 = time.perf_counter()
+            values = compute_shard(sig, sub)
+            self.write(self.cache_dir, sig, sub.column("id").combine_chunks(), values)
+            out.append({"shard": shard, "signal": sig.name, "fingerprint": fp, "rows": int(sub.num_rows),
+                        "seconds": round(time.perf_counter() - t0, 4)})
+        return out
 
 
-def _to_arrow(v: Any) -> pa.Array | pa.ChunkedArray:
-    if isinstance(v, (pa.Array, pa.ChunkedArray)):
-        return v
-    v = np.asarray(v)
-    if v.ndim == 2:      # vector signals: one fixed-size list per row
-        return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
-    if v.dtype == object:
-        return pa.array(v.tolist())
-    return pa.array(v)
+    def _read(self, segments: Segments) -> pa.Table:
+        parts = []
+        for path, pos in segments:
+            if path not in self.files:
+                self.files[path] = pa.ipc.open_file(pa.memory_map(path)).read_all()
+            t = self.files[path]
+            parts.append(t.select([c for c in t.column_names if c != "original"]).take(pa.array(pos, pa.int64())))
+        return pa.concat_tables(parts).combine_chunks()
 
 
-def _to_numpy(col: pa.ChunkedArray) -> np.ndarray:
-    col = col.combine_chunks()
-    if pa.types.is_fixed_size_list(col.type):
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        return np.asarray(col.to_pylist(), dtype=object)
-    return col.to_numpy(zero_copy_only=False)
+def _segments(rows: np.ndarray, spill: Sequence[tuple[str, int]], starts: np.ndarray) -> Segments:
+    """Pool rows (sorted) as positions in the pool's Arrow files."""
+    f = np.searchsorted(starts, rows, side="right") - 1
+    out = []
+    for i in np.unique(f):
+        sel = rows[f == i]
+        out.append((spill[int(i)][0], (sel - starts[i]).astype(np.int64)))
+    return out
 
 
-def run_shards(sig: Signal, shards: list[pa.Table], on_done: Callable[[int, dict[str, Any]], None],
-               workers: int = 1, *, address: str | None = None, num_actors: int | None = None) -> None:
-    """Compute ``shards`` on Ray; ``num_actors`` defaults to one per GPU for GPU signals, ``workers`` (or
-    the cluster's CPUs) for parallel CPU signals, and 1 for CPU signals that use all cores themselves."""
-    if not shards:
-        return
-    ray = init_ray(address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = True
-    gpus = float(sig.resources.get("gpus", 0))
-    if num_actors is None:
-        res = ray.cluster_resources()
-        if gpus:
-            num_actors = max(1, int(res.get("GPU", 1) // gpus))
-        elif sig.parallel:
-            num_actors = max(1, workers if workers > 1 else int(res.get("CPU", 1)))
+def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, settings: RaySettings,
+                resources: dict[str, float], shard_size: int | None = None,
+                spill: Sequence[tuple[str, int]] | None = None) -> list[Pass]:
+    """Group the signals that lack values (``(signal, pool rows it lacks)``) into passes and cut their
+    shards: the cheap CPU signals (parallel, no GPU, no per-run state) share one pass over the union of
+    their rows; each other signal gets its own pass, sharded like the local engine (its own rows).
+    With ``spill`` (``Pool.spill``) a shard is a list of segments the worker reads from the pool's Arrow
+    files, so the driver never copies the text; else a table cut from ``pool``."""
+    from .local import make_shards
+
+    starts = np.cumsum([0] + [n for _, n in spill])[:-1] if spill else None
+
+    cheap = [(s, r) for s, r in todo if s.parallel and not gpus_for(s, settings) and not hasattr(s, "begin_run")]
+    rest = [(s, r) for s, r in todo if not any(s is c for c, _ in cheap)]
+    cpus_total = float(resources.get("CPU", 1) or 1)
+    gpus_total = float(resources.get("GPU", 0) or 0)
+    passes = []
+    groups = ([cheap] if cheap else []) + [[x] for x in rest]
+    for group in groups:
+        sigs = [s for s, _ in group]
+        gpus = max(gpus_for(s, settings) for s in sigs)
+        cpus_v = [settings.pick("cpus_per_actor", s.name) for s in sigs]
+        cpus = float(max(v for v in cpus_v if v is not None)) if any(v is not None for v in cpus_v) else 1.0
+        if gpus and gpus > gpus_total:
+            raise ConfigError(f"signal {sigs[0].name} asks for {gpus:g} GPU(s) per actor (ray.gpus_per_actor or "
+                              f"its device) but the Ray cluster has {gpus_total:g}")
+        given = [settings.pick("actors", s.name) for s in sigs]
+        if any(v is not None for v in given):
+            actors = int(max(v for v in given if v is not None))
+        elif gpus:
+            actors = max(1, int(gpus_total // gpus))
+        elif all(s.parallel for s in sigs):
+            actors = max(1, int(cpus_total // max(cpus, 1e-9)) if cpus else int(cpus_total))
         else:
-            num_actors = 1
-    num_actors = max(1, min(num_actors, len(shards)))
-    tagged = [s.append_column(SHARD_COL, pa.array(np.full(s.num_rows, i, np.int64)))
-               .append_column(POS_COL, pa.array(np.arange(s.num_rows, dtype=np.int64)))
-              for i, s in enumerate(shards)]
-    ds = ray.data.from_arrow(tagged)
-    out = ds.map_batches(_ShardWorker, fn_constructor_args=(sig,), batch_size=None, batch_format="pyarrow",
-                         compute=ray.data.ActorPoolStrategy(size=num_actors),
-                         num_gpus=gpus or None, num_cpus=None if gpus else float(sig.resources.get("cpus", 1)))
-    sizes = [s.num_rows for s in shards]
-    parts: dict[int, list[pa.Table]] = {}
-    got = [0] * len(shards)
-    for block in out.iter_batches(batch_size=None, batch_format="pyarrow"):
-        ids = block.column(SHARD_COL).to_numpy()
-        for s in np.unique(ids):
-            i = int(s)
-            sub = block.filter(pa.array(ids == s))
-            parts.setdefault(i, []).append(sub)
-            got[i] += sub.num_rows
-            if got[i] == sizes[i]:
-                whole = pa.concat_tables(parts.pop(i))
-                whole = whole.take(pa.array(np.argsort(whole.column(POS_COL).to_numpy(), kind="stable")))
-                on_done(i, {k: _to_numpy(whole.column(k)) for k in whole.column_names
-                            if k not in (SHARD_COL, POS_COL)})
-    if parts or any(g != n for g, n in zip(got, sizes)):  # pragma: no cover - a Ray bug, never silent
-        raise RuntimeError(f"ray engine: shards incomplete after the run: {sorted(parts)}")
+            actors = 1
+        union = np.unique(np.concatenate([r for _, r in group])) if len(group) > 1 else group[0][1]
+        own = [s.shard_size for s in sigs if s.shard_size]
+        size = int(shard_size or (min(own) if own else auto_shard_size(len(union), actors)))
+        cuts = [union[i:i + size] for i in range(0, len(union), size)]
+        shards: list[pa.Table | Segments] = ([_segments(c, spill, starts) for c in cuts] if spill
+                                             else list(make_shards(pool, union, size)))
+        rows: list[dict[str, np.ndarray | None]] = [{} for _ in shards]
+        for s, r in group:
+            lacks = np.isin(union, r, assume_unique=True)
+            for i in range(len(shards)):
+                part = lacks[i * size:(i + 1) * size]
+                if part.all():
+                    rows[i][s.fingerprint()] = None
+                elif part.any():
+                    rows[i][s.fingerprint()] = np.flatnonzero(part).astype(np.int64)
+        passes.append(Pass(sigs, shards, rows, [len(c) for c in cuts], max(1, min(actors, len(shards))), cpus, gpus))
+    return passes
+
+
+def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_dir: str, *,
+             settings: RaySettings | None = None, shard_size: int | None = None,
+             on_done: Callable[[DoneRecord], None] | None = None,
+             spill: Sequence[tuple[str, int]] | None = None, write: Writer | None = None) -> list[DoneRecord]:
+    """Compute every ``(signal, pool rows it lacks)`` of ``todo`` on Ray, the parts written to
+    ``cache_dir`` by the workers; returns the done records (also given to ``on_done`` as they arrive).
+    ``spill`` (``Pool.spill``): the workers read their shards' rows from the pool's Arrow files.
+    ``write(cache_dir, signal, ids, values)`` writes one part in the worker (default: ``SignalStore``)."""
+    settings = settings or RaySettings()
+    if not todo:
+        return []
+    ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
+    passes = plan_passes(todo, pool, settings, ray.cluster_resources(), shard_size, spill)
+    from .. import progress
+
+    done: list[DoneRecord] = []
+    for p in passes:
+        progress.debug(f"ray pass {p.label}: {len(p.shards)} shard(s) of up to {max(p.sizes):,} records, "
+                       f"{p.actors} actor(s), {p.cpus:g} CPU / {p.gpus:g} GPU each",
+                       stage="ray", signals=[s.name for s in p.signals], shards=len(p.shards), actors=p.actors,
+                       cpus=p.cpus, gpus=p.gpus)
+        tasks = [(i, p.shards[i], p.rows[i]) for i in range(len(p.shards)) if p.rows[i]]
+
+        def got(recs: list[DoneRecord]) -> None:
+            for r in recs:
+                done.append(r)
+                if on_done is not None:
+                    on_done(r)
+
+        _run_pass(ray, p, cache_dir, tasks, got, write)
+    return done
+
+
+def cache_root(cache_dir: str) -> str:
+    """The cache folder as the workers must see it: absolute for a local path (a worker's working folder
+    is not the driver's), URLs unchanged."""
+    return cache_dir if "://" in str(cache_dir) else os.path.abspath(cache_dir)
+
+
+def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dict]],
+              on_result: Callable[[list[DoneRecord]], Any], write: Writer | None = None) -> None:
+    from ray import exceptions as rex
+
+    retry = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
+             rex.LocalRayletDiedError)
+    remote = ray.remote(PlanWorker).options(num_cpus=p.cpus, num_gpus=p.gpus or None, max_restarts=0,
+                                            max_task_retries=0)
+    cache = cache_root(cache_dir)
+    made = 0
+
+    def new_actor() -> Any:
+        nonlocal made
+        made += 1
+        return remote.remote(p.signals, cache, write)
+
+    actors = [new_actor() for _ in range(min(p.actors, len(tasks)))]
+    slots = deque(a for _ in range(IN_FLIGHT) for a in range(len(actors)))
+    queue = deque(range(len(tasks)))
+    attempts = [0] * len(tasks)
+    pending: dict[Any, tuple[int, int]] = {}
+    refs: dict[int, Any] = {}
+    while queue or pending:
+        while queue and slots:
+            a, t = slots.popleft(), queue.popleft()
+            shard, table, rows = tasks[t]
+            if t not in refs:
+                refs[t] = ray.put(table)   # kept until the shard is done: a retry does not re-send it
+            pending[actors[a].run.remote(shard, refs[t], rows)] = (t, a)
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            t, a = pending.pop(ref)
+            try:
+                recs = ray.get(ref)
+            except rex.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, SiftkitError):
+                    raise cause from None
+                raise RuntimeError(f"ray pass {p.label}: shard {tasks[t][0]} failed: {cause or e}") from None
+            except retry as e:
+                attempts[t] += 1
+                if attempts[t] >= MAX_ATTEMPTS:
+                    raise ClusterError(f"ray pass {p.label}: shard {tasks[t][0]} failed {attempts[t]} times "
+                                       f"(workers died: {type(e).__name__}); finished shards are cached, "
+                                       f"rerun to resume") from None
+                queue.appendleft(t)
+                actors[a] = new_actor()     # the old actor is gone (or going): a fresh one takes its slot
+                slots.append(a)
+                continue
+            refs.pop(t, None)
+            slots.append(a)
+            on_result(recs)
+
+
+# --------------------------------------------------------------------------- reading on the workers
+
+
+def pool_file_key(task: Any) -> str:
+    """The name of a file task's Arrow file in ``<cache>/_pool/``: the file (path, size, mtime) and every
+    read option, so a rerun over the same inputs writes the same names."""
+    import orjson
+    import xxhash
+
+    from .._version import __version__
+
+    try:
+        st = os.stat(task.path)
+        stamp = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = None
+    blob = orjson.dumps([__version__, os.path.abspath(task.path) if "://" not in task.path else task.path,
+                         stamp, task.rel, task.source, task.format, task.mapping, task.header, task.recover,
+                         task.byte_range, task.problem], option=orjson.OPT_SORT_KEYS, default=str)
+    return xxhash.xxh3_128_hexdigest(blob)
+
+
+def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Callable[..., dict[int, Any]]:
+    """``read_pool``'s ``run_tasks`` for the Ray engine: each file task is read and normalised on a worker
+    (``io.pool.process_task``, the local code) into ``<cache>/_pool/<key>.arrow`` (Arrow IPC, written
+    atomically); the driver gets the rejects and the file's info back and memory-maps the table, so the
+    pool's text is never in the driver's memory (only the pages of the columns it reads). In-memory inputs
+    are read in the driver (they are there already) and written the same way."""
+    settings = settings or RaySettings()
+
+    def run(tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]) -> dict[int, dict[str, Any]]:
+        from ..io.pool import _load_spilled, _process_task_spilled
+
+        ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
+        from ray import exceptions as rex
+
+        folder = os.path.join(cache_root(cache_dir), "_pool")
+        os.makedirs(folder, exist_ok=True)
+        remote = ray.remote(_process_task_spilled).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
+        done: dict[int, dict[str, Any]] = {}
+        pending: dict[Any, int] = {}
+
+        def got(i: int, res: dict[str, Any]) -> None:
+            res["pool_file"] = res["table_path"]
+            done[i] = _load_spilled(res)
+            finished(tasks[i], done[i])
+
+        for i, t in enumerate(tasks):
+            path = os.path.join(folder, pool_file_key(t) + ".arrow")
+            if t.records is not None:            # an in-memory input: only this process has it
+                got(i, _process_task_spilled(t, path))
+            else:
+                pending[remote.remote(t, path)] = i
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except rex.RayTaskError as e:
+                    cause = getattr(e, "cause", None)
+                    if isinstance(cause, SiftkitError):
+                        raise cause from None
+                    raise RuntimeError(f"reading {tasks[i].path} on ray failed: {cause or e}") from None
+                except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
+                    raise ClusterError(f"reading {tasks[i].path} on ray failed {MAX_ATTEMPTS} times (workers "
+                                       f"died: {type(e).__name__}); rerun") from None
+                got(i, res)
+        return done
+
+    return run

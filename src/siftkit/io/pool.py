@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import xxhash
@@ -242,6 +243,9 @@ class Pool:
     files: list[FileInfo] = field(default_factory=list)
     skipped_files: list[dict[str, str]] = field(default_factory=list)  # {path, reason}: not data, not read
     read_seconds: float = 0.0
+    # When the table was read by workers into Arrow files (``--engine ray``): those files in table order,
+    # as (path, rows); the table is memory-mapped from them, so workers can read any rows themselves.
+    spill: list[tuple[str, int]] | None = None
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -1036,8 +1040,14 @@ def _init_reader(counter: Any) -> None:
 
 
 def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: str = "raise",
-              workers: int | None = None) -> Pool:
-    """Read inputs into a canonical ``Pool``. ``on_error='skip'`` reports bad records as rejects."""
+              workers: int | None = None, run_tasks: Any = None) -> Pool:
+    """Read inputs into a canonical ``Pool``. ``on_error='skip'`` reports bad records as rejects.
+
+    ``run_tasks(tasks, finished)`` (optional) reads the file tasks elsewhere (the Ray engine's workers:
+    ``engines.ray.ray_task_reader``): it returns ``{task index: process_task result}`` and calls
+    ``finished(task, result)`` as each arrives; a result whose ``pool_file`` names the Arrow file its
+    table is memory-mapped from makes ``Pool.spill``. Accounting (rejects, counts, duplicate ids) is the
+    same code whichever reads."""
     import time
 
     if on_error not in ON_ERROR:
@@ -1075,7 +1085,10 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
                 if 0 < done_bytes < total_bytes:
                     b.set_total(max(b.n, int(done_items * total_bytes / done_bytes)))
 
-            if workers > 1 and len(tasks) > 1:
+            if run_tasks is not None and tasks:
+                done.update(run_tasks(tasks, finished))
+                b.update(sum(r["table"].num_rows for r in done.values()))
+            elif workers > 1 and len(tasks) > 1:
                 from concurrent.futures import FIRST_COMPLETED, wait
 
                 from ..workers import mp_context, process_pool
@@ -1149,7 +1162,9 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
                 fi.rejected += rej.get("records") or 0  # the records a file rejected whole held
             else:
                 fi.rejected += 1
-    pool = Pool(table, rejects, list(infos.values()), skipped, time.perf_counter() - t0)
+    spill = [(r["pool_file"], r["table"].num_rows) for r in results] \
+        if results and all("pool_file" in r for r in results) else None
+    pool = Pool(table, rejects, list(infos.values()), skipped, time.perf_counter() - t0, spill)
     for r in pool.rejected_files:
         progress.warn(f"rejected {r['file']}" + (f":{r['line']}" if r["line"] else "") + f": {r['reason']}"
                       + (f" ({r['kept']:,} record(s) read before it kept)" if r["kept"] else ""))
@@ -1172,8 +1187,10 @@ def _process_task_spilled(task: FileTask, path: str) -> dict[str, Any]:
     that the parent memory-maps, instead of being pickled through the result pipe."""
     res = process_task(task)
     table = res.pop("table")
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
+    os.replace(tmp, path)            # whole or absent: a file in a shared cache is never half-written
     res["table_path"] = path
     return res
 
@@ -1192,6 +1209,31 @@ def _task_size(t: FileTask) -> int:
         except OSError:
             return 0
     return os.path.getsize(t.path) if os.path.isfile(t.path) else 0
+
+
+def take_rows(table: pa.Table, rows: Any) -> pa.Table:
+    """``table.take(rows)`` batch by batch: Arrow's take on a many-chunk table (a pool is one chunk per
+    file task) first concatenates each whole column, a transient copy of all the pool's text; this takes
+    from each batch only its rows (one contiguous result, in the order of ``rows``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    batches = table.to_batches()
+    if len(batches) <= 1 or not len(rows):
+        return table.take(pa.array(rows, pa.int64()))
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    off = np.cumsum([0] + [b.num_rows for b in batches])
+    if srt[0] < 0 or srt[-1] >= off[-1]:
+        raise IndexError(f"row index out of bounds for a table of {off[-1]} rows")
+    bi = np.searchsorted(off, srt, side="right") - 1
+    cuts = (np.flatnonzero(np.diff(bi)) + 1).tolist()
+    parts = [batches[bi[a]].take(pa.array(srt[a:b] - off[bi[a]], pa.int64()))
+             for a, b in zip([0, *cuts], [*cuts, len(srt)])]
+    out = pa.Table.from_batches(parts, table.schema).combine_chunks()
+    if np.all(order[1:] > order[:-1]):
+        return out
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    return out.take(pa.array(inv, pa.int64()))
 
 
 def _check_unique_ids(pool: Pool) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import progress
+from ..engines.local import make_shards
 from ..errors import ConfigError
 from ..registry import make, signal_class
 from .base import Signal
@@ -34,14 +35,24 @@ def build_signal(spec: str | dict[str, Any] | Signal) -> Signal:
 
 def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str,
                     *, workers: int = 1, shard_size: int | None = None, engine: str = "local",
-                    refresh: bool = False, stats: dict[str, Any] | None = None) -> pa.Table:
+                    refresh: bool = False, stats: dict[str, Any] | None = None, ray: Any = None,
+                    spill: Sequence[tuple[str, int]] | None = None) -> pa.Table:
     """Return a table aligned with ``pool`` holding every column of every signal.
 
     Cached values are reused by record id; missing ones are computed in shards of ``shard_size``
     records (default: the signal's own ``shard_size``, else ``SHARD_SIZE``), each written to the cache as
     soon as it is done (so a killed run resumes).
     ``stats`` (if given) receives per-signal timings and cache hits.
+    ``engine="ray"``: every missing signal in one plan (``engines.ray.run_plan``: one pass for the cheap
+    signals, one per model signal; the workers write the cache); ``ray`` is its ``RaySettings``
+    (default: ``RAY_ADDRESS`` or a local instance) and ``shard_size`` defaults to about four shards per actor;
+    ``spill`` (``Pool.spill``, a pool read on the workers) lets the workers read their shards themselves.
     """
+    if engine == "ray":
+        return _compute_signals_ray(pool, signals, cache_dir, shard_size=shard_size, refresh=refresh,
+                                    stats=stats, settings=ray, spill=spill)
+    if engine != "local":
+        raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     store = SignalStore(cache_dir)
     ids = pool.column("id")
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
@@ -58,13 +69,13 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
         progress.debug(f"signal:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(todo):,} cached, "
                        f"{len(todo):,} to compute" + (f" with {workers} worker(s), engine {engine}" if len(todo) else ""),
                        stage=f"signal:{sig.name}", fingerprint=sig.fingerprint(), cached=int(len(ids) - len(todo)),
-                       computed=int(len(todo)), workers=workers, engine=engine)
+                       computed=len(todo), workers=workers, engine=engine)
         if not len(todo):
-            progress.event("stage_end", stage=f"signal:{sig.name}", records=0, cached=int(len(ids)),
+            progress.event("stage_end", stage=f"signal:{sig.name}", records=0, cached=len(ids),
                            seconds=round(time.perf_counter() - t0, 3), rate=0.0)
         if len(todo):
             computed = _compute_missing(sig, pool, todo, store, workers,
-                                        shard_size or sig.shard_size or SHARD_SIZE, engine)
+                                        shard_size or sig.shard_size or SHARD_SIZE)
             cached, missing = store.load(sig, ids)
             if missing.any():  # pragma: no cover - would be a bug in a signal or the store
                 raise RuntimeError(f"signal {sig.name}: {int(missing.sum())} records still missing after compute")
@@ -82,37 +93,74 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
 
 
-def make_shards(pool: pa.Table, rows: np.ndarray, shard_size: int) -> list[pa.Table]:
-    """Compact shard tables of the given pool rows (without the ``original`` column).
-
-    Each shard is its own ``take`` rather than a slice of one big table: a slice pickles (to a worker
-    process) with the whole underlying buffers, which at 1M records ships gigabytes per shard.
-    """
-    cols = pool.select([c for c in pool.column_names if c != "original"])
-    return [cols.take(pa.array(rows[s:s + shard_size], pa.int64())) for s in range(0, len(rows), shard_size)]
-
-
 def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: SignalStore, workers: int,
-                     shard_size: int, engine: str) -> int:
+                     shard_size: int) -> int:
     shards = make_shards(pool, todo, shard_size)
     with progress.stage(f"signal:{sig.name}", total=len(todo)) as bar:
         bar.set(cached=int(len(pool) - len(todo)))
 
         def done(i: int, values: dict[str, Any]) -> None:
             store.write_part(sig, shards[i].column("id").combine_chunks(), values)
-            if engine != "local":              # the local engine reports per batch through on_progress
-                bar.update(shards[i].num_rows)
 
-        if engine == "local":
-            from ..engines.local import run_shards
+        from ..engines.local import run_shards
 
-            run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
-        elif engine == "ray":
-            try:
-                from ..engines.ray import run_shards as ray_run_shards
-            except ImportError as e:
-                raise ConfigError(f"the ray engine is not available: {e}") from None
-            ray_run_shards(sig, shards, done)
-        else:
-            raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+        run_shards(sig, shards, done, workers=workers, on_progress=bar.update)   # progress per batch
     return len(todo)
+
+
+def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str, *,
+                         shard_size: int | None, refresh: bool, stats: dict[str, Any] | None,
+                         settings: Any, spill: Sequence[tuple[str, int]] | None = None) -> pa.Table:
+    """``compute_signals`` on Ray: what the cache lacks for every signal goes into one plan
+    (``engines.ray.run_plan``), written to the cache by the workers; the values are then read from it."""
+    from ..engines.ray import run_plan
+
+    store = SignalStore(cache_dir)
+    ids = pool.column("id")
+    t0 = time.perf_counter()
+    built, todo = [], []
+    for spec in signals:
+        sig = build_signal(spec)
+        if refresh:
+            store.clear(sig)
+        if hasattr(sig, "begin_run"):
+            sig.begin_run(cache_dir)
+        _, missing = store.load(sig, ids)
+        rows = np.flatnonzero(missing)
+        progress.debug(f"signal:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(rows):,} cached, "
+                       f"{len(rows):,} to compute" + (", engine ray" if len(rows) else ""),
+                       stage=f"signal:{sig.name}", fingerprint=sig.fingerprint(),
+                       cached=int(len(ids) - len(rows)), computed=len(rows), engine="ray")
+        built.append((sig, len(rows)))
+        if len(rows):
+            todo.append((sig, rows))
+    worker_seconds: dict[str, float] = {}
+    if todo:
+        total = sum(len(r) for _, r in todo)
+        with progress.stage("signals:ray", total=total) as bar:
+            bar.set(signals=[s.name for s, _ in todo])
+
+            def done(rec: dict[str, Any]) -> None:
+                worker_seconds[rec["fingerprint"]] = worker_seconds.get(rec["fingerprint"], 0.0) + rec["seconds"]
+                bar.update(rec["rows"])
+
+            run_plan(todo, pool, cache_dir, settings=settings, shard_size=shard_size, on_done=done, spill=spill)
+    plan_seconds = time.perf_counter() - t0
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
+    for sig, computed in built:
+        cached, missing = store.load(sig, ids)
+        if missing.any():  # pragma: no cover - would be a bug in a signal, the store or the engine
+            raise RuntimeError(f"signal {sig.name}: {int(missing.sum())} records still missing after compute")
+        for name in cached.column_names:
+            if name in columns:
+                raise ConfigError(f"two signals produce the column {name!r}; give one a different config")
+            columns[name] = cached.column(name)
+        if stats is not None:
+            # seconds: the workers' compute time for this signal (summed over shards), else the plan's wall time
+            stats[sig.name] = {"fingerprint": sig.fingerprint(), "config": sig.config(), "computed": int(computed),
+                               "cached": int(len(ids) - computed),
+                               "seconds": round(worker_seconds.get(sig.fingerprint(), plan_seconds), 3)}
+            usage = sig.end_run() if hasattr(sig, "end_run") else None
+            if usage is not None:
+                stats[sig.name]["usage"] = usage
+    return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])

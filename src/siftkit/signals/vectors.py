@@ -282,12 +282,22 @@ def pool_key(ids: pa.Array | pa.ChunkedArray) -> str:
     return h.hexdigest()
 
 
+def write_vector_part(cache_dir: str, sig: Signal, ids: pa.Array, values: dict[str, Any]) -> str:
+    """One shard of a vector signal into the cache (the Ray engine's workers write with this)."""
+    return VectorStore(cache_dir).write_shard(sig, ids, values[sig.name])
+
+
 def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | None, cache_dir: str,
-                            workers: int = 1, shard_size: int | None = None, engine: str = "local") -> np.ndarray:
+                            workers: int = 1, shard_size: int | None = None, engine: str = "local",
+                            ray: Any = None, rows: np.ndarray | None = None,
+                            spill: Any = None) -> np.ndarray:
     """The N x d float16 vectors of ``spec`` for every pool row, in pool order (read-only memmap).
 
     Missing ids are computed shard by shard (each shard saved as soon as it is done), so a killed run
-    resumes where it stopped. This is the pipeline's ``SelectionContext.vector_loader``.
+    resumes where it stopped. This is the pipeline's ``SelectionContext.vector_loader``. ``engine="ray"``:
+    computed by ``engines.ray.run_plan`` (its own pass; GPUs per ``ray``'s ``gpus_per_actor``), shards
+    written by the workers; ``rows`` (pool rows, default all) and ``spill`` (``Pool.spill``) let the
+    workers read the text themselves (the vectors returned are those of ``rows``).
     """
     from .compute import build_signal
 
@@ -295,7 +305,8 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     if sig.kind != "vector":
         raise ConfigError(f"signal {sig.name!r} is not a vector signal")
     store = VectorStore(cache_dir)
-    ids = pool_table.column("id").combine_chunks()
+    ids = pool_table.column("id")
+    ids = (ids if rows is None else ids.take(pa.array(rows, pa.int64()))).combine_chunks()
     whole = store.cached_pool_matrix(sig, ids)
     if whole is not None:
         progress.debug(f"vectors:{sig.name}: cache hit for the whole pool ({len(ids):,} rows, fingerprint "
@@ -304,7 +315,22 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
     known = store.known_ids(sig)
     missing = pc.invert(pc.is_in(ids, value_set=known)).to_numpy(zero_copy_only=False)
     todo = np.flatnonzero(missing)
-    if len(todo):
+    if len(todo) and engine == "ray":
+        from ..engines.ray import run_plan
+
+        progress.debug(f"vectors:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(todo):,} cached, "
+                       f"{len(todo):,} to compute on ray")
+        with progress.stage(f"signal:{sig.name}", total=len(todo)) as bar:
+            bar.set(cached=int(len(ids) - len(todo)))
+            at = todo if rows is None else np.sort(np.asarray(rows, dtype=np.int64)[todo])
+            run_plan([(sig, at)], pool_table, cache_dir, settings=ray, shard_size=shard_size,
+                     on_done=lambda rec: bar.update(rec["rows"]), spill=spill, write=write_vector_part)
+    elif len(todo):
+        if rows is not None:
+            raise ValueError("rows= is for the ray engine; take the rows of the pool table instead")
+        if engine != "local":
+            raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
+        from ..engines.local import run_shards
         from .compute import make_shards
 
         shards = make_shards(pool_table, todo, shard_size or sig.shard_size or 65536)
@@ -315,22 +341,8 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
 
             def done(i: int, values: dict[str, Any]) -> None:
                 store.write_shard(sig, shards[i].column("id").combine_chunks(), values[sig.name])
-                if engine != "local":
-                    bar.update(shards[i].num_rows)
 
-            if engine == "local":
-                from ..engines.local import run_shards
-            elif engine == "ray":
-                try:
-                    from ..engines.ray import run_shards  # type: ignore[no-redef]
-                except ImportError as e:
-                    raise ConfigError(f"the ray engine is not available: {e}") from None
-            else:
-                raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
-            if engine == "local":
-                run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
-            else:
-                run_shards(sig, shards, done, workers=workers)
+            run_shards(sig, shards, done, workers=workers, on_progress=bar.update)
     else:
         progress.debug(f"vectors:{sig.name}: all {len(ids):,} cached (fingerprint {sig.fingerprint()})")
     return store.assemble(sig, ids)
@@ -341,8 +353,10 @@ class VectorLoader:
     recording which were used, overall (``used``) and since ``begin_step()`` (``step_used``), as
     fingerprint -> {name, fingerprint, config, dim}, so the manifest names every embedding a step read."""
 
-    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local"):
-        self.pool, self.cache_dir, self.workers, self.engine = pool, cache_dir, workers, engine
+    def __init__(self, pool: pa.Table, cache_dir: str, workers: int = 1, engine: str = "local", ray: Any = None,
+                 spill: Any = None):
+        self.pool, self.cache_dir, self.workers, self.engine, self.ray = pool, cache_dir, workers, engine, ray
+        self.spill = spill   # Pool.spill: with engine ray the workers read the rows they embed
         self.used: dict[str, dict[str, Any]] = {}
         self.step_used: dict[str, dict[str, Any]] = {}
 
@@ -353,8 +367,12 @@ class VectorLoader:
         from .compute import build_signal
 
         sig = spec if isinstance(spec, Signal) else build_signal(normalize_spec(spec))
-        part = self.pool if rows is None else self.pool.take(pa.array(rows, pa.int64()))
-        v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine)
+        if self.engine == "ray":    # the driver cuts no text: the plan takes pool rows
+            v = load_or_compute_vectors(self.pool, sig, self.cache_dir, engine="ray", ray=self.ray, rows=rows,
+                                        spill=self.spill)
+        else:
+            part = self.pool if rows is None else self.pool.take(pa.array(rows, pa.int64()))
+            v = load_or_compute_vectors(part, sig, self.cache_dir, workers=self.workers, engine=self.engine)
         fp = sig.fingerprint()
         entry = {"name": sig.name, "fingerprint": fp, "config": sig.config(), "dim": int(v.shape[1])}
         self.used.setdefault(fp, entry)
