@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -229,7 +230,7 @@ def test_minhash_numpy_equals_the_definition() -> None:
     a, b = _perm_params(16, 9)
     for chunk in (3, 8, 4096):                      # groups split records at every possible place
         sig = minhash(hashes, offsets, 16, seed=9, chunk=chunk)
-        for i, (s, e) in enumerate(zip(offsets[:-1], offsets[1:])):
+        for i, (s, e) in enumerate(itertools.pairwise(offsets.tolist())):
             xs = [int(x) >> 32 for x in hashes[s:e]]
             want = [min(((int(ap) * x + int(bp)) & M64) >> 32 for x in xs) if xs else 2**32 - 1
                     for ap, bp in zip(a, b)]

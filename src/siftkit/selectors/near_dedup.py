@@ -26,7 +26,6 @@ MinHash/LSH is approximate (a pair at Jaccard s becomes a candidate with probabi
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from typing import Any
 
