@@ -244,14 +244,20 @@ def lsh_params(threshold: float, num_perm: int, fn_weight: float = 0.5) -> tuple
     Jaccard s becomes a candidate, FP = integral of P over [0, threshold] and FN = integral of 1 - P over
     [threshold, 1] (datasketch's ``optimal_param`` criterion, written from that definition). P is a
     polynomial of degree bands * rows <= num_perm, so Gauss-Legendre quadrature with num_perm // 2 + 1
-    nodes per interval integrates it exactly. Ties: fewer bands, then fewer rows."""
+    nodes per interval integrates it exactly (up to num_perm 256; above, 129 nodes: accurate, not exact).
+    Ties: fewer bands, then fewer rows."""
     pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)])
-    x, w = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    x, w = np.polynomial.legendre.leggauss(min(num_perm, 256) // 2 + 1)
 
     def integral(lo: float, hi: float, miss: bool) -> np.ndarray:
         s = (hi - lo) / 2 * x + (hi + lo) / 2
-        p = 1 - (1 - s[None, :] ** pairs[:, 1:2]) ** pairs[:, 0:1]
-        return ((1 - p if miss else p) * w[None, :]).sum(axis=1) * (hi - lo) / 2
+        out = np.empty(len(pairs))
+        step = max(1, (1 << 22) // len(s))          # pairs per block: <= 4M integrand values at a time
+        for a in range(0, len(pairs), step):
+            pr = pairs[a:a + step]
+            p = 1 - (1 - s[None, :] ** pr[:, 1:2]) ** pr[:, 0:1]
+            out[a:a + step] = ((1 - p if miss else p) * w[None, :]).sum(axis=1) * (hi - lo) / 2
+        return out
 
     err = (1 - fn_weight) * integral(0.0, threshold, False) + fn_weight * integral(threshold, 1.0, True)
     best = int(np.argmin(err))                      # first minimum: pairs are in (bands, rows) order
