@@ -244,13 +244,14 @@ def test_euclidean_knn_graph_matches_the_reference_rule() -> None:
 
 def test_auto_knn_takes_the_first_k_within_tolerance() -> None:
     """choose_knn on the whole set (sample = N): dense picks vs graph picks for k = 5, 10, 20, ...; the
-    first k whose graph picks reach the dense objective within the tolerance, recomputed here literally."""
+    first k whose graph picks reach the dense objective within the tolerance (gap relative to the objective
+    above its floor N exp(-2 / d)), recomputed here literally."""
     from siftkit.selectors.facility_location import KNN_STEPS, choose_knn
 
     rng = np.random.default_rng(33)
     x, _ = blobs(rng, [40] * 6, d=12, spread=0.3)
     x = x.astype(np.float32)
-    n, d, budget, tol = len(x), 12, 24, 2e-5
+    n, d, budget, tol = len(x), 12, 24, 3e-4
     dist = np.linalg.norm(x[:, None, :].astype(np.float64) - x[None, :, :], axis=2)
     dense = np.exp(-dist / d)
     ref = dense[:, ref_plain_greedy(dense, budget)].max(axis=1).sum()
@@ -260,7 +261,7 @@ def test_auto_knn_takes_the_first_k_within_tolerance() -> None:
         for i in range(n):
             nb = np.argsort(dist[i], kind="stable")[:k + 1]
             sparse[i, nb] = dense[i, nb] - np.exp(-2 / d)
-        gaps[k] = (ref - dense[:, ref_plain_greedy(sparse, budget)].max(axis=1).sum()) / ref
+        gaps[k] = (ref - dense[:, ref_plain_greedy(sparse, budget)].max(axis=1).sum()) / (ref - n * np.exp(-2 / d))
     first = next(k for k in KNN_STEPS if gaps[k] <= tol)
     got = choose_knn(x, budget, np.random.default_rng(0), n, tol, 320, 100_000, 16, 0)
     assert got["knn"] == first and got["knn_within_tolerance"] and got["knn_sample"] == n
