@@ -89,14 +89,13 @@ def eval_targets(per_task: int = 16) -> tuple[list[str], list[str]]:
     return [t for t, _ in out], [x for _, x in out]
 
 
-def fidelity_rows(n: int, budget: int) -> list[dict[str, Any]]:
+def fidelity_rows(n: int, budget: int, skip: set[str] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
     """The reference rule vs siftkit's other mode on real records (issue 18), one row each."""
     import pyarrow as pa
 
     from siftkit.io.pool import read_pool
     from siftkit.registry import make, selector_class
     from siftkit.selectors.base import SelectionContext
-    from siftkit.selectors.facility_location import dense_objective, euclidean_dense_kernel
     from siftkit.signals.embeddings import EmbeddingSignal
     from siftkit.signals.segments import flatten
 
@@ -124,7 +123,20 @@ def fidelity_rows(n: int, budget: int) -> list[dict[str, Any]]:
     def step(name: str, **params: Any) -> Any:
         return make(selector_class(name), params, name)
 
-    # ZIP, published k's
+    if "zip" not in skip:
+        out += zip_rows(texts, budget, data, overlap)
+    if "rds" not in skip:
+        out += rds_rows(x, sig, budget, n, data, overlap)
+    if "fl" not in skip:
+        out += fl_rows(x, ctx, budget, n, data, overlap, step)
+    if "semdedup" not in skip:
+        out += semdedup_rows(ctx, n, data, step)
+    return out
+
+
+def zip_rows(texts: list[str], budget: int, data: str, overlap: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    n = len(texts)
     enc = [s.encode("utf-8", "surrogatepass") for s in texts]
     zb = min(budget, 1000)
     (fast, _), t_fast = timed(lambda: zip_select(enc, zb, mode="fast"))
@@ -132,7 +144,11 @@ def fidelity_rows(n: int, budget: int) -> list[dict[str, Any]]:
     out.append({"method": "zip faithful (published) vs fast", "n": n, "budget": zb, "k": [10000, 200, 100],
                 "overlap": overlap(fast, pub), "faithful_selected": len(pub), "discarded": dp["discarded"],
                 "fast_s": round(t_fast, 1), "faithful_s": round(t_pub, 1), "data": data})
-    # RDS+, real eval targets
+    return out
+
+
+def rds_rows(x: np.ndarray, sig: Any, budget: int, n: int, data: str, overlap: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     tasks, ttexts = eval_targets()
     tv = np.asarray(sig.encode(ttexts), dtype=np.float32)
     tv /= np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-12)
@@ -142,7 +158,13 @@ def fidelity_rows(n: int, budget: int) -> list[dict[str, Any]]:
         bal, ref = rds_select(x, tt, tk, budget), rds_select(x, tt, tk, budget, rule="reference")
         out.append({"method": f"rds rule=reference vs balanced ({label})", "n": n, "budget": budget,
                     "targets": len(tt), "overlap": overlap(bal, ref), "data": data})
-    # facility location: dense at full size vs the graph with the auto k
+    return out
+
+
+def fl_rows(x: np.ndarray, ctx: Any, budget: int, n: int, data: str, overlap: Any, step: Any) -> list[dict[str, Any]]:
+    from siftkit.selectors.facility_location import dense_objective, euclidean_dense_kernel
+
+    out: list[dict[str, Any]] = []
     fb = budget
     (dres, t_dense) = timed(lambda: step("facility-location", kernel="euclidean-dense", dense_limit=n).run(
         ctx, np.arange(n), fb))
@@ -154,7 +176,8 @@ def fidelity_rows(n: int, budget: int) -> list[dict[str, Any]]:
     del kern
     out.append({"method": "facility location euclidean (graph, auto k) vs euclidean-dense", "n": n,
                 "budget": fb, "overlap": overlap(dres.kept, gres.kept), "knn": gres.details.get("knn"),
-                "sample_gap": gres.details.get("knn_gap"), "sample": gres.details.get("knn_sample"),
+                "sample_gap_above_floor": gres.details.get("knn_gap"),
+                "sample_gap_raw": gres.details.get("knn_gap_raw"), "sample": gres.details.get("knn_sample"),
                 "trials": gres.details.get("knn_trials"),
                 "full_gap": round((f_dense - f_graph) / f_dense, 7),
                 "full_gap_above_floor": round((f_dense - f_graph) / (f_dense - floor), 5),
@@ -163,7 +186,11 @@ def fidelity_rows(n: int, budget: int) -> list[dict[str, Any]]:
                 "overlap": overlap(dres.kept, cres.kept), "full_gap": round((f_dense - f_cos) / f_dense, 7),
                 "full_gap_above_floor": round((f_dense - f_cos) / (f_dense - floor), 5),
                 "cosine_s": round(t_cos, 1), "data": data})
-    # SemDeDup, default k = N / 1000, eps 0.05
+    return out
+
+
+def semdedup_rows(ctx: Any, n: int, data: str, step: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     ref_k = step("semdedup").run(ctx, np.arange(n), None)
     kept_k = step("semdedup-kept").run(ctx, np.arange(n), None)
     a, b = set(ref_k.kept.tolist()), set(kept_k.kept.tolist())
@@ -206,12 +233,13 @@ def main() -> None:
     ap.add_argument("--real-budget", type=int, default=2_000)
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--only-real", action="store_true", help="run the fidelity rows only")
+    ap.add_argument("--real-skip", default="", help="fidelity rows to leave out: comma list of zip,rds,fl,semdedup")
     args = ap.parse_args()
     progress.set_quiet(True)
     rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
     if not args.skip_real:
-        rows += fidelity_rows(args.real_n, args.real_budget)
+        rows += fidelity_rows(args.real_n, args.real_budget, set(filter(None, args.real_skip.split(","))))
         for r in rows:
             print(json.dumps(r), flush=True)
     if args.only_real:
