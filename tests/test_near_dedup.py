@@ -218,6 +218,9 @@ def test_shingle_hashes_equal_the_definition() -> None:
         for i, t in enumerate(texts):
             want = [shingle_hash_definition(p) for p in literal_shingles(t, kind, n)]
             assert h[off[i]:off[i + 1]].tolist() == want, (kind, n, t)
+    for texts in ([], [""], ["", ""]):
+        h, off = shingle_hashes(texts, "word", 5)
+        assert len(h) == 0 and off.tolist() == [0] * (len(texts) + 1)
 
 
 def test_minhash_numpy_equals_the_definition() -> None:

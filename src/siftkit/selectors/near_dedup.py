@@ -84,6 +84,8 @@ def _word_shingles(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if not texts:
+        return np.zeros(0, np.uint64), np.zeros(1, np.int64)
     lists = pc.split_pattern(pa.array(texts, pa.large_string()), " ")
     words = lists.flatten()
     per_rec = np.diff(lists.offsets.to_numpy())
