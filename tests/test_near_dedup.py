@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -175,7 +176,113 @@ def test_exact_jaccard_helper() -> None:
 
 
 @pytest.mark.parametrize("params", [{"threshold": 0}, {"verify": "maybe"}, {"bands": 20}, {"bands": 20, "rows": 10},
-                                    {"shingle": "line"}, {"segment": "turns"}, {"ngram": 0}])
+                                    {"shingle": "line"}, {"segment": "turns"}, {"ngram": 0}, {"backend": "rust"}])
 def test_bad_params(params: dict) -> None:
     with pytest.raises(ConfigError):
         dedup(**params)
+
+
+# ---------------------------------------------------------------- issue 18 item 6: the fast paths vs definitions
+M64 = (1 << 64) - 1
+R_POLY = 0x9E3779B97F4A7C15 | 1
+
+
+def splitmix_int(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def shingle_hash_definition(piece: bytes) -> int:
+    """The documented shingle hash, one shingle at a time in Python integers: the polynomial
+    sum_t (byte_t + 1) R^t mod 2^64 of the shingle's bytes, xor length * C, then splitmix64."""
+    h = sum((c + 1) * pow(R_POLY, t, 1 << 64) for t, c in enumerate(piece)) & M64
+    return splitmix_int(h ^ (len(piece) * 0xD6E8FEB86659FD93 & M64))
+
+
+def literal_shingles(text: str, kind: str, n: int) -> list[bytes]:
+    if kind == "word":
+        w = text.split(" ") if text else []
+        grams = [w[i:i + n] for i in range(len(w) - n + 1)] or ([w] if w else [])
+        return [" ".join(g).encode() for g in grams]
+    b = text.encode()
+    return [b[i:i + n] for i in range(len(b) - n + 1)] or ([b] if b else [])
+
+
+def test_shingle_hashes_equal_the_definition() -> None:
+    texts = [normalize_text(t) for t in ["The quick brown fox jumps over the lazy dog again and again", "hello",
+                                         "", "a b", "ünïcode wörds ok fine 数据 选择", "x" * 30, "one two three four"]]
+    for kind, n in [("word", 5), ("word", 3), ("word", 1), ("char", 5), ("char", 1)]:
+        h, off = shingle_hashes(texts, kind, n)
+        for i, t in enumerate(texts):
+            want = [shingle_hash_definition(p) for p in literal_shingles(t, kind, n)]
+            assert h[off[i]:off[i + 1]].tolist() == want, (kind, n, t)
+    for texts in ([], [""], ["", ""]):
+        h, off = shingle_hashes(texts, "word", 5)
+        assert len(h) == 0 and off.tolist() == [0] * (len(texts) + 1)
+
+
+def test_minhash_numpy_equals_the_definition() -> None:
+    from siftkit.selectors.near_dedup import _perm_params
+
+    rng = np.random.default_rng(3)
+    sizes = [5, 0, 1, 40, 7, 0, 13, 2]
+    hashes = rng.integers(0, 2**63, size=sum(sizes), dtype=np.uint64) * np.uint64(2)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    a, b = _perm_params(16, 9)
+    for chunk in (3, 8, 4096):                      # groups split records at every possible place
+        sig = minhash(hashes, offsets, 16, seed=9, chunk=chunk)
+        for i, (s, e) in enumerate(itertools.pairwise(offsets.tolist())):
+            xs = [int(x) >> 32 for x in hashes[s:e]]
+            want = [min(((int(ap) * x + int(bp)) & M64) >> 32 for x in xs) if xs else 2**32 - 1
+                    for ap, bp in zip(a, b)]
+            assert sig[i].tolist() == want
+
+
+def test_minhash_rensa_backend() -> None:
+    pytest.importorskip("rensa")
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 2**63, size=300, dtype=np.uint64)
+    other = np.concatenate([base[:200], rng.integers(0, 2**63, size=100, dtype=np.uint64)])   # J = 0.5
+    hashes = np.concatenate([base, other])
+    offsets = np.array([0, 300, 300, 600])
+    sig = minhash(hashes, offsets, 512, seed=1, backend="rensa")
+    assert sig.dtype == np.uint32 and sig.shape == (3, 512)
+    assert (sig[1] == 2**32 - 1).all()                                  # no shingles
+    assert abs((sig[0] == sig[2]).mean() - 0.5) < 0.08
+    assert np.array_equal(sig, minhash(hashes, offsets, 512, seed=1, backend="rensa"))   # deterministic
+    assert not np.array_equal(sig, minhash(hashes, offsets, 512, seed=2, backend="rensa"))
+    # end to end: same clusters as the exact reference; the backend is part of the config
+    texts = near_dup_texts(np.random.default_rng(2), 40, 3, 2) + [" ".join(rng.choice(WORDS, size=80))
+                                                                 for _ in range(60)]
+    ctx = context(np.zeros((len(texts), 1), np.float32), pool=qa_pool(texts), seed=5)
+    step = dedup(segment="query", ngram=3, threshold=0.6, verify="exact", num_perm=128, backend="rensa")
+    assert step.config()["backend"] == "rensa" and "backend" not in dedup().config()
+    assert step.requirements() == {"rensa": "the rensa MinHash backend"}
+    assert step.run(ctx, np.arange(len(texts)), None).kept.tolist() == sorted(set(ref_clusters(texts, 3, 0.6)))
+
+
+def brute_force_lsh(threshold: float, num_perm: int, fn_weight: float) -> tuple[int, int]:
+    """Every (b, r) with b * r <= num_perm, integrals by the trapezoid rule on a fine grid."""
+    best, best_err = (0, 0), np.inf
+    lo, hi = np.linspace(0, threshold, 4001), np.linspace(threshold, 1, 4001)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = np.trapezoid(1 - (1 - lo ** r) ** b, lo)
+            fn = np.trapezoid((1 - hi ** r) ** b, hi)
+            err = (1 - fn_weight) * fp + fn_weight * fn
+            if err < best_err - 1e-12:
+                best, best_err = (b, r), err
+    return best
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9])
+@pytest.mark.parametrize("num_perm,fn_weight", [(32, 0.5), (64, 0.9), (128, 0.5)])
+def test_lsh_params_brute_force(threshold: float, num_perm: int, fn_weight: float) -> None:
+    assert lsh_params(threshold, num_perm, fn_weight) == brute_force_lsh(threshold, num_perm, fn_weight)
+
+
+def test_lsh_params_reach_any_rows() -> None:
+    assert lsh_params(0.8, 128) == (9, 13)          # 117 of 128 permutations: not 128 // bands rows
+    assert lsh_params(0.8, 128, fn_weight=0.9) == (14, 9)

@@ -50,6 +50,7 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "xllamacpp": ("xllamacpp", "xllamacpp"),
     "py3langid": ("py3langid", "py3langid"),
     "lingua": ("lingua", "lingua-language-detector"),
+    "rensa": ("rensa", "rensa"),
 }
 # siftkit's extras (pyproject.toml [project.optional-dependencies]) by import name; a test keeps them in step.
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -60,6 +61,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "bench": ("torch", "transformers", "trl", "peft", "datasets", "scipy", "accelerate", "gguf"),
     "llm": ("httpx", "xllamacpp"),
     "clean": ("py3langid", "lingua"),
+    "minhash": ("rensa",),
 }
 
 

@@ -99,12 +99,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "superfiltering-d": {
         "ref": "Li et al., 2024, Superfiltering: Weak-to-Strong Data Filtering (diversity variant)",
         "doc": "Superfiltering-D: small-model IFD, drop IFD > 1, keep the top 20% IFD band, then facility "
-               "location over MiniLM embeddings of that band (the 20% band is siftkit's choice).",
+               "location over MiniLM embeddings of the whole conversation with the reference's kernel "
+               "exp(-||x - y|| / d): dense up to 10,000 candidates, above on a kNN graph whose k is measured "
+               "on a sample to stay within 0.1% of the dense objective (the 20% band is siftkit's choice).",
         "signals": [{"name": "lm_loss", "model": "gpt2"}],
         "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd_ppl"},
                   {"filter": "lm_ifd_ppl >= quantile(lm_ifd_ppl, 0.8)"},
-                  {"select": "facility-location",
-                   "embedding": {"backend": "sentence-transformers", "segment": "query"}}],
+                  {"select": "facility-location", "kernel": "euclidean",
+                   "embedding": {"backend": "sentence-transformers", "segment": "conversation"}}],
     },
     "deita": {
         "ref": "Liu et al., 2024, What Makes Good Data for Alignment? (DEITA)",

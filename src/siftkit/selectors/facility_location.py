@@ -4,10 +4,30 @@ sim is cosine similarity clipped at 0, restricted to a kNN graph (each candidate
 neighbours, itself included): never a dense N x N kernel. The kNN graph is exact (faiss flat index) up to
 ``exact_limit`` candidates and approximate above it (faiss IVF, ``nprobe`` lists searched): documented.
 
-``kernel="euclidean-dense"``: the Superfiltering-D reference's kernel (submodlib's dense euclidean
-kernel), sim(i, j) = exp(-||x_i - x_j|| / d) for d-dimensional (normalised) rows, over all pairs: an
-N x N float32 matrix, so it is refused above ``dense_limit`` candidates (default 10,000: 400 MB).
-Lazy greedy only.
+Kernels (``kernel``):
+
+- ``cosine-knn`` (default): as above.
+- ``euclidean-dense``: the Superfiltering-D reference's kernel (submodlib's dense euclidean kernel,
+  ``create_kernel(..., metric="euclidean")``: ``exp(-D * gamma)`` with ``gamma = 1 / X.shape[1]``, D the
+  euclidean distance matrix; the C++ kernel uses the same 1 / dimension), sim(i, j) = exp(-||x_i - x_j|| / d)
+  for d-dimensional (normalised) rows, over all pairs: an N x N float32 matrix, refused above
+  ``dense_limit`` candidates (default 10,000: N^2 x 4 bytes <= 400 MB; peak ~440 MB while it is built).
+  Lazy greedy only.
+- ``euclidean-knn``: the same kernel on the kNN graph, shifted by its floor: sim(i, j) = exp(-||x_i - x_j|| / d)
+  - exp(-2 / d) for the ``knn`` nearest neighbours (normalised rows are at most 2 apart, so the shifted
+  values are >= 0 and F_graph(S) + N exp(-2 / d) is a lower bound of the dense objective, exact when every
+  point's best pick is among its neighbours). ``knn: auto`` chooses k on a sample (below).
+- ``euclidean`` (the ``superfiltering-d`` preset): ``euclidean-dense`` up to ``dense_limit`` candidates,
+  ``euclidean-knn`` above. Auto k: on a seeded random sample of ``min(sample, dense_limit, N)`` candidates
+  with the same budget fraction, run the dense greedy and the graph greedy for k = 5, 10, 20, ...,
+  ``max_knn``, and take the first k whose picks reach the dense picks' dense objective within
+  ``tolerance`` (0.1%) of its part above the floor m exp(-2 / d) (the part the greedy's gains add up to;
+  every selection's raw objective is within 1 - exp(-2 / d) of the best, 0.5% at d = 384, so a raw 0.1%
+  would hold at k = 5 with a third of the dense picks); the step details record the chosen k, the
+  measured gaps (above the floor and raw) and every k tried. The
+  nearest selected point of a candidate is about its (N / budget)-th neighbour in the pool and in a
+  sample at the same budget fraction alike, which is why k measured on the sample is used for the pool:
+  an estimate, measured, not a bound.
 
 - ``method="lazy"`` (default): lazy greedy with a max-heap of stale upper bounds. Identical output to the
   plain greedy on the same graph (ties: lower candidate position first).
@@ -128,17 +148,74 @@ def facility_location_greedy(nbr: np.ndarray, sim: np.ndarray, budget: int, meth
     return np.asarray(picks, dtype=np.int64), np.asarray(gains)
 
 
-KERNELS = ("cosine-knn", "euclidean-dense")
+KERNELS = ("cosine-knn", "euclidean-dense", "euclidean-knn", "euclidean")
+KNN_STEPS = (5, 10, 20, 40, 80, 160, 320, 640)
 
 
-def euclidean_dense_kernel(x: np.ndarray) -> np.ndarray:
-    """exp(-||x_i - x_j|| / d) for all pairs (N x N float32; d = the number of columns)."""
+def euclidean_dense_kernel(x: np.ndarray, block: int = 1024) -> np.ndarray:
+    """exp(-||x_i - x_j|| / d) for all pairs (N x N float32; d = the number of columns), built in place
+    (one N x N matrix plus a block of rows)."""
     x = np.asarray(x, dtype=np.float32)
+    n = len(x)
     sq = np.einsum("ij,ij->i", x, x)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    np.maximum(d2, 0.0, out=d2)
-    np.fill_diagonal(d2, 0.0)
-    return np.exp(-np.sqrt(d2) / x.shape[1]).astype(np.float32)
+    k = x @ x.T
+    for s in range(0, n, block):
+        rows = k[s:s + block]
+        np.subtract(sq[s:s + block, None] + sq[None, :], 2.0 * rows, out=rows)
+    np.maximum(k, 0.0, out=k)
+    np.fill_diagonal(k, 0.0)
+    np.sqrt(k, out=k)
+    np.divide(k, -x.shape[1], out=k)
+    return np.exp(k, out=k)
+
+
+def euclidean_graph(x: np.ndarray, nbr: np.ndarray, ip: np.ndarray) -> np.ndarray:
+    """The reference kernel on a kNN graph of normalised rows (inner products ``ip``), minus its floor
+    exp(-2 / d); missing neighbours (-1) get 0."""
+    d = x.shape[1]
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * ip.astype(np.float64), 0.0))
+    sim = np.exp(-dist / d) - math.exp(-2.0 / d)
+    sim[nbr < 0] = 0.0
+    return np.maximum(sim, 0.0).astype(np.float32)
+
+
+def dense_objective(kernel: np.ndarray, picks: np.ndarray) -> float:
+    """F(S) = sum_i max_{j in S} K[i, j] on a dense symmetric kernel."""
+    return float(kernel[picks].max(axis=0).sum(dtype=np.float64)) if len(picks) else 0.0
+
+
+def choose_knn(x: np.ndarray, budget: int, rng: np.random.Generator, sample: int, tolerance: float,
+               max_knn: int, exact_limit: int, nprobe: int, seed: int) -> dict[str, Any]:
+    """k for ``euclidean-knn``: on a random sample of ``sample`` rows (same budget fraction), the smallest
+    k in KNN_STEPS (up to ``max_knn``) whose graph picks reach the dense picks' dense objective within
+    ``tolerance``, the gap measured relative to the objective above its floor m exp(-2 / d) (the raw
+    objective of any selection is within 1 - exp(-2 / d) of the best, which would make a small tolerance
+    trivial). Returns knn, knn_gap (above the floor), knn_gap_raw (relative to the raw objective),
+    knn_sample, knn_sample_budget, knn_trials (gap above the floor per k) and knn_within_tolerance."""
+    n = len(x)
+    m = min(sample, n)
+    rows = np.sort(rng.choice(n, m, replace=False))
+    xs = x[rows]
+    b = max(1, min(m, round(budget * m / n)))
+    kern = euclidean_dense_kernel(xs)
+    dense_picks, _ = facility_location_dense(kern, b)
+    ref = dense_objective(kern, dense_picks)
+    excess = ref - m * math.exp(-2.0 / x.shape[1])   # the objective above its floor
+    top = max(1, min(max_knn, m - 1))
+    steps = [k for k in KNN_STEPS if k < top] + [top]
+    nbr, ip = knn_graph(xs, steps[-1] + 1, exact_limit, nprobe, seed)
+    trials: dict[str, float] = {}
+    chosen, gap, raw = steps[-1], math.inf, math.inf
+    for k in steps:
+        picks, _ = facility_location_greedy(nbr[:, :k + 1], euclidean_graph(xs, nbr[:, :k + 1], ip[:, :k + 1]), b)
+        lost = ref - dense_objective(kern, picks)
+        gap, raw = (lost / excess if excess > 0 else 0.0), (lost / ref if ref > 0 else 0.0)
+        trials[str(k)] = gap
+        if gap <= tolerance:
+            chosen = k
+            break
+    return {"knn": chosen, "knn_gap": gap, "knn_gap_raw": raw, "knn_sample": m, "knn_sample_budget": b,
+            "knn_trials": trials, "knn_within_tolerance": gap <= tolerance}
 
 
 def facility_location_dense(kernel: np.ndarray, budget: int,
@@ -171,28 +248,42 @@ class FacilityLocationSelect(Selector):
     role = "select"
     requires, requires_for = ("faiss",), "the kNN graph"
 
-    def __init__(self, embedding: dict[str, Any] | str | None = None, knn: int = 10, method: str = "lazy",
-                 epsilon: float = 0.01, exact_limit: int = 100_000, nprobe: int = 16,
-                 kernel: str = "cosine-knn", dense_limit: int = 10_000):
+    def __init__(self, embedding: dict[str, Any] | str | None = None, knn: int | str | None = None,
+                 method: str = "lazy", epsilon: float = 0.01, exact_limit: int = 100_000, nprobe: int = 16,
+                 kernel: str = "cosine-knn", dense_limit: int = 10_000, tolerance: float = 0.001,
+                 sample: int = 5_000, max_knn: int = 320):
         if kernel not in KERNELS:
             raise ConfigError(f"facility-location: kernel must be one of {KERNELS}, got {kernel!r}")
         if kernel == "euclidean-dense" and method != "lazy":
             raise ConfigError("facility-location: the dense kernel runs the lazy greedy (method 'lazy')")
         self.kernel, self.dense_limit = kernel, int(dense_limit)
-        if int(knn) < 1:
-            raise ConfigError(f"facility-location: knn must be >= 1, got {knn}")
+        if knn is None:
+            knn = "auto" if kernel in ("euclidean-knn", "euclidean") else 10
+        if knn == "auto":
+            if kernel not in ("euclidean-knn", "euclidean"):
+                raise ConfigError("facility-location: knn 'auto' needs kernel 'euclidean-knn' or 'euclidean' "
+                                  "(it is measured against the dense euclidean kernel)")
+        elif isinstance(knn, bool) or not isinstance(knn, int) or knn < 1:
+            raise ConfigError(f"facility-location: knn must be an integer >= 1 or 'auto', got {knn!r}")
         if method not in ("lazy", "stochastic"):
             raise ConfigError(f"facility-location: method must be 'lazy' or 'stochastic', got {method!r}")
         if not 0 < float(epsilon) < 1:
             raise ConfigError(f"facility-location: epsilon must be in (0, 1), got {epsilon}")
-        self.embedding, self.knn, self.method = normalize_spec(embedding), int(knn), method
+        if not 0 <= float(tolerance) < 1:
+            raise ConfigError(f"facility-location: tolerance must be in [0, 1), got {tolerance}")
+        if int(sample) < 2 or int(max_knn) < 1:
+            raise ConfigError(f"facility-location: sample must be >= 2 and max_knn >= 1, got {sample}, {max_knn}")
+        self.embedding, self.knn, self.method = normalize_spec(embedding), knn, method
         self.epsilon, self.exact_limit, self.nprobe = float(epsilon), int(exact_limit), int(nprobe)
+        self.tolerance, self.sample, self.max_knn = float(tolerance), int(sample), int(max_knn)
 
     def config(self) -> dict[str, Any]:
         cfg = {"embedding": self.embedding, "knn": self.knn, "method": self.method, "epsilon": self.epsilon,
                "exact_limit": self.exact_limit, "nprobe": self.nprobe}
         if self.kernel != "cosine-knn":     # the default stays out: existing fingerprints unchanged
             cfg.update(kernel=self.kernel, dense_limit=self.dense_limit)
+        if self.knn == "auto":
+            cfg.update(tolerance=self.tolerance, sample=self.sample, max_knn=self.max_knn)
         return cfg
 
     def run(self, ctx: SelectionContext, candidates: np.ndarray, budget: int | None) -> StepResult:
@@ -202,19 +293,36 @@ class FacilityLocationSelect(Selector):
         if not len(candidates):
             return StepResult(kept=candidates)
         x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
-        if self.kernel == "euclidean-dense":
-            if len(candidates) > self.dense_limit:
-                raise ConfigError(f"facility-location: the dense kernel needs an N x N matrix; {len(candidates):,} "
+        n = len(candidates)
+        dense = self.kernel == "euclidean-dense" or (self.kernel == "euclidean" and n <= self.dense_limit)
+        if dense:
+            if n > self.dense_limit:
+                raise ConfigError(f"facility-location: the dense kernel needs an N x N matrix; {n:,} "
                                   f"candidates exceed dense_limit {self.dense_limit:,} (raise it, or use "
-                                  f"kernel 'cosine-knn')")
+                                  f"kernel 'euclidean' or 'cosine-knn')")
             picks, gains = facility_location_dense(euclidean_dense_kernel(x), budget, show_progress=True)
             return StepResult(kept=candidates[picks],
                               dropped={"over_budget": int(len(candidates) - len(picks))},
-                              details={"objective": float(gains.sum()), "kernel": self.kernel})
+                              details={"objective": float(gains.sum()), "kernel": self.kernel, "graph": False})
         seed = int(ctx.rng("facility-location:knn").integers(2**31 - 1))
-        nbr, sim = knn_graph(x, self.knn + 1, self.exact_limit, self.nprobe, seed, show_progress=True)
+        details: dict[str, Any] = {}
+        knn = self.knn
+        if knn == "auto":
+            details.update(choose_knn(x, budget, ctx.rng("facility-location:knn-sample"),
+                                      min(self.sample, self.dense_limit), self.tolerance, self.max_knn,
+                                      self.exact_limit, self.nprobe, seed))
+            knn = details["knn"]
+            if not details["knn_within_tolerance"]:
+                progress.warn(f"facility-location: no k up to max_knn {self.max_knn} reached the dense objective "
+                              f"within {self.tolerance:.2%} on the sample (gap {details['knn_gap']:.3%} at k "
+                              f"{knn}); using k {knn}")
+        nbr, sim = knn_graph(x, int(knn) + 1, self.exact_limit, self.nprobe, seed, show_progress=True)
+        if self.kernel != "cosine-knn":
+            sim = euclidean_graph(x, nbr, sim)
         picks, gains = facility_location_greedy(nbr, sim, budget, self.method, self.epsilon,
                                                 ctx.rng("facility-location"), show_progress=True)
         kept = candidates[picks]
-        details = {"objective": float(gains.sum()), "knn_exact": len(candidates) <= self.exact_limit}
+        details.update({"objective": float(gains.sum()), "knn_exact": len(candidates) <= self.exact_limit})
+        if self.kernel != "cosine-knn":
+            details.update(kernel=self.kernel, graph=True, knn=int(knn))
         return StepResult(kept=kept, dropped={"over_budget": int(len(candidates) - len(kept))}, details=details)
