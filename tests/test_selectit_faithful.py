@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from siftkit.errors import ConfigError
-from siftkit.scoring.selectit import (FAITHFUL_PROMPTS, FAITHFUL_REQUESTS, FRAME, PROMPTS, SelectIT, aggregate,
-                                      load_prompts_file)
+from siftkit.scoring.selectit import (
+    FAITHFUL_PROMPTS,
+    FAITHFUL_REQUESTS,
+    FRAME,
+    PROMPTS,
+    SelectIT,
+    aggregate,
+    load_prompts_file,
+)
 
 
 def released_rule(probs: list[list[list[float]]], alpha: float, k: int = 5) -> tuple[list[float], list[list[float]],
@@ -60,7 +67,7 @@ def test_faithful_arithmetic_matches_released_rule(alpha):
     np.testing.assert_allclose(sent, want_sent, rtol=1e-12)
     np.testing.assert_allclose(model, want_model, rtol=1e-12)
     # the default rule (plain renormalisation, size-proportional weights) is a different number
-    tok_r, sent_r, model_r = aggregate(np.log(p), [7, 13, 70], alpha, "renorm")
+    _, sent_r, model_r = aggregate(np.log(p), [7, 13, 70], alpha, "renorm")
     peaked = np.arange(7) != 1                        # record 1 is uniform: 0 under both rules
     assert np.all(sent_r[0][peaked] > 2 * sent[0][peaked]) and sent_r[0][1] == sent[0][1] == 0
     # (the second softmax maps probabilities in [0, 1] into [1, e] before renormalising: flatter)
@@ -71,7 +78,7 @@ def test_faithful_one_model_and_unscorable_rows():
     p = hand_made_probs(3, seed=5)[:1]
     logits = np.log(p)
     logits[0, 1, 2] = np.nan                          # a prompt that did not fit: the record is NaN
-    tok, sent, model = aggregate(logits, [123], 0.2, "faithful")
+    _, sent, model = aggregate(logits, [123], 0.2, "faithful")
     _, want, _ = released_rule([list(map(list, p[0].reshape(-1, 5)))] * 3, 0.2)
     assert np.isnan(sent[0, 1]) and np.isnan(model[1])
     np.testing.assert_allclose(sent[0, [0, 2]], np.asarray(want[0])[[0, 2]], rtol=1e-12)
@@ -156,18 +163,7 @@ def test_yaml_prompts_file(tmp_path):
 
 # --- end to end on a tiny model: the first-turn rule -------------------------------------------------------
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from scoring_tiny import build_tiny_lm, msgs, pool_table  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny_lm(tmp_path_factory.mktemp("tiny_sel")))
-
-
-def digit_probs(model, tok, text: str) -> list[float]:
+def digit_probs(torch, model, tok, text: str) -> list[float]:
     """Full-vocabulary next-token probabilities of the digits 1..5 after ``text`` (with BOS, as tokenized)."""
     ids = torch.tensor([tok(text)["input_ids"]])
     with torch.no_grad():
@@ -175,9 +171,14 @@ def digit_probs(model, tok, text: str) -> list[float]:
     return [float(p[tok.convert_tokens_to_ids(str(d))]) for d in range(1, 6)]
 
 
-def test_faithful_rates_the_first_turn(tiny, tmp_path):
+def test_faithful_rates_the_first_turn(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from scoring_tiny import build_tiny_lm, msgs, pool_table
+
+    tiny = str(build_tiny_lm(tmp_path / "tiny"))
     model, tok = AutoModelForCausalLM.from_pretrained(tiny).eval(), AutoTokenizer.from_pretrained(tiny)
     prompts = tmp_path / "short.txt"             # short requests: the tiny model's context is 256 tokens
     prompts.write_text("".join(f"Rate {i} 1-5.\n" for i in range(5)))
@@ -196,7 +197,7 @@ def test_faithful_rates_the_first_turn(tiny, tmp_path):
         if pair is None:
             assert np.isnan(out["selectit_sentence"][i]) and out["selectit_reason"][i] == "no_response"
             continue
-        probs = [digit_probs(model, tok, f.format(instruction=pair[0], response=pair[1])) for f in fmts]
+        probs = [digit_probs(torch, model, tok, f.format(instruction=pair[0], response=pair[1])) for f in fmts]
         _, sent, _ = released_rule([probs] * 3, 0.2)
         assert out["selectit_sentence"][i] == pytest.approx(sent[0][0], rel=1e-5)
         assert out["selectit_model"][i] == out["selectit_sentence"][i]

@@ -63,16 +63,16 @@ FRAME = "\n\nInstruction:{instruction}\nResponse:{response}\nThe answer is: \n"
 # siftkit's own rating requests for the faithful rule (same 1-5 scale and answer slot as the released
 # prompts, our wording; the released wording is read with prompts_file=, see docs/published.md).
 FAITHFUL_REQUESTS = (
-    "Read the instruction and the response below and give the response one score from 1 to 5 for how "
-    "accurately it carries out the instruction; write the score alone.",
-    "Judge how closely the response follows the instruction and how correct it is, then answer with a single "
-    "number between 1 and 5, where 5 is best.",
-    "Grade the response on a 1 to 5 scale for its accuracy and its adherence to the instruction, and reply "
-    "with nothing but the grade.",
-    "On a scale from 1 (poor) to 5 (excellent), how well does the response fulfil the instruction? Give only "
-    "the number.",
-    "Decide how precise and how faithful to the instruction the response is, and state your verdict as one "
-    "score from 1 to 5.",
+    ("Read the instruction and the response below and give the response one score from 1 to 5 for how "
+     "accurately it carries out the instruction; write the score alone."),
+    ("Judge how closely the response follows the instruction and how correct it is, then answer with a single "
+     "number between 1 and 5, where 5 is best."),
+    ("Grade the response on a 1 to 5 scale for its accuracy and its adherence to the instruction, and reply "
+     "with nothing but the grade."),
+    ("On a scale from 1 (poor) to 5 (excellent), how well does the response fulfil the instruction? Give only "
+     "the number."),
+    ("Decide how precise and how faithful to the instruction the response is, and state your verdict as one "
+     "score from 1 to 5."),
 )
 # The released model level: hard-coded weights for three models (7B, 13B, 70B), in this order.
 FAITHFUL_MODEL_WEIGHTS = (7 / 20, 13 / 20, 70 / 90)
