@@ -15,7 +15,6 @@ from siftkit.errors import ConfigError, DiskFullError, InputDataError
 from siftkit.io.pool import read_pool
 from siftkit.io.readers import FileProblem, jsonl_values
 
-
 # ---- 1. one JSON Lines reader for side files, errors naming file:line ----------------------------------
 
 def test_jsonl_values_lines_blank_bom_gzip(tmp_path: Path):
