@@ -120,20 +120,29 @@ def test_text_prompts_file(tmp_path):
     assert [g.format(instruction="I", response="R") for g in got] == [
         "Rate the reply from 1 to 5 {strictly}.\n\nInstruction:I\nResponse:R\nThe answer is: \n",
         "Score it 1-5.\n\nInstruction:I\nResponse:R\nThe answer is: \n"]
-    bad = tmp_path / "full.txt"
-    bad.write_text("Rate 1-5.\nRate {instruction} -> {response}\n")
-    with pytest.raises(ConfigError, match=r"full.txt:2: a text prompts file holds one rating request per line"):
-        load_prompts_file(str(bad))
-    latin = tmp_path / "latin.txt"
-    latin.write_bytes(b"Rate 1-5.\nNote 1 \xe0 5.\n")
-    with pytest.raises(ConfigError, match=r"latin.txt:2: not UTF-8"):
-        load_prompts_file(str(latin))
-    empty = tmp_path / "empty.txt"
-    empty.write_text("# nothing\n\n")
-    with pytest.raises(ConfigError, match=r"empty.txt: no rating prompts"):
-        load_prompts_file(str(empty))
     with pytest.raises(ConfigError, match="not found"):
         load_prompts_file(str(tmp_path / "missing.txt"))
+
+
+BAD_FILES = [
+    ("full.txt", b"Rate 1-5.\nRate {instruction} -> {response}\n",
+     r"full\.txt:2: a text prompts file holds one rating request per line"),
+    ("latin.txt", b"Rate 1-5.\nNote 1 \xe0 5.\n", r"latin\.txt:2: not UTF-8"),
+    ("empty.txt", b"# nothing\n\n", r"empty\.txt: no rating prompts"),
+    ("bad.yaml", b"prompts:\n  - '{instruction} {response}'\n\n  - 'Rate {instruction} {answer}'\n",
+     r"bad\.yaml:4: prompts\[1\].*invalid"),
+    ("num.yaml", b"prompts:\n  - '{instruction} {response}'\n  - 5\n",
+     r"num\.yaml:3: prompts\[1\]: expected a template string"),
+    ("other.yml", b"templates: ['{instruction}']\n", r"other\.yml: unknown key"),
+    ("broken.yaml", b"prompts:\n  - 'a\n  b: [\n", r"broken\.yaml:\d+:\d+: invalid YAML"),
+]
+
+
+@pytest.mark.parametrize("name, content, match", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_prompts_file_errors_name_file_and_line(tmp_path, name, content, match):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ConfigError, match=match):
+        load_prompts_file(str(tmp_path / name))
 
 
 def test_yaml_prompts_file(tmp_path):
@@ -143,22 +152,6 @@ def test_yaml_prompts_file(tmp_path):
     assert load_prompts_file(str(f)) == ["Rate 1-5.\n{instruction}\n{response}\nScore: ",
                                          "Grade {{1-5}}: {instruction} / {response}\n"]
     assert SelectIT("m", prompts_file=str(f)).prompts == load_prompts_file(str(f))
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("prompts:\n  - '{instruction} {response}'\n\n  - 'Rate {instruction} {answer}'\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml:4: prompts\[1\].*invalid"):
-        load_prompts_file(str(bad))
-    num = tmp_path / "num.yaml"
-    num.write_text("prompts:\n  - '{instruction} {response}'\n  - 5\n")
-    with pytest.raises(ConfigError, match=r"num.yaml:3: prompts\[1\]: expected a template string"):
-        load_prompts_file(str(num))
-    other = tmp_path / "other.yml"
-    other.write_text("templates: ['{instruction}']\n")
-    with pytest.raises(ConfigError, match=r"other.yml: unknown key"):
-        load_prompts_file(str(other))
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("prompts:\n  - 'a\n  b: [\n")
-    with pytest.raises(ConfigError, match=r"broken.yaml:\d+:\d+: invalid YAML"):
-        load_prompts_file(str(broken))
 
 
 # --- end to end on a tiny model: the first-turn rule -------------------------------------------------------
