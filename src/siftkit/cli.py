@@ -412,12 +412,15 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_list(a: argparse.Namespace) -> int:
     from .presets import _all_presets
-    from .registry import selector_names, signal_names
+    from .registry import derivation_names, selector_names, signal_names
 
     if a.what in ("signals", "all"):
         print("signals:   " + ", ".join(signal_names()))
     if a.what in ("selectors", "all"):
         print("selectors: " + ", ".join(selector_names()))
+    if a.what in ("derivations", "all"):
+        print("derivations: " + ", ".join(derivation_names()) + "  (derived models: a recipe's models: "
+              "{NAME: {derive: ..., ...}})")
     if a.what in ("presets", "all"):
         print("presets:")
         for n, p in sorted(_all_presets().items()):
@@ -612,8 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
-    ls = sub.add_parser("list", help="list signals, selectors and presets", epilog=EPILOG)
-    ls.add_argument("what", nargs="?", choices=["signals", "selectors", "presets", "all"], default="all")
+    ls = sub.add_parser("list", help="list signals, selectors, derivations and presets", epilog=EPILOG)
+    ls.add_argument("what", nargs="?", choices=["signals", "selectors", "derivations", "presets", "all"],
+                    default="all")
     ls.set_defaults(func=cmd_list)
     for sp in sub.choices.values():        # -q / -v / --log-format also after the subcommand
         _global_flags(sp, top=False)

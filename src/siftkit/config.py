@@ -152,18 +152,37 @@ def load_recipe(path: str) -> dict[str, Any]:
     if isinstance(out, dict) and isinstance(out.get("dir"), str) and not os.path.isabs(out["dir"]) \
             and not is_url(out["dir"]):
         out["dir"] = os.path.normpath(os.path.join(base, out["dir"]))
-    # And the eval files of the top-level decontaminate key.
-    dec = data.get("decontaminate")
-    if isinstance(dec, (str, list)):
-        dec = data["decontaminate"] = {"against": dec}
-    if isinstance(dec, dict) and dec.get("against") is not None:
-        ag = dec["against"] if isinstance(dec["against"], list) else [dec["against"]]
-        dec["against"] = [os.path.normpath(os.path.join(base, a)) if isinstance(a, str) and not os.path.isabs(a)
-                          and not is_url(a) else a for a in ag]
+    # And the eval files of decontaminate: the top-level key and decontaminate steps, in every spelling.
+    if isinstance(data.get("decontaminate"), (str, list)):
+        data["decontaminate"] = {"against": data["decontaminate"]}
+    _against_from(data.get("decontaminate"), base)
+    for st in data.get("steps") or []:
+        if not isinstance(st, dict):
+            continue
+        if "decontaminate" in st and not any(k in STEP_ROLES for k in st):
+            if isinstance(st["decontaminate"], (str, list)):
+                st["decontaminate"] = {"against": st["decontaminate"]}
+            _against_from(st["decontaminate"], base)
+        for role in STEP_ROLES:
+            head = st.get(role)
+            if head == "decontaminate":
+                _against_from(st, base)
+            elif isinstance(head, dict) and "decontaminate" in (head.get("name"), head.get("method")):
+                _against_from(head, base)
+                _against_from(st, base)
     if isinstance(data.get("cache_dir"), str) and not os.path.isabs(data["cache_dir"]) \
             and not is_url(data["cache_dir"]):
         data["cache_dir"] = os.path.normpath(os.path.join(base, data["cache_dir"]))
     return data
+
+
+def _against_from(spec: Any, base: str) -> None:
+    """Make a decontaminate spec's relative ``against`` paths relative to the recipe's folder ``base``."""
+    if not isinstance(spec, dict) or spec.get("against") is None:
+        return
+    ag = spec["against"] if isinstance(spec["against"], list) else [spec["against"]]
+    spec["against"] = [os.path.normpath(os.path.join(base, a)) if isinstance(a, str) and not os.path.isabs(a)
+                       and not is_url(a) else a for a in ag]
 
 
 def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:

@@ -11,9 +11,23 @@ from __future__ import annotations
 
 
 class SiftkitError(Exception):
-    """Base error: message is shown to the user without a traceback."""
+    """Base error: message is shown to the user without a traceback.
+
+    Picklable with every attribute (``file``, ``line``, ... of an ``InputDataError``, or a subclass's own),
+    so an error raised in a worker process arrives whole: the default pickling would call the class with
+    the formatted message as its only argument, losing keyword-only arguments or reformatting it."""
 
     exit_code = 1
+
+    def __reduce__(self):
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> SiftkitError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(SiftkitError):

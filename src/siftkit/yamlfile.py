@@ -27,3 +27,17 @@ def load_yaml_mapping(path: str, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a {what} is a mapping of keys")
     return data
+
+
+def sequence_item_lines(path: str, key: str) -> list[int]:
+    """The 1-based line of each item of the list under the top-level ``key`` of a YAML mapping file (for
+    errors that name an item's line); ``[]`` when the key holds no list. Read after ``load_yaml_mapping``
+    accepted the file."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        root = yaml.compose(fh, Loader=yaml.SafeLoader)
+    for k, v in getattr(root, "value", []):
+        if getattr(k, "value", None) == key and isinstance(v, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in v.value]
+    return []

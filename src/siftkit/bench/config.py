@@ -6,7 +6,7 @@ Shape (every key but ``pool``, ``base_model`` and ``methods`` has a default)::
     budgets: [100]                 # or budget: 100 (counts, fractions or "5%", as in recipes)
     base_model: HuggingFaceTB/SmolLM2-135M-Instruct   # hub name, folder or .gguf file
     random_seeds: 5                # random baselines: the random selector with seeds 0..n-1
-    methods:                       # name -> recipe fragment (steps | preset, signals, seeds)
+    methods:                       # name -> recipe fragment (steps | preset, signals, models, seeds)
       longest: {steps: [{select: top, by: tokens_response}]}
       per-source: {preset: longest-per-source, seeds: 1}
     train: {mode: lora, epochs: 1, lr: 2.0e-4, ...}   # see siftkit.training.settings.TRAIN_DEFAULTS
@@ -27,7 +27,7 @@ from ..training.settings import LR_DEFAULTS, TRAIN_DEFAULTS, _int, train_setting
 TOP_KEYS = {"pool", "budget", "budgets", "base_model", "gguf_file", "template", "tokenizer", "random_seeds",
             "methods", "train", "eval", "output", "cache_dir", "device", "eval_base", "seed", "threads"}
 POOL_KEYS = {"inputs", "on_error", "heldout", "heldout_seed", "decontaminate"}
-METHOD_KEYS = {"steps", "preset", "signals", "seeds"}
+METHOD_KEYS = {"steps", "preset", "signals", "models", "seeds"}
 TASKS = ("mmlu", "gsm8k", "bbh", "ifeval", "heldout")
 EVAL_DEFAULTS: dict[str, Any] = {
     "tasks": list(TASKS), "limit": 50, "data_dir": None, "paths": {}, "mmlu_shots": 0, "bbh_shots": 0,
@@ -38,7 +38,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
 @dataclass
 class MethodSpec:
     name: str
-    recipe: dict[str, Any]    # steps / preset / signals for siftkit.config.build_config
+    recipe: dict[str, Any]    # steps / preset / signals / models for siftkit.config.build_config
     seeds: list[int]
 
 

@@ -25,6 +25,7 @@ import orjson
 from .._version import __version__
 from ..errors import ConfigError, EndpointError
 from ..fs import local_folder
+from ..io.readers import jsonl_values
 from ..llm.client import Client, Endpoint
 from ..llm.runs import open_cache
 from ..llm.structured import answer_text
@@ -45,19 +46,12 @@ RANK_TASK = {
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
-            for k in ("id", "root_id", "messages"):
-                if k not in r:
-                    raise ConfigError(f"{path}:{i}: field {k!r} missing (rank_variants reads an evolve output "
-                                      "in the messages format)")
-            rows.append(r)
+    for i, r in jsonl_values(path):
+        for k in ("id", "root_id", "messages"):
+            if not isinstance(r, dict) or k not in r:
+                raise ConfigError(f"{path}:{i}: field {k!r} missing (rank_variants reads an evolve output "
+                                  "in the messages format)")
+        rows.append(r)
     return rows
 
 

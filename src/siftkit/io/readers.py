@@ -26,7 +26,7 @@ from typing import Any, Self
 import orjson
 
 from .. import fs as _fs
-from ..errors import InputDataError
+from ..errors import ConfigError, InputDataError
 
 JSON_EXT = (".json",)
 JSONL_EXT = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst", ".json.gz",
@@ -63,14 +63,7 @@ class FileProblem(InputDataError):
     def __init__(self, message: str, *, code: str = "unreadable", records: int | None = None,
                  file: str | None = None, line: int | None = None, column: int | None = None):
         super().__init__(message, file=file, line=line, column=column)
-        self.code, self.records = code, records
-
-    def __reduce__(self):  # picklable across worker processes (keyword-only arguments)
-        return (_make_file_problem, (self.reason, self.code, self.records, self.file, self.line, self.column))
-
-
-def _make_file_problem(reason, code, records, file, line, column) -> FileProblem:
-    return FileProblem(reason, code=code, records=records, file=file, line=line, column=column)
+        self.code, self.records = code, records   # picklable with them: SiftkitError.__reduce__
 
 
 def _open(path: str, seekable: bool = False) -> Any:
@@ -365,11 +358,23 @@ def _n_keys(o: Any) -> int:
     return n
 
 
+_KEY_COLON_WS = re.compile(rb'"[ \t\r\n]+:')
+
+
+def _key_colons(raw: bytes) -> int:
+    """How many ``":`` (a key's closing quote and its colon) the raw text holds, JSON whitespace between
+    them allowed (``"a" : 1``); the regex runs only when a quote is followed by whitespace somewhere."""
+    c = raw.count(b'":')
+    if b'" ' in raw or b'"\t' in raw or b'"\n' in raw or b'"\r' in raw:
+        c += len(_KEY_COLON_WS.findall(raw))
+    return c
+
+
 def _maybe_dup_keys(raw: bytes, obj: Any) -> bool:
     """Cheap test: True when the raw text may hold a duplicate key (more ``":`` than keys in the parsed
-    value; escaped quotes inside strings can give false alarms, settled by the slow path). Keys written
-    with whitespace before the colon are not seen by this test."""
-    c = raw.count(b'":')
+    value, whitespace before the colon included; escaped quotes inside strings can give false alarms,
+    settled by the slow path)."""
+    c = _key_colons(raw)
     if c <= 1 or (type(obj) is _D and c <= len(obj)):
         return False
     return c > _n_keys(obj)
@@ -429,6 +434,26 @@ def read_jsonl(path: str, start: int = 0, end: int | None = None, first_line: in
         yield from _parse_lines(head + rest, first_line)
         return
     yield from _parse_lines(_chain(head, it), first_line)
+
+
+def jsonl_values(path: str, what: str = "") -> Iterator[tuple[int, Any]]:
+    """``(line, value)`` for each non-blank line of a JSON Lines side file (eval sets, evolve outputs, bench
+    data; ``.gz`` / ``.zst`` too), 1-based lines. Not the pool reader (``read_jsonl``): nothing is recovered,
+    the first line that is not JSON raises ``ConfigError`` naming ``path:line`` (after ``what: ``)."""
+    pre = f"{what}: " if what else ""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{pre}{path} not found")
+    for n, raw in enumerate(_lines(path), 1):
+        s = raw.strip()
+        if not s:
+            continue
+        if n == 1:
+            s = s.removeprefix(b"\xef\xbb\xbf")
+        try:
+            value = orjson.loads(s)
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(f"{pre}{path}:{n}: not JSON (column {e.colno}: {e.msg})") from None
+        yield n, value
 
 
 def _chain(head: list[bytes], it: Iterator[bytes]) -> Iterator[bytes]:
@@ -589,7 +614,7 @@ def parse_json_document(path: str, data: bytes | None, recover: bool) -> Iterato
     # Duplicate keys: orjson keeps the last value silently. The document holds more '":' than the records
     # written back (and the wrapper's own keys) only when some key was repeated (or for '\":' in strings,
     # which the slow path then clears).
-    raw_c = data.count(b'":')
+    raw_c = _key_colons(data)
     if raw_c > len(records) and raw_c > sum(len(r) for r in records if type(r) is _D):
         back = b"\n".join(originals).count(b'":')
         if type(value) is _D and not (len(records) == 1 and records[0] is value):

@@ -34,6 +34,7 @@ import orjson
 import xxhash
 
 from ..errors import ConfigError
+from ..io.readers import jsonl_values
 from ..signals.words import split_words
 from .near_dedup import _splitmix
 
@@ -133,16 +134,7 @@ def _read_one(path: str, rel: str, items: EvalItems) -> None:
                 items.add(bench, rel, n, r[0], r[0] + "\n" + "\n".join(r[1:5]))
             return
     elif low.endswith((".jsonl", ".jsonl.gz")):
-        got = []
-        with _open_text(path) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    raise ConfigError(f"decontaminate: {path}:{n}: not JSON ({e})") from None
-                got.append((n, _text_of(rec)))
+        got = [(n, _text_of(rec)) for n, rec in jsonl_values(path, "decontaminate")]
         if got and all(t is not None for _, t in got):
             for n, t in got:
                 items.add(bench, rel, n, t)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...io.readers import jsonl_values
 
 
 @dataclass
@@ -162,15 +163,7 @@ def task_path(ev: dict[str, Any], task: str, default_name: str) -> str:
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}:{n}: invalid JSON: {e}") from None
-    return out
+    return [v for _, v in jsonl_values(path)]
 
 
 def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
