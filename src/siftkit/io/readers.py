@@ -441,7 +441,7 @@ def jsonl_values(path: str, what: str = "") -> Iterator[tuple[int, Any]]:
     data; ``.gz`` / ``.zst`` too), 1-based lines. Not the pool reader (``read_jsonl``): nothing is recovered,
     the first line that is not JSON raises ``ConfigError`` naming ``path:line`` (after ``what: ``)."""
     pre = f"{what}: " if what else ""
-    if not os.path.isfile(path):
+    if not _fs.isfile(path):
         raise ConfigError(f"{pre}{path} not found")
     for n, raw in enumerate(_lines(path), 1):
         s = raw.strip()
