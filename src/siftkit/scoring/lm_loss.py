@@ -13,12 +13,13 @@ Conditions (METHODS.md notation, ``x`` = turns before the last assistant turn, `
   "Assistant: ") takes the header's trailing whitespace, and content characters inside a straddling template
   token (":-" after "...:") are appended to the header. When the header tokenises to nothing (an empty header,
   no BOS), y[0] cannot be predicted in B: it is kept in B as unscored context and left unscored in A too
-  (both score y[1:]). ``ifd_tokens="reference"``: the published codes' rule: A scores every token of y; B is the
-  header text + y tokenised on its own, every token of y it can predict is scored (with an empty header: y
-  alone, y[0] unscored, Superfiltering's condition B), at most as many as A scores.
+  (both score y[1:]). ``ifd_tokens="reference"``: the published codes' rule (Cherry, Superfiltering, the study):
+  each condition is tokenised as a whole and scored from ``len(encode(text before y))`` to the end of y; B is
+  the header text + y (with an empty header: y alone, y[0] unscored, Superfiltering's condition B), at most as
+  many tokens as A scores.
 
-Which tokens are y's: ``templates.content_mask`` (a token straddling template text and content is content only
-when its template characters are whitespace).
+Which tokens are y's (``ifd_tokens="same"``): ``templates.content_mask`` (a token straddling template text and
+content is content only when its template characters are whitespace).
 
 Multi-turn: ``turns="last"`` (default) scores the last assistant turn given everything before it (turns
 after it are ignored); ``turns="all"`` scores every assistant turn given its history (token-weighted means
@@ -181,7 +182,13 @@ class LMLoss(B.ModelSignal):
                     cls[content_mask(offs, span, text)] = PROMPT
         turn_masks = []
         for j in resp_turns:
-            m = content_mask(offs, rendered.spans[j], text)
+            span = rendered.spans[j]
+            if self.ifd_tokens == "reference":   # the codes' rule: from len(encode(text before y)) to y's end
+                m = np.zeros(len(ids), dtype=bool)
+                m[len(self._context(text[: span[0]], rendered.special, tok)):] = True
+                m &= (offs[:, 0] < span[1]) & (offs[:, 1] > offs[:, 0])
+            else:
+                m = content_mask(offs, span, text)
             m[0] = False                     # token 0 has no prediction
             cls[m] = RESP
             turn_masks.append((j, m))
@@ -238,22 +245,18 @@ class LMLoss(B.ModelSignal):
 
     def _condition_b_reference(self, head: Rendered, content: str, n_a: int, tok: Any, max_len: int
                                ) -> tuple[np.ndarray, np.ndarray] | None:
-        """B = header text + y tokenised on its own; the tokens of y it can predict, at most ``n_a``."""
-        btext = head.text + content
-        span = (len(head.text), len(btext))
+        """B = header text + y tokenised as a whole, scored from len(encode(header)) on (never token 0), at most
+        ``n_a`` tokens: the published codes' condition B."""
         try:
-            bids, boffs = tokenize(Rendered(btext, [span], head.special), tok)
+            bids = tokenize(Rendered(head.text + content, [], head.special), tok)[0]
         except (ValueError, TypeError, RuntimeError, OverflowError):
             return None
-        bm = content_mask(boffs, span, btext)
-        bm[0] = False
-        bpos = np.flatnonzero(bm)[:n_a]
-        bpos = bpos[bpos < max_len]
-        if not len(bpos):
+        start = max(len(self._context(head.text, head.special, tok)), 1)
+        end = min(len(bids), start + n_a, max_len)
+        if end <= start:
             return None
-        end = int(bpos[-1]) + 1
         acls = np.full(end, -1, np.int64)
-        acls[bpos] = RESP_ALONE
+        acls[start:] = RESP_ALONE
         return bids[:end], acls
 
     def _columns(self, nll: np.ndarray, ent: np.ndarray, cnt: np.ndarray, truncated: np.ndarray,
