@@ -42,8 +42,16 @@ from ..errors import ConfigError
 from ..registry import register_signal
 from . import base as B
 from .nll import score
-from .templates import (Rendered, TemplateError, assistant_header, check_template, content_mask, render, resolve,
-                        tokenize)
+from .templates import (
+    Rendered,
+    TemplateError,
+    assistant_header,
+    check_template,
+    content_mask,
+    render,
+    resolve,
+    tokenize,
+)
 
 PROMPT, RESP, RESP_ALONE = 0, 1, 2
 
