@@ -344,7 +344,6 @@ def test_boundaries_with_the_smollm2_tokenizer():
     tok = AutoTokenizer.from_pretrained(os.path.dirname(spec.origin), gguf_file=gguf)
     assert ":-" in tok.convert_ids_to_tokens(tok("### Response:-1 apple")["input_ids"])
     sig = LMLoss("unused")                                 # _build needs only the tokenizer
-    sig._ctx = {}
     # (template, response, B's text, the scored text: ":-" is template context; " The" takes the header's space;
     # with an empty header y[0] is context in both conditions)
     cases = [("cherry", "-1 apple", "### Response:-1 apple", "1 apple"),

@@ -73,6 +73,7 @@ class LMLoss(B.ModelSignal):
         if prompt_ppl not in PROMPT_PPL:
             raise ConfigError(f"lm_loss: prompt_ppl must be one of {', '.join(PROMPT_PPL)}, got {prompt_ppl!r}")
         self.ifd_tokens, self.prompt_ppl = ifd_tokens, prompt_ppl
+        self._ctx: dict[tuple[str, bool], np.ndarray] = {}   # (text, special) -> token ids, per compute() call
         if backend not in ("transformers", "vllm"):
             raise ConfigError(f"lm_loss: backend must be 'transformers' or 'vllm', got {backend!r}")
         self.backend = backend
@@ -125,7 +126,7 @@ class LMLoss(B.ModelSignal):
         reasons = [B.OK] * n
         truncated = np.zeros(n, dtype=bool)
         head = assistant_header(tmpl, tok) if self.ifd else None
-        self._ctx: dict[str, np.ndarray] = {}       # B's context text -> token ids (per batch)
+        self._ctx = {}
 
         seqs: list[np.ndarray] = []
         classes: list[np.ndarray] = []
@@ -222,9 +223,9 @@ class LMLoss(B.ModelSignal):
         return [(ids, cls)] + out, was_cut
 
     def _context(self, text: str, special: bool, tok: Any) -> np.ndarray:
-        got = self._ctx.get(text)
+        got = self._ctx.get((text, special))
         if got is None:
-            got = self._ctx[text] = tokenize(Rendered(text, [], special), tok)[0]
+            got = self._ctx[(text, special)] = tokenize(Rendered(text, [], special), tok)[0]
         return got
 
     def _condition_b_same(self, head: Rendered, text: str, c0: int, ids: np.ndarray, offs: np.ndarray,
