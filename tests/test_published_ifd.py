@@ -357,3 +357,31 @@ def test_boundaries_with_the_smollm2_tokenizer():
         assert tok.decode(b_ids) == b_text, tmpl                        # header + y, no stray space
         assert a_ids[a_cls == RESP].tolist() == b_ids[b_cls == RESP_ALONE].tolist(), tmpl   # same tokens
         assert tok.decode(a_ids[a_cls == RESP]) == scored, tmpl
+
+
+def test_brief_experience_scores_the_band_with_the_chosen_prompt_ppl(gpt2, tmp_path, monkeypatch):
+    """brief_experience(prompt_ppl="whole") gives the base lm_loss signal Cherry's definition; the default
+    leaves the base signal as before (no prompt_ppl key, same fingerprint)."""
+    import siftkit.signals.compute as compute
+    from siftkit.derive.cherry import CherryBriefExperience, brief_experience
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(table, signals, *a, **k):       # stop before any model work: only the planned signal matters
+        seen.append(signals[0])
+        raise Stop
+
+    monkeypatch.setattr(compute, "compute_signals", capture)
+    table = pairs_table(PAIRS)
+    for mode in ("whole", "content"):
+        with pytest.raises(Stop):
+            brief_experience(table, gpt2[0], template="cherry", prompt_ppl=mode, cache_dir=str(tmp_path))
+    whole, content = seen
+    assert (whole.prompt_ppl, content.prompt_ppl) == ("whole", "content")
+    assert content.fingerprint() == LMLoss(gpt2[0], template="cherry").fingerprint()
+    derived = CherryBriefExperience(base=gpt2[0], template="cherry", prompt_ppl="whole")
+    assert derived.config()["prompt_ppl"] == "whole"
+    assert "prompt_ppl" not in CherryBriefExperience(base=gpt2[0]).config()
