@@ -57,7 +57,7 @@ def records(n: int) -> list[list[dict[str, str]]]:
 def top_overlap(a: np.ndarray, b: np.ndarray, frac: float) -> float:
     def top(x: np.ndarray) -> set[int]:
         ok = np.flatnonzero(np.isfinite(x) & (x <= 1))
-        k = max(1, int(round(frac * len(ok))))
+        k = max(1, round(frac * len(ok)))
         return set(ok[np.argsort(-x[ok], kind="stable")[:k]].tolist())
 
     ta, tb = top(a), top(b)
