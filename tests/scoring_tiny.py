@@ -112,3 +112,37 @@ def reference_lm(model, tok, conv: list[dict[str, str]]) -> dict[str, float]:
     return {"lm_loss": loss, "lm_entropy": float(np.mean(ent)), "lm_prompt_ppl": math.exp(np.mean(pnll)),
             "lm_loss_noprompt": alone, "lm_ifd": loss / alone, "lm_ifd_ppl": math.exp(loss - alone),
             "lm_tokens": len(resp)}
+
+
+GPT2_CORPUS = ["### Response:-1 apple", "Assistant: The cat sat.", "User: hello\n\nAssistant: The dog ran.",
+               "Human: what?\nAssistant:-2 pears", "Below is an instruction that describes a task.",
+               "The quick brown fox jumps over the lazy dog.", "Write a poem:- short and sweet.\n"]
+
+
+def build_tiny_gpt2(folder: Path, *, bos: bool = False, seed: int = 0) -> Path:
+    """A tiny random GPT-2 with a GPT-2-style byte-level BPE tokenizer (GPT-2's pre-tokenisation regex, no chat
+    template). ``bos=False``: like GPT-2, encoding adds no special token; ``bos=True``: every encoding starts
+    with ``<s>`` (a Llama-like tokenizer). Trained so that ``":-"`` and ``" The"`` are single tokens."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<|endoftext|>", "<s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(GPT2_CORPUS * 8, trainer)
+    if bos:
+        tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tk.token_to_id("<s>"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>",
+                                  bos_token="<s>" if bos else "<|endoftext|>")
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():   # larger logits (tied head), so scores differ clearly between tokens
+        model.transformer.wte.weight.mul_(4.0)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -101,7 +101,8 @@ def test_models_spelling_builds_the_same_model_and_picks_as_the_inline_one(tiny,
 
     monkeypatch.setattr(siftkit.training.base.BaseLM, "finetune", no_training)
     old = {"inputs": [pool_dir], "budget": 5, "cache_dir": cache, "output": {"dir": str(tmp_path / "old")},
-           "preset": {"name": "cherry-ifd", "model": model, "brief_experience": BRIEF}}
+           # template auto, as the models spelling's default (the preset's own default is Cherry's prompt)
+           "preset": {"name": "cherry-ifd", "model": model, "template": "auto", "brief_experience": BRIEF}}
     sel_old, man_old = api.run(old)
     assert man_old["signals"]["lm_loss"]["config"]["model"] == str(folder)
     assert sel_old.selected.tolist() == sel_new.selected.tolist()

@@ -116,7 +116,8 @@ def test_cherry_ifd_preset_scores_ifd_with_the_experienced_model_and_reuses_it(t
     table = _table(pool_dir)
     cache = str(tmp_path / "cache")
     recipe = {"inputs": [pool_dir], "budget": 5, "cache_dir": cache,
-              "preset": {"name": "cherry-ifd", "model": model, "brief_experience": BRIEF},
+              # template auto: the tiny model's chat template (Cherry's preamble would not fit TRAIN's 64 tokens)
+              "preset": {"name": "cherry-ifd", "model": model, "template": "auto", "brief_experience": BRIEF},
               "output": {"dir": str(tmp_path / "out")}}
     sel, manifest = api.run(recipe)
     assert len(sel.selected) == 5
@@ -144,6 +145,7 @@ def test_cherry_ifd_preset_scores_ifd_with_the_experienced_model_and_reuses_it(t
     monkeypatch.setattr(siftkit.finetune.BaseLM, "finetune", no_training)
     out = tmp_path / "cli"
     rc = main(["--quiet", "select", pool_dir, "--budget", "5", "--preset", "cherry-ifd", "--param", f"model={model}",
+               "--param", "template=auto",
                "--param", f"brief_experience={json.dumps(BRIEF)}", "--cache-dir", cache, "--out", str(out)])
     assert rc == 0
     cli = json.loads((out / "manifest.json").read_text())
@@ -184,7 +186,7 @@ def test_cherry_options_are_validated(tmp_path):
     assert (be["clusters"], be["per_cluster"], be["band"], be["seed"]) == (100, 10, [25.0, 75.0], 0)
     assert be["train"]["mode"] == "lora" and be["train"]["lr"] == 2e-4          # bench defaults
     plain = build(model="m")                                                     # no brief experience
-    assert plain.signals == [{"name": "lm_loss", "model": "m"}]
+    assert plain.signals == [{"name": "lm_loss", "model": "m", "template": "cherry"}]   # Cherry's prompt
     assert build().signals == []                                                 # as before: list your own
 
 

@@ -20,13 +20,25 @@ from typing import Any
 from .errors import ConfigError
 
 CHERRY_OPTIONS = ("model", "template", "lm_loss", "brief_experience")
+STUDY_OPTIONS = ("model", "template", "lm_loss")
 
 
 def cherry_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """``cherry-ifd`` options (removed from ``opts``): ``model`` (the base; adds the lm_loss signal),
-    ``template``, ``lm_loss`` (more lm_loss parameters) and ``brief_experience`` (score IFD with Cherry's
-    briefly fine-tuned model built from the pool; see ``siftkit.derive.cherry``)."""
-    got = {k: opts.pop(k) for k in CHERRY_OPTIONS if k in opts}
+    ``template`` (default ``cherry``: Cherry's prompt), ``lm_loss`` (more lm_loss parameters) and
+    ``brief_experience`` (score IFD with Cherry's briefly fine-tuned model built from the pool; see
+    ``siftkit.derive.cherry``)."""
+    return _lm_options(opts, where, CHERRY_OPTIONS, "cherry")
+
+
+def study_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """``quality-kmeans`` options: ``model`` adds the study's cross-entropy (lm_loss with its prompt, the
+    ``study`` template, unless ``template`` says otherwise); ``lm_loss``: more lm_loss parameters."""
+    return _lm_options(opts, where, STUDY_OPTIONS, "study")
+
+
+def _lm_options(opts: dict[str, Any], where: str, keys: tuple[str, ...], template: str) -> list[dict[str, Any]]:
+    got = {k: opts.pop(k) for k in keys if k in opts}
     if not got:
         return []
     if not isinstance(got.get("model"), str) or not got["model"]:
@@ -36,9 +48,8 @@ def cherry_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if not isinstance(extra, dict) or {"name", "model", "brief_experience"} & set(extra):
         raise ConfigError(f"{where}: lm_loss must be a mapping of further lm_loss parameters "
                           "(max_length, dtype, device, ...), without name, model or brief_experience")
-    spec: dict[str, Any] = {"name": "lm_loss", **extra, "model": got["model"]}
-    if "template" in got:
-        spec["template"] = got["template"]
+    spec: dict[str, Any] = {"name": "lm_loss", **extra, "model": got["model"],
+                            "template": got.get("template", extra.get("template", template))}
     if got.get("brief_experience") not in (None, False):
         spec["brief_experience"] = got["brief_experience"]
     return [spec]
@@ -61,6 +72,11 @@ def judge_options(opts: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return [{"name": "judge", **got}]
 
 
+# Superfiltering's scoring: GPT-2, its prompt ("{instruction}\n" + response) and its condition B (the response
+# alone, first token unscored; A scores every response token): docs/published.md
+SUPERFILTERING_LM: dict[str, Any] = {"name": "lm_loss", "model": "gpt2", "template": "superfiltering",
+                                     "ifd_tokens": "reference"}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "random": {
         "ref": "Xia et al., 2024, Rethinking Data Selection at Scale (the random baseline)",
@@ -81,7 +97,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cherry-ifd": {
         "ref": "Li et al., 2023, From Quantity to Quality (Cherry LLM, IFD)",
         "doc": "Cherry LLM: drop IFD > 1, then the highest IFD (loss ratio s(y|x)/s(y)). Give model: <your base "
-               "model> (or list an lm_loss signal yourself); brief_experience: {clusters: 100, per_cluster: 10, "
+               "model> (scored with Cherry's prompt, template 'cherry'; or list an lm_loss signal yourself); "
+               "brief_experience: {clusters: 100, per_cluster: 10, "
                "train: {...}} first fine-tunes the base briefly on a cluster-balanced, mid-perplexity sample "
                "and scores IFD with that model (siftkit.cherry).",
         "options": cherry_options,
@@ -90,9 +107,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "superfiltering": {
         "ref": "Li et al., 2024, Superfiltering: Weak-to-Strong Data Filtering",
-        "doc": "Superfiltering: IFD (perplexity ratio) from a small model (GPT-2 124M), drop IFD > 1, take the "
-               "highest.",
-        "signals": [{"name": "lm_loss", "model": "gpt2"}],
+        "doc": "Superfiltering: IFD (perplexity ratio) from a small model (GPT-2 124M) with its prompt "
+               "(template 'superfiltering', condition B = the response alone, ifd_tokens 'reference'), drop IFD > 1, "
+               "take the highest.",
+        "signals": [SUPERFILTERING_LM],
         "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd_ppl"},
                   {"select": "top", "by": "lm_ifd_ppl"}],
     },
@@ -102,7 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                "location over MiniLM embeddings of the whole conversation with the reference's kernel "
                "exp(-||x - y|| / d): dense up to 10,000 candidates, above on a kNN graph whose k is measured "
                "on a sample to stay within 0.1% of the dense objective (the 20% band is siftkit's choice).",
-        "signals": [{"name": "lm_loss", "model": "gpt2"}],
+        "signals": [SUPERFILTERING_LM],
         "steps": [{"dedup": "exact"}, {"step": "ifd-filter", "column": "lm_ifd_ppl"},
                   {"filter": "lm_ifd_ppl >= quantile(lm_ifd_ppl, 0.8)"},
                   {"select": "facility-location", "kernel": "euclidean",
@@ -120,7 +138,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ref": "Xia et al., 2024, Rethinking Data Selection at Scale",
         "doc": "The study's quality + diversity recipe: k-means (1,000 clusters), the top-scored in each "
                "cluster, quotas proportional to cluster size. Ranks by 'by' (default lm_loss, the study's "
-               "cross-entropy, highest first): override with any score column and list its signal.",
+               "cross-entropy, highest first): give model: <base model> (scored with the study's prompt, template "
+               "'study'), or override 'by' with any score column and list its signal.",
+        "options": study_options,
         "steps": [{"dedup": "exact"},
                   {"select": "kmeans", "by": "lm_loss", "within": "top", "quota": "proportional", "k": 1000}],
     },

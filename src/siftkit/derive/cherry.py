@@ -3,7 +3,8 @@
 Before scoring IFD, Cherry gives the base model a brief experience of the pool:
 
 1. prompt perplexity of every record with the base model (the ``lm_loss`` signal's ``lm_prompt_ppl``:
-   perplexity of the content before the last assistant turn, computed and cached like any signal);
+   perplexity of the content before the last assistant turn, computed and cached like any signal;
+   ``prompt_ppl: whole`` takes Cherry's definition instead, every token of the templated prompt);
 2. k-means over prompt embeddings (default: the base model's mean-pooled last hidden states of the query
    segment, the ``embedding`` signal with ``backend: causal-lm``; cached), ``clusters`` (100) clusters,
    spherical on L2-normalised vectors (``siftkit.selectors.kmeans.kmeans_labels``);
@@ -60,10 +61,13 @@ from ..registry import register_derivation
 from .base import Derivation
 
 VERSION = "1"
-BRIEF_KEYS = ("clusters", "per_cluster", "band", "train", "embedding", "seed")
+BRIEF_KEYS = ("clusters", "per_cluster", "band", "train", "embedding", "seed", "prompt_ppl")
 BRIEF_DEFAULTS: dict[str, Any] = {"clusters": 100, "per_cluster": 10, "band": [25.0, 75.0], "train": None,
                                   "embedding": None, "seed": 0}
 MARKER = "brief_experience.json"
+# the prompt perplexity that picks the band: "content" (siftkit's: the contents before the last assistant
+# turn) or "whole" (Cherry's: every token of the templated prompt); the lm_loss signal's prompt_ppl
+PROMPT_PPL = ("content", "whole")
 
 
 def _pos_int(v: Any, where: str) -> int:
@@ -98,6 +102,8 @@ def brief_options(opts: Any, where: str = "brief_experience") -> dict[str, Any]:
     out["band"] = [float(band[0]), float(band[1])]
     if not isinstance(out["seed"], int) or isinstance(out["seed"], bool):
         raise ConfigError(f"{where}.seed must be an integer, not {out['seed']!r}")
+    if "prompt_ppl" in out and out["prompt_ppl"] not in PROMPT_PPL:   # absent: "content" (siftkit's)
+        raise ConfigError(f"{where}.prompt_ppl must be one of {', '.join(PROMPT_PPL)}, not {out['prompt_ppl']!r}")
     out["train"] = train_options(out["train"], where)
     if out["embedding"] is not None:
         spec = normalize_spec(out["embedding"])
@@ -186,18 +192,19 @@ def brief_experience(pool: Any, model: str, *, clusters: int = 100, per_cluster:
                      band: Sequence[float] = (25, 75), train: dict[str, Any] | None = None,
                      embedding: dict[str, Any] | str | None = None, seed: int = 0, template: str = "auto",
                      lm_loss: dict[str, Any] | None = None, out: str | None = None, cache_dir: str = ".siftkit",
-                     workers: int = 1, engine: str = "local") -> BriefExperience:
+                     workers: int = 1, engine: str = "local", prompt_ppl: str = "content") -> BriefExperience:
     """Build (or reuse) Cherry's brief-experience model for ``pool`` (a Pool, a pool table or ``read_pool`` inputs).
 
     ``model``: the base (hub name, folder or ``.gguf``); ``lm_loss``: extra parameters of the base
     ``lm_loss`` signal that gives the prompt perplexity (e.g. ``max_length``, ``dtype``, ``device``);
     ``embedding``: an embedding spec for the clustering (default: the base model's mean-pooled last hidden
-    states of the query); ``train``: bench train settings; ``out``: the model folder (default:
+    states of the query); ``prompt_ppl``: ``"content"`` (siftkit's: perplexity of the contents before the last
+    assistant turn) or ``"whole"`` (Cherry's: of the whole templated prompt); ``train``: bench train settings; ``out``: the model folder (default:
     ``<cache_dir>/models/cherry-brief/<fingerprint>``). Score IFD with ``BriefExperience.model``."""
     from ..signals.compute import build_signal, compute_signals
 
     opts = brief_options({"clusters": clusters, "per_cluster": per_cluster, "band": list(band), "train": train,
-                          "embedding": embedding, "seed": seed})
+                          "embedding": embedding, "seed": seed, "prompt_ppl": prompt_ppl})
     from ..training.settings import check_model
 
     check_model(model, "brief_experience")
@@ -205,6 +212,8 @@ def brief_experience(pool: Any, model: str, *, clusters: int = 100, per_cluster:
     for k in ("name", "model", "template", "brief_experience"):
         if k in lm_loss:
             raise ConfigError(f"brief_experience: lm_loss: {k!r} is set by brief_experience itself")
+    if prompt_ppl != "content":                      # the default leaves the base signal (and its cache) as before
+        lm_loss["prompt_ppl"] = prompt_ppl
     table = _as_table(pool)
     ids = table.column("id").to_pylist()
     base_spec, emb_spec = _specs(model, template, lm_loss, opts["embedding"])

@@ -3,9 +3,23 @@ prompt, mean token entropy and IFD (both public variants), from one engine pass 
 
 Conditions (METHODS.md notation, ``x`` = turns before the last assistant turn, ``y`` = that turn):
 
-- **A** ``render(x + y)``: tokens of ``y`` give ``loss`` = s(y|x), ``entropy``; tokens of every content in
-  ``x`` give ``prompt_ppl`` (causal, so the same forward pass serves both).
-- **B** assistant header + *the same token ids of y as scored in A*: gives ``loss_noprompt`` = s(y).
+- **A** ``render(x + y)``, tokenised as a whole: tokens of ``y`` give ``loss`` = s(y|x), ``entropy``; the
+  prompt tokens give ``prompt_ppl`` (causal, so the same forward pass serves both): ``prompt_ppl="content"``
+  (default) the tokens of every content in ``x``, ``"whole"`` every token of the templated prompt before
+  ``y`` (template text included, from the second token on: Cherry's definition).
+- **B** gives ``loss_noprompt`` = s(y). ``ifd_tokens="same"`` (default): B is the assistant header followed by
+  *the same token ids of y as scored in A*, so both conditions score identical tokens. The header text is
+  adjusted at the boundary so that B reads exactly header + y: a whitespace-led first token (" The" after
+  "Assistant: ") takes the header's trailing whitespace, and content characters inside a straddling template
+  token (":-" after "...:") are appended to the header. When the header tokenises to nothing (an empty header,
+  no BOS), y[0] cannot be predicted in B: it is kept in B as unscored context and left unscored in A too
+  (both score y[1:]). ``ifd_tokens="reference"``: the published codes' rule (Cherry, Superfiltering, the study):
+  each condition is tokenised as a whole and scored from ``len(encode(text before y))`` to the end of y; B is
+  the header text + y (with an empty header: y alone, y[0] unscored, Superfiltering's condition B), at most as
+  many tokens as A scores.
+
+Which tokens are y's (``ifd_tokens="same"``): ``templates.content_mask`` (a token straddling template text and
+content is content only when its template characters are whitespace).
 
 Multi-turn: ``turns="last"`` (default) scores the last assistant turn given everything before it (turns
 after it are ignored); ``turns="all"`` scores every assistant turn given its history (token-weighted means
@@ -13,7 +27,8 @@ over all assistant tokens; B scores each assistant turn alone).
 
 Truncation (``max_length`` tokens, capped by the model's context): ``truncation="right"`` cuts A at
 ``max_length`` (Cherry's behaviour); the response tokens that remain are the scored set, and B scores
-exactly those tokens. ``truncation="error"`` gives NaN with reason ``too_long`` instead.
+exactly those tokens (``ifd_tokens="reference"``: at most that many). ``truncation="error"`` gives NaN with
+reason ``too_long`` instead.
 """
 
 from __future__ import annotations
@@ -27,16 +42,38 @@ from ..errors import ConfigError
 from ..registry import register_signal
 from . import base as B
 from .nll import score
-from .templates import TemplateError, assistant_header, check_template, render, resolve, span_mask, tokenize
+from .templates import (
+    Rendered,
+    TemplateError,
+    assistant_header,
+    check_template,
+    content_mask,
+    render,
+    resolve,
+    tokenize,
+)
 
 PROMPT, RESP, RESP_ALONE = 0, 1, 2
 
 
+IFD_TOKENS = ("same", "reference")
+PROMPT_PPL = ("content", "whole")
+
+
 @register_signal("lm_loss")
 class LMLoss(B.ModelSignal):
+    version = "2"   # 2: boundary tokens (content_mask), B's header adjusted, y[0] kept as B's context
+
     def __init__(self, model: str, *, template: str = "auto", turns: str = "last", truncation: str = "right",
-                 ifd: bool = True, prefix: str = "lm", backend: str = "transformers", **kw: Any):
+                 ifd: bool = True, prefix: str = "lm", backend: str = "transformers", ifd_tokens: str = "same",
+                 prompt_ppl: str = "content", **kw: Any):
         super().__init__(model, **kw)
+        if ifd_tokens not in IFD_TOKENS:
+            raise ConfigError(f"lm_loss: ifd_tokens must be one of {', '.join(IFD_TOKENS)}, got {ifd_tokens!r}")
+        if prompt_ppl not in PROMPT_PPL:
+            raise ConfigError(f"lm_loss: prompt_ppl must be one of {', '.join(PROMPT_PPL)}, got {prompt_ppl!r}")
+        self.ifd_tokens, self.prompt_ppl = ifd_tokens, prompt_ppl
+        self._ctx: dict[tuple[str, bool], np.ndarray] = {}   # (text, special) -> token ids, per compute() call
         if backend not in ("transformers", "vllm"):
             raise ConfigError(f"lm_loss: backend must be 'transformers' or 'vllm', got {backend!r}")
         self.backend = backend
@@ -52,7 +89,9 @@ class LMLoss(B.ModelSignal):
     def config(self) -> dict[str, Any]:
         return {**self.model_config(), "template": self.template, "turns": self.turns,
                 "truncation": self.truncation, "ifd": self.ifd, "prefix": self.prefix,
-                **({"backend": self.backend} if self.backend != "transformers" else {})}
+                **({"backend": self.backend} if self.backend != "transformers" else {}),
+                **({"ifd_tokens": self.ifd_tokens} if self.ifd_tokens != "same" else {}),
+                **({"prompt_ppl": self.prompt_ppl} if self.prompt_ppl != "content" else {})}
 
     def setup(self) -> None:
         if self.backend == "vllm":
@@ -86,13 +125,14 @@ class LMLoss(B.ModelSignal):
         n = len(convs)
         reasons = [B.OK] * n
         truncated = np.zeros(n, dtype=bool)
-        head_ids = tokenize(assistant_header(tmpl, tok), tok)[0] if self.ifd else None
+        head = assistant_header(tmpl, tok) if self.ifd else None
+        self._ctx = {}
 
         seqs: list[np.ndarray] = []
         classes: list[np.ndarray] = []
         owner: list[int] = []
         for r, msgs in enumerate(convs):
-            built = self._build(msgs, int(last[r]), tmpl, tok, max_len, head_ids)
+            built = self._build(msgs, int(last[r]), tmpl, tok, max_len, head)
             if isinstance(built, str):
                 reasons[r] = built
                 continue
@@ -117,7 +157,7 @@ class LMLoss(B.ModelSignal):
         return self._columns(nll, ent, cnt, truncated, reasons)
 
     def _build(self, msgs: list[dict[str, str]], last: int, tmpl: str, tok: Any, max_len: int,
-               head_ids: np.ndarray | None) -> str | tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+               head: Rendered | None) -> str | tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
         """Sequences (ids, classes) of one record, or a reason code."""
         if last < 0:
             return B.NO_RESPONSE
@@ -136,40 +176,97 @@ class LMLoss(B.ModelSignal):
             ids, offs = tokenize(rendered, tok)
         except (ValueError, TypeError, RuntimeError, OverflowError):
             return B.TOKENIZER_ERROR
+        text = rendered.text
         cls = np.full(len(ids), -1, dtype=np.int64)
+        if self.prompt_ppl == "whole":
+            # every token before the last scored turn's first token (the whole templated prompt)
+            c0 = rendered.spans[resp_turns[-1]][0]
+            touch = np.flatnonzero((offs[:, 1] > c0) & (offs[:, 1] > offs[:, 0]))
+            cls[1: int(touch[0]) if len(touch) else len(ids)] = PROMPT
+        else:
+            for j, span in enumerate(rendered.spans):
+                if j in resp_turns:
+                    continue
+                if self.turns == "last" or msgs[j]["role"] != "assistant":
+                    cls[content_mask(offs, span, text)] = PROMPT
         turn_masks = []
-        for j, span in enumerate(rendered.spans):
-            if j in resp_turns:
-                continue
-            if self.turns == "last" or msgs[j]["role"] != "assistant":
-                cls[span_mask(offs, span)] = PROMPT
         for j in resp_turns:
-            m = span_mask(offs, rendered.spans[j])
+            span = rendered.spans[j]
+            if self.ifd_tokens == "reference":   # the codes' rule: from len(encode(text before y)) to y's end
+                m = np.zeros(len(ids), dtype=bool)
+                m[len(self._context(text[: span[0]], rendered.special, tok)):] = True
+                m &= (offs[:, 0] < span[1]) & (offs[:, 1] > offs[:, 0])
+            else:
+                m = content_mask(offs, span, text)
             m[0] = False                     # token 0 has no prediction
             cls[m] = RESP
-            turn_masks.append(m)
+            turn_masks.append((j, m))
         was_cut = len(ids) > max_len
         if was_cut:
             if self.truncation == "error":
                 return B.TOO_LONG
             ids, cls = ids[:max_len], cls[:max_len]
-            turn_masks = [m[:max_len] for m in turn_masks]
+            turn_masks = [(j, m[:max_len]) for j, m in turn_masks]
         out: list[tuple[np.ndarray, np.ndarray]] = []
-        for m in turn_masks:
-            if head_ids is None or not m.any():
+        for j, m in turn_masks:
+            if head is None or not m.any():
                 continue
             pos = np.flatnonzero(m)
-            room = max_len - len(head_ids)
-            drop = 1 if len(head_ids) == 0 else 0      # B's first token would have no prediction
-            keep = pos[drop: room] if room > drop else pos[:0]
-            cls[np.setdiff1d(pos, keep)] = -1          # score the same tokens in A and B
-            alone = np.concatenate([head_ids, ids[keep]])
-            acls = np.concatenate([np.full(len(head_ids), -1, np.int64), np.full(len(keep), RESP_ALONE, np.int64)])
-            if len(keep):
-                out.append((alone, acls))
+            if self.ifd_tokens == "reference":
+                b = self._condition_b_reference(head, msgs[j]["content"], len(pos), tok, max_len)
+            else:
+                b = self._condition_b_same(head, text, rendered.spans[j][0], ids, offs, pos, cls, tok, max_len)
+            if b is not None:
+                out.append(b)
         if not (cls == RESP).any():
             return B.TOO_LONG
         return [(ids, cls)] + out, was_cut
+
+    def _context(self, text: str, special: bool, tok: Any) -> np.ndarray:
+        got = self._ctx.get((text, special))
+        if got is None:
+            got = self._ctx[(text, special)] = tokenize(Rendered(text, [], special), tok)[0]
+        return got
+
+    def _condition_b_same(self, head: Rendered, text: str, c0: int, ids: np.ndarray, offs: np.ndarray,
+                          pos: np.ndarray, cls: np.ndarray, tok: Any, max_len: int
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
+        """B = header (adjusted at the boundary) + A's scored ids; unscorable or cut tokens leave A's set too."""
+        ctx = head.text
+        t0 = int(offs[pos[0], 0])
+        if t0 < c0 and ctx.endswith(text[t0:c0]):     # " The" after "Assistant: ": the space is the token's
+            ctx = ctx[: len(ctx) - (c0 - t0)]
+        elif t0 > c0:                                 # content characters inside a template token (":-")
+            ctx = ctx + text[c0:t0]
+        ctx_ids = self._context(ctx, head.special, tok)
+        if not len(ctx_ids):                          # nothing predicts y[0] in B: it becomes B's context
+            ctx_ids = ids[pos[:1]]
+            cls[pos[0]] = -1
+            pos = pos[1:]
+        room = max_len - len(ctx_ids)
+        keep = pos[: max(room, 0)]
+        cls[pos[len(keep):]] = -1                     # score the same tokens in A and B
+        if not len(keep):
+            return None
+        alone = np.concatenate([ctx_ids, ids[keep]])
+        acls = np.concatenate([np.full(len(ctx_ids), -1, np.int64), np.full(len(keep), RESP_ALONE, np.int64)])
+        return alone, acls
+
+    def _condition_b_reference(self, head: Rendered, content: str, n_a: int, tok: Any, max_len: int
+                               ) -> tuple[np.ndarray, np.ndarray] | None:
+        """B = header text + y tokenised as a whole, scored from len(encode(header)) on (never token 0), at most
+        ``n_a`` tokens: the published codes' condition B."""
+        try:
+            bids = tokenize(Rendered(head.text + content, [], head.special), tok)[0]
+        except (ValueError, TypeError, RuntimeError, OverflowError):
+            return None
+        start = max(len(self._context(head.text, head.special, tok)), 1)
+        end = min(len(bids), start + n_a, max_len)
+        if end <= start:
+            return None
+        acls = np.full(end, -1, np.int64)
+        acls[start:] = RESP_ALONE
+        return bids[:end], acls
 
     def _columns(self, nll: np.ndarray, ent: np.ndarray, cnt: np.ndarray, truncated: np.ndarray,
                  reasons: list[str]) -> dict[str, np.ndarray]:
