@@ -382,3 +382,114 @@ def test_bench_testset_task(tmp_path):
     assert _eval({"tasks": [f"testset:{path}", "heldout"]}, "b.yaml")["tasks"][0] == f"testset:{path}"
     with pytest.raises(ConfigError, match="no such file"):
         _eval({"tasks": [f"testset:{tmp_path / 'none.jsonl'}"]}, "b.yaml")
+
+
+# ---------------------------------------------------------------- the bench's judge against the ground truth
+
+def _judge_answer(obj: dict) -> dict:
+    return _answer(json.dumps(obj))
+
+
+def test_judge_rates_against_references_from_a_prefilled_cache(tmp_path):
+    """Hand-made judge answers in the response cache: a rating, one that does not parse (then its repair
+    request, also hand-made, still bad), an empty output (never sent); reasons, 0-1 scaling, usage."""
+    from siftkit.bench.evals import testset as BT
+    from siftkit.llm.rubrics import messages
+    from siftkit.scoring.judge import Judge
+
+    settings = {"endpoint": DEAD, "model": "m", "max_retries": 0, "timeout": 2.0, "top_logprobs": 0}
+    recs = [{"question": "What pulls the oceans?", "ground_truth": "The moon's gravity.", "output": "The moon.",
+             "kind": "simple", "f1": 0.5},
+            {"question": "Which tides are weaker?", "ground_truth": "Neap tides.", "output": "Spring tides.",
+             "kind": "reasoning", "f1": 0.5},
+            {"question": "Why?", "ground_truth": "Because.", "output": "  ", "kind": "simple", "f1": 0.0}]
+    j = Judge(**{**BT.JUDGE_DEFAULTS, **settings})
+    rc = ResponseCache(tmp_path / "cache" / "llm")
+    r = j.rubric_obj
+    m0 = messages(r, [], recs[0]["question"], recs[0]["output"], j.rationale_chars, reference=recs[0]["ground_truth"])
+    assert "<reference_answer>\nThe moon's gravity.\n</reference_answer>" in m0[1]["content"]
+    rc.put(request_key("chat", "m", j._body(m0)), "chat", "m", "t",
+           _judge_answer({"correctness": 4, "rationale": "right body, no gravity"}))
+    m1 = messages(r, [], recs[1]["question"], recs[1]["output"], j.rationale_chars, reference=recs[1]["ground_truth"])
+    rc.put(request_key("chat", "m", j._body(m1)), "chat", "m", "t", _answer("it is wrong"))
+    from siftkit.llm import structured as S
+
+    _, why = S.parse("it is wrong", j.schema, "stop")
+    m1r = m1 + [{"role": "assistant", "content": "it is wrong"},
+                {"role": "user", "content": S.repair_message(why, j.schema)}]
+    rc.put(request_key("chat", "m", j._body(m1r)), "chat", "m", "t", _judge_answer({"correctness": 9}))
+    rc.close()
+    score, usage = BT.judge(recs, settings, str(tmp_path / "cache"))
+    assert recs[0]["judge"] == 4.0 and recs[0]["judge_reason"] == "" and "gravity" in recs[0]["judge_rationale"]
+    assert recs[1]["judge"] is None and recs[1]["judge_reason"] == "bad_schema"      # 9 is off the 1-5 scale
+    assert recs[2]["judge"] is None and recs[2]["judge_reason"] == "empty_response"
+    assert score == pytest.approx((4 - 1) / 4)
+    assert usage["requests"] == 0 and usage["cache_hits"] == 3 and usage["repairs"] == 1
+    assert usage["rated"] == 1 and usage["failed_by_reason"] == {"bad_schema": 1, "empty_response": 1}
+    kinds = BT.by_kind(recs, usage["scale"])
+    assert kinds["simple"] == {"n": 2, "f1": 0.25, "judge": 0.75, "judged": 1}
+    assert kinds["reasoning"]["judge"] is None and kinds["reasoning"]["judged"] == 0
+    # a pair rubric cannot rate against a reference; a reference rubric is no record signal
+    with pytest.raises(ConfigError, match="target: reference"):
+        Judge(**{**settings, "rubric": "answer"}).rate_references([("q", "r", "a")])
+    from siftkit.bench.config import _eval
+
+    with pytest.raises(ConfigError, match=r"eval.judge.rubric: 'alpagasus' has target 'pair'"):
+        _eval({"tasks": [f"testset:{__file__}"], "judge": {"endpoint": DEAD, "rubric": "alpagasus"}}, "b.yaml")
+    with pytest.raises(ConfigError, match=r"eval.judge: unknown key\(s\) \['url'\]"):
+        _eval({"tasks": [f"testset:{__file__}"], "judge": {"url": DEAD}}, "b.yaml")
+    with pytest.raises(ConfigError, match="eval.judge.endpoint is required"):
+        _eval({"tasks": [f"testset:{__file__}"], "judge": {"model": "m"}}, "b.yaml")
+    with pytest.raises(ConfigError, match="eval.tasks has none"):
+        _eval({"tasks": ["heldout"], "judge": {"endpoint": DEAD}}, "b.yaml")
+
+
+def test_bench_testset_judge_per_kind_tables_and_resume(server, tmp_path):
+    """A small bench with a test-set task judged by the real local server: both scores per cell, the per-kind
+    table (kind x method, items, runs, U test where there are enough items) in results and report; a cell
+    rerun (through a proxy on another port: the fingerprint ignores the URL) sends no judge request."""
+    from bench_helpers import config, write_pool
+    from scoring_tiny import build_tiny_lm
+    from siftkit.bench.config import build_bench_config
+    from siftkit.bench.runner import run_bench
+
+    items = [{"id": f"s{i}", "question": f"What is item {i} made of?", "contexts": [f"Item {i} is made of clay."],
+              "ground_truth": "Clay.", "kind": "simple"} for i in range(5)]
+    items.append({"id": "r0", "question": "If the moon vanished, which tides would remain?",
+                  "contexts": ["The sun also raises tides, weaker than the moon's."], "ground_truth": "Solar tides.",
+                  "kind": "reasoning"})
+    ts_path = write_jsonl(tmp_path / "testset.jsonl", items)
+    task = f"testset:{ts_path}"
+    raw = config(tmp_path, build_tiny_lm(tmp_path / "model"), write_pool(tmp_path / "pool"), tmp_path,
+                 eval={"tasks": [task], "max_new_tokens": {"testset": 6}, "batch_size": 4,
+                       "judge": {"endpoint": server.url, "max_tokens": 48, "rationale_chars": 40}},
+                 random_seeds=2)
+    res = run_bench(build_bench_config(raw))
+    b = res["budgets"]["8"]
+    assert b["columns"] == [task, task + "#judge", "average"] and b["average_of"] == [task]
+    out = Path(raw["output"])
+    done = json.loads((out / "budget-8" / "longest" / "seed-0" / "done.json").read_text())
+    js = done["scores"][task + "#judge"]
+    assert js != js or 0.0 <= js <= 1.0                      # NaN only when no rating parsed
+    u = done["info"]["judge_usage"][task]
+    assert u["rated"] + u["failed"] == 6 and u["requests"] + u["cache_hits"] >= 6
+    recs = _lines(out / "budget-8" / "longest" / "seed-0" / "eval" / "testset_testset.jsonl")
+    assert all({"judge", "judge_reason", "f1", "kind"} <= set(r) for r in recs)
+    kinds = b["by_kind"][task]
+    assert set(kinds) == {"simple", "reasoning"} and kinds["simple"]["n_items"] == 5
+    assert kinds["simple"]["methods"]["longest"]["f1"]["mean"] == pytest.approx(done["by_kind"][task]["simple"]["f1"])
+    assert "test" in kinds["simple"]["methods"]["longest"]["f1"]              # 5 items: tested
+    assert "test" not in kinds["reasoning"]["methods"]["longest"]["f1"] and "test_skipped" in kinds["reasoning"]
+    md = (out / "results.md").read_text()
+    assert f"### {task}: per evolution kind" in md and "| reasoning | longest | 1 | 1 |" in md
+    html = (out / "bench_report.html").read_text()
+    assert 'class="kinds"' in html and "judge (0-1)" in html
+    # resume: the cell is rerun, its judge answers come from the cache
+    (out / "budget-8" / "longest" / "seed-0" / "done.json").unlink()
+    with FaultProxy(server.url[: -len("/v1")]) as proxy:
+        raw["eval"]["judge"]["endpoint"] = proxy.url
+        run_bench(build_bench_config(raw))      # the other cells' fingerprints still match
+        assert proxy.received == 0
+    again = json.loads((out / "budget-8" / "longest" / "seed-0" / "done.json").read_text())
+    assert again["info"]["judge_usage"][task]["requests"] == 0
+    assert again["scores"] == done["scores"] or js != js
