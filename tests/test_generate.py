@@ -5,6 +5,7 @@ proxy, every output format, lineage and reruns from the cache."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -480,7 +481,7 @@ def test_bench_testset_judge_per_kind_tables_and_resume(server, tmp_path):
     out = Path(raw["output"])
     done = json.loads((out / "budget-8" / "longest" / "seed-0" / "done.json").read_text())
     js = done["scores"][task + "#judge"]
-    assert js != js or 0.0 <= js <= 1.0                      # NaN only when no rating parsed
+    assert math.isnan(js) or 0.0 <= js <= 1.0                 # NaN only when no rating parsed
     u = done["info"]["judge_usage"][task]
     assert u["rated"] + u["failed"] == 6 and u["requests"] + u["cache_hits"] >= 6
     recs = _lines(out / "budget-8" / "longest" / "seed-0" / "eval" / "testset_testset.jsonl")
@@ -502,7 +503,7 @@ def test_bench_testset_judge_per_kind_tables_and_resume(server, tmp_path):
         assert proxy.received == 0
     again = json.loads((out / "budget-8" / "longest" / "seed-0" / "done.json").read_text())
     assert again["info"]["judge_usage"][task]["requests"] == 0
-    assert again["scores"] == done["scores"] or js != js
+    assert again["scores"] == done["scores"] or math.isnan(js)
 
 
 # ---------------------------------------------------------------- testset filters on hand-made answers

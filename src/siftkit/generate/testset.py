@@ -470,11 +470,9 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
     cols = ("id", "question", "contexts", "ground_truth", "kind", "simple_question", "chunk_id", "context_ids",
             "shared_keyphrases", "operation")
     with open(os.path.join(out_dir, "testset.jsonl"), "wb") as fh:
-        for it in kept:
-            fh.write(orjson.dumps({k: it.get(k) for k in cols}, option=orjson.OPT_APPEND_NEWLINE))
+        fh.writelines(orjson.dumps({k: it.get(k) for k in cols}, option=orjson.OPT_APPEND_NEWLINE) for it in kept)
     with open(os.path.join(out_dir, "_siftkit", "dropped.jsonl"), "wb") as fh:
-        for d in dropped:
-            fh.write(orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE))
+        fh.writelines(orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE) for d in dropped)
     planned = Counter(it["kind"] for it in items)
     manifest = {"command": "testset", "siftkit_version": __version__, "model": ep.model, "mix": mix, "seed": seed,
                 "related_by": {**relation, "keyphrases": 8, "min_shared": 1},

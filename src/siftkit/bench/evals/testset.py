@@ -14,11 +14,10 @@ parse has none, with its reason, never a default). Each item's record holds its 
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter, defaultdict
 from typing import Any
-
-import os
 
 from ... import progress
 from ...errors import ConfigError
