@@ -393,6 +393,12 @@ def test_bench_testset_task(tmp_path):
     assert _eval({"tasks": [f"testset:{path}", "heldout"]}, "b.yaml")["tasks"][0] == f"testset:{path}"
     with pytest.raises(ConfigError, match="no such file"):
         _eval({"tasks": [f"testset:{tmp_path / 'none.jsonl'}"]}, "b.yaml")
+    from siftkit.bench.config import load_bench_config
+
+    (tmp_path / "b.yaml").write_text("pool: {inputs: [p.jsonl]}\nbudget: 2\nbase_model: m\n"
+                                     "methods: {r: {steps: [{select: random}]}}\n"
+                                     "eval: {tasks: ['testset:testset.jsonl']}\n")   # relative to the config
+    assert load_bench_config(str(tmp_path / "b.yaml")).eval["tasks"] == [f"testset:{path}"]
 
 
 # ---------------------------------------------------------------- the bench's judge against the ground truth

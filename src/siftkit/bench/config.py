@@ -112,6 +112,9 @@ def _resolve_paths(data: dict[str, Any], base: str) -> None:
         ev["data_dir"] = _rel(ev.get("data_dir"), base)
         if isinstance(ev.get("paths"), dict):
             ev["paths"] = {k: _rel(v, base) for k, v in ev["paths"].items()}
+        if isinstance(ev.get("tasks"), list):   # testset:PATH names a file too
+            ev["tasks"] = [f"testset:{_rel(t.split(':', 1)[1], base)}" if isinstance(t, str)
+                           and t.startswith("testset:") else t for t in ev["tasks"]]
 
 
 def load_bench_config(path: str) -> BenchConfig:
