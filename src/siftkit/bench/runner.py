@@ -102,11 +102,11 @@ def score_columns(ev: dict[str, Any]) -> list[str]:
 
 
 def fingerprint(cfg: BenchConfig, cell: Cell, heldout_ids: list[str]) -> str:
-    from .evals.testset import JUDGE_TRANSPORT
+    from .evals.testset import JUDGE_DEFAULTS, JUDGE_TRANSPORT
 
     ev = cfg.eval
     if ev.get("judge"):   # where the judge is and how fast it is asked change no rating
-        ev = {**ev, "judge": {k: v for k, v in ev["judge"].items() if k not in JUDGE_TRANSPORT}}
+        ev = {**ev, "judge": {k: v for k, v in {**JUDGE_DEFAULTS, **ev["judge"]}.items() if k not in JUDGE_TRANSPORT}}
     what = {"base_model": cfg.base_model, "gguf_file": cfg.gguf_file, "template": cfg.template,
             "eval": ev, "heldout": hashlib.sha256("\n".join(heldout_ids).encode()).hexdigest(),
             "inputs": cfg.inputs, "train_seed": cfg.seed, "max_length": cfg.train["max_length"],
