@@ -5,6 +5,7 @@ proxy, every output format, lineage and reruns from the cache."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def test_pipeline_reasons_from_a_prefilled_cache(tmp_path):
         "Name a fruit.": ("Original task: name a fruit that is yellow.", "stop", None),
         "List a tool.": ("Sorry, I cannot rewrite this.", "stop", None),
         "Name a city.": ("Name a city " + "with many old bridges " * 20, "stop", None),
+        "Name a tree.": ("Oak.", "stop", None),                        # under min_chars: length
         "Name a dog.": ("name a DOG", "stop", None),
         "Name a bird.": ("Name a bird that cannot fly and explain how it defends itself.", "stop",
                          "Sorry, I can't answer that."),
@@ -123,19 +125,19 @@ def test_pipeline_reasons_from_a_prefilled_cache(tmp_path):
     out = tmp_path / "out"
     m = evolve(str(pool), str(out), cache_dir=str(cache_dir), **params)
     r1 = m["counts"]["rounds"][0]
-    assert r1["attempted"] == 9 and r1["kept"] == 1
+    assert r1["attempted"] == 10 and r1["kept"] == 1
     assert r1["eliminated"] == {"instruction": {"empty": 1, "truncated": 1, "stopwords": 1, "template_copied": 1,
-                                                "could_not_answer": 1, "length": 1, "no_gain": 1},
+                                                "could_not_answer": 1, "length": 2, "no_gain": 1},
                                 "answer": {"could_not_answer": 1}}
-    assert m["usage"]["requests"] == 0 and m["usage"]["cache_hits"] == 11
+    assert m["usage"]["requests"] == 0 and m["usage"]["cache_hits"] == 12
     rows = _lines(out / "evolved.jsonl")
-    assert len(rows) == 10 and m["counts"]["written"] == 10 and m["counts"]["evolved"] == 1
+    assert len(rows) == 11 and m["counts"]["written"] == 11 and m["counts"]["evolved"] == 1
     child = next(r for r in rows if r["round"] == 1)
     assert child["operation"] == "deepen" and child["root_id"] == child["parent_id"] == ids[0]
     assert child["messages"][1]["content"].startswith("Orange")
     elim = _lines(out / "_siftkit" / "eliminated.jsonl")
     assert sorted(e["reason"] for e in elim) == sorted(["empty", "truncated", "stopwords", "template_copied",
-                                                        "could_not_answer", "length", "no_gain",
+                                                        "could_not_answer", "length", "length", "no_gain",
                                                         "could_not_answer"])
     assert all(e["root_id"] in ids and e["round"] == 1 for e in elim)
     # a request the cache does not hold goes to the (dead) endpoint: the run stops, exit 6 in the CLI
@@ -331,6 +333,15 @@ def test_testset_real_server_kinds_lineage_manifest_rerun(server, tmp_path):
     args = ["testset", str(docs / "generate.md"), str(docs / "judge.md"), "--endpoint", server.url,
             "--max-chunks", "2", "--max-tokens", "32", "--cache-dir", str(tmp_path / "cache"),
             "--mix", "simple=1,reasoning=1,conditional=1,multi_context=1,conversational=1", "-q"]
+    with FaultProxy(server.url[: -len("/v1")]) as proxy:   # a refused request: request_failed, not cached
+        proxy.queue("400")
+        one = ["testset", str(docs / "judge.md"), "--endpoint", proxy.url, "--max-chunks", "1", "--mix", "simple=1",
+               "--cache-dir", str(tmp_path / "cache-f"), "--out", str(tmp_path / "f"), "-q"]
+        r = _cli(*one)
+        assert r.returncode == 0, r.stderr
+        assert proxy.received == 1
+    mf = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert mf["counts"]["dropped_by_reason"] == {"request_failed": 1} and mf["usage"]["failures"] == {"http_400": 1}
     r = _cli(*args, "--out", str(tmp_path / "a"))
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
@@ -382,3 +393,317 @@ def test_bench_testset_task(tmp_path):
     assert _eval({"tasks": [f"testset:{path}", "heldout"]}, "b.yaml")["tasks"][0] == f"testset:{path}"
     with pytest.raises(ConfigError, match="no such file"):
         _eval({"tasks": [f"testset:{tmp_path / 'none.jsonl'}"]}, "b.yaml")
+    from siftkit.bench.config import load_bench_config
+
+    (tmp_path / "b.yaml").write_text("pool: {inputs: [p.jsonl]}\nbudget: 2\nbase_model: m\n"
+                                     "methods: {r: {steps: [{select: random}]}}\n"
+                                     "eval: {tasks: ['testset:testset.jsonl']}\n")   # relative to the config
+    assert load_bench_config(str(tmp_path / "b.yaml")).eval["tasks"] == [f"testset:{path}"]
+
+
+# ---------------------------------------------------------------- the bench's judge against the ground truth
+
+def _judge_answer(obj: dict) -> dict:
+    return _answer(json.dumps(obj))
+
+
+def test_judge_rates_against_references_from_a_prefilled_cache(tmp_path):
+    """Hand-made judge answers in the response cache: a rating, one that does not parse (then its repair
+    request, also hand-made, still bad), an empty output (never sent); reasons, 0-1 scaling, usage."""
+    from siftkit.bench.evals import testset as BT
+    from siftkit.llm.rubrics import messages
+    from siftkit.scoring.judge import Judge
+
+    settings = {"endpoint": DEAD, "model": "m", "max_retries": 0, "timeout": 2.0, "top_logprobs": 0}
+    recs = [{"question": "What pulls the oceans?", "ground_truth": "The moon's gravity.", "output": "The moon.",
+             "kind": "simple", "f1": 0.5},
+            {"question": "Which tides are weaker?", "ground_truth": "Neap tides.", "output": "Spring tides.",
+             "kind": "reasoning", "f1": 0.5},
+            {"question": "Why?", "ground_truth": "Because.", "output": "  ", "kind": "simple", "f1": 0.0}]
+    j = Judge(**{**BT.JUDGE_DEFAULTS, **settings})
+    rc = ResponseCache(tmp_path / "cache" / "llm")
+    r = j.rubric_obj
+    m0 = messages(r, [], recs[0]["question"], recs[0]["output"], j.rationale_chars, reference=recs[0]["ground_truth"])
+    assert "<reference_answer>\nThe moon's gravity.\n</reference_answer>" in m0[1]["content"]
+    rc.put(request_key("chat", "m", j._body(m0)), "chat", "m", "t",
+           _judge_answer({"correctness": 4, "rationale": "right body, no gravity"}))
+    m1 = messages(r, [], recs[1]["question"], recs[1]["output"], j.rationale_chars, reference=recs[1]["ground_truth"])
+    rc.put(request_key("chat", "m", j._body(m1)), "chat", "m", "t", _answer("it is wrong"))
+    from siftkit.llm import structured as S
+
+    _, why = S.parse("it is wrong", j.schema, "stop")
+    m1r = m1 + [{"role": "assistant", "content": "it is wrong"},
+                {"role": "user", "content": S.repair_message(why, j.schema)}]
+    rc.put(request_key("chat", "m", j._body(m1r)), "chat", "m", "t", _judge_answer({"correctness": 9}))
+    rc.close()
+    score, usage = BT.judge(recs, settings, str(tmp_path / "cache"))
+    assert recs[0]["judge"] == 4.0 and recs[0]["judge_reason"] == "" and "gravity" in recs[0]["judge_rationale"]
+    assert recs[1]["judge"] is None and recs[1]["judge_reason"] == "bad_schema"      # 9 is off the 1-5 scale
+    assert recs[2]["judge"] is None and recs[2]["judge_reason"] == "empty_response"
+    assert score == pytest.approx((4 - 1) / 4)
+    assert usage["requests"] == 0 and usage["cache_hits"] == 3 and usage["repairs"] == 1
+    assert usage["rated"] == 1 and usage["failed_by_reason"] == {"bad_schema": 1, "empty_response": 1}
+    kinds = BT.by_kind(recs, usage["scale"])
+    assert kinds["simple"] == {"n": 2, "f1": 0.25, "judge": 0.75, "judged": 1}
+    assert kinds["reasoning"]["judge"] is None and kinds["reasoning"]["judged"] == 0
+    # a pair rubric cannot rate against a reference; a reference rubric is no record signal
+    with pytest.raises(ConfigError, match="target: reference"):
+        Judge(**{**settings, "rubric": "answer"}).rate_references([("q", "r", "a")])
+    from siftkit.bench.config import _eval
+
+    with pytest.raises(ConfigError, match=r"eval.judge.rubric: 'alpagasus' has target 'pair'"):
+        _eval({"tasks": [f"testset:{__file__}"], "judge": {"endpoint": DEAD, "rubric": "alpagasus"}}, "b.yaml")
+    with pytest.raises(ConfigError, match=r"eval.judge: unknown key\(s\) \['url'\]"):
+        _eval({"tasks": [f"testset:{__file__}"], "judge": {"url": DEAD}}, "b.yaml")
+    with pytest.raises(ConfigError, match="eval.judge.endpoint is required"):
+        _eval({"tasks": [f"testset:{__file__}"], "judge": {"model": "m"}}, "b.yaml")
+    with pytest.raises(ConfigError, match="eval.tasks has none"):
+        _eval({"tasks": ["heldout"], "judge": {"endpoint": DEAD}}, "b.yaml")
+
+
+def test_bench_testset_judge_per_kind_tables_and_resume(server, tmp_path):
+    """A small bench with a test-set task judged by the real local server: both scores per cell, the per-kind
+    table (kind x method, items, runs, U test where there are enough items) in results and report; a cell
+    rerun (through a proxy on another port: the fingerprint ignores the URL) sends no judge request."""
+    from bench_helpers import config, write_pool
+    from scoring_tiny import build_tiny_lm
+    from siftkit.bench.config import build_bench_config
+    from siftkit.bench.runner import run_bench
+
+    items = [{"id": f"s{i}", "question": f"What is item {i} made of?", "contexts": [f"Item {i} is made of clay."],
+              "ground_truth": "Clay.", "kind": "simple"} for i in range(5)]
+    items.append({"id": "r0", "question": "If the moon vanished, which tides would remain?",
+                  "contexts": ["The sun also raises tides, weaker than the moon's."], "ground_truth": "Solar tides.",
+                  "kind": "reasoning"})
+    ts_path = write_jsonl(tmp_path / "testset.jsonl", items)
+    task = f"testset:{ts_path}"
+    raw = config(tmp_path, build_tiny_lm(tmp_path / "model"), write_pool(tmp_path / "pool"), tmp_path,
+                 eval={"tasks": [task], "max_new_tokens": {"testset": 6}, "batch_size": 4,
+                       "judge": {"endpoint": server.url, "max_tokens": 48, "rationale_chars": 40}},
+                 random_seeds=2)
+    res = run_bench(build_bench_config(raw))
+    b = res["budgets"]["8"]
+    assert b["columns"] == [task, task + "#judge", "average"] and b["average_of"] == [task]
+    out = Path(raw["output"])
+    done = json.loads((out / "budget-8" / "longest" / "seed-0" / "done.json").read_text())
+    js = done["scores"][task + "#judge"]
+    assert math.isnan(js) or 0.0 <= js <= 1.0                 # NaN only when no rating parsed
+    u = done["info"]["judge_usage"][task]
+    assert u["rated"] + u["failed"] == 6 and u["requests"] + u["cache_hits"] >= 6
+    recs = _lines(out / "budget-8" / "longest" / "seed-0" / "eval" / "testset_testset.jsonl")
+    assert all({"judge", "judge_reason", "f1", "kind"} <= set(r) for r in recs)
+    kinds = b["by_kind"][task]
+    assert set(kinds) == {"simple", "reasoning"} and kinds["simple"]["n_items"] == 5
+    assert kinds["simple"]["methods"]["longest"]["f1"]["mean"] == pytest.approx(done["by_kind"][task]["simple"]["f1"])
+    assert "test" in kinds["simple"]["methods"]["longest"]["f1"]              # 5 items: tested
+    assert "test" not in kinds["reasoning"]["methods"]["longest"]["f1"] and "test_skipped" in kinds["reasoning"]
+    md = (out / "results.md").read_text()
+    assert f"### {task}: per evolution kind" in md and "| reasoning | longest | 1 | 1 |" in md
+    html = (out / "bench_report.html").read_text()
+    assert 'class="kinds"' in html and "judge (0-1)" in html
+    # resume: the cell is rerun, its judge answers come from the cache
+    (out / "budget-8" / "longest" / "seed-0" / "done.json").unlink()
+    with FaultProxy(server.url[: -len("/v1")]) as proxy:
+        raw["eval"]["judge"]["endpoint"] = proxy.url
+        run_bench(build_bench_config(raw))      # the other cells' fingerprints still match
+        assert proxy.received == 0
+    again = json.loads((out / "budget-8" / "longest" / "seed-0" / "done.json").read_text())
+    assert again["info"]["judge_usage"][task]["requests"] == 0
+    assert again["scores"] == done["scores"] or math.isnan(js)
+
+
+# ---------------------------------------------------------------- testset filters on hand-made answers
+
+TS_DEFAULTS = {"seed": 0, "temperature": 0.0, "max_tokens": 128}
+
+
+def _prefill_testset(cache_dir: Path, items: list[dict], answers: dict[str, dict], prompts: dict) -> None:
+    """Put hand-made answers into the response cache under the keys testset() will ask: ``answers[chunk_id]``
+    maps a stage (simple, evolve, answer, critic) to text or (text, finish_reason); stages after a
+    dropping answer need none."""
+    from siftkit.generate import testset as T
+
+    rc = ResponseCache(cache_dir / "llm")
+    for it in items:
+        it = dict(it)
+        for stage, a in answers[it["chunk_id"]].items():
+            text, fin = (a, "stop") if isinstance(a, str) else a
+            body = T.stage_request(prompts, stage, it, **TS_DEFAULTS)
+            rc.put(request_key("chat", "m", body), "chat", "m", "t", _answer(text, fin))
+            if stage in ("simple", "evolve"):
+                it["question"] = T.extract_question(text)[0]
+    rc.close()
+
+
+def _docs(folder: Path, texts: list[str]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(texts):
+        (folder / f"d{i:02d}.txt").write_text(t)
+    return [str(folder / f"d{i:02d}.txt") for i in range(len(texts))]
+
+
+def _plan(paths: list[str], mix: dict, vectors=None) -> list[dict]:
+    from siftkit.generate import testset as T
+
+    chunks, _, _ = T.document_chunks(paths, min_chunk_chars=1)
+    return T.plan_items(chunks, T.relate([c["text"] for c in chunks], vectors=vectors), mix, 0)
+
+
+def test_testset_every_filter_from_a_prefilled_cache(tmp_path):
+    """Every filter of testset() through the real client reading hand-made answers from the response cache
+    (a dead endpoint: nothing is sent), with the reason, stage and text of each drop."""
+    from siftkit.generate import testset as T
+
+    P = T.load_testset_prompts()
+    scen = [   # (simple question answer, ground-truth answer, critic answer) -> expected reason ("" kept)
+        (("  ?? ", "stop"), None, None, "empty", "simple"),
+        (("What causes the", "length"), None, None, "truncated", "simple"),
+        ("Tides?", None, None, "length", "simple"),
+        ("Tides " * 61 + "?", None, None, "length", "simple"),
+        ("Tides come from the moon.", None, None, "not_a_question", "simple"),
+        ("What pulls the sea?", T.NOT_IN_CONTEXT, None, "no_ground_truth", "ground_truth"),
+        ("Do the moon and sun cause tides?", "The moon and the sun.", None, "answer_leak", "ground_truth"),
+        ("Which planet has rings?", "Saturn.", '{"answerable": false}', "not_answerable", "critic"),
+        ("Which gas do plants take in?", "Carbon dioxide.", "yes", "not_answerable", "critic"),
+        ("What causes spring tides in the sea?", "The sun and moon lining up.", '{"answerable": true}', "", ""),
+        ("What causes spring tides in the sea ?", "Sun and moon in a line.", '{"answerable": true}',
+         "near_duplicate", "dedup"),
+    ]
+    paths = _docs(tmp_path / "docs", [f"Passage number {i} about the sea, tides and planets." for i in range(len(scen))])
+    items = _plan(paths, {"simple": 1})
+    answers = {}
+    for it, (q, gt, cr, _, _) in zip(items, scen):
+        a = {"simple": q}
+        if gt is not None:
+            a["answer"] = gt
+        if cr is not None:
+            a["critic"] = cr
+        answers[it["chunk_id"]] = a
+    _prefill_testset(tmp_path / "cache", items, answers, P)
+    m = T.testset(paths, str(tmp_path / "out"), endpoint=DEAD, model="m", mix={"simple": 1}, min_chunk_chars=1,
+                  cache_dir=str(tmp_path / "cache"), max_retries=0, timeout=2.0)
+    want = Counter(s[3] for s in scen if s[3])
+    assert m["counts"]["dropped_by_reason"] == dict(want) and m["counts"]["kept"] == 1
+    assert m["usage"]["requests"] == 0 and m["related_by"]["similarity"] == "tfidf"
+    dropped = {d["chunk_id"]: d for d in _lines(tmp_path / "out" / "_siftkit" / "dropped.jsonl")}
+    for it, s in zip(items, scen):
+        if s[3]:
+            assert (dropped[it["chunk_id"]]["reason"], dropped[it["chunk_id"]]["stage"]) == (s[3], s[4])
+    kept = _lines(tmp_path / "out" / "testset.jsonl")
+    assert [k["question"] for k in kept] == ["What causes spring tides in the sea?"]
+    assert kept[0]["ground_truth"] == "The sun and moon lining up." and kept[0]["kind"] == "simple"
+
+    # evolutions: no_evolution (same words as the simple question), an evolution that is no question, kept
+    paths2 = _docs(tmp_path / "docs2", ["The moon raises tides.", "The sun raises smaller tides.",
+                                        "Tides rise twice a day."])
+    items2 = _plan(paths2, {"reasoning": 1})
+    evol = [("What causes tides?", "what causes TIDES?", None, "no_evolution"),
+            ("What do tides do?", "Tides rise and fall.", None, "not_a_question"),
+            ("How often do tides rise?", "If a day had 48 hours, how often would tides rise?", "Four times.", "")]
+    ans2 = {}
+    for it, (q, e, gt, _) in zip(items2, evol):
+        ans2[it["chunk_id"]] = {"simple": q, "evolve": e, **({"answer": gt, "critic": '{"answerable": true}'}
+                                                            if gt else {})}
+    _prefill_testset(tmp_path / "cache2", items2, ans2, P)
+    m2 = T.testset(paths2, str(tmp_path / "out2"), endpoint=DEAD, model="m", mix={"reasoning": 1},
+                   min_chunk_chars=1, cache_dir=str(tmp_path / "cache2"), max_retries=0, timeout=2.0)
+    assert m2["counts"]["dropped_by_reason"] == {"no_evolution": 1, "not_a_question": 1}
+    k2 = _lines(tmp_path / "out2" / "testset.jsonl")
+    assert len(k2) == 1 and k2[0]["kind"] == "reasoning" and k2[0]["simple_question"] == "How often do tides rise?"
+    assert k2[0]["question"].startswith("If a day had 48 hours")
+    st = {d["reason"]: d["stage"] for d in _lines(tmp_path / "out2" / "_siftkit" / "dropped.jsonl")}
+    assert st == {"no_evolution": "evolve", "not_a_question": "evolve"}
+
+
+def _model2vec(folder: Path, rows: dict[str, list[float]]) -> Path:
+    """A plain model2vec folder (word-level tokenizer, float32 rows) with hand-made vectors."""
+    import numpy as np
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(rows)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    d = len(next(iter(rows.values())))
+    emb = np.asarray([[0.0] * d] + list(rows.values()), dtype=np.float32)
+    header = json.dumps({"embeddings": {"dtype": "F32", "shape": list(emb.shape),
+                                        "data_offsets": [0, emb.nbytes]}}).encode()
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + emb.tobytes())
+    (folder / "config.json").write_text('{"normalize": false}')
+    return folder
+
+
+def test_testset_related_by_embeddings_with_tfidf_fallback(tmp_path):
+    """With an embedding model (siftkit's embedding signal, here a hand-made static model) the related chunk
+    is the nearest by embedding among chunks sharing a keyphrase; TF-IDF picks another; the manifest says
+    which was used; a multi-context question gets the embedding neighbour as its second context; a chunk
+    sharing no keyphrase is dropped as no_context."""
+    from siftkit.generate import testset as T
+
+    texts = ["moon tide tide red", "moon tide tide blue", "moon green", "volcano lava"]
+    model = _model2vec(tmp_path / "m2v", {"moon": [1, 0, 0], "tide": [0, 0, 0], "red": [0, 0, 10],
+                                          "blue": [0, 10, 0], "green": [0, 0, 10], "volcano": [5, 5, 0],
+                                          "lava": [5, 5, 0]})
+    emb = {"backend": "static", "model": str(model)}
+    vecs, cfg = T.chunk_vectors(texts, emb)
+    assert cfg["model"] == str(model) and vecs.shape == (4, 3)
+    assert [j for j, _ in T.relate(texts)] == [1, 0, 0, None]                  # TF-IDF: the two tide chunks
+    assert [j for j, _ in T.relate(texts, vectors=vecs)] == [2, 0, 0, None]   # embeddings: red ~ green
+    with pytest.raises(ConfigError, match="testset: embedding"):
+        T.chunk_vectors(texts, {"backend": "static", "colour": 1})
+    paths = _docs(tmp_path / "docs", texts)
+    items = _plan(paths, {"multi_context": 1}, vectors=vecs)
+    assert items[0]["context_ids"] == [items[0]["chunk_id"], items[2]["chunk_id"]] and len(items[3]["contexts"]) == 1
+    P = T.load_testset_prompts()
+    ans = {it["chunk_id"]: {"simple": f"What is passage {k} about?",
+                            "evolve": f"How do passage {k} and its neighbour differ in colour?",
+                            "answer": f"Shade {k} is darker.", "critic": '{"answerable": true}'}
+           for k, it in enumerate(items[:3])}
+    _prefill_testset(tmp_path / "cache", items[:3], ans, P)
+    m = T.testset(paths, str(tmp_path / "out"), endpoint=DEAD, model="m", mix={"multi_context": 1},
+                  embedding=emb, min_chunk_chars=1, cache_dir=str(tmp_path / "cache"), max_retries=0, timeout=2.0)
+    assert m["related_by"]["similarity"] == "embedding" and m["related_by"]["embedding"]["model"] == str(model)
+    assert m["counts"]["dropped_by_reason"] == {"no_context": 1} and m["counts"]["kept"] == 3
+    first = _lines(tmp_path / "out" / "testset.jsonl")[0]
+    assert first["contexts"] == [texts[0], texts[2]] and first["shared_keyphrases"] == ["moon"]
+
+
+def test_testset_and_evolve_recipes_checked_with_the_key_named(tmp_path):
+    from siftkit.generate import testset as T
+    from siftkit.generate.evolve import run_recipe as evolve_recipe
+
+    paths = _docs(tmp_path / "docs", ["The moon raises tides."])
+    items = _plan(paths, {"simple": 1})
+    P = T.load_testset_prompts()
+    _prefill_testset(tmp_path / "cache", items, {items[0]["chunk_id"]: {
+        "simple": "What raises tides?", "answer": "The moon's pull.", "critic": '{"answerable": true}'}}, P)
+    rec = tmp_path / "ts.yaml"
+    rec.write_text(f"inputs: [docs/d00.txt]\noutput: out\ncache_dir: cache\n"
+                   f"testset: {{endpoint: '{DEAD}', model: m, mix: {{simple: 1}}, min_chunk_chars: 1, "
+                   f"max_retries: 0, timeout: 2.0}}\n")
+    import siftkit
+
+    m = siftkit.testset(recipe=str(rec))
+    assert m["counts"]["kept"] == 1 and m["usage"]["requests"] == 0
+    assert _lines(tmp_path / "out" / "testset.jsonl")[0]["question"] == "What raises tides?"
+    r = _cli("testset", "--recipe", str(rec), "-q")             # the CLI runs it too (all from the cache)
+    assert r.returncode == 0, r.stderr
+    bad = {"testset: {endpoint: x, max_tokens: many}": r"ts2.yaml: testset.max_tokens must be an integer >= 1",
+           "testset: {endpoint: x, colour: red}": r"ts2.yaml: testset: unknown key\(s\) colour",
+           "testset: {model: m}": r"ts2.yaml: testset.endpoint is required",
+           "testset: {endpoint: x, dedup_threshold: 2}": r"testset.dedup_threshold must be a number from 0 to 1",
+           "testset: {endpoint: x, mix: {simple: -1}}": r"testset.mix.simple must be a number >= 0",
+           "steps: []\ntestset: {endpoint: x}": r"unknown key\(s\) steps in a testset recipe"}
+    for body, msg in bad.items():
+        (tmp_path / "ts2.yaml").write_text(f"inputs: [docs]\noutput: o\n{body}\n")
+        with pytest.raises(ConfigError, match=msg):
+            T.run_recipe(str(tmp_path / "ts2.yaml"))
+        r = _cli("testset", "--recipe", str(tmp_path / "ts2.yaml"), "-q")
+        assert r.returncode == 2 and "ts2.yaml" in r.stderr
+    (tmp_path / "ev.yaml").write_text("inputs: [s.jsonl]\noutput: {dir: o, colour: red}\nevolve: {endpoint: x}\n")
+    with pytest.raises(ConfigError, match=r"ev.yaml: output: unknown key\(s\) colour"):
+        evolve_recipe(str(tmp_path / "ev.yaml"))
+    (tmp_path / "ev.yaml").write_text("inputs: [s.jsonl]\noutput: o\nevolve: {endpoint: x, rounds: three}\n")
+    with pytest.raises(ConfigError, match=r"ev.yaml: evolve.rounds must be an integer >= 1, not 'three'"):
+        evolve_recipe(str(tmp_path / "ev.yaml"))

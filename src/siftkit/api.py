@@ -276,12 +276,21 @@ def evolve(inputs: Inputs | None = None, out_dir: str | None = None, *, recipe: 
                    on_error=on_error, **params)
 
 
-def testset(inputs: str | Sequence[str], out_dir: str, *, endpoint: str, **params: Any) -> dict[str, Any]:
-    """Ragas-style evaluation questions from documents (``siftkit testset``, docs/generate.md); ``params``
-    as :func:`siftkit.generate.testset.testset`. Returns the manifest."""
+def testset(inputs: str | Sequence[str] | None = None, out_dir: str | None = None, *, recipe: str | None = None,
+            **params: Any) -> dict[str, Any]:
+    """Ragas-style evaluation questions from documents (``siftkit testset``, docs/generate.md): give inputs,
+    out_dir and ``endpoint=`` (``params`` as :func:`siftkit.generate.testset.testset`), or a ``recipe`` path
+    (``params`` then override its ``testset`` keys). Returns the manifest."""
+    from .generate.testset import run_recipe
     from .generate.testset import testset as _testset
 
-    return _testset([inputs] if isinstance(inputs, str) else list(inputs), out_dir, endpoint=endpoint, **params)
+    if recipe is not None:
+        if inputs is not None or out_dir is not None:
+            raise ConfigError("testset: give inputs and out_dir, or recipe=PATH, not both")
+        return run_recipe(recipe, params)
+    if inputs is None or out_dir is None or not params.get("endpoint"):
+        raise ConfigError("testset: give inputs, out_dir and endpoint=URL, or recipe=PATH")
+    return _testset([inputs] if isinstance(inputs, str) else list(inputs), out_dir, **params)
 
 
 def report(out_dir: str, path: str | None = None) -> str:

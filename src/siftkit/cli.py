@@ -385,20 +385,40 @@ def cmd_train_scorer(a: argparse.Namespace) -> int:
 def cmd_testset(a: argparse.Namespace) -> int:
     import json as _json
 
-    from .generate.testset import testset
+    from .api import testset
 
-    mix = None
+    params: dict[str, Any] = {}
     if a.mix:
         try:
-            mix = {k: float(v) for k, v in (x.split("=", 1) for x in a.mix.split(","))}
+            params["mix"] = {k: float(v) for k, v in (x.split("=", 1) for x in a.mix.split(","))}
         except ValueError:
             raise ConfigError(f"testset: --mix is KIND=WEIGHT,... (got {a.mix!r})") from None
-    m = testset(a.inputs, a.out, endpoint=a.endpoint, model=a.model or "", mix=mix, chunk_chars=a.chunk_chars,
-                max_chunks=a.max_chunks, text_field=a.text_field, max_tokens=a.max_tokens, seed=a.seed,
-                cache_dir=a.cache_dir, prompts_file=a.prompts_file, api_key_env=a.api_key_env)
+    if a.embedding:
+        if a.embedding.lstrip().startswith("{"):
+            try:
+                params["embedding"] = _json.loads(a.embedding)
+            except ValueError:
+                raise ConfigError(f"testset: --embedding is a backend name or a JSON mapping (got "
+                                  f"{a.embedding!r})") from None
+        else:
+            params["embedding"] = {"backend": a.embedding}
+    for k in ("endpoint", "model", "chunk_chars", "max_chunks", "text_field", "max_tokens", "seed", "prompts_file",
+              "api_key_env"):
+        v = getattr(a, k)
+        if v is not None:
+            params[k] = v
+    if a.recipe:
+        if a.inputs or a.out:
+            raise ConfigError("testset: give INPUTS --out or --recipe, not both")
+        m = testset(recipe=a.recipe, **params)
+    else:
+        if not a.inputs or not a.out or not a.endpoint:
+            raise ConfigError("testset: give INPUTS, --out and --endpoint (or --recipe)")
+        m = testset(a.inputs, a.out, cache_dir=a.cache_dir or ".siftkit", **params)
     c = m["counts"]
     progress.info(f"testset: {c['kept']} question(s) kept of {c['chunks']} chunk(s) "
-                  f"({_json.dumps(c['kept_by_kind'])}); dropped {_json.dumps(c['dropped_by_reason'])}")
+                  f"({_json.dumps(c['kept_by_kind'])}); dropped {_json.dumps(c['dropped_by_reason'])}; "
+                  f"related by {m['related_by']['similarity']}")
     return 0
 
 
@@ -590,20 +610,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     tq = sub.add_parser("testset", help="Ragas-style evaluation questions from documents (txt, md, html, jsonl)",
                         epilog=EPILOG)
-    tq.add_argument("inputs", nargs="+", help="document files or folders")
-    tq.add_argument("--out", required=True)
-    tq.add_argument("--endpoint", required=True)
+    tq.add_argument("inputs", nargs="*", help="document files or folders")
+    tq.add_argument("--recipe", help="a testset recipe (YAML: inputs, output, cache_dir, testset: {...})")
+    tq.add_argument("--out")
+    tq.add_argument("--endpoint")
     tq.add_argument("--model")
     tq.add_argument("--api-key-env", dest="api_key_env")
     tq.add_argument("--mix", help="KIND=WEIGHT,... over simple, reasoning, conditional, multi_context, "
                     "conversational")
-    tq.add_argument("--chunk-chars", dest="chunk_chars", type=int, default=1200)
+    tq.add_argument("--embedding", help="relate chunks by embedding similarity: an embedding backend (static, "
+                    "sentence-transformers) or a JSON mapping of embedding-signal settings (default: TF-IDF)")
+    tq.add_argument("--chunk-chars", dest="chunk_chars", type=int)
     tq.add_argument("--max-chunks", dest="max_chunks", type=int)
-    tq.add_argument("--text-field", dest="text_field", default="text", help="the text field of .jsonl documents")
-    tq.add_argument("--max-tokens", dest="max_tokens", type=int, default=128)
-    tq.add_argument("--seed", type=int, default=0)
+    tq.add_argument("--text-field", dest="text_field", help="the text field of .jsonl documents (default text)")
+    tq.add_argument("--max-tokens", dest="max_tokens", type=int)
+    tq.add_argument("--seed", type=int)
     tq.add_argument("--prompts-file", dest="prompts_file")
-    tq.add_argument("--cache-dir", dest="cache_dir", default=".siftkit")
+    tq.add_argument("--cache-dir", dest="cache_dir", help="default .siftkit (with --recipe: the recipe's)")
     tq.set_defaults(func=cmd_testset)
 
     rp = sub.add_parser("report", help="(re)build report.html for an output folder", epilog=EPILOG)

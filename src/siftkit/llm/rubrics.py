@@ -1,7 +1,8 @@
 """Judge rubrics: siftkit's own (``rubrics.yaml`` beside this file) or yours, and the prompts built from them.
 
 A rubric names its dimensions (one score column each), its integer scale, what the judge is shown
-(``target: query`` or ``pair``), a system message and the task. ``load_rubric(name, file, inline)`` returns
+(``target: query``, ``pair``, or ``reference``: the request, a reference answer and the answer, for test
+sets in the bench), a system message and the task. ``load_rubric(name, file, inline)`` returns
 one, checked; ``messages(rubric, history, request, answer, rationale_chars)`` the chat messages of a
 judge request. The answer format line is always generated from the dimensions and scale, so a rubric can
 never ask for something the parser does not read.
@@ -18,7 +19,7 @@ from ..errors import ConfigError
 from ..yamlfile import load_yaml_mapping
 
 BUILTIN = os.path.join(os.path.dirname(__file__), "rubrics.yaml")
-TARGETS = ("query", "pair")
+TARGETS = ("query", "pair", "reference")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -58,7 +59,7 @@ def check(name: str, d: Any, where: str) -> Rubric:
         raise ConfigError(f"{where}: rubric {name!r} has unknown keys {sorted(unknown)}")
     target = d.get("target", "pair")
     if target not in TARGETS:
-        raise ConfigError(f"{where}: rubric {name!r}: target must be 'query' or 'pair', got {target!r}")
+        raise ConfigError(f"{where}: rubric {name!r}: target must be 'query', 'pair' or 'reference', got {target!r}")
     scale = d.get("scale", [1, 5])
     if (not isinstance(scale, (list, tuple)) or len(scale) != 2 or not all(isinstance(x, int) for x in scale)
             or scale[0] >= scale[1]):
@@ -96,14 +97,16 @@ def _block(tag: str, text: str) -> str:
 
 
 def messages(r: Rubric, history: list[dict[str, str]], request: str, answer: str | None,
-             rationale_chars: int) -> list[dict[str, str]]:
-    """Chat messages of one judge request (our wording)."""
+             rationale_chars: int, reference: str | None = None) -> list[dict[str, str]]:
+    """Chat messages of one judge request (our wording); ``reference`` for ``target: reference`` rubrics."""
     parts = [r.task]
     if history:
         parts.append(_block("earlier_conversation",
                             "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in history)))
     parts.append(_block("request", request))
-    if r.target == "pair":
+    if r.target == "reference":
+        parts.append(_block("reference_answer", reference or ""))
+    if r.target in ("pair", "reference"):
         parts.append(_block("answer", answer or ""))
     crit = "\n".join(f"- {k}: {v}" for k, v in r.dimensions)
     parts.append(f"Rate each of these from {r.lo} to {r.hi} (whole numbers):\n{crit}")

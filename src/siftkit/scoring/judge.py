@@ -197,30 +197,11 @@ class Judge(EndpointRuns, Signal):
         body.update(self.extra_body)
         return body
 
-    def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
-        r = self.rubric_obj
-        convs, _ = B.conversations(batch)
-        n = len(convs)
-        reasons = [B.OK] * n
-        owner: list[int] = []
-        bodies: list[dict[str, Any]] = []
-        msgs_of: list[list[dict[str, str]]] = []
-        truncated = np.zeros(n, dtype=bool)
-        for i, conv in enumerate(convs):
-            items, why = pick_turns(conv, self.turns, r.target)
-            if why:
-                reasons[i] = why
-            for hist, req, ans in items:
-                req, c1 = _cut(req, self.max_chars)
-                ans, c2 = (None, False) if ans is None else _cut(ans, self.max_chars)
-                hist, c3 = _cut_history(hist, self.max_chars)
-                truncated[i] |= c1 or c2 or c3
-                m = messages(r, hist, req, ans, self.rationale_chars)
-                owner.append(i)
-                msgs_of.append(m)
-                bodies.append(self._body(m))
-        client = self.client()
-        outs = client.complete(bodies)
+    def _ask(self, client: Client, msgs_of: list[list[dict[str, str]]]
+             ) -> list[tuple[dict[str, Any] | None, str, dict[str, Any] | None, str]]:
+        """(parsed object or None, reason, response, text) per request, after one repair request for each
+        answer that does not parse (``repair``); stops the run when the endpoint stays unavailable."""
+        outs = client.complete([self._body(m) for m in msgs_of])
         self._raise_unavailable(outs)
         parsed: list[tuple[dict[str, Any] | None, str, dict[str, Any] | None, str]] = []
         for o in outs:
@@ -248,6 +229,66 @@ class Judge(EndpointRuns, Signal):
                     text, fin = S.answer_text(o.response)
                     obj, why = S.parse(text, self.schema, fin)
                     parsed[k] = (obj, why, o.response, text)
+        return parsed
+
+    def rate_references(self, items: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        """Rate answers against reference answers with a ``target: reference`` rubric (the bench's
+        ``testset:PATH`` tasks). ``items``: (question, reference, answer). Per item: ``scores`` (dimension ->
+        float on the rubric's scale, the expected rating when logprobs come back), ``reason`` ("" or why
+        there is no score, as in ``compute``) and ``rationale``. The answers go through the response cache
+        and this signal's usage counters (``begin_run`` / ``end_run`` as for a signal)."""
+        r = self.rubric_obj
+        if r.target != "reference":
+            raise ConfigError(f"judge: rubric {r.name!r} has target {r.target!r}; rating against reference "
+                              "answers needs a 'target: reference' rubric (e.g. correctness)")
+        out: list[dict[str, Any]] = [{"scores": {}, "reason": "", "rationale": None} for _ in items]
+        ask, msgs_of = [], []
+        for k, (question, reference, answer) in enumerate(items):
+            if not (answer or "").strip():
+                out[k]["reason"] = B.EMPTY_RESPONSE
+                continue
+            q, _ = _cut(question, self.max_chars)
+            ref, _ = _cut(reference, self.max_chars)
+            ans, _ = _cut(answer, self.max_chars)
+            ask.append(k)
+            msgs_of.append(messages(r, [], q, ans, self.rationale_chars, reference=ref))
+        client = self.client()
+        for k, (obj, why, resp, text) in zip(ask, self._ask(client, msgs_of) if ask else []):
+            if obj is None:
+                if why and not why.startswith("http_"):
+                    client.usage.fail(why)
+                out[k]["reason"] = why or B.NO_RESPONSE
+                continue
+            ev = S.expected_scores(resp, text, r.keys, r.lo, r.hi) if self.top_logprobs else {}
+            out[k]["scores"] = {d: float(obj[d]) if ev.get(d) is None else float(ev[d]) for d in r.keys}
+            out[k]["rationale"] = obj.get("rationale")
+        return out
+
+    def compute(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        r = self.rubric_obj
+        if r.target == "reference":
+            raise ConfigError(f"judge: rubric {r.name!r} rates answers against reference answers (bench "
+                              "testset:PATH tasks with eval.judge); records have none: use a pair or query rubric")
+        convs, _ = B.conversations(batch)
+        n = len(convs)
+        reasons = [B.OK] * n
+        owner: list[int] = []
+        msgs_of: list[list[dict[str, str]]] = []
+        truncated = np.zeros(n, dtype=bool)
+        for i, conv in enumerate(convs):
+            items, why = pick_turns(conv, self.turns, r.target)
+            if why:
+                reasons[i] = why
+            for hist, req, ans in items:
+                req, c1 = _cut(req, self.max_chars)
+                ans, c2 = (None, False) if ans is None else _cut(ans, self.max_chars)
+                hist, c3 = _cut_history(hist, self.max_chars)
+                truncated[i] |= c1 or c2 or c3
+                m = messages(r, hist, req, ans, self.rationale_chars)
+                owner.append(i)
+                msgs_of.append(m)
+        client = self.client()
+        parsed = self._ask(client, msgs_of)
         sums = {d: np.zeros(n) for d in r.keys}
         cnt = np.zeros(n, dtype=np.int64)
         rationale = np.full(n, None, dtype=object)
