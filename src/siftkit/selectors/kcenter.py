@@ -41,13 +41,13 @@ def _dist(x: np.ndarray, sq: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0, out=d2))
 
 
-def _sq_norms(x: np.ndarray | RowsF32, chunk: int = 65536) -> np.ndarray:
+def _sq_norms(x: np.ndarray | RowsF32) -> np.ndarray:
     """Squared norms of the rows (float32); a RowsF32 view is read chunk by chunk (same bytes per row)."""
     if isinstance(x, np.ndarray):
         return np.einsum("ij,ij->i", x, x)
     sq = np.empty(len(x), dtype=np.float32)
-    for s in range(0, len(x), chunk):
-        b = x[s:s + chunk]
+    for s in range(0, len(x), x.chunk):
+        b = x[s:s + x.chunk]
         sq[s:s + len(b)] = np.einsum("ij,ij->i", b, b)
         del b                                    # one block at a time
     return sq
@@ -97,7 +97,9 @@ def k_center_greedy(x: np.ndarray | RowsF32, budget: int, first: int | None = No
     budget = min(budget, n)
     if budget <= 0:
         return np.zeros(0, dtype=np.int64)
-    if not isinstance(x, RowsF32):
+    if isinstance(x, RowsF32):
+        x.cache_norms()                          # refreshes re-read rows: keep their norms (O(N) float32)
+    else:
         x = np.ascontiguousarray(x, dtype=np.float32)
     state = _Distances(x, budget + (len(initial) if initial is not None else 0))
     sq, dmin = state.sq, state.dmin

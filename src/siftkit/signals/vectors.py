@@ -334,7 +334,7 @@ def _f32(block: np.ndarray, normalize: bool, copy: bool = True) -> np.ndarray:
 # beyond that read the float16 memory-map chunk by chunk through RowsF32: same bytes, same selections.
 VECTOR_MEMORY = 4 * 2**30
 VECTOR_MEMORY_ENV = "SIFTKIT_VECTOR_MEMORY"
-STREAM_CHUNK = 65536          # rows a RowsF32 view converts at a time (callers' own blocks are cut finer)
+STREAM_CHUNK = 8192           # rows a RowsF32 view converts at a time (callers' own blocks are cut finer)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
@@ -363,34 +363,64 @@ class RowsF32:
     ndim = 2
 
     def __init__(self, vectors: np.ndarray, rows: np.ndarray | None = None, normalize: bool = False,
-                 chunk: int = 65536):
+                 chunk: int = STREAM_CHUNK):
         self.vectors, self.normalize, self.chunk = vectors, bool(normalize), int(chunk)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         n = len(vectors) if self.rows is None else len(self.rows)
         self.shape = (n, int(vectors.shape[1]))
+        self._norms: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.shape[0]
 
+    def cache_norms(self) -> None:
+        """Keep every row's L2 norm (float32, 4 bytes a row) so that reading a row again only converts and
+        divides (for callers that re-read rows, e.g. k-center's refreshes). Same bytes as without."""
+        if not self.normalize or self._norms is not None:
+            return
+        norms = np.empty(len(self), dtype=np.float32)
+        for s in range(0, len(self), self.chunk):
+            e = min(len(self), s + self.chunk)
+            raw = self.vectors[s:e] if self.rows is None else self.vectors[self.rows[s:e]]
+            norms[s:e] = np.linalg.norm(np.asarray(raw, dtype=np.float32), axis=1)
+        self._norms = norms
+
     def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.asarray([key])][0]
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step == 1 and self.rows is None:
-                out = np.empty((max(0, stop - start), self.shape[1]), dtype=np.float32)
-                for s in range(start, stop, self.chunk):
-                    e = min(stop, s + self.chunk)
-                    out[s - start:e - start] = _f32(self.vectors[s:e], self.normalize)
-                return out
+                return self._read(slice(start, max(start, stop)))
             key = np.arange(start, stop, step, dtype=np.int64)
-        if isinstance(key, (int, np.integer)):
-            return self[np.asarray([key])][0]
         key = np.asarray(key)
         if key.dtype == bool:
             key = np.flatnonzero(key)
         if key.ndim != 1:
             raise IndexError("RowsF32 takes a slice, an integer or a 1-D array of positions")
-        src = key.astype(np.int64, copy=False) if self.rows is None else self.rows[key]
-        return rows_f32(self.vectors, src, self.normalize, self.chunk)
+        return self._read(key.astype(np.int64, copy=False))
+
+    def _read(self, pos: slice | np.ndarray) -> np.ndarray:
+        """Rows at view positions ``pos`` (a step-1 slice when ``rows`` is None, else positions), converted
+        ``chunk`` rows at a time into one float32 array."""
+        m = pos.stop - pos.start if isinstance(pos, slice) else len(pos)
+        out = np.empty((m, self.shape[1]), dtype=np.float32)
+        for s in range(0, m, self.chunk):
+            e = min(m, s + self.chunk)
+            if isinstance(pos, slice):
+                p: slice | np.ndarray = slice(pos.start + s, pos.start + e)
+                raw = self.vectors[p]
+            else:
+                p = pos[s:e]
+                raw = self.vectors[p if self.rows is None else self.rows[p]]
+            if self._norms is not None:          # normalize with the cached norms: the same division
+                block = out[s:e]
+                block[...] = raw                 # float16 -> float32 is exact, in place
+                norms = self._norms[p]
+                block /= np.where(norms > 0, norms, 1.0)[:, None]
+            else:
+                out[s:e] = _f32(raw, self.normalize)
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         """The whole float32 matrix (what streaming avoids; only for callers that need an array)."""
