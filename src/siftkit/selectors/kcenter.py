@@ -18,7 +18,7 @@ come too often). Same picks as the naive loop; the output order is the pick orde
 The candidates' rows are one float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB). Beyond, they
 stay in the float16 memory-map (``signals.vectors.RowsF32``): every refresh re-reads and re-converts
 the rows it updates, chunk by chunk, and the candidate set's T rows are converted once per refresh; the
-state is then O(N) scalars (float32 distances and squared norms, int64 nearest centres) plus the
+state is then O(N) scalars (float32 distances, squared norms and row norms, int64 nearest centres) plus the
 centres, with the same picks. The cost of that re-reading is measured in docs/diversity.md.
 """
 
