@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_diversity.py               # 1M x 384 float16, 1M records
     .venv/bin/python benchmarks/bench_diversity.py --n 100000    # smaller
+    .venv/bin/python benchmarks/bench_diversity.py --memory --n 200000   # whole float32 copy vs streamed
 
 Every operation runs at full scale with siftkit; the naive numpy implementation runs on a subsample
 (naive versions do not finish at 1M) together with siftkit on the same subsample, and the table reports the
@@ -9,16 +10,28 @@ ratio. Embeddings are synthetic (a mixture of 2,000 Gaussian clusters on the uni
 near-duplicates); texts for MinHash and the embedding throughput come from ../shared/data when present
 (real pool records, expanded to --n with word edits), else synthetic. Writes
 benchmarks/results/bench_diversity.json. Peak RSS is the whole benchmark process.
+
+``--memory`` instead runs kmeans, repr-filter and k-center twice each on one --n x --dim float16 .npy
+memory-map (the signal cache's form), each run in its own subprocess: once with the whole float32 copy
+(SIFTKIT_VECTOR_MEMORY unset: 4 GiB fits) and once streamed (SIFTKIT_VECTOR_MEMORY=0). Per run: wall and
+CPU seconds, peak RSS over the process's RSS just before the selector ran (includes the memory-map's
+file pages the run touches), the numpy heap peak (tracemalloc), how many rows the streamed path converted
+(total and the largest single block) and whether both runs picked the same rows. Writes
+benchmarks/results/bench_diversity_memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,6 +208,112 @@ def naive_minhash_dedup(texts: list[str], num_perm: int = 128, n: int = 5, bands
     return dup
 
 
+# ------------------------------------------------------------------------------------------------ --memory
+
+MEMORY_RUNS: dict[str, tuple[str, dict[str, Any], int]] = {
+    # k = 100 keeps the k-means training sample (256 x k rows) below N, so the whole copy is what differs
+    "kmeans": ("kmeans", {"k": 100, "by": "tokens_total"}, 10_000),
+    "repr-filter": ("repr-filter", {"by": "tokens_total", "threshold": 0.9, "fill": False}, 10_000),
+    "k-center": ("k-center", {}, 1_000),
+}
+
+
+def proc_status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak of this process image; unlike ru_maxrss it does not inherit the
+    parent's peak across fork + exec) from /proc/self/status, in MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_child(name: str, path: str) -> None:
+    """One selector run on the memory-map at ``path``; prints one JSON line."""
+    from siftkit.registry import make, selector_class
+    from siftkit.signals import vectors as vec
+
+    progress.set_quiet(True)
+    v = np.load(path, mmap_mode="r")
+    n = len(v)
+    length = np.random.default_rng(0).integers(1, 4000, size=n).astype(np.float64)
+    ctx = ctx_for(v, columns={"tokens_total": length})
+    kind, params, budget = MEMORY_RUNS[name]
+    stats = {"calls": 0, "rows": 0, "largest": 0}
+    get = vec.RowsF32.__getitem__
+
+    def counting(self: Any, key: Any) -> np.ndarray:
+        out = get(self, key)
+        stats["calls"] += 1
+        stats["rows"] += len(out) if out.ndim == 2 else 1
+        stats["largest"] = max(stats["largest"], len(out) if out.ndim == 2 else 1)
+        return out
+
+    vec.RowsF32.__getitem__ = counting  # type: ignore[method-assign]
+    selector = make(selector_class(kind), params, kind)
+    base = proc_status_mb("VmRSS")
+    tracemalloc.start()
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = selector.run(ctx, np.arange(n), budget)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    heap = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    peak = proc_status_mb("VmHWM")
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_before_mb": base, "rss_peak_mb": peak,
+                      "rss_over_mb": peak - base, "numpy_peak_mb": heap / 2**20,
+                      "rows_converted": stats["rows"], "largest_block_rows": stats["largest"],
+                      "view_calls": stats["calls"], "kept": len(res.kept),
+                      "kept_sha256": hashlib.sha256(np.asarray(res.kept, np.int64).tobytes()).hexdigest()}))
+
+
+def memory_main(args: argparse.Namespace) -> None:
+    n, d = args.n, args.dim
+    threads = str(args.threads)
+    out_rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="siftkit-bench-mem-") as tmp:
+        path = os.path.join(tmp, "vectors.npy")
+        mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, d))
+        mm[:] = synthetic_embeddings(n, d)
+        mm.flush()
+        del mm
+        print(f"# {n:,} x {d} float16 memory-map ({n * d * 2 / 2**20:,.0f} MiB); whole float32 copy "
+              f"{n * d * 4 / 2**20:,.0f} MiB; {threads} thread(s) per run", flush=True)
+        for name in [r for r in MEMORY_RUNS if r not in args.skip.split(",")]:
+            runs: dict[str, dict[str, Any]] = {}
+            for mode in ("whole", "streamed"):
+                env = {k: v for k, v in os.environ.items() if k != "SIFTKIT_VECTOR_MEMORY"}
+                env.update(OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+                if mode == "streamed":
+                    env["SIFTKIT_VECTOR_MEMORY"] = "0"
+                load0 = os.getloadavg()[0]
+                p = subprocess.run([sys.executable, __file__, "--memory-child", name, path], env=env,
+                                   capture_output=True, text=True, check=True)
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                r.update(selector=name, path=mode, load_before=round(load0, 1))
+                runs[mode] = r
+                print(json.dumps(r), flush=True)
+            same = runs["whole"]["kept_sha256"] == runs["streamed"]["kept_sha256"]
+            for r in runs.values():
+                r["same_picks"] = same
+                r["cpu_x_whole"] = r["cpu_s"] / runs["whole"]["cpu_s"]
+                out_rows.append(r)
+    print()
+    hdr = ("| selector | path | wall s | CPU s | CPU x whole | peak RSS over start, MiB | numpy heap peak, MiB | "
+           "rows converted | largest block | same picks |")
+    print(hdr)
+    print("|" + "|".join("---" for _ in hdr.split("|")[1:-1]) + "|")
+    for r in out_rows:
+        print(f"| {r['selector']} | {r['path']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['cpu_x_whole']:.2f} | "
+              f"{r['rss_over_mb']:,.0f} | {r['numpy_peak_mb']:,.0f} | "
+              f"{r['rows_converted'] if r['path'] == 'streamed' else n:,} | "
+              f"{r['largest_block_rows'] if r['path'] == 'streamed' else n:,} | {r['same_picks']} |")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_diversity_memory.json").write_text(json.dumps(
+        {"n": n, "dim": d, "threads": args.threads, "cpus": os.cpu_count(), "runs": MEMORY_RUNS,
+         "rows": out_rows}, indent=2, default=str))
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main() -> None:
@@ -202,8 +321,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000, help="pool size (embeddings and MinHash records)")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--sub", type=int, default=20_000, help="subsample size for the naive comparisons")
-    ap.add_argument("--skip", default="", help="comma list of: kmeans,repr,kcenter,minhash,static,minilm")
+    ap.add_argument("--skip", default="", help="comma list of: kmeans,repr,kcenter,minhash,static,minilm "
+                                                "(with --memory: kmeans,repr-filter,k-center)")
+    ap.add_argument("--memory", action="store_true", help="whole float32 copy vs streamed, per selector")
+    ap.add_argument("--threads", type=int, default=1, help="--memory: BLAS/OpenMP threads per run")
+    ap.add_argument("--memory-child", nargs=2, metavar=("SELECTOR", "NPY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+    if args.memory:
+        memory_main(args)
+        return
     skip = set(filter(None, args.skip.split(",")))
     progress.set_quiet(True)
     from siftkit.registry import make, selector_class

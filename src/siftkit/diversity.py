@@ -9,6 +9,8 @@
 - ``projection_2d``: PCA coordinates of a pool sample plus the selected points, for a scatter plot.
 
 All accept float16 or float32 N x d arrays (e.g. the memmap from ``signals.vectors``) and are seeded.
+Memory: queries are converted in chunks; only the selected rows and samples are whole float32 copies
+(``diversity_report``'s k-means over the pool streams it beyond ``SIFTKIT_VECTOR_MEMORY``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .signals.vectors import rows_f32
+from .signals.vectors import candidate_rows, rows_f32
 
 
 def _sample(n: int, size: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -104,7 +106,7 @@ def diversity_report(vectors: np.ndarray, selected: np.ndarray, k: int = 100, sa
     from .selectors.kmeans import kmeans_labels
 
     n = len(vectors)
-    x = rows_f32(vectors, np.arange(n), normalize=True)
+    x = candidate_rows(vectors, None, normalize=True)   # a whole copy under SIFTKIT_VECTOR_MEMORY, else streamed
     labels, _ = kmeans_labels(x, min(k, n), seed)
     return {"coverage": coverage(vectors, selected, seed=seed),
             "cluster_entropy": cluster_entropy(labels, selected, k=min(k, n)),

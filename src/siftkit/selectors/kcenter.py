@@ -14,6 +14,12 @@ bound. When it is, the centres picked since the last refresh are applied to all 
 matrix-matrix product, compute-bound, skipping every point x whose nearest centre a has
 d(a, c) >= 2 * dmin(x) for all new centres c) and the candidate set is rebuilt (T doubles when refreshes
 come too often). Same picks as the naive loop; the output order is the pick order (a coverage ranking).
+
+The candidates' rows are one float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB). Beyond, they
+stay in the float16 memory-map (``signals.vectors.RowsF32``): every refresh re-reads and re-converts
+the rows it updates, chunk by chunk, and the candidate set's T rows are converted once per refresh; the
+state is then O(N) scalars (float32 distances, squared norms and row norms, int64 nearest centres) plus the
+centres, with the same picks. The cost of that re-reading is measured in docs/diversity.md.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import RowsF32, candidate_rows, normalize_spec, rows_f32
 from .base import SelectionContext, Selector, StepResult
 
 
@@ -35,11 +41,24 @@ def _dist(x: np.ndarray, sq: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2, 0.0, out=d2))
 
 
-class _Distances:
-    """The length-N distance-to-nearest-centre vector, each point's nearest centre, and the centres."""
+def _sq_norms(x: np.ndarray | RowsF32) -> np.ndarray:
+    """Squared norms of the rows (float32); a RowsF32 view is read chunk by chunk (same bytes per row)."""
+    if isinstance(x, np.ndarray):
+        return np.einsum("ij,ij->i", x, x)
+    sq = np.empty(len(x), dtype=np.float32)
+    for s in range(0, len(x), x.chunk):
+        b = x[s:s + x.chunk]
+        sq[s:s + len(b)] = np.einsum("ij,ij->i", b, b)
+        del b                                    # one block at a time
+    return sq
 
-    def __init__(self, x: np.ndarray, capacity: int):
-        self.x, self.sq = x, np.einsum("ij,ij->i", x, x)
+
+class _Distances:
+    """The length-N distance-to-nearest-centre vector, each point's nearest centre, and the centres.
+    ``x`` is a float32 array or a RowsF32 view (then only the rows being updated are converted)."""
+
+    def __init__(self, x: np.ndarray | RowsF32, capacity: int):
+        self.x, self.sq = x, _sq_norms(x)
         self.dmin = np.full(len(x), np.inf, dtype=np.float32)
         self.assign = np.full(len(x), -1, dtype=np.int64)
         self.centers = np.empty((capacity, x.shape[1]), dtype=np.float32)
@@ -68,15 +87,20 @@ class _Distances:
             self.assign[r[better]] = ids[j[better]]
 
 
-def k_center_greedy(x: np.ndarray, budget: int, first: int | None = None, initial: np.ndarray | None = None,
-                    cand_size: int = 1024, grow_below: int = 4, show_progress: bool = False) -> np.ndarray:
-    """Pick ``budget`` rows of ``x`` (float32) farthest-first. ``initial`` (k x d) are already-selected
-    points; without it the walk starts at row ``first`` (default 0). Returns positions in pick order."""
+def k_center_greedy(x: np.ndarray | RowsF32, budget: int, first: int | None = None,
+                    initial: np.ndarray | None = None, cand_size: int = 1024, grow_below: int = 4,
+                    show_progress: bool = False) -> np.ndarray:
+    """Pick ``budget`` rows of ``x`` (float32 array, or a ``RowsF32`` view streamed from float16)
+    farthest-first. ``initial`` (k x d) are already-selected points; without it the walk starts at row
+    ``first`` (default 0). Returns positions in pick order."""
     n = len(x)
     budget = min(budget, n)
     if budget <= 0:
         return np.zeros(0, dtype=np.int64)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if isinstance(x, RowsF32):
+        x.cache_norms()                          # refreshes re-read rows: keep their norms (O(N) float32)
+    else:
+        x = np.ascontiguousarray(x, dtype=np.float32)
     state = _Distances(x, budget + (len(initial) if initial is not None else 0))
     sq, dmin = state.sq, state.dmin
     picks: list[int] = []
@@ -141,7 +165,7 @@ class KCenterSelect(Selector):
             raise ConfigError("k-center is a budgeted selector: give it a budget")
         candidates = np.asarray(candidates, dtype=np.int64)
         vectors = ctx.embeddings(self.embedding)
-        x = rows_f32(vectors, candidates, normalize=self.normalize)
+        x = candidate_rows(vectors, candidates, normalize=self.normalize)
         init = None
         details: dict[str, Any] = {}
         if self.initial:

@@ -1,7 +1,9 @@
 """``kmeans``: cluster-balanced selection (kMQ / "length + k-means").
 
 1. k-means (faiss, spherical on L2-normalised embeddings) over the candidates; training uses at most
-   ``max_points_per_centroid`` x k points, assignment covers every candidate in float32 chunks.
+   ``max_points_per_centroid`` x k points, assignment covers every candidate in float32 chunks. The
+   candidates' rows are one float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB), else read from
+   the float16 memory-map chunk by chunk (``signals.vectors.candidate_rows``): same labels either way.
 2. The budget is split across clusters: ``quota="proportional"`` (to cluster size, largest remainder) or
    ``"equal"``; quota a cluster cannot use (it is smaller than its share) is redistributed to the others,
    so the output has exactly min(budget, candidates) rows.
@@ -23,13 +25,15 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import candidate_rows, normalize_spec
 from .base import SelectionContext, Selector, StepResult
 
 
 def kmeans_labels(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_per_centroid: int = 256,
                   spherical: bool = True, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster the rows of ``x`` (float32, or float16 converted in chunks) into ``k`` clusters.
+    """Cluster the rows of ``x`` into ``k`` clusters. ``x``: a float32 array, a float16 array / memmap, or a
+    ``signals.vectors.RowsF32`` view; anything but the training sample is converted ``chunk`` rows at a
+    time, so memory is the training copy (min(N, k x max_points_per_centroid) rows) plus one chunk.
 
     Returns (labels int64 of length N, centroids k x d float32). Deterministic for a given seed.
     """
@@ -57,6 +61,7 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_
             _, ids = km.index.search(block, 1)
             labels[s:s + chunk] = ids[:, 0]
             st.update(len(block))
+            del block, ids                       # so the next block is not made while this one is held
     return labels, np.asarray(km.centroids, dtype=np.float32)
 
 
@@ -147,7 +152,7 @@ class KMeansSelect(Selector):
         n = len(candidates)
         if n == 0:
             return StepResult(kept=candidates, details={"clusters": 0})
-        x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        x = candidate_rows(ctx.embeddings(self.embedding), candidates, normalize=True)
         seed = int(ctx.rng("kmeans:train").integers(2**31 - 1))
         labels, _ = kmeans_labels(x, self.k, seed, self.niter, self.max_points_per_centroid)
         k = int(labels.max()) + 1

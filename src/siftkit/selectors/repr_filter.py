@@ -7,7 +7,9 @@ not the "nearest neighbour in the whole pool" misreading (which rejects far more
 Exact and batched: candidates are taken in blocks of ``block`` rows. A block is first compared with the
 kept set (one faiss inner-product search, k=1, i.e. a blocked matrix product), then the survivors are
 walked in order against each other using the block's own similarity matrix. Memory is O(block^2 +
-kept x d); no N x N matrix is ever built.
+kept x d); no N x N matrix is ever built. The candidates' rows are one float32 copy when it fits
+``SIFTKIT_VECTOR_MEMORY`` (4 GiB); beyond, each block's rows are read from the float16 memory-map and
+converted as the walk reaches them (``signals.vectors.candidate_rows``), with the same result.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import candidate_rows, normalize_spec
 from .base import SelectionContext, Selector, StepResult
 
 
@@ -71,7 +73,8 @@ class _KeptIndex:
 def greedy_threshold_filter(vectors: np.ndarray, order: np.ndarray, threshold: float,
                             budget: int | None = None, block: int = 2048,
                             show_progress: bool = False) -> tuple[np.ndarray, int]:
-    """Walk ``order`` (row positions into ``vectors``, L2-normalised rows); keep a row unless its cosine to
+    """Walk ``order`` (row positions into ``vectors``, L2-normalised rows: an array or a
+    ``signals.vectors.RowsF32`` view, indexed one block at a time); keep a row unless its cosine to
     an already-kept row is > ``threshold``. Returns (kept positions in walk order, number rejected)."""
     n = len(order)
     limit = n if budget is None else min(budget, n)
@@ -139,7 +142,7 @@ class ReprFilter(Selector):
         candidates = np.asarray(candidates, dtype=np.int64)
         scores = ctx.column(self.by)[candidates] if self.by else None
         order = order_by_score(scores, len(candidates), descending=not self.ascending)
-        x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        x = candidate_rows(ctx.embeddings(self.embedding), candidates, normalize=True)
         kept_pos, rejected = greedy_threshold_filter(x, order, self.threshold, budget, self.block,
                                                      show_progress=True)
         details: dict[str, Any] = {"threshold": self.threshold, "rejected_too_similar": rejected}

@@ -386,9 +386,131 @@ def rows_f32(vectors: np.ndarray, rows: np.ndarray, normalize: bool = False,
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
     for s in range(0, len(rows), chunk):
-        block = np.asarray(vectors[rows[s:s + chunk]], dtype=np.float32)
-        if normalize:
-            norms = np.linalg.norm(block, axis=1, keepdims=True)
-            block /= np.where(norms > 0, norms, 1.0)
-        out[s:s + chunk] = block
+        out[s:s + chunk] = _f32(vectors[rows[s:s + chunk]], normalize, copy=False)  # fancy index: a copy
     return out
+
+
+def _f32(block: np.ndarray, normalize: bool, copy: bool = True) -> np.ndarray:
+    """One block of rows in float32 (a new array unless ``copy=False``), optionally L2-normalised row by
+    row. Every row's arithmetic depends only on that row, so any chunking gives the same bytes."""
+    block = np.array(block, dtype=np.float32) if copy else np.asarray(block, dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.where(norms > 0, norms, 1.0)
+    return block
+
+
+# Selectors that need every candidate's row in float32 (kmeans, repr-filter, k-center, diversity_report)
+# make one whole float32 copy when it takes at most this many bytes (SIFTKIT_VECTOR_MEMORY overrides) and
+# beyond that read the float16 memory-map chunk by chunk through RowsF32: same bytes, same selections.
+VECTOR_MEMORY = 4 * 2**30
+VECTOR_MEMORY_ENV = "SIFTKIT_VECTOR_MEMORY"
+STREAM_CHUNK = 8192           # rows a RowsF32 view converts at a time (callers' own blocks are cut finer)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def vector_memory_limit() -> int:
+    """Bytes a selector may spend on one whole float32 copy of its candidates' vectors:
+    ``SIFTKIT_VECTOR_MEMORY`` (bytes, or with a binary unit: ``512M``, ``8G``, ``1.5T``; ``0`` = always
+    stream) or :data:`VECTOR_MEMORY` (4 GiB)."""
+    raw = os.environ.get(VECTOR_MEMORY_ENV, "").strip()
+    if not raw:
+        return VECTOR_MEMORY
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?", raw.lower())
+    if not m:
+        raise ConfigError(f"{VECTOR_MEMORY_ENV}={raw!r} is not a size: give bytes, or a number with a unit "
+                          f"(512M, 8G, 1.5T; 0 = always stream the vectors)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+class RowsF32:
+    """``rows_f32(vectors, rows, normalize)`` without the copy: a read-only view whose indexing converts
+    only the rows asked for (``view[a:b]``, ``view[int_array]``, ``view[bool_mask]``), chunk by chunk, from
+    the float16 memory-map. Each row gets exactly the bytes ``rows_f32`` gives it. ``rows=None``: every row.
+
+    Memory: what one indexing returns (callers ask for a chunk at a time), plus the ``rows`` array."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, vectors: np.ndarray, rows: np.ndarray | None = None, normalize: bool = False,
+                 chunk: int = STREAM_CHUNK):
+        self.vectors, self.normalize, self.chunk = vectors, bool(normalize), int(chunk)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        n = len(vectors) if self.rows is None else len(self.rows)
+        self.shape = (n, int(vectors.shape[1]))
+        self._norms: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def cache_norms(self) -> None:
+        """Keep every row's L2 norm (float32, 4 bytes a row) so that reading a row again only converts and
+        divides (for callers that re-read rows, e.g. k-center's refreshes). Same bytes as without."""
+        if not self.normalize or self._norms is not None:
+            return
+        norms = np.empty(len(self), dtype=np.float32)
+        for s in range(0, len(self), self.chunk):
+            e = min(len(self), s + self.chunk)
+            raw = self.vectors[s:e] if self.rows is None else self.vectors[self.rows[s:e]]
+            norms[s:e] = np.linalg.norm(np.asarray(raw, dtype=np.float32), axis=1)
+        self._norms = norms
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.asarray([key])][0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1 and self.rows is None:
+                return self._read(slice(start, max(start, stop)))
+            key = np.arange(start, stop, step, dtype=np.int64)
+        key = np.asarray(key)
+        if key.dtype == bool:
+            key = np.flatnonzero(key)
+        if key.ndim != 1:
+            raise IndexError("RowsF32 takes a slice, an integer or a 1-D array of positions")
+        return self._read(key.astype(np.int64, copy=False))
+
+    def _read(self, pos: slice | np.ndarray) -> np.ndarray:
+        """Rows at view positions ``pos`` (a step-1 slice when ``rows`` is None, else positions), converted
+        ``chunk`` rows at a time into one float32 array."""
+        m = pos.stop - pos.start if isinstance(pos, slice) else len(pos)
+        out = np.empty((m, self.shape[1]), dtype=np.float32)
+        for s in range(0, m, self.chunk):
+            e = min(m, s + self.chunk)
+            if isinstance(pos, slice):
+                p: slice | np.ndarray = slice(pos.start + s, pos.start + e)
+                raw = self.vectors[p]
+            else:
+                p = pos[s:e]
+                raw = self.vectors[p if self.rows is None else self.rows[p]]
+            if self._norms is not None:          # normalize with the cached norms: the same division
+                block = out[s:e]
+                block[...] = raw                 # float16 -> float32 is exact, in place
+                norms = self._norms[p]
+                block /= np.where(norms > 0, norms, 1.0)[:, None]
+            else:
+                out[s:e] = _f32(raw, self.normalize)
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole float32 matrix (what streaming avoids; only for callers that need an array)."""
+        whole = self[0:len(self)]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def candidate_rows(vectors: np.ndarray, rows: np.ndarray | None = None, normalize: bool = False,
+                   limit: int | None = None, chunk: int | None = None) -> np.ndarray | RowsF32:
+    """The candidates' rows (``rows``, None = all) in float32, optionally L2-normalised: one whole copy
+    (:func:`rows_f32`) when it takes at most ``limit`` bytes (default :func:`vector_memory_limit`), else a
+    :class:`RowsF32` view that converts ``chunk`` (:data:`STREAM_CHUNK`) rows at a time. Both give every
+    row the same bytes."""
+    chunk = STREAM_CHUNK if chunk is None else int(chunk)
+    n = len(vectors) if rows is None else len(rows)
+    need = n * int(vectors.shape[1]) * 4
+    limit = vector_memory_limit() if limit is None else int(limit)
+    if need <= limit:
+        return rows_f32(vectors, np.arange(n) if rows is None else rows, normalize)
+    progress.debug(f"vectors: {n:,} x {vectors.shape[1]} float32 would take {need / 2**30:.2f} GiB, over the "
+                   f"{limit / 2**30:.2f} GiB limit ({VECTOR_MEMORY_ENV}): streaming in chunks of {chunk:,} rows")
+    return RowsF32(vectors, rows, normalize, chunk)
