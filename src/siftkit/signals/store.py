@@ -35,6 +35,24 @@ _PART = re.compile(r"^part-(?P<key>[0-9a-f]+)(?:-n(?P<rows>\d+)-(?P<sum>[0-9a-f]
 __all__ = ["SignalStore", "atomic_parquet", "atomic_write", "check_part"]
 
 
+def ensure_folder(d: str, meta_blob: dict[str, Any], what: str) -> str:
+    """Make a cache folder ``d`` (local or URL) with its ``meta.json`` (written once, atomically: a rename
+    locally, one PUT on an object store); ``what`` names the cache in errors ("signal", "vector")."""
+    meta = fs.join(d, "meta.json")
+    data = orjson.dumps(meta_blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str)
+    if fs.is_remote(d):
+        try:
+            if not fs.exists(meta):
+                fs.write_atomic(meta, data)
+        except OSError as e:
+            raise fs.fs_error(meta, e, f"cannot write the {what} cache at") from None
+        return d
+    os.makedirs(d, exist_ok=True)
+    if not os.path.exists(meta):
+        atomic_write(meta, data)
+    return d
+
+
 class SignalStore:
     """``cache_dir`` is a local folder or a URL (``s3://bucket/cache``, ``gs://``, ``hdfs://``,
     ``file://``): on an object store each part is one PUT of the whole object under its final name, so a
@@ -48,22 +66,8 @@ class SignalStore:
         return fs.join(self.root, sig.name, sig.fingerprint())
 
     def _ensure(self, sig: Signal) -> str:
-        d = self.folder(sig)
-        meta = fs.join(d, "meta.json")
-        blob = {"name": sig.name, "version": sig.version, "config": sig.config(),
-                "columns": {k: str(v) for k, v in sig.columns().items()}}
-        data = orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str)
-        if self.remote:
-            try:
-                if not fs.exists(meta):
-                    fs.write_atomic(meta, data)
-            except OSError as e:
-                raise fs.fs_error(meta, e, "cannot write the signal cache at") from None
-            return d
-        os.makedirs(d, exist_ok=True)
-        if not os.path.exists(meta):
-            atomic_write(meta, data)
-        return d
+        return ensure_folder(self.folder(sig), {"name": sig.name, "version": sig.version, "config": sig.config(),
+                             "columns": {k: str(v) for k, v in sig.columns().items()}}, "signal")
 
     def parts(self, sig: Signal) -> list[str]:
         d = self.folder(sig)

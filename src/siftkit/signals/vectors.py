@@ -25,16 +25,15 @@ import re
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
 from .. import fs, progress
 from ..errors import ConfigError
-from ..fsutil import atomic_write, clean_stale_tmp, disk_guard, file_xxh3, preallocate, remove_path
+from ..fsutil import clean_stale_tmp, disk_guard, file_xxh3, preallocate, remove_path
 from .base import Signal
-from .store import atomic_parquet
+from .store import atomic_parquet, ensure_folder
 
 # Default vector spec for diversity selectors: CPU-only static embeddings of the query segment.
 DEFAULT_SPEC: dict[str, Any] = {"name": "embedding", "backend": "static", "segment": "query"}
@@ -81,22 +80,8 @@ class VectorStore:
             raise fs.fs_error(path, e, "cannot read the vector cache at") from None
 
     def _ensure(self, sig: Signal, dim: int) -> str:
-        d = self.folder(sig)
-        meta = fs.join(d, "meta.json")
-        blob = {"name": sig.name, "version": sig.version, "config": sig.config(), "dim": dim,
-                "dtype": "float16"}
-        data = orjson.dumps(blob, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str)
-        if self.remote:
-            try:
-                if not fs.exists(meta):
-                    fs.write_atomic(meta, data)
-            except OSError as e:
-                raise fs.fs_error(meta, e, "cannot write the vector cache at") from None
-            return d
-        os.makedirs(d, exist_ok=True)
-        if not os.path.exists(meta):
-            atomic_write(meta, data)
-        return d
+        return ensure_folder(self.folder(sig), {"name": sig.name, "version": sig.version, "config": sig.config(),
+                             "dim": dim, "dtype": "float16"}, "vector")
 
     def shards(self, sig: Signal) -> list[str]:
         """Paths (without suffix) of the complete shards: both the matrix and its ids exist."""
