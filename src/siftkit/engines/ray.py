@@ -536,7 +536,8 @@ def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Call
     (``io.pool.process_task``, the local code) into ``<cache>/_pool/<key>.arrow`` (Arrow IPC, written
     atomically); the driver gets the rejects and the file's info back and memory-maps the table, so the
     pool's text is never in the driver's memory (only the pages of the columns it reads). In-memory inputs
-    are read in the driver (they are there already) and written the same way."""
+    are read in the driver (they are there already) and written the same way. With a URL cache each file is
+    one PUT and every machine maps a local copy (``spill_copies``), so no shared file system is needed."""
     settings = settings or RaySettings()
 
     def run(tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]) -> dict[int, dict[str, Any]]:
