@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .. import fs
 from ..errors import ClusterError, ConfigError, MissingDependencyError, SiftkitError
 from ..signals.base import Signal
 
@@ -318,7 +319,9 @@ class PlanWorker:
         parts = []
         for path, pos in segments:
             if path not in self.files:
-                self.files[path] = pa.ipc.open_file(pa.memory_map(path)).read_all()
+                from ..io.pool import map_spilled
+
+                self.files[path] = map_spilled(path, spill_copies(self.cache_dir))  # a URL: once per machine
             t = self.files[path]
             parts.append(t.select([c for c in t.column_names if c != "original"]).take(pa.array(pos, pa.int64())))
         return pa.concat_tables(parts).combine_chunks()
@@ -493,14 +496,39 @@ def pool_file_key(task: Any) -> str:
     from .._version import __version__
 
     try:
-        st = os.stat(task.path)
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = fs.stat_key(task.path)     # size:mtime, of a local file or an object
     except OSError:
         stamp = None
-    blob = orjson.dumps([__version__, os.path.abspath(task.path) if "://" not in task.path else task.path,
+    blob = orjson.dumps([__version__, fs.abspath(task.path),
                          stamp, task.rel, task.source, task.format, task.mapping, task.header, task.recover,
                          task.byte_range, task.problem], option=orjson.OPT_SORT_KEYS, default=str)
     return xxhash.xxh3_128_hexdigest(blob)
+
+
+STALE_COPY_S = 3600.0   # local copies of a remote cache's pool files older than this are removed by the next read
+
+
+def spill_copies(cache_dir: str) -> str | None:
+    """Where this machine keeps its downloaded copies of a remote cache's ``_pool`` files
+    (``fs.local_folder(cache, "_pool")``); ``None`` for a local cache (its files are mapped in place)."""
+    return fs.local_folder(cache_dir, "_pool") if fs.is_remote(cache_dir) else None
+
+
+def _prune_copies(folder: str, max_age_s: float = STALE_COPY_S) -> None:
+    """Remove the local copies of earlier runs' pool files (every run writes its pool files anew, so old
+    copies are never read again; a mapped one stays valid after unlinking, a missing one is downloaded)."""
+    now = time.time()
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        p = os.path.join(folder, name)
+        try:
+            if not name.startswith(".dl-") and now - os.path.getmtime(p) > max_age_s:
+                os.remove(p)
+        except OSError:
+            pass
 
 
 def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Callable[..., dict[int, Any]]:
@@ -508,7 +536,8 @@ def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Call
     (``io.pool.process_task``, the local code) into ``<cache>/_pool/<key>.arrow`` (Arrow IPC, written
     atomically); the driver gets the rejects and the file's info back and memory-maps the table, so the
     pool's text is never in the driver's memory (only the pages of the columns it reads). In-memory inputs
-    are read in the driver (they are there already) and written the same way."""
+    are read in the driver (they are there already) and written the same way. With a URL cache each file is
+    one PUT and every machine maps a local copy (``spill_copies``), so no shared file system is needed."""
     settings = settings or RaySettings()
 
     def run(tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]) -> dict[int, dict[str, Any]]:
@@ -517,19 +546,22 @@ def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Call
         ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
         from ray import exceptions as rex
 
-        folder = os.path.join(cache_root(cache_dir), "_pool")
-        os.makedirs(folder, exist_ok=True)
+        folder = fs.join(cache_root(cache_dir), "_pool")    # a URL: the workers PUT, every reader downloads
+        fs.makedirs(folder)
+        copies = spill_copies(cache_root(cache_dir))
+        if copies:
+            _prune_copies(copies)
         remote = ray.remote(_process_task_spilled).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
         done: dict[int, dict[str, Any]] = {}
         pending: dict[Any, int] = {}
 
         def got(i: int, res: dict[str, Any]) -> None:
             res["pool_file"] = res["table_path"]
-            done[i] = _load_spilled(res)
+            done[i] = _load_spilled(res, copies)
             finished(tasks[i], done[i])
 
         for i, t in enumerate(tasks):
-            path = os.path.join(folder, pool_file_key(t) + ".arrow")
+            path = fs.join(folder, pool_file_key(t) + ".arrow")
             if t.records is not None:            # an in-memory input: only this process has it
                 got(i, _process_task_spilled(t, path))
             else:

@@ -1184,19 +1184,33 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
 
 def _process_task_spilled(task: FileTask, path: str) -> dict[str, Any]:
     """process_task in a worker; the table goes back as an Arrow IPC file (in /dev/shm where available)
-    that the parent memory-maps, instead of being pickled through the result pipe."""
+    that the parent memory-maps, instead of being pickled through the result pipe. ``path`` may be a URL
+    (the Ray engine's ``<cache>/_pool`` on an object store): then the file is one PUT of the whole object."""
     res = process_task(task)
     table = res.pop("table")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    os.replace(tmp, path)            # whole or absent: a file in a shared cache is never half-written
+    if _fs.is_remote(path):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        _fs.write_atomic(path, memoryview(sink.getvalue()))   # one PUT, no copy
+    else:
+        path = _fs.local_path(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        os.replace(tmp, path)            # whole or absent: a file in a shared cache is never half-written
     res["table_path"] = path
     return res
 
 
-def _load_spilled(res: dict[str, Any]) -> dict[str, Any]:
-    res["table"] = pa.ipc.open_file(pa.memory_map(res.pop("table_path"))).read_all()
+def map_spilled(path: str, local_dir: str | None = None) -> pa.Table:
+    """A spilled Arrow IPC file, memory-mapped: a local path directly, a URL through its local copy in
+    ``local_dir`` (``fs.local_copy``: downloaded once per machine)."""
+    return pa.ipc.open_file(pa.memory_map(_fs.local_copy(path, local_dir))).read_all()
+
+
+def _load_spilled(res: dict[str, Any], local_dir: str | None = None) -> dict[str, Any]:
+    res["table"] = map_spilled(res.pop("table_path"), local_dir)
     return res
 
 
