@@ -160,6 +160,10 @@ def test_node_killed_mid_run_same_selection(cluster, tmp_path, monkeypatch):
     assert "killed_at" in seen and seen["killed_at"] < finished, "the worker node was not killed during the run"
     assert seen["busy"], "the killed node was running no siftkit work"
     assert seen["parts_before"] < len(cache_parts(cache)), "the run had already finished its shards"
+    # the GCS marks a crashed node dead after its health checks fail (seconds): wait for it, bounded
+    deadline = time.monotonic() + 60
+    while sum(n["Alive"] for n in ray.nodes()) != 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert len(ray.nodes()) == 3 and sum(n["Alive"] for n in ray.nodes()) == 2
 
     assert local.budget_resolved == got.budget_resolved == 400
