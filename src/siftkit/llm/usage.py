@@ -66,7 +66,7 @@ class Usage:
 
     def take(self) -> dict[str, Any]:
         """``snapshot()`` and ``reset()`` at once: what was counted since the last take (a Ray worker sends
-        this with each shard's done record; the driver ``add``\ s it to its own counters)."""
+        this with each shard's done record; the driver adds it to its own counters with ``add``)."""
         with self._lock:
             snap = {"requests": self.requests, "cache_hits": self.cache_hits, "responses": self.responses,
                     "retries": self.retries, "retries_by_reason": dict(self.retries_by_reason),
