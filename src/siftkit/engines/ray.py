@@ -6,8 +6,10 @@ model, GPU, LLM or other signal that uses all cores itself), each pass is one po
 that sets every signal of the pass up once and, per shard, computes each signal on the shard rows that
 signal lacks (``engines.local.compute_shard``: the local engine's batches, so the values are identical) and
 writes the parts itself (``SignalStore.write_part`` / ``VectorStore.write_shard``, atomic, keyed by the
-shard's ids). A call returns only small done records (``DoneRecord``); the driver reads the values back
-from the cache. The cache folder must therefore be one every worker sees: a local path on a one-machine
+shard's ids). A call returns only small done records (``DoneRecord``, with the shard's LLM usage
+counters when the signal has them); the driver reads the values back from the cache. A pass's actors are
+kept for the next pass that asks for the same CPUs/GPUs per actor (``_actor_pool``: a worker process costs
+seconds to start); reading on the workers, or a pass with other resources, ends them first. The cache folder must therefore be one every worker sees: a local path on a one-machine
 cluster, a shared file system or object store on a real one. A killed run resumes by shard as with the
 local engine (finished parts stay, their rows are not recomputed); a dead worker's shard is given to a new
 actor (``MAX_ATTEMPTS`` tries per shard).
