@@ -339,3 +339,65 @@ def test_bad_record_read_on_a_worker_names_file_and_line(local_ray, tmp_path, ca
                "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 3 and "a.jsonl:3" in err, err
+
+
+def test_actors_reused_across_passes(local_ray, tmp_path):
+    """A second pass with the same resources reuses the first pass's actors (no new worker processes);
+    reading on the workers releases them (they hold the CPUs its tasks need)."""
+    from siftkit.engines import ray as ray_engine
+
+    pool = big_pool(200)
+    cache = str(tmp_path / "ray")
+    compute_signals(pool, ["text_stats"], cache, engine="ray", shard_size=64)
+    first = [a._actor_id for a in ray_engine._POOL["actors"]]
+    assert len(first) == 2
+    b = compute_signals(pool, ["exact_hash"], cache, engine="ray", shard_size=64)
+    assert [a._actor_id for a in ray_engine._POOL["actors"]] == first
+    assert b.equals(compute_signals(pool, ["exact_hash"], str(tmp_path / "local")))
+    ray_engine.release_actors(ray)
+    assert ray_engine._POOL["actors"] == []
+
+
+def test_progress_per_signal_and_shard(local_ray, tmp_path, capsys):
+    """Under Ray each signal is its own progress stage (rows done as its shards come back), plus one debug
+    event per shard, as the local engine reports it."""
+    import json
+
+    from siftkit import progress
+
+    pool = big_pool(200)
+    progress.configure(verbose=True, log_format="json", interval=0.0)
+    try:
+        compute_signals(pool, ["text_stats", "exact_hash"], str(tmp_path / "c"), engine="ray", shard_size=64)
+    finally:
+        progress.configure()
+    ev = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.startswith("{")]
+    ends = {e["stage"]: e for e in ev if e["event"] == "stage_end"}
+    assert ends["signal:text_stats"]["records"] == 200 and ends["signal:exact_hash"]["records"] == 200
+    assert ends["signal:text_stats"]["engine"] == "ray" and ends["signals:ray"]["records"] == 400
+    shards = [e for e in ev if e["event"] == "debug" and "shard" in e and e.get("stage") == "signal:text_stats"]
+    assert sorted(e["shard"] for e in shards) == [0, 1, 2, 3] and shards[-1]["done"] == 200
+    prog = [e for e in ev if e["event"] == "stage_progress" and e["stage"] == "signal:exact_hash"]
+    done = [e["done"] for e in prog]                     # one line per shard back (any order of shards)
+    assert len(done) == 4 and done == sorted(done) and done[-1] == 200
+
+
+def test_llm_usage_summed_from_workers(local_ray, server, tmp_path):
+    """An LLM signal's usage (requests, tokens) is counted in the workers, sent back with each shard's done
+    record and summed on the driver: the manifest's usage equals a local run's."""
+    from scoring_tiny import msgs
+    from test_llm import FAST
+
+    pool = pool_table([msgs(("user", "What is 2+2?"), ("assistant", "4")),
+                       msgs(("user", "Name a fruit."), ("assistant", "Apple")),
+                       msgs(("user", "Say hi."), ("assistant", "Hi!"))])
+    spec = {"name": "judge", "endpoint": server.url, **FAST}
+    local: dict = {}
+    on_ray: dict = {}
+    a = compute_signals(pool, [spec], str(tmp_path / "local"), stats=local)
+    b = compute_signals(pool, [spec], str(tmp_path / "ray"), engine="ray", stats=on_ray, shard_size=2)
+    ul, ur = local["judge"]["usage"], on_ray["judge"]["usage"]
+    assert ur["requests"] == ul["requests"] >= 3 and ur["responses"] == ul["responses"]
+    assert ur["prompt_tokens"] == ul["prompt_tokens"] > 0 and ur["completion_tokens"] > 0
+    assert ur["cached_responses"]["responses"] == ur["responses"]
+    assert a.column("judge_reason").to_pylist() == b.column("judge_reason").to_pylist()

@@ -271,7 +271,7 @@ def write_selection(sel: Selection, out_dir: str, fmt: str = "original", file_fo
         status_tbl = pa.table({
             "id": sel.pool.table.column("id"), "source": sel.pool.table.column("source"),
             "file": sel.pool.table.column("file"), "row": sel.pool.table.column("row"),
-            "status": pa.array(sel.status.tolist(), pa.string()), "rank": pa.array(rank),
+            "status": sel.status_array(), "rank": pa.array(rank),
         })
         for col, arr in (getattr(sel, "record_columns", None) or {}).items():   # e.g. decontam_match
             status_tbl = status_tbl.append_column(col, pa.array(arr.tolist() if arr.dtype == object else arr))

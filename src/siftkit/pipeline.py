@@ -41,6 +41,8 @@ class StepReport:
             d["details"] = small
         return d
 
+STATUS_LABELS = ("not_selected", "selected")   # status codes 0 and 1; drop labels follow, in step order
+
 
 @dataclass
 class Selection:
@@ -53,7 +55,9 @@ class Selection:
     selected: np.ndarray
     steps: list[StepReport]
     config: RunConfig
-    status: np.ndarray              # per pool row: "selected", "not_selected" or "dropped:<step reason>"
+    # per pool row a code into ``status_labels``: "not_selected" (0), "selected" (1), "dropped:<step reason>"
+    # (small ints, not one Python object per record; ``status`` gives the labels)
+    status_codes: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     signal_stats: dict[str, Any] = field(default_factory=dict)
     drop_roles: dict[str, str] = field(default_factory=dict)   # status label -> "filter" | "dedup"
@@ -64,6 +68,16 @@ class Selection:
     # written into selection.parquet beside the status.
     record_columns: dict[str, np.ndarray] = field(default_factory=dict)
     order: np.ndarray | None = None                               # selected rows in pick order (rank)
+    status_labels: list[str] = field(default_factory=lambda: list(STATUS_LABELS))
+
+    @property
+    def status(self) -> np.ndarray:
+        """Per pool row: "selected", "not_selected" or "dropped:<step reason>" (an object array)."""
+        return np.asarray(self.status_labels, dtype=object)[self.status_codes]
+
+    def status_array(self) -> pa.Array:
+        """The status labels as an Arrow string array (``selection.parquet``'s ``status`` column)."""
+        return pa.array(self.status_labels, pa.string()).take(pa.array(self.status_codes.astype(np.int32)))
 
     @property
     def pick_order(self) -> np.ndarray:
@@ -168,18 +182,24 @@ class Selection:
         if failures:
             c["signal_failures"] = failures
         c["selected"] = len(self.selected)
-        c["not_selected"] = int((self.status == "not_selected").sum())
-        src = np.asarray(self.pool.table.column("source").to_pylist(), dtype=object)
-        sel_src, sel_n = np.unique(src[self.selected].astype(str), return_counts=True) if len(self.selected) \
-            else (np.array([]), np.array([]))
-        for s, n in zip(sel_src.tolist(), sel_n.tolist()):
+        codes = self.status_codes
+        c["not_selected"] = int((codes == STATUS_LABELS.index("not_selected")).sum())
+        # sources as dictionary codes (one small int per record, the names once), not Python strings
+        enc = self.pool.table.column("source").combine_chunks().dictionary_encode()
+        names = enc.dictionary.to_pylist()
+        src = enc.indices.to_numpy(zero_copy_only=False)
+
+        def per_source(rows: np.ndarray) -> dict[str, int]:
+            n = np.bincount(src[rows], minlength=len(names)) if len(rows) else np.zeros(len(names), np.int64)
+            return {names[i]: int(k) for i, k in enumerate(n) if k}
+
+        for s, n in per_source(np.asarray(self.selected, dtype=np.int64)).items():
             c["by_source"].setdefault(s, {"read": 0, "rejected": 0})["selected"] = int(n)
         for v in c["by_source"].values():
             v.setdefault("selected", 0)
         for role, key in (("dedup", "duplicates"), ("filter", "filtered")):
-            labels = [lab for lab, r in self.drop_roles.items() if r == role]
-            hit = np.isin(self.status, labels) if labels else np.zeros(len(self.status), bool)
-            per = dict(zip(*np.unique(src[hit].astype(str), return_counts=True))) if hit.any() else {}
+            labels = [self.status_labels.index(lab) for lab, r in self.drop_roles.items() if r == role]
+            per = per_source(np.flatnonzero(np.isin(codes, labels))) if labels else {}
             for s_name, v in c["by_source"].items():
                 v[key] = int(per.get(s_name, 0))
         return c
@@ -250,7 +270,8 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
                            vector_loader=_vector_loader(pool, cfg, workers), cache_dir=cfg.cache_dir)
     n = len(pool)
     budget: int | None = None   # resolved at the select step: a fraction is of the records that reach it
-    status = np.full(n, "not_selected", dtype=object)
+    status = np.zeros(n, dtype=np.int16)           # codes into status_labels (0: not_selected)
+    status_labels = list(STATUS_LABELS)
     candidates = np.arange(n, dtype=np.int64)
     reports: list[StepReport] = []
     drop_roles: dict[str, str] = {}
@@ -283,7 +304,9 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
         gone = np.setdiff1d(candidates, kept, assume_unique=True)
         if spec.role != "select" and len(gone):
             label = next(iter(res.dropped)) if len(res.dropped) == 1 else spec.selector
-            status[gone] = f"dropped:{label}"
+            if f"dropped:{label}" not in status_labels:
+                status_labels.append(f"dropped:{label}")
+            status[gone] = status_labels.index(f"dropped:{label}")
             drop_roles[f"dropped:{label}"] = spec.role
         reports.append(StepReport(spec.role, spec.selector, sel.config(), len(candidates), len(kept),
                                   dict(res.dropped), res.details, time.perf_counter() - ts,
@@ -294,13 +317,13 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     if cfg.budget is not None and not any(s.role == "select" for s in cfg.steps):
         raise ConfigError("a budget was given but there is no select step (add --method or a select step)")
     selected = np.sort(candidates)
-    status[selected] = "selected"
+    status[selected] = STATUS_LABELS.index("selected")
     for i, r in enumerate(reports):
         timings[f"step{i}:{r.name}"] = round(r.seconds, 3)
     timings["select"] = round(time.perf_counter() - t2, 3)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Selection(pool, signals, selected, reports, cfg, status, timings, sig_stats, drop_roles,
-                     dict(ctx._vectors), ctx.vector_loader, budget, record_columns, candidates)
+                     dict(ctx._vectors), ctx.vector_loader, budget, record_columns, candidates, status_labels)
 
 
 def _check_subset(sel: Selector, candidates: np.ndarray, kept: np.ndarray) -> None:

@@ -6,8 +6,10 @@ model, GPU, LLM or other signal that uses all cores itself), each pass is one po
 that sets every signal of the pass up once and, per shard, computes each signal on the shard rows that
 signal lacks (``engines.local.compute_shard``: the local engine's batches, so the values are identical) and
 writes the parts itself (``SignalStore.write_part`` / ``VectorStore.write_shard``, atomic, keyed by the
-shard's ids). A call returns only small done records (``DoneRecord``); the driver reads the values back
-from the cache. The cache folder must therefore be one every worker sees: a local path on a one-machine
+shard's ids). A call returns only small done records (``DoneRecord``, with the shard's LLM usage
+counters when the signal has them); the driver reads the values back from the cache. A pass's actors are
+kept for the next pass that asks for the same CPUs/GPUs per actor (``_actor_pool``: a worker process costs
+seconds to start); reading on the workers, or a pass with other resources, ends them first. The cache folder must therefore be one every worker sees: a local path on a one-machine
 cluster, a shared file system or object store on a real one. A killed run resumes by shard as with the
 local engine (finished parts stay, their rows are not recomputed); a dead worker's shard is given to a new
 actor (``MAX_ATTEMPTS`` tries per shard).
@@ -277,6 +279,7 @@ class Pass:
 
 
 DoneRecord = dict[str, Any]   # {"shard": i, "signal": name, "fingerprint": fp, "rows": n, "seconds": s}
+#                               (+ "usage": the worker's LLM counters for that shard, ``Usage.take()``)
 Writer = Callable[[str, Signal, pa.Array, dict[str, Any]], Any]   # (cache_dir, signal, ids, values): one part
 
 
@@ -289,17 +292,33 @@ def write_scalar_part(cache_dir: str, sig: Signal, ids: pa.Array, values: dict[s
 
 
 class PlanWorker:
-    """Actor body: every signal of a pass, set up once (on first use); per call one shard, each signal on
-    the rows it lacks, parts written to the shared cache; returns done records only."""
+    """Actor body: the signals of the passes it serves, each set up once (on first use); per call one shard,
+    each signal on the rows it lacks, parts written to the shared cache; returns done records only.
+    An actor outlives its pass: ``add`` gives it the next pass's signals (``_actor_pool`` keeps one pool per
+    run, so a second pass does not pay for new worker processes)."""
 
     def __init__(self, signals: Sequence[Signal], cache_dir: str, write: Writer | None = None):
-        self.signals = {s.fingerprint(): s for s in signals}
+        self.signals: dict[str, Signal] = {}
+        self.writers: dict[str, Writer] = {}
         self.cache_dir = cache_dir
-        self.write = write or write_scalar_part
         self.files: dict[str, pa.Table] = {}     # pool Arrow files, memory-mapped once per actor
+        self.add(signals, cache_dir, write)
+
+    def add(self, signals: Sequence[Signal], cache_dir: str, write: Writer | None = None) -> bool:
+        """The signals of the next pass (and its cache folder and part writer)."""
+        if cache_dir != self.cache_dir:
+            self.files = {}
+        self.cache_dir = cache_dir
+        for s in signals:
+            fp = s.fingerprint()
+            self.signals[fp] = s
+            self.writers[fp] = write or write_scalar_part
+            if hasattr(s, "begin_run"):   # an LLM signal: this run's endpoint and response cache (set on the driver)
+                s.begin_run(cache_dir)
+        return True
 
     def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None]) -> list[DoneRecord]:
-        from .local import compute_shard
+        from .local import _WORKER_SIGNAL, compute_shard
 
         if not isinstance(table, pa.Table):
             table = self._read(table)
@@ -309,11 +328,14 @@ class PlanWorker:
             sub = table if pos is None else table.take(pa.array(pos, pa.int64()))
             t0 = time.perf_counter()
             values = compute_shard(sig, sub)
-            self.write(self.cache_dir, sig, sub.column("id").combine_chunks(), values)
-            out.append({"shard": shard, "signal": sig.name, "fingerprint": fp, "rows": int(sub.num_rows),
-                        "seconds": round(time.perf_counter() - t0, 4)})
+            self.writers[fp](self.cache_dir, sig, sub.column("id").combine_chunks(), values)
+            rec: DoneRecord = {"shard": shard, "signal": sig.name, "fingerprint": fp, "rows": int(sub.num_rows),
+                               "seconds": round(time.perf_counter() - t0, 4)}
+            live = _WORKER_SIGNAL.get(fp, sig)
+            if hasattr(live, "take_usage"):   # LLM usage counted in this process since the last shard
+                rec["usage"] = live.take_usage()
+            out.append(rec)
         return out
-
 
     def _read(self, segments: Segments) -> pa.Table:
         parts = []
@@ -436,17 +458,14 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dic
 
     retry = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
              rex.LocalRayletDiedError)
-    remote = ray.remote(PlanWorker).options(num_cpus=p.cpus, num_gpus=p.gpus or None, max_restarts=0,
-                                            max_task_retries=0)
+    if not tasks:
+        return
     cache = cache_root(cache_dir)
-    made = 0
+    actors = _actor_pool(ray, p, cache, write, min(p.actors, len(tasks)))
 
     def new_actor() -> Any:
-        nonlocal made
-        made += 1
-        return remote.remote(p.signals, cache, write)
+        return _remote_worker(ray, p).remote(p.signals, cache, write)
 
-    actors = [new_actor() for _ in range(min(p.actors, len(tasks)))]
     slots = deque(a for _ in range(IN_FLIGHT) for a in range(len(actors)))
     queue = deque(range(len(tasks)))
     attempts = [0] * len(tasks)
@@ -477,11 +496,57 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dic
                                        f"rerun to resume") from None
                 queue.appendleft(t)
                 actors[a] = new_actor()     # the old actor is gone (or going): a fresh one takes its slot
+                _POOL["actors"] = actors
                 slots.append(a)
                 continue
             refs.pop(t, None)
             slots.append(a)
             on_result(recs)
+
+
+_POOL: dict[str, Any] = {}   # the actors of the last pass: {"key": (session, shape), "actors": [...]}
+
+
+def _session(ray: Any) -> tuple:
+    ctx = ray.get_runtime_context()
+    return (ctx.gcs_address, ctx.get_job_id(), ctx.get_node_id())
+
+
+def _remote_worker(ray: Any, p: Pass) -> Any:
+    return ray.remote(PlanWorker).options(num_cpus=p.cpus, num_gpus=p.gpus or None, max_restarts=0,
+                                          max_task_retries=0)
+
+
+def _actor_pool(ray: Any, p: Pass, cache: str, write: Writer | None, n: int) -> list[Any]:
+    """``n`` actors for pass ``p``: the last pass's actors when they have the same resources (CPUs, GPUs)
+    in the same Ray session, given ``p``'s signals with ``PlanWorker.add`` (a worker process costs about
+    2 s to start on a busy 2-core machine; a pass reusing them costs one small call), plus new ones when
+    ``p`` wants more; else the old ones are released first (they hold their CPUs/GPUs) and new ones made."""
+    key = (_session(ray), p.cpus, p.gpus)
+    if _POOL.get("key") != key:
+        release_actors(ray)
+    actors = list(_POOL.get("actors", []))
+    reused = actors[:n]
+    for a in reused:    # not waited for: an actor runs its calls in order, and a dead one fails its first shard
+        a.add.remote(p.signals, cache, write)
+    for a in actors[n:]:              # more than this pass wants: they would hold CPUs it does not use
+        ray.kill(a)
+    remote = _remote_worker(ray, p)
+    out = reused + [remote.remote(p.signals, cache, write) for _ in range(n - len(reused))]
+    _POOL.update(key=key, actors=out)
+    return out
+
+
+def release_actors(ray: Any = None) -> None:
+    """End the actors kept from the last pass (they hold CPUs that reading tasks or another pass need)."""
+    actors, _POOL["actors"] = _POOL.get("actors", []), []
+    _POOL.pop("key", None)
+    if actors and ray is not None and ray.is_initialized():
+        for a in actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - an actor already gone
+                pass
 
 
 # --------------------------------------------------------------------------- reading on the workers
@@ -546,6 +611,7 @@ def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Call
         ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
         from ray import exceptions as rex
 
+        release_actors(ray)   # actors kept from an earlier run hold the CPUs these tasks need
         folder = fs.join(cache_root(cache_dir), "_pool")    # a URL: the workers PUT, every reader downloads
         fs.makedirs(folder)
         copies = spill_copies(cache_root(cache_dir))

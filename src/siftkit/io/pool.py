@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from .. import fs as _fs
@@ -263,8 +264,8 @@ class Pool:
 
     def counts(self) -> dict[str, Any]:
         by_source: dict[str, dict[str, int]] = {}
-        for src, n in Counter(self.table.column("source").to_pylist()).items():
-            by_source.setdefault(src, {"read": 0, "rejected": 0})["read"] = n
+        for vc in pc.value_counts(self.table.column("source")).to_pylist():   # not a Python str per record
+            by_source.setdefault(vc["values"], {"read": 0, "rejected": 0})["read"] = vc["counts"]
         rej_reasons: Counter[str] = Counter()
         for r in self.rejects:
             if r["code"] == "defect":

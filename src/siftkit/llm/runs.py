@@ -37,6 +37,16 @@ class EndpointRuns:
         _BOUND[self.fingerprint()] = self
         usage_for(self.fingerprint()).reset()
 
+    def take_usage(self) -> dict[str, Any]:
+        """This process's counters for the signal since the last take, reset (a Ray worker returns them
+        with each shard's done record)."""
+        return usage_for(self.fingerprint()).take()
+
+    def add_usage(self, snap: dict[str, Any]) -> None:
+        """Add a worker's ``take_usage()`` to this process's counters (the driver, so ``end_run`` is the
+        run's total, as with the local engine)."""
+        usage_for(self.fingerprint()).add(snap)
+
     def end_run(self) -> dict[str, Any]:
         """This run's usage, plus what the response cache holds for this signal (all runs)."""
         u: dict[str, Any] = usage_for(self.fingerprint()).snapshot()

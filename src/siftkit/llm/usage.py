@@ -64,6 +64,32 @@ class Usage:
                     "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                     "wall_seconds": round(self.wall_seconds, 3)}
 
+    def take(self) -> dict[str, Any]:
+        """``snapshot()`` and ``reset()`` at once: what was counted since the last take (a Ray worker sends
+        this with each shard's done record; the driver adds it to its own counters with ``add``)."""
+        with self._lock:
+            snap = {"requests": self.requests, "cache_hits": self.cache_hits, "responses": self.responses,
+                    "retries": self.retries, "retries_by_reason": dict(self.retries_by_reason),
+                    "failures": dict(self.failures), "repairs": self.repairs,
+                    "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                    "wall_seconds": self.wall_seconds}
+            self.requests = self.cache_hits = self.responses = self.retries = self.repairs = 0
+            self.prompt_tokens = self.completion_tokens = 0
+            self.wall_seconds = 0.0
+            self.retries_by_reason, self.failures = {}, {}
+        return snap
+
+    def add(self, snap: dict[str, Any]) -> None:
+        """Add counters taken elsewhere (``take()`` in a worker process) to these."""
+        with self._lock:
+            for k in ("requests", "cache_hits", "responses", "retries", "repairs", "prompt_tokens",
+                      "completion_tokens", "wall_seconds"):
+                setattr(self, k, getattr(self, k) + snap.get(k, 0))
+            for k in ("retries_by_reason", "failures"):
+                mine = getattr(self, k)
+                for reason, n in (snap.get(k) or {}).items():
+                    mine[reason] = mine.get(reason, 0) + n
+
     def reset(self) -> None:
         with self._lock:
             self.requests = self.cache_hits = self.responses = self.retries = self.repairs = 0

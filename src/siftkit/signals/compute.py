@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -137,12 +138,31 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
     worker_seconds: dict[str, float] = {}
     if todo:
         total = sum(len(r) for _, r in todo)
-        with progress.stage("signals:ray", total=total) as bar:
+        by_fp = {s.fingerprint(): s for s, _ in todo}
+        with progress.stage("signals:ray", total=total) as bar, contextlib.ExitStack() as open_stages:
             bar.set(signals=[s.name for s, _ in todo])
+            # one stage per signal, as the local engine reports them: rows done and rate, as shards finish
+            stages, left = {}, {}
+            for s, r in todo:
+                st = open_stages.enter_context(progress.stage(f"signal:{s.name}", total=len(r)))
+                st.set(cached=int(len(ids) - len(r)), engine="ray")
+                stages[s.fingerprint()], left[s.fingerprint()] = st, len(r)
 
             def done(rec: dict[str, Any]) -> None:
-                worker_seconds[rec["fingerprint"]] = worker_seconds.get(rec["fingerprint"], 0.0) + rec["seconds"]
+                fp = rec["fingerprint"]
+                worker_seconds[fp] = worker_seconds.get(fp, 0.0) + rec["seconds"]
+                if rec.get("usage") is not None and hasattr(by_fp[fp], "add_usage"):
+                    by_fp[fp].add_usage(rec["usage"])   # the worker's LLM counters into this run's
+                st = stages[fp]
+                st.update(rec["rows"])
                 bar.update(rec["rows"])
+                progress.debug(f"signal:{rec['signal']}: shard {rec['shard']} done, {rec['rows']:,} rows in "
+                               f"{rec['seconds']:.2f}s on a worker ({st.n:,}/{st.total:,})",
+                               stage=f"signal:{rec['signal']}", shard=rec["shard"], rows=rec["rows"],
+                               seconds=rec["seconds"], done=st.n, total=st.total)
+                left[fp] -= rec["rows"]
+                if left[fp] <= 0:
+                    st.close()   # its end line when its last shard is in, not when the whole plan is
 
             run_plan(todo, pool, cache_dir, settings=settings, shard_size=shard_size, on_done=done, spill=spill)
     plan_seconds = time.perf_counter() - t0
