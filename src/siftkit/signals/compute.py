@@ -80,18 +80,24 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
             cached, missing = store.load(sig, ids)
             if missing.any():  # pragma: no cover - would be a bug in a signal or the store
                 raise RuntimeError(f"signal {sig.name}: {int(missing.sum())} records still missing after compute")
-        for name in cached.column_names:
-            if name in columns:
-                raise ConfigError(f"two signals produce the column {name!r}; give one a different config")
-            columns[name] = cached.column(name)
-        if stats is not None:
-            stats[sig.name] = {"fingerprint": sig.fingerprint(), "config": sig.config(),
-                               "computed": int(computed), "cached": int(len(ids) - computed),
-                               "seconds": round(time.perf_counter() - t0, 3)}
-            usage = sig.end_run() if hasattr(sig, "end_run") else None
-            if usage is not None:
-                stats[sig.name]["usage"] = usage
+        _collect(sig, cached, columns, stats, computed, len(ids), time.perf_counter() - t0)
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
+
+
+def _collect(sig: Signal, cached: pa.Table, columns: dict[str, Any], stats: dict[str, Any] | None,
+             computed: int, n: int, seconds: float) -> None:
+    """Add a signal's cached columns to ``columns`` (a column name made by two signals is a config error) and
+    its timings, cache hits and LLM usage of this run to ``stats``."""
+    for name in cached.column_names:
+        if name in columns:
+            raise ConfigError(f"two signals produce the column {name!r}; give one a different config")
+        columns[name] = cached.column(name)
+    if stats is not None:
+        stats[sig.name] = {"fingerprint": sig.fingerprint(), "config": sig.config(), "computed": int(computed),
+                           "cached": int(n - computed), "seconds": round(seconds, 3)}
+        usage = sig.end_run() if hasattr(sig, "end_run") else None
+        if usage is not None:
+            stats[sig.name]["usage"] = usage
 
 
 def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: SignalStore, workers: int,
@@ -171,16 +177,6 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
         cached, missing = store.load(sig, ids)
         if missing.any():  # pragma: no cover - would be a bug in a signal, the store or the engine
             raise RuntimeError(f"signal {sig.name}: {int(missing.sum())} records still missing after compute")
-        for name in cached.column_names:
-            if name in columns:
-                raise ConfigError(f"two signals produce the column {name!r}; give one a different config")
-            columns[name] = cached.column(name)
-        if stats is not None:
-            # seconds: the workers' compute time for this signal (summed over shards), else the plan's wall time
-            stats[sig.name] = {"fingerprint": sig.fingerprint(), "config": sig.config(), "computed": int(computed),
-                               "cached": int(len(ids) - computed),
-                               "seconds": round(worker_seconds.get(sig.fingerprint(), plan_seconds), 3)}
-            usage = sig.end_run() if hasattr(sig, "end_run") else None
-            if usage is not None:
-                stats[sig.name]["usage"] = usage
+        # seconds: the workers' compute time for this signal (summed over shards), else the plan's wall time
+        _collect(sig, cached, columns, stats, computed, len(ids), worker_seconds.get(sig.fingerprint(), plan_seconds))
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
