@@ -484,10 +484,7 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dic
             try:
                 recs = ray.get(ref)
             except rex.RayTaskError as e:
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, SiftkitError):
-                    raise cause from None
-                raise RuntimeError(f"ray pass {p.label}: shard {tasks[t][0]} failed: {cause or e}") from None
+                raise _task_failure(e, f"ray pass {p.label}: shard {tasks[t][0]} failed") from None
             except retry as e:
                 attempts[t] += 1
                 if attempts[t] >= MAX_ATTEMPTS:
@@ -596,6 +593,15 @@ def _prune_copies(folder: str, max_age_s: float = STALE_COPY_S) -> None:
             pass
 
 
+def _task_failure(e: Exception, what: str) -> Exception:
+    """The error to raise for a task or actor call that raised: siftkit's own error as it was raised on the
+    worker (its file, line and exit code intact), anything else as a RuntimeError saying ``what`` failed."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, SiftkitError):
+        return cause
+    return RuntimeError(f"{what}: {cause or e}")
+
+
 def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Callable[..., dict[int, Any]]:
     """``read_pool``'s ``run_tasks`` for the Ray engine: each file task is read and normalised on a worker
     (``io.pool.process_task``, the local code) into ``<cache>/_pool/<key>.arrow`` (Arrow IPC, written
@@ -639,10 +645,7 @@ def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Call
                 try:
                     res = ray.get(ref)
                 except rex.RayTaskError as e:
-                    cause = getattr(e, "cause", None)
-                    if isinstance(cause, SiftkitError):
-                        raise cause from None
-                    raise RuntimeError(f"reading {tasks[i].path} on ray failed: {cause or e}") from None
+                    raise _task_failure(e, f"reading {tasks[i].path} on ray failed") from None
                 except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
                     raise ClusterError(f"reading {tasks[i].path} on ray failed {MAX_ATTEMPTS} times (workers "
                                        f"died: {type(e).__name__}); rerun") from None
