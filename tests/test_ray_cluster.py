@@ -1,6 +1,7 @@
 """The Ray engine on a multi-node cluster (``ray.cluster_utils.Cluster``: several nodes on this machine).
 
-A worker node is killed mid-run, while the signals' shards are being computed on it; the run must still
+A worker node is killed mid-run, while the pool is being read and scored on it (the reading tasks compute the
+cheap signals; shards of the plan for the rest); the run must still
 finish with the selection a local-engine run makes, byte for byte (pick order, ``selected.jsonl``,
 ``_siftkit/selection.parquet``). Only public interfaces are used (``siftkit.select(..., engine="ray")`` with
 ``RAY_ADDRESS`` pointing at the cluster, ``siftkit.write``), so the test holds whatever the engine does
@@ -33,6 +34,7 @@ LOOPBACK = "127.0.0.1"
 NODE_STORE = 80 * 2**20          # object store per node: small, several nodes share this machine's memory
 RECORDS = 3000
 SHARD = 250                      # records per shard: 12 shards per signal, so the kill lands mid-run
+FILES = 12                       # input files: 12 reading tasks
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
          "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega", "river",
          "stone", "cloud", "bread", "lamp"]
@@ -86,8 +88,9 @@ def make_pool(folder: Path) -> Path:
             continue
         rows.append(convo(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 40))),
                           " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 90)))))
-    write_jsonl(folder / "a.jsonl", rows[: RECORDS // 2])
-    write_jsonl(folder / "b.jsonl", rows[RECORDS // 2:])
+    step = RECORDS // FILES      # many files: many reading tasks (they compute the cheap signals), so the
+    for k in range(FILES):       # kill after the first part lands while most of them are still to run
+        write_jsonl(folder / f"part-{k:02d}.jsonl", rows[k * step:(k + 1) * step])
     return folder
 
 

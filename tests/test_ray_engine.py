@@ -401,3 +401,56 @@ def test_llm_usage_summed_from_workers(local_ray, server, tmp_path):
     assert ur["prompt_tokens"] == ul["prompt_tokens"] > 0 and ur["completion_tokens"] > 0
     assert ur["cached_responses"]["responses"] == ur["responses"]
     assert a.column("judge_reason").to_pylist() == b.column("judge_reason").to_pylist()
+
+
+def _two_file_pool(tmp_path):
+    from conftest import convo, write_jsonl
+
+    rows = [convo(f"question {i % 41} on thing {i}", f"answer {'z' * (i % 13)} {i % 7}") for i in range(260)]
+    write_jsonl(tmp_path / "pool" / "a.jsonl", rows[:150])
+    write_jsonl(tmp_path / "pool" / "b.jsonl", rows[150:])
+    return str(tmp_path / "pool")
+
+
+def test_cheap_signals_computed_while_reading(local_ray, tmp_path):
+    """With the Ray engine the reading tasks compute the run's cheap signals on the records they have just
+    read: one cache part per file and signal (not per plan shard), counted as computed by this run, values
+    equal to the local engine's; a rerun reads them from the cache and writes no part."""
+    import siftkit
+
+    pool = _two_file_pool(tmp_path)
+    opts = dict(method="top", by="tokens_response", filters=["tokens_total >= 5"], dedup="first")
+    local = siftkit.select(pool, 40, cache_dir=str(tmp_path / "cl"), **opts)
+    cache = str(tmp_path / "cr")
+    sel = siftkit.select(pool, 40, cache_dir=cache, engine="ray", shard_size=64, **opts)
+    assert sel.ids == local.ids
+    assert sel.cache_hits() == local.cache_hits() and all(v == {"computed": 260, "cached": 0}
+                                                      for v in sel.cache_hits().values())
+    for name in sel.signal_stats:
+        sig = build_signal(name if name != "tokens" else {"name": "tokens"})
+        assert len(SignalStore(cache).parts(sig)) == 2, name      # one per file: written by the reading tasks
+    assert sel.signals.equals(local.signals)
+    again = siftkit.select(pool, 40, cache_dir=cache, engine="ray", shard_size=64, **opts)
+    assert again.ids == local.ids and all(v["computed"] == 0 for v in again.cache_hits().values())
+    assert all(len(SignalStore(cache).parts(build_signal(n))) == 2 for n in again.signal_stats if n != "tokens")
+
+
+def test_signal_with_cached_parts_left_to_the_plan(local_ray, tmp_path):
+    """A signal whose cache already holds parts (another run, a pool that grew) is not computed while
+    reading: the plan computes exactly the ids it lacks, and the values equal the local engine's."""
+    from siftkit.engines.ray import RaySettings, read_signals
+    from siftkit.io.pool import read_pool
+
+    pool = _two_file_pool(tmp_path)
+    table = read_pool(pool).table
+    cache = str(tmp_path / "c")
+    compute_signals(table.slice(0, 100), ["exact_hash"], cache)          # 100 of 260 cached, one part
+    sigs = [build_signal(s) for s in ("exact_hash", "text_stats", {"name": "embedding", "backend": "static"})]
+    assert sigs[2].kind == "vector" and sigs[2].parallel        # cheap, but a matrix: the vector plan's
+    assert [s.name for s in read_signals(sigs, cache, RaySettings())] == ["text_stats"]
+    import siftkit
+
+    stats = siftkit.score(pool, ["exact_hash", "text_stats"], cache_dir=cache, engine="ray", shard_size=64)
+    assert stats.equals(compute_signals(table, ["exact_hash", "text_stats"], str(tmp_path / "local")))
+    assert len(SignalStore(cache).parts(build_signal("exact_hash"))) == 1 + 3   # the first + 160 rows in 64s
+    assert len(SignalStore(cache).parts(build_signal("text_stats"))) == 2       # while reading, per file

@@ -184,3 +184,37 @@ def test_same_file_name_in_different_folders_keeps_ids_distinct(tmp_path: Path):
     p = read_pool([str(a), str(b)])
     assert len(set(p.ids)) == 10
     assert sorted({f.rel for f in p.files}) == ["a/part.jsonl", "b/part.jsonl"]
+
+
+def test_runner_chunk_bytes_splits_tasks_with_the_same_records(tmp_path: Path):
+    """A task runner that asks for smaller tasks (``run_tasks.chunk_bytes``, the Ray reader) gets the JSON
+    Lines ranges cut to about that size; the pool (ids, rows, order, file counts) is the same."""
+    rows = [convo(f"q{i} " + "y" * (i % 23), f"a{i}") for i in range(2000)]
+    f = write_jsonl(tmp_path / "big.jsonl", rows)
+    whole = read_pool(str(f))
+
+    class Runner:
+        def __init__(self) -> None:
+            self.tasks: list = []
+            self.asked: list[int] = []
+
+        def chunk_bytes(self, total: int) -> int:
+            self.asked.append(total)
+            return total // 7
+
+        def __call__(self, tasks, finished):
+            self.tasks = list(tasks)
+            out = {}
+            for i, t in enumerate(tasks):
+                out[i] = pool_mod.process_task(t)
+                finished(t, out[i])
+            return out
+
+    r = Runner()
+    split = read_pool(str(f), run_tasks=r)
+    assert r.asked == [f.stat().st_size]
+    assert 7 <= len(r.tasks) <= 8 and all(t.byte_range for t in r.tasks)
+    starts = [t.byte_range[0] for t in r.tasks]
+    assert starts == sorted(starts) and starts[0] == 0 and r.tasks[-1].byte_range[1] == f.stat().st_size
+    assert split.table.equals(whole.table)
+    assert [fi.records for fi in split.files] == [2000]

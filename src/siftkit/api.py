@@ -116,20 +116,24 @@ def score(pool: Pool | Inputs, signals: Sequence[str | dict] = ("text_stats", "t
     settings = parse_ray_settings({**(ray or {}), **({"address": ray_address} if ray_address else {})}, "score")
     if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1):
         raise ConfigError(f"shard_size must be a positive integer, not {shard_size!r}")
+    reader = None
     if not isinstance(pool, Pool):
+        reader = _task_reader(engine, cache_dir, settings, () if refresh else built)
         pool = read(pool, on_error=on_error, workers=workers, format=format, mapping=mapping, source=source,
-                    split=split, _run_tasks=_task_reader(engine, cache_dir, settings))
+                    split=split, _run_tasks=reader)
     return compute_signals(pool.table, built, cache_dir, workers=workers or 1, engine=engine, refresh=refresh,
-                           shard_size=shard_size, ray=settings, spill=pool.spill)
+                           shard_size=shard_size, ray=settings, spill=pool.spill,
+                           read_scored=getattr(reader, "scored", ()))
 
 
-def _task_reader(engine: str, cache_dir: str, settings: Any) -> Any:
-    """With the Ray engine, files are read on the workers (``engines.ray.ray_task_reader``)."""
+def _task_reader(engine: str, cache_dir: str, settings: Any, signals: Sequence[Any] = ()) -> Any:
+    """With the Ray engine, files are read on the workers (``engines.ray.ray_task_reader``), which also
+    compute the cheap ``signals`` the cache lacks as they read."""
     if engine != "ray":
         return None
     from .engines.ray import ray_task_reader
 
-    return ray_task_reader(cache_dir, settings)
+    return ray_task_reader(cache_dir, settings, signals)
 
 
 def selection_config(inputs: Any, *, budget: Any = None, method: str | None = None, by: str | None = None,

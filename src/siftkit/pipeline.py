@@ -236,19 +236,22 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     preflight(cfg)   # extras, columns and local paths: before any reading or computing
+    selectors = [make_selector(s) for s in cfg.steps]
+    reader = None
     if pool is None:
-        reader = None
-        if cfg.engine == "ray":   # files listed here, read and normalised on the workers (engines.ray)
+        if cfg.engine == "ray":   # files listed here, read, normalised and cheaply scored on the workers
+            from .derive import needs_resolving
             from .engines.ray import ray_task_reader
 
-            reader = ray_task_reader(cfg.cache_dir, cfg.ray)
+            # the cheap signals are computed by the reading tasks (a derived model's signals wait for the pool)
+            early = [] if needs_resolving(cfg) else plan_signals(cfg, selectors)
+            reader = ray_task_reader(cfg.cache_dir, cfg.ray, early)
         pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers, run_tasks=reader)
     timings["read"] = round(time.perf_counter() - t0, 3)
     n_memory = sum(1 for f in pool.table.column("file").unique().to_pylist() if f.startswith("<"))
     progress.info(f"read {len(pool):,} records from {len(pool.files)} file(s)"
                   + (f" and {n_memory} in-memory input(s)" if n_memory else "")
                   + (f", {pool.counts()['rejected']:,} rejected" if pool.rejects else ""))
-    selectors = [make_selector(s) for s in cfg.steps]
     workers = cfg.workers or _auto_workers(len(pool))
     progress.debug(f"workers: {workers} (of {os.cpu_count()} cores), engine {cfg.engine}, "
                    f"cache {cfg.cache_dir}")
@@ -262,7 +265,7 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     sigs = plan_signals(cfg, selectors)
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
                               shard_size=cfg.shard_size, stats=sig_stats, ray=cfg.ray,
-                              spill=pool.spill) if sigs else pa.table({})
+                              spill=pool.spill, read_scored=getattr(reader, "scored", ())) if sigs else pa.table({})
     timings["signals"] = round(time.perf_counter() - t1, 3)
     for k, v in sig_stats.items():
         timings[f"signal:{k}"] = v["seconds"]

@@ -45,12 +45,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import fs
+from .. import fs, progress
 from ..errors import ClusterError, ConfigError, MissingDependencyError, SiftkitError
 from ..signals.base import Signal
 
 LOCALHOST = "127.0.0.1"
 MIN_SHARD, MAX_SHARD, SHARDS_PER_ACTOR = 1024, 65536, 4
+MIN_READ_CHUNK = 4 << 20  # bytes of JSON Lines per reading task, at least (a task and its files cost ~10 ms)
 MAX_ATTEMPTS = 4          # tries per shard when workers die (node lost, OOM kill)
 IN_FLIGHT = 2             # calls queued per actor: the next shard is ready when one finishes
 DEFAULT_CONNECT_TIMEOUT = 60.0
@@ -359,6 +360,12 @@ def _segments(rows: np.ndarray, spill: Sequence[tuple[str, int]], starts: np.nda
     return out
 
 
+def is_cheap(sig: Signal, settings: RaySettings) -> bool:
+    """A signal of the shared CPU pass (and computed while reading, ``ray_task_reader``): parallel, no GPU,
+    no per-run state (LLM signals have an endpoint and a response cache: ``begin_run``)."""
+    return bool(sig.parallel) and not gpus_for(sig, settings) and not hasattr(sig, "begin_run")
+
+
 def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, settings: RaySettings,
                 resources: dict[str, float], shard_size: int | None = None,
                 spill: Sequence[tuple[str, int]] | None = None) -> list[Pass]:
@@ -371,7 +378,7 @@ def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, setti
 
     starts = np.cumsum([0] + [n for _, n in spill])[:-1] if spill else None
 
-    cheap = [(s, r) for s, r in todo if s.parallel and not gpus_for(s, settings) and not hasattr(s, "begin_run")]
+    cheap = [(s, r) for s, r in todo if is_cheap(s, settings)]
     rest = [(s, r) for s, r in todo if not any(s is c for c, _ in cheap)]
     cpus_total = float(resources.get("CPU", 1) or 1)
     gpus_total = float(resources.get("GPU", 0) or 0)
@@ -426,7 +433,6 @@ def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_di
         return []
     ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
     passes = plan_passes(todo, pool, settings, ray.cluster_resources(), shard_size, spill)
-    from .. import progress
 
     done: list[DoneRecord] = []
     for p in passes:
@@ -602,42 +608,120 @@ def _task_failure(e: Exception, what: str) -> Exception:
     return RuntimeError(f"{what}: {cause or e}")
 
 
-def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Callable[..., dict[int, Any]]:
+def read_signals(signals: Sequence[Signal], cache_dir: str, settings: RaySettings) -> list[Signal]:
+    """The signals of a run that the reading tasks compute as they read (``ray_task_reader``): the cheap
+    scalar ones (``is_cheap``, no vector columns) whose cache holds no part yet. A signal with parts (an
+    earlier run, a killed one, a pool that grew) is left to the plan, which computes exactly the ids the
+    cache lacks; one computed while reading is found whole in the cache by ``compute_signals``."""
+    from ..signals.store import SignalStore
+
+    store = SignalStore(cache_dir)
+    out, seen = [], set()
+    for sig in signals:
+        fp = sig.fingerprint()
+        if fp in seen or not is_cheap(sig, settings) or getattr(sig, "kind", None) == "vector":
+            continue
+        seen.add(fp)
+        if not store.parts(sig):
+            out.append(sig)
+    return out
+
+
+def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal]) -> dict[str, Any]:
+    """One file task on a worker: read and normalise it (``io.pool.process_task``, the local code), write its
+    Arrow file to ``path``, then compute each of ``signals`` on its records and write one cache part per
+    signal (``PlanWorker``'s code: the same batches and part writer as the plan). Returns the reader's
+    result (rejects, file info, the Arrow file's path) with ``scored``, the signals' done records."""
+    from ..io.pool import process_task, write_spilled
+    from .local import compute_shard
+
+    res = process_task(task)
+    table = res.pop("table")
+    res["table_path"] = write_spilled(table, path)
+    res["scored"] = scored = []
+    if not table.num_rows:
+        return res
+    rows = table.select([c for c in table.column_names if c != "original"])
+    ids = rows.column("id").combine_chunks()
+    for sig in signals:
+        t0 = time.perf_counter()
+        values = compute_shard(sig, rows)
+        write_scalar_part(cache_dir, sig, ids, values)
+        scored.append({"shard": task.rel, "signal": sig.name, "fingerprint": sig.fingerprint(),
+                       "rows": int(rows.num_rows), "seconds": round(time.perf_counter() - t0, 4)})
+    return res
+
+
+class RayTaskReader:
     """``read_pool``'s ``run_tasks`` for the Ray engine: each file task is read and normalised on a worker
     (``io.pool.process_task``, the local code) into ``<cache>/_pool/<key>.arrow`` (Arrow IPC, written
     atomically); the driver gets the rejects and the file's info back and memory-maps the table, so the
     pool's text is never in the driver's memory (only the pages of the columns it reads). In-memory inputs
     are read in the driver (they are there already) and written the same way. With a URL cache each file is
-    one PUT and every machine maps a local copy (``spill_copies``), so no shared file system is needed."""
-    settings = settings or RaySettings()
+    one PUT and every machine maps a local copy (``spill_copies``), so no shared file system is needed.
 
-    def run(tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]) -> dict[int, dict[str, Any]]:
-        from ..io.pool import _load_spilled, _process_task_spilled
+    ``signals``: the run's signals; those of ``read_signals`` (cheap, not cached yet) are computed by the
+    same task on the records it has just read, and their parts written to the cache, so a run's cheap
+    signals cost no second pass over the data (no shard tables, no second read of the Arrow files).
+    ``scored`` collects their done records (``compute_signals(..., read_scored=)`` counts them as computed)."""
 
-        ray = init_ray(settings.address, runtime_env=settings.runtime_env, timeout=settings.connect_timeout_s)
+    def __init__(self, cache_dir: str, settings: RaySettings | None = None, signals: Sequence[Signal] = ()):
+        self.cache_dir = cache_dir
+        self.settings = settings or RaySettings()
+        self.signals = list(signals)
+        self.scored: list[DoneRecord] = []
+
+    def _ray(self) -> Any:
+        s = self.settings
+        return init_ray(s.address, runtime_env=s.runtime_env, timeout=s.connect_timeout_s)
+
+    def chunk_bytes(self, total_bytes: int) -> int:
+        """The size of a JSON Lines reading task (``read_pool`` cuts larger ranges): about
+        ``SHARDS_PER_ACTOR`` tasks per CPU of the cluster, so every worker is busy and one that finishes early
+        takes another, within [``MIN_READ_CHUNK``, ``io.pool.JSONL_CHUNK_BYTES``]."""
+        from ..io.pool import JSONL_CHUNK_BYTES
+
+        cpus = float(self._ray().cluster_resources().get("CPU", 1) or 1)
+        want = math.ceil(max(1, total_bytes) / (SHARDS_PER_ACTOR * max(1.0, cpus)))
+        return int(min(JSONL_CHUNK_BYTES, max(MIN_READ_CHUNK, want)))
+
+    def __call__(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]
+                 ) -> dict[int, dict[str, Any]]:
+        from ..io.pool import _load_spilled, _task_size
+
+        settings = self.settings
+        ray = self._ray()
         from ray import exceptions as rex
 
         release_actors(ray)   # actors kept from an earlier run hold the CPUs these tasks need
-        folder = fs.join(cache_root(cache_dir), "_pool")    # a URL: the workers PUT, every reader downloads
+        root = cache_root(self.cache_dir)
+        folder = fs.join(root, "_pool")    # a URL: the workers PUT, every reader downloads
         fs.makedirs(folder)
-        copies = spill_copies(cache_root(cache_dir))
+        copies = spill_copies(root)
         if copies:
             _prune_copies(copies)
-        remote = ray.remote(_process_task_spilled).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
+        sigs = read_signals(self.signals, root, settings) if self.signals else []
+        if sigs:
+            progress.debug(f"read: computing {', '.join(s.name for s in sigs)} in the reading tasks",
+                           stage="read", signals=[s.name for s in sigs])
+        remote = ray.remote(_read_task).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
+        sig_ref = ray.put(sigs)
         done: dict[int, dict[str, Any]] = {}
         pending: dict[Any, int] = {}
 
         def got(i: int, res: dict[str, Any]) -> None:
+            self.scored.extend(res.pop("scored", []))
             res["pool_file"] = res["table_path"]
             done[i] = _load_spilled(res, copies)
             finished(tasks[i], done[i])
 
-        for i, t in enumerate(tasks):
+        for i in sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i])):   # largest first: balance
+            t = tasks[i]
             path = fs.join(folder, pool_file_key(t) + ".arrow")
             if t.records is not None:            # an in-memory input: only this process has it
-                got(i, _process_task_spilled(t, path))
+                got(i, _read_task(t, path, root, sigs))
             else:
-                pending[remote.remote(t, path)] = i
+                pending[remote.remote(t, path, root, sig_ref)] = i
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
@@ -652,4 +736,8 @@ def ray_task_reader(cache_dir: str, settings: RaySettings | None = None) -> Call
                 got(i, res)
         return done
 
-    return run
+
+def ray_task_reader(cache_dir: str, settings: RaySettings | None = None,
+                    signals: Sequence[Signal] = ()) -> RayTaskReader:
+    """The Ray engine's file-task runner for ``read_pool`` (``RayTaskReader``)."""
+    return RayTaskReader(cache_dir, settings, signals)

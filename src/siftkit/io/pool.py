@@ -671,6 +671,20 @@ def _disambiguate_rels(tasks: list[FileTask]) -> None:
 
 # ---------------------------------------------------------------- per-file work
 
+def split_tasks(tasks: list[FileTask], chunk_bytes: int) -> list[FileTask]:
+    """The tasks with every JSON Lines byte range larger than ``chunk_bytes`` cut into newline-aligned
+    ranges of about that size (``readers.jsonl_ranges``); record ids do not change (they come from the file
+    and the physical line, which each range carries)."""
+    out: list[FileTask] = []
+    for t in tasks:
+        r = t.byte_range
+        if r is None or r[1] - r[0] <= chunk_bytes:
+            out.append(t)
+            continue
+        out.extend(dataclasses.replace(t, byte_range=sub) for sub in R.jsonl_ranges(t.path, chunk_bytes, r))
+    return out
+
+
 def _raw_iter(task: FileTask) -> Iterable[R.RawRecord | R.ParseProblem]:
     if task.records is not None:
         return task.records()
@@ -1069,6 +1083,9 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
         if len(skipped) > 20:
             progress.warn(f"skipping {len(skipped) - 20} more files (listed in the manifest's skipped_files)")
         total_bytes = sum(_task_size(t) for t in tasks)
+        chunking = getattr(run_tasks, "chunk_bytes", None)   # a runner with many workers wants smaller tasks
+        if chunking is not None and tasks:
+            tasks = split_tasks(tasks, chunking(total_bytes))
         if workers is None:
             workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
         if any(_fs.is_remote(t.path) for t in tasks):
@@ -1188,20 +1205,25 @@ def _process_task_spilled(task: FileTask, path: str) -> dict[str, Any]:
     that the parent memory-maps, instead of being pickled through the result pipe. ``path`` may be a URL
     (the Ray engine's ``<cache>/_pool`` on an object store): then the file is one PUT of the whole object."""
     res = process_task(task)
-    table = res.pop("table")
+    res["table_path"] = write_spilled(res.pop("table"), path)
+    return res
+
+
+def write_spilled(table: pa.Table, path: str) -> str:
+    """Write ``table`` as an Arrow IPC file at ``path`` (local: temporary file then rename; a URL: one PUT),
+    so a reader sees it whole or not at all; returns the path written."""
     if _fs.is_remote(path):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
         _fs.write_atomic(path, memoryview(sink.getvalue()))   # one PUT, no copy
-    else:
-        path = _fs.local_path(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table)
-        os.replace(tmp, path)            # whole or absent: a file in a shared cache is never half-written
-    res["table_path"] = path
-    return res
+        return path
+    path = _fs.local_path(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    os.replace(tmp, path)            # whole or absent: a file in a shared cache is never half-written
+    return path
 
 
 def map_spilled(path: str, local_dir: str | None = None) -> pa.Table:

@@ -510,13 +510,14 @@ def _dup_problem(s: bytes, row: int | None, line: int | None) -> ParseProblem | 
     return ParseProblem(row, line, None, note, code="defect") if note else None
 
 
-def jsonl_ranges(path: str, chunk_bytes: int) -> list[tuple[int, int, int]]:
-    """Split an uncompressed JSONL file into newline-aligned byte ranges: (start, end, first_line)."""
-    size = _fs.size(path)
-    if size <= chunk_bytes:
-        return [(0, size, 1)]
+def jsonl_ranges(path: str, chunk_bytes: int, within: tuple[int, int, int] | None = None
+                 ) -> list[tuple[int, int, int]]:
+    """Split an uncompressed JSONL file into newline-aligned byte ranges: (start, end, first_line).
+    ``within``: split only that range of it (a range this function gave), e.g. into smaller ones."""
+    start, size, line = within if within is not None else (0, _fs.size(path), 1)
+    if size - start <= chunk_bytes:
+        return [(start, size, line)]
     ranges = []
-    start, line = 0, 1
     with _open(path, seekable=True) as fh:
         while start < size:
             fh.seek(min(start + chunk_bytes, size))

@@ -37,7 +37,8 @@ def build_signal(spec: str | dict[str, Any] | Signal) -> Signal:
 def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str,
                     *, workers: int = 1, shard_size: int | None = None, engine: str = "local",
                     refresh: bool = False, stats: dict[str, Any] | None = None, ray: Any = None,
-                    spill: Sequence[tuple[str, int]] | None = None) -> pa.Table:
+                    spill: Sequence[tuple[str, int]] | None = None,
+                    read_scored: Sequence[dict[str, Any]] = ()) -> pa.Table:
     """Return a table aligned with ``pool`` holding every column of every signal.
 
     Cached values are reused by record id; missing ones are computed in shards of ``shard_size``
@@ -47,11 +48,13 @@ def compute_signals(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Sig
     ``engine="ray"``: every missing signal in one plan (``engines.ray.run_plan``: one pass for the cheap
     signals, one per model signal; the workers write the cache); ``ray`` is its ``RaySettings``
     (default: ``RAY_ADDRESS`` or a local instance) and ``shard_size`` defaults to about four shards per actor;
-    ``spill`` (``Pool.spill``, a pool read on the workers) lets the workers read their shards themselves.
+    ``spill`` (``Pool.spill``, a pool read on the workers) lets the workers read their shards themselves;
+    ``read_scored``: the done records of the signals the Ray reading tasks computed as they read
+    (``engines.ray.RayTaskReader.scored``), found in the cache here and counted as computed by this run.
     """
     if engine == "ray":
         return _compute_signals_ray(pool, signals, cache_dir, shard_size=shard_size, refresh=refresh,
-                                    stats=stats, settings=ray, spill=spill)
+                                    stats=stats, settings=ray, spill=spill, read_scored=read_scored)
     if engine != "local":
         raise ConfigError(f"unknown engine {engine!r}; use 'local' or 'ray'")
     store = SignalStore(cache_dir)
@@ -117,7 +120,8 @@ def _compute_missing(sig: Signal, pool: pa.Table, todo: np.ndarray, store: Signa
 
 def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] | Signal], cache_dir: str, *,
                          shard_size: int | None, refresh: bool, stats: dict[str, Any] | None,
-                         settings: Any, spill: Sequence[tuple[str, int]] | None = None) -> pa.Table:
+                         settings: Any, spill: Sequence[tuple[str, int]] | None = None,
+                         read_scored: Sequence[dict[str, Any]] = ()) -> pa.Table:
     """``compute_signals`` on Ray: what the cache lacks for every signal goes into one plan
     (``engines.ray.run_plan``), written to the cache by the workers; the values are then read from it."""
     from ..engines.ray import run_plan
@@ -125,6 +129,11 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
     store = SignalStore(cache_dir)
     ids = pool.column("id")
     t0 = time.perf_counter()
+    while_reading: dict[str, list[float]] = {}    # fingerprint -> [rows, worker seconds] computed while reading
+    for rec in read_scored:
+        acc = while_reading.setdefault(rec["fingerprint"], [0, 0.0])
+        acc[0] += rec["rows"]
+        acc[1] += rec["seconds"]
     built, todo = [], []
     for spec in signals:
         sig = build_signal(spec)
@@ -134,11 +143,16 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
             sig.begin_run(cache_dir)
         _, missing = store.load(sig, ids)
         rows = np.flatnonzero(missing)
+        early = while_reading.get(sig.fingerprint())
+        if early:
+            progress.debug(f"signal:{sig.name}: {int(early[0]):,} record(s) computed while reading "
+                           f"({early[1]:.2f} s on the workers)", stage=f"signal:{sig.name}",
+                           computed=int(early[0]), seconds=round(early[1], 3), engine="ray")
         progress.debug(f"signal:{sig.name}: fingerprint {sig.fingerprint()}, {len(ids) - len(rows):,} cached, "
                        f"{len(rows):,} to compute" + (", engine ray" if len(rows) else ""),
                        stage=f"signal:{sig.name}", fingerprint=sig.fingerprint(),
                        cached=int(len(ids) - len(rows)), computed=len(rows), engine="ray")
-        built.append((sig, len(rows)))
+        built.append((sig, len(rows) + int(early[0] if early else 0)))
         if len(rows):
             todo.append((sig, rows))
     worker_seconds: dict[str, float] = {}
@@ -178,5 +192,8 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
         if missing.any():  # pragma: no cover - would be a bug in a signal, the store or the engine
             raise RuntimeError(f"signal {sig.name}: {int(missing.sum())} records still missing after compute")
         # seconds: the workers' compute time for this signal (summed over shards), else the plan's wall time
-        _collect(sig, cached, columns, stats, computed, len(ids), worker_seconds.get(sig.fingerprint(), plan_seconds))
+        fp = sig.fingerprint()
+        seconds = (worker_seconds.get(fp, 0.0) + while_reading.get(fp, [0, 0.0])[1]
+                   if fp in worker_seconds or fp in while_reading else plan_seconds)
+        _collect(sig, cached, columns, stats, computed, len(ids), seconds)
     return pa.table(columns) if columns else pa.table({"_": pa.nulls(len(ids))}).drop(["_"])
