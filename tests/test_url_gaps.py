@@ -281,6 +281,8 @@ def test_bench_config_file_params_resolve_against_its_folder(tmp_path):
     assert cfg.methods[0].recipe["preset"]["rubrics_file"] == str(bdir / "r" / "rubrics.yaml")
     assert cfg.eval["judge"]["rubrics_file"] == str(bdir / "r" / "ref.yaml")
     assert cfg.raw["pool"]["inputs"] == [str(bdir / "data"), "s3://bucket/pool"]
+    with pytest.raises(ConfigError, match="a bench config is read from local disk"):
+        load_bench_config("s3://bucket/b.yaml")
 
 
 def test_prompt_and_rubric_files_read_from_s3(s3, tmp_path, capfd):

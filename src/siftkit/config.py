@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .fs import is_url, local_path
+from .fs import is_remote, is_url, local_path
 from .yamlfile import load_yaml_mapping
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
@@ -169,7 +169,7 @@ def recipe_files(data: dict[str, Any], base: str) -> None:
 
 
 def load_recipe(path: str) -> dict[str, Any]:
-    if is_url(path) and not path.lower().startswith("file://"):
+    if is_remote(path):
         raise ConfigError(f"recipe {path}: a recipe is read from local disk (copy it first); the paths in it "
                           f"may be URLs")
     path = local_path(path)

@@ -128,8 +128,13 @@ def _resolve_paths(data: dict[str, Any], base: str) -> None:
 
 
 def load_bench_config(path: str) -> BenchConfig:
+    from ..fs import is_remote, local_path
     from ..yamlfile import load_yaml_mapping
 
+    if is_remote(path):
+        raise ConfigError(f"bench config {path}: a bench config is read from local disk (copy it first); the "
+                          f"pool's inputs in it may be URLs")
+    path = local_path(path)
     data = load_yaml_mapping(path, "bench config")
     _resolve_paths(data, os.path.dirname(os.path.abspath(path)))
     return build_bench_config(data, path)
