@@ -140,10 +140,10 @@ def _hf_folders(root):
     write_jsonl(root / "pool" / "plain.jsonl", [convo("plain q", "plain a")])
 
 
-def _view(pool, prefix: str) -> list[tuple]:
+def _view(pool) -> list[tuple]:
     t = pool.table
-    return sorted(zip(t.column("source").to_pylist(), [f.removeprefix(prefix) for f in t.column("file").to_pylist()],
-                      t.column("row").to_pylist(), [json.dumps(m) for m in t.column("messages").to_pylist()]))
+    return sorted(zip(t.column("source").to_pylist(), t.column("file").to_pylist(), t.column("row").to_pylist(),
+                      [json.dumps(m) for m in t.column("messages").to_pylist()]))
 
 
 def test_hf_saved_folders_on_s3_read_like_local(s3, tmp_path):
@@ -153,12 +153,13 @@ def test_hf_saved_folders_on_s3_read_like_local(s3, tmp_path):
     _upload(tmp_path / "pool", f"{s3}/pool")
     local, remote = read_pool(str(tmp_path / "pool")), read_pool(f"{s3}/pool")
     assert len(local) == len(remote) == 4 + 2 + 6 + 1
-    assert _view(remote, "") == _view(local, "")
+    assert _view(remote) == _view(local)
+    assert sorted(remote.ids) == sorted(local.ids)                # ids from the same relative paths
     files = {f.path for f in remote.files}
     assert all(p.startswith(f"{s3}/pool/") for p in files) and not any(p.endswith(".json") for p in files)
     assert sum(p.endswith(".arrow") for p in files) == 3
     # The folder itself given, and one split folder of a DatasetDict.
-    assert _view(read_pool(f"{s3}/pool/chat_dd"), "") == _view(read_pool(str(tmp_path / "pool" / "chat_dd")), "")
+    assert _view(read_pool(f"{s3}/pool/chat_dd")) == _view(read_pool(str(tmp_path / "pool" / "chat_dd")))
     assert len(read_pool(f"{s3}/pool/chat_dd/test/")) == 2
     # Through the CLI, to a canonical table on the store.
     assert main(["-q", "read", f"{s3}/pool/chat_dd", "--out", f"{s3}/canon.parquet"]) == 0
