@@ -1,8 +1,9 @@
-"""Shared fixtures: small pools in every format, and the real shared pool when present."""
+"""Shared fixtures: small pools in every format, the real shared pool when present, and an S3 server (moto)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -70,3 +71,44 @@ def server(gguf, tmp_path_factory):
     log = str(tmp_path_factory.mktemp("llm") / "server.log")
     with LocalServer(gguf, log=log) as s:
         yield s
+
+
+# ------------------------------------------------------------------ S3: moto's real server on 127.0.0.1
+# (test_object_storage.py, test_url_gaps.py; skips when moto[server], of the dev extra, is missing)
+
+BUCKET = "siftkit-test"
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (dev extra)")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """Dummy credentials and the endpoint in the environment, an empty bucket, a fresh local download
+    cache. Yields the bucket's URL."""
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTINGKEYID0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("SIFTKIT_LOCAL_CACHE", str(tmp_path / "local-cache"))
+    import pyarrow.fs as pafs
+
+    f = pafs.S3FileSystem(endpoint_override=s3_server, region="us-east-1", allow_bucket_creation=True,
+                          allow_bucket_deletion=True)
+    try:
+        f.delete_dir(BUCKET)
+    except OSError:
+        pass
+    f.create_dir(BUCKET)
+    yield f"s3://{BUCKET}"

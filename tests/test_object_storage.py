@@ -1,11 +1,10 @@
 """Inputs, the signal cache and outputs on object storage: a real S3-compatible server (moto's, started on
-127.0.0.1 by this module) and file:// URLs. Skips when moto is not installed (``pip install -e '.[dev]'``)."""
+127.0.0.1 by the ``s3_server`` / ``s3`` fixtures of conftest.py) and file:// URLs. Skips when moto is not installed (``pip install -e '.[dev]'``)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import shutil
 import socket
@@ -13,46 +12,9 @@ import socket
 import pyarrow as pa
 import pytest
 
-from conftest import convo, write_jsonl
+from conftest import BUCKET, SECRET, convo, write_jsonl
 from siftkit import fs
 from siftkit.cli import main
-
-BUCKET = "siftkit-test"
-SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY"
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (dev extra)")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server, monkeypatch, tmp_path):
-    """Dummy credentials and the endpoint in the environment, an empty bucket, a fresh local download
-    cache. Yields the bucket's URL."""
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTINGKEYID0001")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("SIFTKIT_LOCAL_CACHE", str(tmp_path / "local-cache"))
-    import pyarrow.fs as pafs
-
-    f = pafs.S3FileSystem(endpoint_override=s3_server, region="us-east-1", allow_bucket_creation=True,
-                          allow_bucket_deletion=True)
-    try:
-        f.delete_dir(BUCKET)
-    except OSError:
-        pass
-    f.create_dir(BUCKET)
-    yield f"s3://{BUCKET}"
 
 
 def _pool(root) -> None:

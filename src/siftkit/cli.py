@@ -191,35 +191,47 @@ def _fs_abspath(p: str) -> str:
     return abspath(p)
 
 
+def _write_rejects(rows: list[dict[str, Any]], path: str) -> int:
+    """``read --rejects``: JSON Lines at a local path (its folder made) or a URL (one PUT, siftkit.fs)."""
+    from . import fs
+    from .io.writers import write_jsonl
+
+    if not fs.is_remote(path):
+        os.makedirs(os.path.dirname(os.path.abspath(fs.local_path(path))) or ".", exist_ok=True)
+    return write_jsonl(rows, path)
+
+
 def cmd_read(a: argparse.Namespace) -> int:
     import orjson
 
+    from . import fs
     from .api import read
-    from .io.writers import write_jsonl
 
+    for dest, what in ((a.rejects, "the rejects file"), (a.out, "the output file")):
+        if dest:    # a remote one: its store reachable and its bucket there before reading (else exit 2)
+            fs.check_location(dest, what)
     try:
         pool = read(_inputs(a), on_error=a.on_error, workers=a.workers)
     except SiftkitError as e:
         if a.rejects:  # always written: here what reading got before it stopped, the error last
-            n = write_jsonl(getattr(e, "rejects", []), a.rejects)
-            progress.info(f"wrote {n} rejects to {a.rejects} (as far as reading got)")
+            n = _write_rejects(getattr(e, "rejects", []), a.rejects)
+            progress.info(f"wrote {n} rejects to {fs.display(a.rejects)} (as far as reading got)")
         raise
     counts = pool.counts()
     _print_counts(counts, pool)
     if a.out:
         import pyarrow.parquet as pq
 
-        from . import fs
-
         if fs.is_remote(a.out):
             fs.write_table(a.out, pool.table)
         else:
-            os.makedirs(os.path.dirname(os.path.abspath(a.out)) or ".", exist_ok=True)
-            pq.write_table(pool.table, a.out, compression="zstd")
+            out = fs.local_path(a.out)
+            os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+            pq.write_table(pool.table, out, compression="zstd")
         progress.info(f"wrote canonical pool to {a.out}")
     if a.rejects:  # always written, empty when there are none
-        write_jsonl(pool.rejects, a.rejects)
-        progress.info(f"wrote {len(pool.rejects)} rejects to {a.rejects}")
+        _write_rejects(pool.rejects, a.rejects)
+        progress.info(f"wrote {len(pool.rejects)} rejects to {fs.display(a.rejects)}")
     if a.json:
         print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .fs import is_url
+from .fs import is_remote, is_url, local_path
 from .yamlfile import load_yaml_mapping
 
 TOP_KEYS = {"inputs", "on_error", "tokenizer", "signals", "steps", "budget", "seed", "output", "cache_dir",
@@ -135,24 +135,63 @@ def parse_step(step: Any, where: str) -> StepSpec:
     return StepSpec(actual_role, name, params, where)
 
 
+def recipe_path(value: Any, base: str) -> Any:
+    """A path written in a recipe, made relative to the recipe's folder ``base`` (the one rule for every
+    path a recipe names: inputs, output, cache, eval files, prompt and rubric files). A relative local path
+    is joined to ``base``; absolute paths, URLs (``s3://``, ``gs://``, ``file://``), ``hf:`` names and
+    anything that is not a non-empty string are returned as they are. CLI flags are not recipe paths (they
+    stay relative to the current folder)."""
+    if isinstance(value, str) and value and not os.path.isabs(value) and not value.startswith("hf:") \
+            and not is_url(value):
+        return os.path.normpath(os.path.join(base, value))
+    return value
+
+
+# Parameters naming a file read by a signal or a preset (judge rubrics, SelectIT / generation prompts).
+FILE_PARAMS = ("prompts_file", "rubrics_file")
+
+
+def recipe_files(data: dict[str, Any], base: str) -> None:
+    """Make the file parameters (:data:`FILE_PARAMS`) of a recipe's signals (``{name: judge, rubrics_file:
+    ..}`` or ``{judge: {rubrics_file: ..}}``) and of its preset mapping (``preset: {name: alpagasus,
+    rubrics_file: ..}``) relative to the recipe's folder ``base``, in place."""
+    specs = [data.get("preset")]
+    signals = data.get("signals")
+    for s in signals if isinstance(signals, list) else []:
+        if isinstance(s, dict) and "name" not in s and len(s) == 1:
+            specs.append(next(iter(s.values())))
+        specs.append(s)
+    for spec in specs:
+        if isinstance(spec, dict):
+            for k in FILE_PARAMS:
+                if k in spec:
+                    spec[k] = recipe_path(spec[k], base)
+
+
 def load_recipe(path: str) -> dict[str, Any]:
+    if is_remote(path):
+        raise ConfigError(f"recipe {path}: a recipe is read from local disk (copy it first); the paths in it "
+                          f"may be URLs")
+    path = local_path(path)
     data = load_yaml_mapping(path, "recipe")
-    # Relative input paths are relative to the recipe file, not to the current folder.
+    # Relative paths in a recipe are relative to the recipe file, not to the current folder: inputs,
     base = os.path.dirname(os.path.abspath(path))
     for i, inp in enumerate(data.get("inputs") or []):
-        if isinstance(inp, str) and not os.path.isabs(inp) and not inp.startswith("hf:") and not is_url(inp):
-            data["inputs"][i] = os.path.normpath(os.path.join(base, inp))
-        elif isinstance(inp, dict) and isinstance(inp.get("path"), str) and not os.path.isabs(inp["path"]) \
-                and not inp["path"].startswith("hf:") and not is_url(inp["path"]):
-            inp["path"] = os.path.normpath(os.path.join(base, inp["path"]))
-    # So are the output folder and the cache.
+        if isinstance(inp, str):
+            data["inputs"][i] = recipe_path(inp, base)
+        elif isinstance(inp, dict) and "path" in inp:
+            inp["path"] = recipe_path(inp["path"], base)
+    # the output folder and the cache,
     out = data.get("output")
     if isinstance(out, str):
         data["output"] = out = {"dir": out}
-    if isinstance(out, dict) and isinstance(out.get("dir"), str) and not os.path.isabs(out["dir"]) \
-            and not is_url(out["dir"]):
-        out["dir"] = os.path.normpath(os.path.join(base, out["dir"]))
-    # And the eval files of decontaminate: the top-level key and decontaminate steps, in every spelling.
+    if isinstance(out, dict) and "dir" in out:
+        out["dir"] = recipe_path(out["dir"], base)
+    if "cache_dir" in data:
+        data["cache_dir"] = recipe_path(data["cache_dir"], base)
+    # the files signals and presets read (prompts_file, rubrics_file),
+    recipe_files(data, base)
+    # and the eval files of decontaminate: the top-level key and decontaminate steps, in every spelling.
     if isinstance(data.get("decontaminate"), (str, list)):
         data["decontaminate"] = {"against": data["decontaminate"]}
     _against_from(data.get("decontaminate"), base)
@@ -170,9 +209,6 @@ def load_recipe(path: str) -> dict[str, Any]:
             elif isinstance(head, dict) and "decontaminate" in (head.get("name"), head.get("method")):
                 _against_from(head, base)
                 _against_from(st, base)
-    if isinstance(data.get("cache_dir"), str) and not os.path.isabs(data["cache_dir"]) \
-            and not is_url(data["cache_dir"]):
-        data["cache_dir"] = os.path.normpath(os.path.join(base, data["cache_dir"]))
     return data
 
 
@@ -181,8 +217,7 @@ def _against_from(spec: Any, base: str) -> None:
     if not isinstance(spec, dict) or spec.get("against") is None:
         return
     ag = spec["against"] if isinstance(spec["against"], list) else [spec["against"]]
-    spec["against"] = [os.path.normpath(os.path.join(base, a)) if isinstance(a, str) and not os.path.isabs(a)
-                       and not is_url(a) else a for a in ag]
+    spec["against"] = [recipe_path(a, base) for a in ag]
 
 
 def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:

@@ -87,13 +87,21 @@ def _seeds(v: Any, where: str) -> list[int]:
 
 
 def _rel(path: Any, base: str) -> Any:
-    if isinstance(path, str) and base and not os.path.isabs(path) and not path.startswith("hf:"):
-        return os.path.normpath(os.path.join(base, path))
-    return path
+    from ..config import recipe_path
+
+    return recipe_path(path, base) if base else path
 
 
 def _resolve_paths(data: dict[str, Any], base: str) -> None:
-    """Paths in a config file are relative to the file (hub names are left alone when no such path exists)."""
+    """Paths in a config file are relative to the file (hub names are left alone when no such path exists;
+    URLs as they are), as in recipes (``config.recipe_path``): the pool's inputs, output, cache, model,
+    eval files, and the ``prompts_file`` / ``rubrics_file`` of the methods' signals and presets and of
+    ``eval.judge``."""
+    from ..config import recipe_files
+
+    for spec in (data.get("methods") or {}).values() if isinstance(data.get("methods"), dict) else []:
+        if isinstance(spec, dict) and base:
+            recipe_files(spec, base)
     pool = data.get("pool")
     if isinstance(pool, dict) and isinstance(pool.get("inputs"), list):
         for i, inp in enumerate(pool["inputs"]):
@@ -112,14 +120,21 @@ def _resolve_paths(data: dict[str, Any], base: str) -> None:
         ev["data_dir"] = _rel(ev.get("data_dir"), base)
         if isinstance(ev.get("paths"), dict):
             ev["paths"] = {k: _rel(v, base) for k, v in ev["paths"].items()}
+        if isinstance(ev.get("judge"), dict) and "rubrics_file" in ev["judge"]:
+            ev["judge"]["rubrics_file"] = _rel(ev["judge"]["rubrics_file"], base)
         if isinstance(ev.get("tasks"), list):   # testset:PATH names a file too
             ev["tasks"] = [f"testset:{_rel(t.split(':', 1)[1], base)}" if isinstance(t, str)
                            and t.startswith("testset:") else t for t in ev["tasks"]]
 
 
 def load_bench_config(path: str) -> BenchConfig:
+    from ..fs import is_remote, local_path
     from ..yamlfile import load_yaml_mapping
 
+    if is_remote(path):
+        raise ConfigError(f"bench config {path}: a bench config is read from local disk (copy it first); the "
+                          f"pool's inputs in it may be URLs")
+    path = local_path(path)
     data = load_yaml_mapping(path, "bench config")
     _resolve_paths(data, os.path.dirname(os.path.abspath(path)))
     return build_bench_config(data, path)

@@ -2,7 +2,8 @@
 file, checked before any request is sent; an error names the file and the key (``r.yaml: testset.max_tokens
 must be an integer >= 1, not 'many'``), exit 2.
 
-Shape (relative paths are relative to the recipe file)::
+Shape (relative paths are relative to the recipe file, ``config.recipe_path``; ``prompts_file`` too, and
+it may be a URL; flags given on the command line stay relative to the current folder)::
 
     inputs: [docs/]                      # seeds (evolve) or documents (testset)
     output: out/testset                  # or {dir: out/testset}; evolve also takes format, file_format
@@ -16,8 +17,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config import load_recipe
+from ..config import load_recipe, recipe_path
 from ..errors import ConfigError
+from ..fs import local_path
 
 # value kinds: "int" (>= 0), "int1" (>= 1), "num" (>= 0), "pos" (> 0), "unit" (0..1), "str", "bool",
 # "map" (a mapping), "weights" (a mapping of names to numbers >= 0), "strs" (a list of strings),
@@ -109,10 +111,10 @@ def load_generate_recipe(path: str, command: str, overrides: dict[str, Any] | No
         params = {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: {command} must be a mapping of parameters")
+    base = os.path.dirname(os.path.abspath(local_path(path)))
+    if "prompts_file" in params:    # the recipe's own is relative to the recipe; an override (a CLI flag) is not
+        params = {**params, "prompts_file": recipe_path(params["prompts_file"], base)}
     params = check_params({**params, **(overrides or {})}, spec, f"{path}: {command}")
-    base = os.path.dirname(os.path.abspath(path))
-    if isinstance(params.get("prompts_file"), str) and not os.path.isabs(params["prompts_file"]):
-        params["prompts_file"] = os.path.normpath(os.path.join(base, params["prompts_file"]))
     if data.get("on_error", "raise") not in ("raise", "skip"):
         raise _bad(f"{path}: on_error", "'raise' or 'skip'", data["on_error"])
     if data.get("cache_dir") is not None and not isinstance(data["cache_dir"], str):

@@ -305,50 +305,69 @@ def _default_source(rel: str) -> str:
     return parts[0] if len(parts) > 1 else _strip_ext(parts[0])
 
 
+HF_MARKERS = ("state.json", "dataset_dict.json")   # a ``datasets.save_to_disk`` folder holds one of them
+
+
 def _is_hf_saved_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(
         os.path.join(path, "dataset_dict.json"))
 
 
-def _hf_saved_files(path: str, root: str | None = None) -> list[str]:
+def _hf_saved_files(path: str, root: str | None = None, listed: set[str] | None = None) -> list[str]:
     """The Arrow files of a ``datasets.save_to_disk`` folder, validated: its JSON must parse and list
-    files, and every split folder and data file must lie inside the folder (links out are not followed)."""
+    files, and every split folder and data file must lie inside the folder (links out are not followed).
+    ``path`` may be a URL (``s3://bucket/hf``): its JSON files are read through siftkit.fs and ``listed``
+    (the URLs of the files under it, from one listing) says which files exist without a request each."""
     import json
+    import posixpath
 
-    root = root or os.path.realpath(path)
+    remote = _fs.is_remote(path)
+    root = root or (path.rstrip("/") if remote else os.path.realpath(path))
+    join = _fs.join if remote else os.path.join
 
-    def inside(p: str) -> bool:
-        rp = os.path.realpath(p)
+    def shown(p: str) -> str:
+        return R.safe_text(_fs.display(p))
+
+    def inside(rel: str) -> bool:
+        if os.path.isabs(rel) or posixpath.isabs(rel):
+            return False
+        if remote:   # no links on an object store: the name itself must stay under the folder
+            n = posixpath.normpath(rel)
+            return n != ".." and not n.startswith("../")
+        rp = os.path.realpath(os.path.join(path, rel))
         return rp == root or rp.startswith(root.rstrip(os.sep) + os.sep)
 
-    def load(name: str) -> Any:
-        f = os.path.join(path, name)
-        try:
-            with open(f, encoding="utf-8") as fh:
-                return json.load(fh)
-        except (OSError, ValueError, RecursionError) as e:
-            raise InputDataError(f"HF save_to_disk folder: cannot read {name}: {e}", file=R.safe_text(f)) from None
+    def isfile(p: str) -> bool:
+        return p in listed if listed is not None else _fs.isfile(p)
 
-    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+    def load(name: str) -> Any:
+        f = join(path, name)
+        try:
+            return json.loads(_fs.read_bytes(f))
+        except (OSError, ValueError, RecursionError) as e:
+            raise InputDataError(f"HF save_to_disk folder: cannot read {name}: {e}", file=shown(f)) from None
+
+    if isfile(join(path, "dataset_dict.json")):
         d = load("dataset_dict.json")
         splits = d.get("splits") if isinstance(d, dict) else None
+        where = shown(join(path, "dataset_dict.json"))
         if not isinstance(splits, list) or not splits or not all(isinstance(x, str) and x for x in splits):
             raise InputDataError("HF save_to_disk folder: dataset_dict.json needs 'splits': a list of folder "
-                                 "names", file=R.safe_text(os.path.join(path, "dataset_dict.json")))
+                                 "names", file=where)
         out = []
         for x in splits:
-            sub = os.path.join(path, x)
-            if os.path.isabs(x) or not inside(sub):
+            sub = join(path, x)
+            if not inside(x):
                 raise InputDataError(f"HF save_to_disk folder: split {x!r} points outside the folder (not "
-                                     f"followed)", file=R.safe_text(os.path.join(path, "dataset_dict.json")))
-            if not os.path.isfile(os.path.join(sub, "state.json")):
+                                     f"followed)", file=where)
+            if not isfile(join(sub, "state.json")):
                 raise InputDataError(f"HF save_to_disk folder: split folder {x!r} has no state.json",
-                                     file=R.safe_text(sub))
-            out.extend(_hf_saved_files(sub, root))
+                                     file=shown(sub))
+            out.extend(_hf_saved_files(sub, root, listed))
         return out
     state = load("state.json")
     files = state.get("_data_files") if isinstance(state, dict) else None
-    where = R.safe_text(os.path.join(path, "state.json"))
+    where = shown(join(path, "state.json"))
     if not isinstance(files, list) or not files:
         raise InputDataError("HF save_to_disk folder: state.json lists no '_data_files'", file=where)
     out = []
@@ -356,11 +375,11 @@ def _hf_saved_files(path: str, root: str | None = None) -> list[str]:
         fn = f.get("filename") if isinstance(f, dict) else None
         if not isinstance(fn, str) or not fn:
             raise InputDataError(f"HF save_to_disk folder: _data_files[{i}] has no 'filename'", file=where)
-        full = os.path.join(path, fn)
-        if os.path.isabs(fn) or not inside(full):
+        full = join(path, fn)
+        if not inside(fn):
             raise InputDataError(f"HF save_to_disk folder: _data_files[{i}] {fn!r} points outside the folder "
                                  f"(not followed)", file=where)
-        if not os.path.isfile(full):
+        if not isfile(full):
             raise InputDataError(f"HF save_to_disk folder: _data_files[{i}] {fn!r} does not exist", file=where)
         out.append(full)
     return out
@@ -616,16 +635,35 @@ def _scan_remote(spec: InputSpec, path: str, scan: _Scan) -> bool:
             raise err(e) from None
         raise InputDataError(f"input not found: {_fs.display(spec.path)!r} ("
                              + ("the bucket does not exist" if no_bucket else "no such object or folder") + ")")
-    hf = [rel for _u, rel, _n in files if rel.rsplit("/", 1)[-1] in ("state.json", "dataset_dict.json")]
-    if hf:
-        where = f"{path.rstrip('/')}/{hf[0].rpartition('/')[0]}".rstrip("/")
-        raise InputDataError(f"{_fs.display(where)} is a Hugging Face save_to_disk folder: siftkit reads those "
-                             f"from local disk only; copy it (aws s3 sync / gcloud storage rsync) or give its "
-                             f"Arrow files as a glob ({_fs.display(where)}/*.arrow)")
     n_skipped_before = len(scan.skipped)
-    for url, rel, nbytes in files:
+    base = path.rstrip("/")
+    for url, _rel, nbytes in files:
         _REMOTE_SIZE[url] = nbytes
-        _remote_entry(scan, url, rel)
+    # Hugging Face save_to_disk folders (the outermost folder holding state.json or dataset_dict.json):
+    # their Arrow files as the JSON lists them, nothing else under them (as for local folders).
+    hf_dirs: list[str] = []
+    for d in sorted({rel.rpartition("/")[0] for _u, rel, _n in files if rel.rsplit("/", 1)[-1] in HF_MARKERS}):
+        if not any(h == "" or d.startswith(h + "/") for h in hf_dirs) \
+                and not any(part.startswith(".") for part in d.split("/") if part):
+            hf_dirs.append(d)
+    listed = {u for u, _r, _n in files}
+    for d in hf_dirs:
+        folder = f"{base}/{d}" if d else base
+        label = d or _fs.basename(base)
+        try:
+            paths = _hf_saved_files(folder, listed=listed)
+        except InputDataError as e:
+            if not scan.recover:
+                raise
+            scan.problems.append((folder, label, "bad_hf_folder", e.reason, None))
+            continue
+        except OSError as e:
+            raise err(e) from None
+        for p in paths:
+            scan.files.append((p, f"{label}/{p[len(folder) + 1:]}"))
+    for url, rel, _nbytes in files:
+        if not any(h == "" or rel.startswith(h + "/") for h in hf_dirs):
+            _remote_entry(scan, url, rel)
     if not scan.files and not scan.problems:
         n_skip = len(scan.skipped) - n_skipped_before
         raise InputDataError(f"directory {_fs.display(spec.path)!r} holds no readable data files "

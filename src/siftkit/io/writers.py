@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import fs as _fs
 from ..errors import ConfigError
 
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation"}
@@ -451,6 +452,17 @@ def _iter_rows(table: pa.Table) -> Iterable[dict[str, Any]]:
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str) -> int:
+    """Write ``rows`` as JSON Lines, atomically: a temporary file renamed into place locally (``file://``
+    too); on an object store (``s3://``, ``gs://``, ...) one PUT of the whole file through siftkit.fs (so
+    the file is built in memory first). Returns the number of rows."""
+    if _fs.is_remote(path):
+        lines = [orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE, default=str) for r in rows]
+        try:
+            _fs.write_atomic(path, b"".join(lines))
+        except OSError as e:
+            raise _fs.fs_error(path, e, "cannot write") from None
+        return len(lines)
+    path = _fs.local_path(path)
     n = 0
     tmp = path + ".tmp"
     with open(tmp, "wb") as fh:

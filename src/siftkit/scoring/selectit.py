@@ -28,7 +28,6 @@ Prompts are truncated as described in ``scoring.rating`` (fields cut, instructio
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ import pyarrow as pa
 from ..errors import ConfigError
 from ..registry import register_signal
 from ..signals.segments import FlatBatch, flatten
-from ..yamlfile import load_yaml_mapping, sequence_item_lines
+from ..yamlfile import load_yaml_mapping, read_small_file, sequence_item_lines
 from . import base as B
 from . import rating as R
 
@@ -95,12 +94,13 @@ def load_prompts_file(path: str) -> list[str]:
     - any other name: the released layout, one rating request per line (plain text; blank lines and lines
       starting with ``#`` are skipped), each put in ``FRAME``.
 
+    ``path`` may be a URL (``s3://``, ``gs://``, ``file://``): read whole, once, through siftkit.fs.
+
     Errors are ``ConfigError`` naming the file and line.
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"selectit prompts file not found: {path}")
+    blob = read_small_file(path, "selectit prompts file")    # local or a URL: one read
     if path.lower().endswith(YAML_EXT):
-        data = load_yaml_mapping(path, "selectit prompts file")
+        data = load_yaml_mapping(path, "selectit prompts file", text=blob)
         extra = sorted(set(data) - {"prompts"})
         if extra:
             raise ConfigError(f"{path}: unknown key(s) {extra}; a selectit prompts file has 'prompts' "
@@ -108,15 +108,14 @@ def load_prompts_file(path: str) -> list[str]:
         items = data.get("prompts")
         if not isinstance(items, list) or not items:
             raise ConfigError(f"{path}: 'prompts' must be a non-empty list of template strings")
-        lines = sequence_item_lines(path, "prompts")
+        lines = sequence_item_lines(path, "prompts", text=blob)
         for i, t in enumerate(items):
             where = f"{path}:{lines[i]}: prompts[{i}]"
             if not isinstance(t, str):
                 raise ConfigError(f"{where}: expected a template string, got {type(t).__name__}")
             R.check_format(t, ("instruction", "response"), where)
         return list(items)
-    with open(path, "rb") as fh:
-        raw = fh.read().splitlines()
+    raw = blob.splitlines()
     out = []
     for n, b in enumerate(raw, 1):
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
+import io
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 import orjson
 import xxhash
 
+from .. import fs as _fs
 from ..errors import ConfigError
 from ..io.readers import jsonl_values
 from ..signals.words import split_words
@@ -89,7 +91,20 @@ class EvalItems:
 
 
 def _files(path: str) -> list[tuple[str, str]]:
-    """(absolute file, path relative to the root given) for a file or a folder (recursively, sorted)."""
+    """(file, path relative to the root given) for a file or a folder (recursively, sorted; hidden names
+    skipped). ``path`` may be a URL (``s3://bucket/eval/``, read through siftkit.fs)."""
+    if _fs.is_remote(path):
+        try:
+            if _fs.isfile(path):
+                return [(path, _fs.basename(path))]
+            files = _fs.walk_files(path) if _fs.isdir(path) else []
+        except OSError as e:
+            raise _fs.fs_error(path, e, "decontaminate: cannot read eval files") from None
+        out = [(u, rel) for u, rel, _n in files if not any(part.startswith(".") for part in rel.split("/"))]
+        if out:
+            return out
+        raise ConfigError(f"decontaminate: {_fs.display(path)} not found (give eval files or a folder of them)")
+    path = _fs.local_path(path)
     if os.path.isfile(path):
         return [(path, os.path.basename(path))]
     if os.path.isdir(path):
@@ -108,8 +123,22 @@ def _bench_name(rel: str) -> str:
     return head
 
 
-def _open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+def _read_text(path: str) -> str:
+    """A whole eval file as text (``.gz`` decompressed), local or a URL: one read through siftkit.fs."""
+    try:
+        data = _fs.read_bytes(path)
+    except OSError as e:
+        raise _fs.fs_error(path, e, "decontaminate: cannot read eval file") from None
+    if path.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise ConfigError(f"decontaminate: {_fs.display(path)}: not a gzip file ({e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"decontaminate: {_fs.display(path)}: not UTF-8 text ({e.reason} at byte "
+                          f"{e.start})") from None
 
 
 def _text_of(rec: Any) -> str | None:
@@ -125,8 +154,7 @@ def _read_one(path: str, rel: str, items: EvalItems) -> None:
     bench = _bench_name(rel)
     low = path.lower()
     if low.endswith(".csv"):
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
+        rows = list(csv.reader(io.StringIO(_read_text(path), newline="")))
         if rows and all(len(r) == 6 for r in rows):
             for n, r in enumerate(rows, 1):
                 if n == 1 and r[0].strip().lower() == "question":
@@ -140,11 +168,10 @@ def _read_one(path: str, rel: str, items: EvalItems) -> None:
                 items.add(bench, rel, n, t)
             return
     elif low.endswith((".json", ".json.gz")):
-        with _open_text(path) as fh:
-            try:
-                data = orjson.loads(fh.read())
-            except orjson.JSONDecodeError as e:
-                raise ConfigError(f"decontaminate: {path}: not JSON ({e})") from None
+        try:
+            data = orjson.loads(_read_text(path))
+        except orjson.JSONDecodeError as e:
+            raise ConfigError(f"decontaminate: {_fs.display(path)}: not JSON ({e})") from None
         recs = data.get("examples") if isinstance(data, dict) else data
         if isinstance(recs, list) and recs and all(_text_of(r) is not None for r in recs):
             for n, r in enumerate(recs, 1):
@@ -157,7 +184,7 @@ def _read_one(path: str, rel: str, items: EvalItems) -> None:
     try:
         table = read_pool([path]).table
     except Exception as e:  # noqa: BLE001 - report which eval file could not be read
-        raise ConfigError(f"decontaminate: cannot read eval file {path}: {e}") from None
+        raise ConfigError(f"decontaminate: cannot read eval file {_fs.display(path)}: {e}") from None
     if len(table) == 0:
         return
     rows = table.column("row").to_pylist()
