@@ -258,7 +258,8 @@ def test_ray_engine_with_cache_on_s3_matches_local(s3, tmp_path, capfd):
     try:
         assert _select(f"{s3}/pool", f"{s3}/cache", f"{s3}/out", "--engine", "ray") == 0
         pool_files = [u for u, _r, _n in fs.walk_files(f"{s3}/cache/_pool")]
-        assert len(pool_files) == 5 and all(u.endswith(".arrow") for u in pool_files)   # one per data file
+        arrow = sorted(u for u in pool_files if u.endswith(".arrow"))      # one per data file, and its side
+        assert len(arrow) == 5 and sorted(pool_files) == sorted(arrow + [u[:-6] + ".json" for u in arrow])
         # The driver and the workers share one downloaded copy of each (one machine here).
         copies = os.listdir(fs.local_folder(f"{s3}/cache", "_pool"))
         assert len(copies) == 5 and all(c.endswith(".arrow") for c in copies), copies

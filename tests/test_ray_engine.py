@@ -454,3 +454,39 @@ def test_signal_with_cached_parts_left_to_the_plan(local_ray, tmp_path):
     assert stats.equals(compute_signals(table, ["exact_hash", "text_stats"], str(tmp_path / "local")))
     assert len(SignalStore(cache).parts(build_signal("exact_hash"))) == 1 + 3   # the first + 160 rows in 64s
     assert len(SignalStore(cache).parts(build_signal("text_stats"))) == 2       # while reading, per file
+
+
+def test_rerun_reuses_the_workers_reading(local_ray, tmp_path, capsys):
+    """A rerun over the same files with the same read options maps the pool files the first run wrote
+    (no reading task runs): same pool, rejects and file infos; a changed file is read again."""
+    import json
+    import os
+
+    from siftkit import progress
+    from siftkit.engines.ray import ray_task_reader
+    from siftkit.io.pool import read_pool
+
+    pool = _two_file_pool(tmp_path)
+    with open(os.path.join(pool, "a.jsonl"), "a") as fh:
+        fh.write('{"messages": oops}\n')                                   # a reject, kept with the reading
+    cache = str(tmp_path / "c")
+    first = read_pool(pool, on_error="skip", run_tasks=ray_task_reader(cache))
+    progress.configure(verbose=True, log_format="json", interval=0.0)
+    try:
+        capsys.readouterr()
+        second = read_pool(pool, on_error="skip", run_tasks=ray_task_reader(cache))
+        ev = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.startswith("{")]
+        assert any(e.get("reused") == 2 for e in ev)
+        assert second.table.equals(first.table) and second.rejects == first.rejects
+        assert [f.__dict__ for f in second.files] == [f.__dict__ for f in first.files]
+        assert second.spill == first.spill and second.counts() == first.counts()
+        with open(os.path.join(pool, "b.jsonl"), "a") as fh:          # b changes: read again, a reused
+            fh.write(json.dumps({"messages": [{"role": "user", "content": "new q"},
+                                              {"role": "assistant", "content": "new a"}]}) + "\n")
+        third = read_pool(pool, on_error="skip", run_tasks=ray_task_reader(cache))
+        ev = [json.loads(ln) for ln in capsys.readouterr().err.splitlines() if ln.startswith("{")]
+    finally:
+        progress.configure()
+    assert any(e.get("reused") == 1 for e in ev)
+    assert len(third) == len(first) + 1 and third.table.slice(0, 150).equals(first.table.slice(0, 150))
+    assert third.table.equals(read_pool(pool, on_error="skip").table)

@@ -32,6 +32,7 @@ private network (head and worker ports reachable only from the cluster's nodes);
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import socket
@@ -632,12 +633,18 @@ def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal]) 
     Arrow file to ``path``, then compute each of ``signals`` on its records and write one cache part per
     signal (``PlanWorker``'s code: the same batches and part writer as the plan). Returns the reader's
     result (rejects, file info, the Arrow file's path) with ``scored``, the signals' done records."""
+    import orjson
+
     from ..io.pool import process_task, write_spilled
     from .local import compute_shard
 
     res = process_task(task)
     table = res.pop("table")
     res["table_path"] = write_spilled(table, path)
+    if task.records is None:     # a file: its reading is kept for the next run (``RayTaskReader`` reuses it)
+        fs.write_atomic(_read_meta_path(path), orjson.dumps(
+            {"rows": table.num_rows, "rejects": res["rejects"], "rel": res["rel"], "format": res["format"],
+             "info": dataclasses.asdict(res["info"]) if res["info"] is not None else None}, default=str))
     res["scored"] = scored = []
     if not table.num_rows:
         return res
@@ -650,6 +657,31 @@ def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal]) 
         scored.append({"shard": task.rel, "signal": sig.name, "fingerprint": sig.fingerprint(),
                        "rows": int(rows.num_rows), "seconds": round(time.perf_counter() - t0, 4)})
     return res
+
+
+def _read_meta_path(arrow_path: str) -> str:
+    """The reading's side file next to a pool Arrow file: its rejects, file info and row count (JSON)."""
+    return arrow_path[: -len(".arrow")] + ".json"
+
+
+def _reuse_reading(task: Any, path: str, names: set[str]) -> dict[str, Any] | None:
+    """The result of an earlier run's reading of ``task`` (same file version, same read options: the key of
+    ``path``), from ``<cache>/_pool``: its side file and Arrow file; ``None`` when absent or unreadable."""
+    import orjson
+
+    from ..io.pool import FileInfo
+
+    meta = _read_meta_path(path)
+    if fs.basename(meta) not in names or fs.basename(path) not in names:
+        return None
+    try:
+        m = orjson.loads(fs.read_bytes(meta))
+        info = FileInfo(**m["info"]) if m["info"] is not None else None
+        return {"rejects": m["rejects"], "rel": m["rel"], "format": m["format"], "info": info,
+                "table_path": path, "rows": int(m["rows"])}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        progress.debug(f"read: not reusing {path}: {e}")
+        return None
 
 
 class RayTaskReader:
@@ -687,7 +719,7 @@ class RayTaskReader:
 
     def __call__(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]
                  ) -> dict[int, dict[str, Any]]:
-        from ..io.pool import _load_spilled, _task_size
+        from ..io.pool import _load_spilled, _task_size, map_spilled
 
         settings = self.settings
         ray = self._ray()
@@ -715,13 +747,35 @@ class RayTaskReader:
             done[i] = _load_spilled(res, copies)
             finished(tasks[i], done[i])
 
+        try:
+            names = set(fs.listdir(folder))
+        except FileNotFoundError:
+            names = set()
+        reused = 0
         for i in sorted(range(len(tasks)), key=lambda i: -_task_size(tasks[i])):   # largest first: balance
             t = tasks[i]
             path = fs.join(folder, pool_file_key(t) + ".arrow")
+            earlier = _reuse_reading(t, path, names) if t.records is None else None
+            if earlier is not None:
+                try:
+                    table = map_spilled(path, copies)
+                except (OSError, pa.ArrowInvalid) as e:   # a damaged or vanished file: read it again
+                    progress.debug(f"read: not reusing {path}: {e}")
+                    table = None
+                if table is not None and table.num_rows == earlier.pop("rows"):
+                    del earlier["table_path"]
+                    earlier.update(table=table, pool_file=path)
+                    done[i] = earlier
+                    finished(t, earlier)
+                    reused += 1
+                    continue
             if t.records is not None:            # an in-memory input: only this process has it
                 got(i, _read_task(t, path, root, sigs))
             else:
                 pending[remote.remote(t, path, root, sig_ref)] = i
+        if reused:
+            progress.debug(f"read: {reused:,} of {len(tasks):,} file task(s) reused from {folder} (same file "
+                           f"versions and read options as an earlier run)", stage="read", reused=reused)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
