@@ -30,6 +30,18 @@ from test_object_storage import _pool, _select, _upload
 KEY_SECRET = "gcs-private-key-sEcReT-0123456789abcdef"
 
 
+# The emulator's own entry point (create_server + run), in memory, killed with this process if it dies.
+_SERVE = """import sys
+from siftkit.workers import die_with_parent
+die_with_parent(int(sys.argv[1]))
+from gcp_storage_emulator.server import create_server
+create_server("127.0.0.1", int(sys.argv[2]), in_memory=True).run()
+"""
+
+
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))    # 127.0.0.1: never through a proxy
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,8 +50,8 @@ def _free_port() -> int:
 
 def _up(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url + "/", timeout=1) as r:     # the emulator's health check
-            return r.status == 200
+        with _HTTP.open(url + "/", timeout=1) as r:     # the emulator's health check
+            return r.status == 200 and r.read() == b"OK"
     except OSError:
         return False
 
@@ -48,14 +60,13 @@ def _up(url: str) -> bool:
 def gcs_server(tmp_path_factory):
     pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator is not installed (dev extra)")
     log = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
-    for _attempt in range(3):              # the free port may be taken before the emulator binds it
+    for _attempt in range(3):     # the free port may be taken before the emulator binds it (it then hangs)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         with open(log, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                                     "--port", str(port), "--in-memory", "--quiet"],
+            proc = subprocess.Popen([sys.executable, "-c", _SERVE, str(os.getpid()), str(port)],
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 15
         while proc.poll() is None and time.monotonic() < deadline and not _up(url):
             time.sleep(0.05)
         if proc.poll() is None and _up(url):
@@ -78,7 +89,7 @@ def _create_bucket(host: str, name: str) -> None:
     req = urllib.request.Request(f"http://{host}/storage/v1/b?project=siftkit-test",
                                  data=json.dumps({"name": name}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with _HTTP.open(req, timeout=10) as r:
         assert r.status == 200
 
 
@@ -93,6 +104,8 @@ def gcs(gcs_server, monkeypatch, tmp_path):
     key_file.write_text(json.dumps({"type": "service_account", "private_key": KEY_SECRET}))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    for var in ("NO_PROXY", "no_proxy"):         # pyarrow's GCS client (libcurl) honours http_proxy
+        monkeypatch.setenv(var, ",".join(filter(None, [os.environ.get(var), "127.0.0.1"])))
     monkeypatch.setenv("SIFTKIT_LOCAL_CACHE", str(tmp_path / "local-cache"))
     yield f"gs://{bucket}"
 
