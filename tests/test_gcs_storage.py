@@ -151,16 +151,17 @@ def test_select_on_gcs_matches_local_and_rerun_hits_cache(gcs, gcs_server, tmp_p
 
 
 def test_parquet_and_jsonl_files_read_from_gcs(gcs, tmp_path):
-    """One Parquet file and one JSONL file as the pool, ``siftkit read`` to a Parquet object, and the
-    selected records equal the local run's."""
+    """One Parquet file and one JSONL file read from the bucket by ``siftkit read`` (written back to the
+    bucket) give the canonical tables of the same files read from disk; a selection from the Parquet file
+    equals the local one."""
     local = tmp_path / "pool"
     _pool(local)
     _upload(local, f"{gcs}/pool")
-    assert main(["--quiet", "read", f"{gcs}/pool/tasks/count.parquet", "--out", f"{gcs}/count.parquet"]) == 0
-    t = fs.read_table(f"{gcs}/count.parquet")
-    assert t.num_rows == 6
-    assert main(["--quiet", "read", f"{gcs}/pool/chat/a.jsonl", "--out", f"{gcs}/canonical.parquet"]) == 0
-    assert fs.read_table(f"{gcs}/canonical.parquet").num_rows == 41
+    for rel, n in (("tasks/count.parquet", 6), ("chat/a.jsonl", 41)):
+        assert main(["--quiet", "read", f"{gcs}/pool/{rel}", "--out", f"{gcs}/canonical.parquet"]) == 0
+        assert main(["--quiet", "read", str(local / rel), "--out", str(tmp_path / "canonical.parquet")]) == 0
+        got, want = fs.read_table(f"{gcs}/canonical.parquet"), pq.read_table(tmp_path / "canonical.parquet")
+        assert got.num_rows == n and got.equals(want), rel
     args = ["--quiet", "select", "--budget", "4", "--method", "random", "--seed", "3"]
     assert main([*args, str(local / "tasks" / "count.parquet"), "--cache-dir", str(tmp_path / "c"),
                  "--out", str(tmp_path / "o")]) == 0
