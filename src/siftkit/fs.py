@@ -78,6 +78,8 @@ _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_
                           re.IGNORECASE)
 _FS_CACHE: dict[tuple, Any] = {}
 REMOTE_READ_BYTES = 16 << 20   # bytes fetched per request when reading a remote file
+GCS_RETRY_SECONDS = 60         # how long the GCS client retries one call (its default, 15 minutes, makes an
+                               # unreachable endpoint look like a hang)
 _ENV_KEYS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "STORAGE_EMULATOR_HOST",
              "GOOGLE_APPLICATION_CREDENTIALS")
@@ -188,11 +190,15 @@ def _make_fs(sch: str, netloc: str) -> Any:
             kw["region"] = "us-east-1"   # S3-compatible stores ignore it; skips the region lookup
         return pafs.S3FileSystem(**kw)
     if sch in ("gs", "gcs"):
-        emulator = os.environ.get("STORAGE_EMULATOR_HOST")   # fake-gcs-server and other GCS emulators
+        import datetime
+
+        retry = datetime.timedelta(seconds=GCS_RETRY_SECONDS)
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")   # gcp-storage-emulator, fake-gcs-server, ...
         if emulator:
             u = urllib.parse.urlsplit(emulator if "://" in emulator else "http://" + emulator)
-            return pafs.GcsFileSystem(anonymous=True, scheme=u.scheme, endpoint_override=u.netloc)
-        return pafs.GcsFileSystem()
+            return pafs.GcsFileSystem(anonymous=True, scheme=u.scheme, endpoint_override=u.netloc,
+                                      retry_time_limit=retry)
+        return pafs.GcsFileSystem(retry_time_limit=retry)
     if sch in ("hdfs", "viewfs"):
         return pafs.FileSystem.from_uri(f"{sch}://{netloc}/")[0]
     try:
@@ -260,7 +266,7 @@ def error_kind(e: BaseException) -> str:
                               "permission denied", "expiredtoken")) or isinstance(e, PermissionError):
         return "denied"
     if any(k in low for k in ("network_connection", "could not resolve", "couldn't connect", "connection refused",
-                              "failed to connect", "timed out", "curlcode")):
+                              "failed to connect", "could not connect", "timed out", "curlcode")):
         return "network"
     return ""
 
@@ -280,7 +286,7 @@ def describe_error(e: BaseException) -> str:
                "bucket's permissions")
     elif kind == "network":
         why = ("cannot reach the store (check the network and the endpoint: AWS_ENDPOINT_URL / "
-               "AWS_ENDPOINT_URL_S3 for S3-compatible stores)")
+               "AWS_ENDPOINT_URL_S3 for S3-compatible stores, STORAGE_EMULATOR_HOST for a GCS emulator)")
     else:
         why = ""
     detail = scrub(msg)[:300]
@@ -372,14 +378,34 @@ def stat_key(uri: str | os.PathLike) -> str:
     return f"{info.size}:{info.mtime_ns or 0}"
 
 
+def _list(uri: str, recursive: bool) -> tuple[str, list[Any]]:
+    """``(path inside the file system, FileInfos under it)``; a missing folder raises FileNotFoundError
+    (pyarrow's GCS file system raises a plain OSError "No such file or directory" for a missing prefix)."""
+    import pyarrow.fs as pafs
+
+    f, p = resolve(uri)
+    try:
+        return p, f.get_file_info(pafs.FileSelector(p, recursive=recursive, allow_not_found=False))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if scheme(uri) in ("gs", "gcs") and str(e).startswith("No such file or directory"):
+            raise FileNotFoundError(2, "No such file or directory", display(uri)) from None
+        raise
+
+
 def listdir(uri: str | os.PathLike) -> list[str]:
     """Sorted names of the entries directly in a folder; a missing folder raises FileNotFoundError."""
     if not is_remote(uri):
         return sorted(os.listdir(local_path(uri)))
-    import pyarrow.fs as pafs
-
-    f, p = resolve(uri)
-    infos = f.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=False))
+    uri = os.fspath(uri)
+    if scheme(uri) in ("gs", "gcs"):
+        # pyarrow's GCS listing of one level returns the objects and the folder-marker objects there, not
+        # the prefixes of deeper objects PUT without markers (as siftkit and most tools write them): list
+        # the whole prefix and keep the first component of each name.
+        p, infos = _list(uri, recursive=True)
+        return sorted({i.path[len(p):].lstrip("/").split("/", 1)[0] for i in infos} - {""})
+    _p, infos = _list(uri, recursive=False)
     return sorted(i.base_name for i in infos)
 
 
@@ -389,8 +415,7 @@ def walk_files(uri: str | os.PathLike) -> list[tuple[str, str, int]]:
     import pyarrow.fs as pafs
 
     uri = os.fspath(uri).rstrip("/")
-    f, p = resolve(uri)
-    infos = f.get_file_info(pafs.FileSelector(p, recursive=True, allow_not_found=False))
+    p, infos = _list(uri, recursive=True)
     out = []
     for i in infos:
         if i.type != pafs.FileType.File:
@@ -541,11 +566,16 @@ def remove_tree(uri: str | os.PathLike) -> None:
 
         remove_path(local_path(uri))
         return
+    import pyarrow.fs as pafs
+
     f, p = resolve(uri)
     try:
         f.delete_dir(p)
     except FileNotFoundError:
         pass
+    except OSError:   # GCS: "No such directory" is a plain OSError
+        if f.get_file_info(p).type != pafs.FileType.NotFound:
+            raise
 
 
 def upload_tree(local_dir: str, uri: str, last: str = "manifest.json", first: str = "") -> list[str]:
