@@ -311,7 +311,8 @@ def test_ray_engine_with_cache_on_gcs_matches_local(gcs, gcs_server, tmp_path):
     try:
         assert _select(f"{gcs}/pool", f"{gcs}/cache", f"{gcs}/out", "--engine", "ray") == 0
         pool_files = [u for u, _r, _n in fs.walk_files(f"{gcs}/cache/_pool")]
-        assert len(pool_files) == 5 and all(u.endswith(".arrow") for u in pool_files)
+        arrow = sorted(u for u in pool_files if u.endswith(".arrow"))      # one per data file, and its side
+        assert len(arrow) == 5 and sorted(pool_files) == sorted(arrow + [u[:-6] + ".json" for u in arrow])
         for rel in ("selected.jsonl", "_siftkit/selection.parquet"):
             assert fs.read_bytes(f"{gcs}/out/{rel}") == (tmp_path / "out" / rel).read_bytes(), rel
         m = _manifest(f"{gcs}/out")
