@@ -490,3 +490,24 @@ def test_rerun_reuses_the_workers_reading(local_ray, tmp_path, capsys):
     assert any(e.get("reused") == 1 for e in ev)
     assert len(third) == len(first) + 1 and third.table.slice(0, 150).equals(first.table.slice(0, 150))
     assert third.table.equals(read_pool(pool, on_error="skip").table)
+
+
+def test_jsonl_ranges_numbered_by_the_workers(local_ray, tmp_path, monkeypatch):
+    """A JSON Lines file cut into ranges for the reading tasks: the workers count each range's newlines
+    (the driver reads no more than a line at each cut) and the pool equals the local read, ids included."""
+    from conftest import convo, write_jsonl
+    from siftkit.engines.ray import ray_task_reader
+    from siftkit.io import pool as pool_mod
+    from siftkit.io.pool import read_pool
+
+    f = write_jsonl(tmp_path / "big.jsonl", [convo(f"q{i} " + "v" * (i % 29), f"a{i}") for i in range(1200)])
+    whole = read_pool(str(f))
+    monkeypatch.setattr(pool_mod, "JSONL_CHUNK_BYTES", 16_000)   # the driver cuts; the workers count and read
+    reader = ray_task_reader(str(tmp_path / "c"))
+    counted: list = []
+    count = reader.count_lines
+    monkeypatch.setattr(reader, "count_lines", lambda jobs: counted.append(len(jobs)) or count(jobs))
+    got = read_pool(str(f), run_tasks=reader)
+    assert counted and counted[0] >= 4
+    assert got.table.equals(whole.table)
+    assert len(got.spill) == counted[0] + 1

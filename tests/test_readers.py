@@ -11,6 +11,7 @@ from conftest import convo, write_jsonl
 from siftkit.errors import ConfigError, EmptyResultError, InputDataError
 from siftkit.io import InputSpec, read_pool
 from siftkit.io import pool as pool_mod
+from siftkit.io import readers as R
 
 ROWS = [convo(f"question {i}", f"answer number {i}") for i in range(5)]
 
@@ -218,3 +219,34 @@ def test_runner_chunk_bytes_splits_tasks_with_the_same_records(tmp_path: Path):
     assert starts == sorted(starts) and starts[0] == 0 and r.tasks[-1].byte_range[1] == f.stat().st_size
     assert split.table.equals(whole.table)
     assert [fi.records for fi in split.files] == [2000]
+
+
+def test_runner_counting_lines_numbers_the_ranges(tmp_path: Path, monkeypatch):
+    """A runner with ``count_lines`` (the Ray reader: newlines counted on the workers) gets the JSONL ranges
+    without first lines and numbers them from its counts: the driver reads only a line at each cut, and
+    the pool is the same as a read that counts lines itself."""
+    rows = [convo(f"q{i} " + "w" * (i % 31), f"a{i}") for i in range(1500)]
+    f = write_jsonl(tmp_path / "big.jsonl", rows)
+    whole = read_pool(str(f))
+    monkeypatch.setattr(pool_mod, "JSONL_CHUNK_BYTES", 20_000)
+    tasks, _ = pool_mod.resolve_inputs([InputSpec(str(f))], recover=False, count_lines=False)
+    assert len(tasks) > 4 and tasks[0].byte_range[2] == 1 and all(t.byte_range[2] is None for t in tasks[1:])
+
+    class Runner:
+        jobs: list = []
+
+        def count_lines(self, jobs):
+            self.jobs = list(jobs)
+            return [R.count_newlines(*j) for j in jobs]
+
+        def __call__(self, tasks, finished):
+            assert all(t.byte_range[2] is not None for t in tasks)
+            out = {i: pool_mod.process_task(t) for i, t in enumerate(tasks)}
+            for i, t in enumerate(tasks):
+                finished(t, out[i])
+            return out
+
+    r = Runner()
+    got = read_pool(str(f), run_tasks=r)
+    assert len(r.jobs) == len(tasks) - 1            # every range but the last is counted
+    assert got.table.equals(whole.table)

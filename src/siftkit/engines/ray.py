@@ -717,6 +717,26 @@ class RayTaskReader:
         want = math.ceil(max(1, total_bytes) / (SHARDS_PER_ACTOR * max(1.0, cpus)))
         return int(min(JSONL_CHUNK_BYTES, max(MIN_READ_CHUNK, want)))
 
+    def count_lines(self, jobs: list[tuple[str, int, int]]) -> list[int]:
+        """Newlines in each ``(path, start, end)`` byte range, counted on the workers in parallel (the driver
+        then numbers the JSONL ranges' lines, ``io.pool.number_lines``, without reading the files itself)."""
+        if not jobs:
+            return []
+        from ..io.readers import count_newlines
+
+        ray = self._ray()
+        from ray import exceptions as rex
+
+        remote = ray.remote(count_newlines).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
+        refs = [remote.remote(*j) for j in jobs]
+        try:
+            return [int(n) for n in ray.get(refs)]
+        except rex.RayTaskError as e:
+            raise _task_failure(e, "counting the lines of the JSONL inputs on ray failed") from None
+        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
+            raise ClusterError(f"counting the lines of the JSONL inputs on ray failed {MAX_ATTEMPTS} times "
+                               f"(workers died: {type(e).__name__}); rerun") from None
+
     def __call__(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]
                  ) -> dict[int, dict[str, Any]]:
         from ..io.pool import _load_spilled, _task_size, map_spilled

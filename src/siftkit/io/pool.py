@@ -217,7 +217,7 @@ class FileTask:
     mapping: dict[str, Any] | None
     header: bool | None
     recover: bool
-    byte_range: tuple[int, int, int] | None = None
+    byte_range: tuple[int, int, int | None] | None = None   # JSONL: (start, end, first line)
     records: Any = None       # in-memory input: a callable yielding RawRecords (siftkit.io.memory)
     problem: tuple[str, str, int | None] | None = None  # (code, reason, records): rejected before reading
 
@@ -476,14 +476,16 @@ class _Scan:
             self.files.append((p, f"{rel}/" + os.path.relpath(p, full).replace(os.sep, "/")))
 
 
-def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
+def resolve_inputs(inputs: Sequence[InputSpec], recover: bool, count_lines: bool = True
                    ) -> tuple[list[FileTask], list[dict[str, str]]]:
     """Expand inputs into file tasks in a deterministic order; returns (tasks, skipped_files).
 
     Files that cannot be read at all (dangling symlinks, symlink loops, FIFOs named like data, unreadable
     folders, broken HF folders, unknown file types given by name) raise ``InputDataError``, or with
     ``recover`` become tasks with a ``problem`` (rejected whole, counted). ``skipped_files`` lists what is
-    not data and not read, each with its reason (hidden names, other file types, links read once)."""
+    not data and not read, each with its reason (hidden names, other file types, links read once).
+    ``count_lines=False``: a JSON Lines file cut into byte ranges is not read here to number its lines (the
+    ranges after the first have no first line yet: ``number_lines`` gives them one)."""
     tasks: list[FileTask] = []
     skipped: list[dict[str, str]] = []
     patterns = {o["match"] for spec in inputs for o in (spec.per_file or ()) if isinstance(o, Mapping)}
@@ -568,7 +570,7 @@ def resolve_inputs(inputs: Sequence[InputSpec], recover: bool
             kind = R.file_kind(p)
             if kind == "jsonl" and not p.lower().endswith((".gz", ".zst")):
                 try:
-                    ranges = R.jsonl_ranges(p, JSONL_CHUNK_BYTES)
+                    ranges = R.jsonl_ranges(p, JSONL_CHUNK_BYTES, count_lines=count_lines)
                 except OSError as e:
                     if _fs.is_remote(p):
                         raise _fs.fs_error(p, e, "cannot read input", InputDataError) from None
@@ -709,17 +711,50 @@ def _disambiguate_rels(tasks: list[FileTask]) -> None:
 
 # ---------------------------------------------------------------- per-file work
 
-def split_tasks(tasks: list[FileTask], chunk_bytes: int) -> list[FileTask]:
+def split_tasks(tasks: list[FileTask], chunk_bytes: int, count_lines: bool = True) -> list[FileTask]:
     """The tasks with every JSON Lines byte range larger than ``chunk_bytes`` cut into newline-aligned
     ranges of about that size (``readers.jsonl_ranges``); record ids do not change (they come from the file
-    and the physical line, which each range carries)."""
+    and the physical line, which each range carries, or gets from ``number_lines``)."""
     out: list[FileTask] = []
     for t in tasks:
         r = t.byte_range
         if r is None or r[1] - r[0] <= chunk_bytes:
             out.append(t)
             continue
-        out.extend(dataclasses.replace(t, byte_range=sub) for sub in R.jsonl_ranges(t.path, chunk_bytes, r))
+        out.extend(dataclasses.replace(t, byte_range=sub)
+                   for sub in R.jsonl_ranges(t.path, chunk_bytes, r, count_lines=count_lines))
+    return out
+
+
+LineCounter = Any   # (jobs: list of (path, start, end)) -> newline counts, in order (e.g. on Ray workers)
+
+
+def number_lines(tasks: list[FileTask], count: LineCounter | None = None) -> list[FileTask]:
+    """Give every byte range without a first line (``count_lines=False``) its first line: the newlines of
+    the ranges before it in its file, counted by ``count`` (default: ``readers.count_newlines`` here)."""
+    files = {t.path for t in tasks if t.byte_range is not None and t.byte_range[2] is None}
+    if not files:
+        return tasks
+    by_file: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        if t.path in files:
+            by_file.setdefault(t.path, []).append(i)
+    jobs: list[tuple[str, int, int]] = []
+    for path, idx in by_file.items():
+        idx.sort(key=lambda i: tasks[i].byte_range[0])
+        jobs += [(path, tasks[i].byte_range[0], tasks[i].byte_range[1]) for i in idx[:-1]]
+    counts = count(jobs) if count is not None else [R.count_newlines(*j) for j in jobs]
+    out = list(tasks)
+    k = 0
+    for idx in by_file.values():
+        first = tasks[idx[0]].byte_range
+        line = first[2] if first[2] is not None else 1
+        for j, i in enumerate(idx):
+            s, e, _ = tasks[i].byte_range
+            out[i] = dataclasses.replace(tasks[i], byte_range=(s, e, line))
+            if j < len(idx) - 1:
+                line += int(counts[k])
+                k += 1
     return out
 
 
@@ -1115,7 +1150,8 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
     done: dict[int, dict[str, Any]] = {}
     global _READ_CALLBACK
     try:
-        tasks, skipped = resolve_inputs(specs, recover=on_error == "skip")
+        counter = getattr(run_tasks, "count_lines", None)   # a runner that numbers JSONL lines on its workers
+        tasks, skipped = resolve_inputs(specs, recover=on_error == "skip", count_lines=counter is None)
         for s in skipped[:20]:
             progress.warn(f"skipping {s['path']}: {s['reason']}")
         if len(skipped) > 20:
@@ -1123,7 +1159,9 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
         total_bytes = sum(_task_size(t) for t in tasks)
         chunking = getattr(run_tasks, "chunk_bytes", None)   # a runner with many workers wants smaller tasks
         if chunking is not None and tasks:
-            tasks = split_tasks(tasks, chunking(total_bytes))
+            tasks = split_tasks(tasks, chunking(total_bytes), count_lines=counter is None)
+        if counter is not None:
+            tasks = number_lines(tasks, counter)
         if workers is None:
             workers = min(os.cpu_count() or 1, len(tasks)) if total_bytes > (16 << 20) else 1
         if any(_fs.is_remote(t.path) for t in tasks):

@@ -510,24 +510,44 @@ def _dup_problem(s: bytes, row: int | None, line: int | None) -> ParseProblem | 
     return ParseProblem(row, line, None, note, code="defect") if note else None
 
 
-def jsonl_ranges(path: str, chunk_bytes: int, within: tuple[int, int, int] | None = None
-                 ) -> list[tuple[int, int, int]]:
+def jsonl_ranges(path: str, chunk_bytes: int, within: tuple[int, int, int | None] | None = None,
+                 count_lines: bool = True) -> list[tuple[int, int, int | None]]:
     """Split an uncompressed JSONL file into newline-aligned byte ranges: (start, end, first_line).
-    ``within``: split only that range of it (a range this function gave), e.g. into smaller ones."""
+    ``within``: split only that range of it (a range this function gave), e.g. into smaller ones.
+    ``count_lines=False`` reads only a line at each cut (not the whole file): the ranges after the first
+    have ``first_line`` ``None``, for the caller to count elsewhere (``count_newlines``, e.g. on workers)."""
     start, size, line = within if within is not None else (0, _fs.size(path), 1)
     if size - start <= chunk_bytes:
         return [(start, size, line)]
-    ranges = []
+    ranges: list[tuple[int, int, int | None]] = []
     with _open(path, seekable=True) as fh:
         while start < size:
             fh.seek(min(start + chunk_bytes, size))
             fh.readline()
             end = min(fh.tell(), size)
-            fh.seek(start)
-            n_lines = fh.read(end - start).count(b"\n")
             ranges.append((start, end, line))
-            start, line = end, line + n_lines
+            if count_lines and line is not None:
+                fh.seek(start)
+                line += fh.read(end - start).count(b"\n")
+            else:
+                line = None
+            start = end
     return ranges
+
+
+def count_newlines(path: str, start: int, end: int, block: int = 8 << 20) -> int:
+    """Newlines in bytes ``[start, end)`` of a file (local or URL), read in blocks of ``block`` bytes."""
+    n = 0
+    with _open(path, seekable=True) as fh:
+        fh.seek(start)
+        left = end - start
+        while left > 0:
+            data = fh.read(min(block, left))
+            if not data:
+                break
+            n += data.count(b"\n")
+            left -= len(data)
+    return n
 
 
 # ---------------------------------------------------------------- JSON (array or object)
