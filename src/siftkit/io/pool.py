@@ -464,16 +464,18 @@ class _Scan:
                 continue
             self.entry(child, crel)
 
-    def hf(self, full: str, rel: str) -> None:
+    def hf(self, full: str, rel: str, listed: set[str] | None = None) -> None:
+        """A ``save_to_disk`` folder, local or a URL (``listed``: the objects of the input's one listing)."""
         try:
-            paths = _hf_saved_files(full)
+            paths = _hf_saved_files(full, listed=listed)
         except InputDataError as e:
             if not self.recover:
                 raise
             self.problems.append((full, rel, "bad_hf_folder", e.reason, None))
             return
         for p in paths:
-            self.files.append((p, f"{rel}/" + os.path.relpath(p, full).replace(os.sep, "/")))
+            sub = p[len(full) + 1:] if _fs.is_remote(full) else os.path.relpath(p, full).replace(os.sep, "/")
+            self.files.append((p, f"{rel}/{sub}"))
 
 
 def resolve_inputs(inputs: Sequence[InputSpec], recover: bool, count_lines: bool = True
@@ -653,16 +655,9 @@ def _scan_remote(spec: InputSpec, path: str, scan: _Scan) -> bool:
         folder = f"{base}/{d}" if d else base
         label = d or _fs.basename(base)
         try:
-            paths = _hf_saved_files(folder, listed=listed)
-        except InputDataError as e:
-            if not scan.recover:
-                raise
-            scan.problems.append((folder, label, "bad_hf_folder", e.reason, None))
-            continue
+            scan.hf(folder, label, listed)
         except OSError as e:
             raise err(e) from None
-        for p in paths:
-            scan.files.append((p, f"{label}/{p[len(folder) + 1:]}"))
     for url, rel, _nbytes in files:
         if not any(h == "" or rel.startswith(h + "/") for h in hf_dirs):
             _remote_entry(scan, url, rel)
