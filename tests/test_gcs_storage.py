@@ -25,7 +25,7 @@ import pytest
 
 from siftkit import fs
 from siftkit.cli import main
-from test_object_storage import _pool, _select, _upload
+from test_object_storage import _pool, _select, _upload, check_missing_urls
 
 KEY_SECRET = "gcs-private-key-sEcReT-0123456789abcdef"
 
@@ -240,27 +240,7 @@ def test_outputs_on_gcs_are_replaced_whole_and_foreign_folders_refused(gcs, tmp_
 
 
 def test_missing_bucket_or_object_names_the_url(gcs, tmp_path, capfd):
-    rc = main(["select", f"{gcs}/nothing-here/", "--budget", "3", "--out", str(tmp_path / "o")])
-    err = capfd.readouterr().err
-    assert rc == 3 and f"{gcs}/nothing-here" in err and "Traceback" not in err
-    rc = main(["select", f"{gcs}/pool/missing.jsonl", "--budget", "3", "--out", str(tmp_path / "o")])
-    err = capfd.readouterr().err
-    assert rc == 3 and f"{gcs}/pool/missing.jsonl" in err and "Traceback" not in err
-    rc = main(["select", "gs://no-such-bucket-xyz/pool/a.jsonl", "--budget", "3", "--out", str(tmp_path / "o")])
-    err = capfd.readouterr().err
-    assert rc == 3 and "gs://no-such-bucket-xyz/pool/a.jsonl" in err and "Traceback" not in err
-    local = tmp_path / "pool"
-    _pool(local)
-    rc = main(["select", str(local), "--budget", "3", "--method", "top", "--by", "tokens_response",
-               "--cache-dir", "gs://no-such-bucket-xyz/cache", "--out", str(tmp_path / "o")])
-    err = capfd.readouterr().err
-    assert rc == 2 and "gs://no-such-bucket-xyz/cache" in err and "bucket does not exist" in err, err
-    assert "Traceback" not in err
-    rc = main(["select", str(local), "--budget", "3", "--cache-dir", str(tmp_path / "c"),
-               "--out", "gs://no-such-bucket-xyz/out"])
-    err = capfd.readouterr().err
-    assert rc == 2 and "gs://no-such-bucket-xyz/out" in err and "Traceback" not in err
-    assert not (tmp_path / "o").exists()
+    check_missing_urls(gcs, tmp_path, capfd, cache_hint="bucket does not exist")
 
 
 def test_vectors_cached_on_gcs_match_local(gcs, tmp_path):
