@@ -25,7 +25,7 @@ import pytest
 
 from siftkit import fs
 from siftkit.cli import main
-from test_object_storage import _pool, _select, _upload, check_missing_urls
+from test_object_storage import _pool, _select, _upload, check_missing_urls, check_ray_on_store
 
 KEY_SECRET = "gcs-private-key-sEcReT-0123456789abcdef"
 
@@ -280,29 +280,4 @@ def test_ray_engine_with_cache_on_gcs_matches_local(gcs, gcs_server, tmp_path):
     """``--engine ray`` on a local Ray instance with the pool, the cache and the output in the bucket: the
     workers (which inherit STORAGE_EMULATOR_HOST: Ray is started here, after the fixture set it) write the
     cache; the selection is byte-identical to the local engine's and a rerun computes nothing."""
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
-    if ray.is_initialized():   # a Ray started before the endpoint was set would not pass it to its workers
-        ray.shutdown()
-    local = tmp_path / "pool"
-    _pool(local)
-    _upload(local, f"{gcs}/pool")
-    assert _select(str(local), str(tmp_path / "cache"), str(tmp_path / "out")) == 0
-    try:
-        assert _select(f"{gcs}/pool", f"{gcs}/cache", f"{gcs}/out", "--engine", "ray") == 0
-        pool_files = [u for u, _r, _n in fs.walk_files(f"{gcs}/cache/_pool")]
-        arrow = sorted(u for u in pool_files if u.endswith(".arrow"))      # one per data file, and its side
-        assert len(arrow) == 5 and sorted(pool_files) == sorted(arrow + [u[:-6] + ".json" for u in arrow])
-        for rel in ("selected.jsonl", "_siftkit/selection.parquet"):
-            assert fs.read_bytes(f"{gcs}/out/{rel}") == (tmp_path / "out" / rel).read_bytes(), rel
-        m = _manifest(f"{gcs}/out")
-        assert m["counts"] == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
-        assert sum(v["computed"] for v in m["cache"].values()) > 0
-        assert _select(f"{gcs}/pool", f"{gcs}/cache", str(tmp_path / "out2"), "--engine", "ray") == 0
-        m2 = json.loads((tmp_path / "out2" / "manifest.json").read_text())
-        assert m2["cache"] and all(v["computed"] == 0 for v in m2["cache"].values()), m2["cache"]
-        assert (tmp_path / "out2" / "selected.jsonl").read_bytes() == (tmp_path / "out" / "selected.jsonl").read_bytes()
-        blob = fs.read_bytes(f"{gcs}/out/manifest.json").decode() + (tmp_path / "out2" / "manifest.json").read_text()
-        assert KEY_SECRET not in blob and gcs_server not in blob
-    finally:
-        ray.shutdown()
+    check_ray_on_store(gcs, tmp_path, [KEY_SECRET, gcs_server])
