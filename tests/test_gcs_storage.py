@@ -25,7 +25,14 @@ import pytest
 
 from siftkit import fs
 from siftkit.cli import main
-from test_object_storage import _pool, _select, _upload, check_missing_urls, check_ray_on_store
+from test_object_storage import (
+    _pool,
+    _select,
+    _upload,
+    check_missing_urls,
+    check_outputs_replaced_whole,
+    check_ray_on_store,
+)
 
 KEY_SECRET = "gcs-private-key-sEcReT-0123456789abcdef"
 
@@ -213,30 +220,7 @@ def test_fs_helpers_on_gcs(gcs, tmp_path):
 
 
 def test_outputs_on_gcs_are_replaced_whole_and_foreign_folders_refused(gcs, tmp_path):
-    local = tmp_path / "pool"
-    _pool(local)
-    _upload(local, f"{gcs}/pool")
-    assert _select(f"{gcs}/pool", f"{gcs}/cache", f"{gcs}/out") == 0          # with report.html
-    assert main(["--quiet", "select", f"{gcs}/pool", "--budget", "5", "--method", "random", "--cache-dir",
-                 f"{gcs}/cache", "--out", f"{gcs}/out"]) == 0
-    names = {rel for _u, rel, _n in fs.walk_files(f"{gcs}/out")}
-    assert "report.html" not in names and "manifest.json" in names
-    assert len(fs.read_bytes(f"{gcs}/out/selected.jsonl").splitlines()) == 5
-    # A run killed while publishing (only the side folder is there): a reader refuses it, and the next
-    # run recognises it as a siftkit output and replaces it.
-    for rel in names - {"_siftkit/selection.parquet"}:
-        fs.remove(f"{gcs}/out/{rel}")
-    assert fs.listdir(f"{gcs}/out") == ["_siftkit"]
-    assert main(["--quiet", "report", f"{gcs}/out"]) == 3
-    assert main(["--quiet", "select", f"{gcs}/pool", "--budget", "4", "--cache-dir", f"{gcs}/cache",
-                 "--out", f"{gcs}/out"]) == 0
-    assert len(fs.read_bytes(f"{gcs}/out/selected.jsonl").splitlines()) == 4
-    assert fs.isfile(f"{gcs}/out/manifest.json")
-    # A folder of someone else's data, even one holding only subfolders, is not overwritten.
-    fs.write_atomic(f"{gcs}/foreign/data/part-0.csv", b"a,b\n")
-    rc = main(["--quiet", "select", f"{gcs}/pool", "--budget", "5", "--cache-dir", f"{gcs}/cache",
-               "--out", f"{gcs}/foreign"])
-    assert rc == 2 and [rel for _u, rel, _n in fs.walk_files(f"{gcs}/foreign")] == ["data/part-0.csv"]
+    check_outputs_replaced_whole(gcs, tmp_path)
 
 
 def test_missing_bucket_or_object_names_the_url(gcs, tmp_path, capfd):

@@ -100,25 +100,37 @@ def test_report_and_read_on_urls(s3, tmp_path):
 
 
 def test_overwriting_an_s3_output_leaves_no_stale_files(s3, tmp_path):
+    check_outputs_replaced_whole(s3, tmp_path)
+
+
+def check_outputs_replaced_whole(root: str, tmp_path) -> None:
+    """An output folder under ``root`` (a bucket URL) is replaced whole (no stale file of the last run), a
+    half-published one (only ``_siftkit/``) is refused by a reader and replaced by the next run, and a folder
+    of someone else's data, even one holding only subfolders, is refused."""
     local = tmp_path / "pool"
     _pool(local)
-    _upload(local, f"{s3}/pool")
-    assert _select(f"{s3}/pool", f"{s3}/cache", f"{s3}/out") == 0          # with report.html
-    assert main(["--quiet", "select", f"{s3}/pool", "--budget", "5", "--method", "random", "--cache-dir",
-                 f"{s3}/cache", "--out", f"{s3}/out"]) == 0
-    names = {rel for _u, rel, _n in fs.walk_files(f"{s3}/out")}
+    _upload(local, f"{root}/pool")
+    assert _select(f"{root}/pool", f"{root}/cache", f"{root}/out") == 0          # with report.html
+    assert main(["--quiet", "select", f"{root}/pool", "--budget", "5", "--method", "random", "--cache-dir",
+                 f"{root}/cache", "--out", f"{root}/out"]) == 0
+    names = {rel for _u, rel, _n in fs.walk_files(f"{root}/out")}
     assert "report.html" not in names and "manifest.json" in names
-    assert len(_read(f"{s3}/out/selected.jsonl").splitlines()) == 5
-    # A run killed while publishing: no manifest.json. A reader refuses it; the next run replaces it.
-    fs.remove(f"{s3}/out/manifest.json")
-    assert main(["--quiet", "report", f"{s3}/out"]) == 3
-    assert main(["--quiet", "select", f"{s3}/pool", "--budget", "4", "--cache-dir", f"{s3}/cache",
-                 "--out", f"{s3}/out"]) == 0
-    assert len(_read(f"{s3}/out/selected.jsonl").splitlines()) == 4 and fs.isfile(f"{s3}/out/manifest.json")
-    fs.write_atomic(f"{s3}/foreign/data.csv", b"a,b\n")
-    rc = main(["--quiet", "select", f"{s3}/pool", "--budget", "5", "--cache-dir", f"{s3}/cache",
-               "--out", f"{s3}/foreign"])
-    assert rc == 2                                                        # not a siftkit output: refused
+    assert len(_read(f"{root}/out/selected.jsonl").splitlines()) == 5
+    # A run killed while publishing (only the side folder is there): a reader refuses it, and the next
+    # run recognises it as a siftkit output and replaces it.
+    for rel in names - {"_siftkit/selection.parquet"}:
+        fs.remove(f"{root}/out/{rel}")
+    assert fs.listdir(f"{root}/out") == ["_siftkit"]
+    assert main(["--quiet", "report", f"{root}/out"]) == 3
+    assert main(["--quiet", "select", f"{root}/pool", "--budget", "4", "--cache-dir", f"{root}/cache",
+                 "--out", f"{root}/out"]) == 0
+    assert len(_read(f"{root}/out/selected.jsonl").splitlines()) == 4
+    assert fs.isfile(f"{root}/out/manifest.json")
+    # A folder of someone else's data, even one holding only subfolders, is not overwritten.
+    fs.write_atomic(f"{root}/foreign/data/part-0.csv", b"a,b\n")
+    rc = main(["--quiet", "select", f"{root}/pool", "--budget", "5", "--cache-dir", f"{root}/cache",
+               "--out", f"{root}/foreign"])
+    assert rc == 2 and [rel for _u, rel, _n in fs.walk_files(f"{root}/foreign")] == ["data/part-0.csv"]
 
 
 def check_missing_urls(root: str, tmp_path, capfd, cache_hint: str | None = None) -> None:
