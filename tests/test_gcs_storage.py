@@ -27,11 +27,11 @@ from siftkit import fs
 from siftkit.cli import main
 from test_object_storage import (
     _pool,
-    _select,
     _upload,
     check_missing_urls,
     check_outputs_replaced_whole,
     check_ray_on_store,
+    check_select_on_store,
 )
 
 KEY_SECRET = "gcs-private-key-sEcReT-0123456789abcdef"
@@ -122,39 +122,10 @@ def _manifest(url: str) -> dict:
 
 
 def test_select_on_gcs_matches_local_and_rerun_hits_cache(gcs, gcs_server, tmp_path, capfd):
-    """A pool of JSONL (plain, gzip, zstd), Parquet and CSV read from the bucket, the signal cache and the
-    output in it: the selection is byte-identical to a run on local paths, and a rerun computes nothing."""
-    local = tmp_path / "pool"
-    _pool(local)
-    _upload(local, f"{gcs}/pool")
-    assert _select(str(local), str(tmp_path / "cache"), str(tmp_path / "out")) == 0
-    capfd.readouterr()
-    assert _select(f"{gcs}/pool/", f"{gcs}/cache", f"{gcs}/out") == 0
-    for rel in ("selected.jsonl", "_siftkit/selection.parquet"):
-        assert fs.read_bytes(f"{gcs}/out/{rel}") == (tmp_path / "out" / rel).read_bytes(), rel
-    m = _manifest(f"{gcs}/out")
-    assert m["counts"] == json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
-    assert {i["path"] for i in m["inputs"]} == {f"{gcs}/pool/{r}" for r in (
-        "chat/a.jsonl", "chat/z.jsonl.zst", "tasks/t.jsonl.gz", "tasks/count.parquet", "csv/qa.csv")}
-    assert m["counts"]["records"] == 41 + 5 + 6 + 6 + 2 and m["counts"]["skipped_files"] == 1
-    assert fs.isfile(f"{gcs}/out/report.html")
-    assert "signals" in fs.listdir(f"{gcs}/cache")          # the signal cache lives in the bucket
-    assert any(rel.endswith(".parquet") for _u, rel, _n in fs.walk_files(f"{gcs}/cache/signals"))
-    assert sum(v["computed"] for v in m["cache"].values()) > 0
-
-    assert _select(f"{gcs}/pool", f"{gcs}/cache", f"{gcs}/out", "--verbose", "--log-format", "json") == 0
-    log = capfd.readouterr()
-    m2 = _manifest(f"{gcs}/out")
-    assert m2["cache"] and all(v["computed"] == 0 for v in m2["cache"].values()), m2["cache"]
-    assert fs.read_bytes(f"{gcs}/out/selected.jsonl") == (tmp_path / "out" / "selected.jsonl").read_bytes()
     # Neither the credentials file (its path or its key) nor the endpoint reaches a manifest, the cache or
     # the log.
-    blob = fs.read_bytes(f"{gcs}/out/manifest.json").decode() + log.out + log.err
-    for url, _rel, _n in fs.walk_files(f"{gcs}/cache"):
-        if url.endswith(".json"):
-            blob += fs.read_bytes(url).decode()
-    for leak in (KEY_SECRET, os.environ["GOOGLE_APPLICATION_CREDENTIALS"], gcs_server):
-        assert leak not in blob, leak
+    check_select_on_store(gcs, tmp_path, capfd,
+                          [KEY_SECRET, os.environ["GOOGLE_APPLICATION_CREDENTIALS"], gcs_server])
 
 
 def test_parquet_and_jsonl_files_read_from_gcs(gcs, tmp_path):
