@@ -60,7 +60,7 @@ from ..signals.vectors import RowsF32, candidate_rows, normalize_spec
 from .base import SelectionContext, Selector, StepResult
 
 
-ADD_BLOCK = 65536     # rows of a RowsF32 view converted per faiss add (faiss's IVF add cuts batches this size)
+ADD_BLOCK = 16384     # rows of a RowsF32 view converted per faiss add
 
 
 def add_rows(index: Any, x: np.ndarray | RowsF32, block: int | None = None) -> None:
