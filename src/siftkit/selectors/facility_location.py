@@ -64,19 +64,39 @@ ADD_BLOCK = 16384     # rows of a RowsF32 view converted per faiss add
 
 
 def add_rows(index: Any, x: np.ndarray | RowsF32, block: int | None = None) -> None:
-    """Add the rows of ``x`` to a faiss index: an array in one call; a ``RowsF32`` view in float32 blocks of
-    ``block`` (:data:`ADD_BLOCK`) rows, converted one at a time from the float16 memory-map. A flat
-    index's storage is reserved for every row first (grown block by block it would be reallocated, old and
-    new buffers held at once). Same stored vectors either way."""
+    """Add the rows of ``x`` to an empty faiss flat or IVF index: an array in one call; a ``RowsF32`` view in
+    float32 blocks of ``block`` (:data:`ADD_BLOCK`) rows, converted one at a time from the float16
+    memory-map. Grown block by block, the index's storage would be reallocated as it grows (old and new
+    buffers held at once, and up to twice the room kept), so it is reserved first: a flat index's for every
+    row; an IVF index's per inverted list, from the rows' coarse assignments (a first pass over the blocks;
+    the second adds each block with its assignments, as ``index.add`` would). Same stored vectors, in the
+    same order, either way."""
+    import faiss
+
     if not isinstance(x, RowsF32):
         index.add(np.ascontiguousarray(x, dtype=np.float32))
         return
     block = ADD_BLOCK if block is None else int(block)
+    n = len(x)
+    if isinstance(index, faiss.IndexIVF):
+        assign = np.empty(n, dtype=np.int64)
+        for s in range(0, n, block):
+            assign[s:s + block] = index.quantizer.assign(np.ascontiguousarray(x[s:s + block]), 1)[:, 0]
+        lists = faiss.downcast_InvertedLists(index.invlists)
+        for lst, size in enumerate(np.bincount(assign[assign >= 0], minlength=index.nlist).tolist()):
+            if size:                                   # reserve, then empty: the capacity stays
+                lists.resize(lst, size)
+                lists.resize(lst, 0)
+        for s in range(0, n, block):
+            b = np.ascontiguousarray(x[s:s + block])
+            idx = np.ascontiguousarray(assign[s:s + block])
+            index.add_core(len(b), faiss.swig_ptr(b), None, faiss.swig_ptr(idx))
+        return
     codes = getattr(index, "codes", None)
     if codes is not None and index.ntotal == 0:        # IndexFlat*: reserve, then empty (capacity stays)
-        codes.resize(len(x) * index.code_size)
+        codes.resize(n * index.code_size)
         codes.resize(0)
-    for s in range(0, len(x), block):
+    for s in range(0, n, block):
         index.add(np.ascontiguousarray(x[s:s + block]))
 
 
@@ -98,6 +118,7 @@ def knn_graph(x: np.ndarray | RowsF32, k: int, exact_limit: int = 100_000, nprob
         train = x[np.sort(rng.choice(n, min(n, nlist * 64), replace=False))]
         index.cp.seed = int(seed % (2**31 - 1))
         index.train(np.ascontiguousarray(train))
+        del train                                       # not held while the index is filled
         index.nprobe = nprobe
     add_rows(index, x)
     nbr = np.empty((n, k), dtype=np.int64)
