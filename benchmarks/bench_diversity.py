@@ -20,7 +20,7 @@ subprocess: once with the whole float32 copy (SIFTKIT_VECTOR_MEMORY unset: 4 GiB
 CPU seconds, peak RSS over the process's RSS just before the selector ran (includes the memory-map's
 file pages the run touches), the numpy heap peak (tracemalloc), how many rows the streamed path converted
 (total and the largest single block) and whether both runs picked the same rows. Writes
-benchmarks/results/bench_diversity_memory.json.
+benchmarks/results/bench_diversity_memory.json (``--tag T``: bench_diversity_memory-T.json).
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def memory_main(args: argparse.Namespace) -> None:
               f"{blocks(r, 'rows_converted')} | {blocks(r, 'largest_block_rows')} | {r['same_picks']} |")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_diversity_memory.json").write_text(json.dumps(
+    (out / f"bench_diversity_memory{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(
         {"n": n, "dim": d, "threads": args.threads, "cpus": os.cpu_count(), "runs": MEMORY_RUNS,
          "rows": out_rows}, indent=2, default=str))
 
@@ -387,6 +387,7 @@ def main() -> None:
                                                 "(with --memory: names in MEMORY_RUNS; always skipped "
                                                 "unless in --only: " + ",".join(DEFAULT_SKIP) + ")")
     ap.add_argument("--only", default="", help="--memory: comma list of MEMORY_RUNS names to run")
+    ap.add_argument("--tag", default="", help="--memory: write bench_diversity_memory-TAG.json")
     ap.add_argument("--memory", action="store_true", help="whole float32 copy vs streamed, per selector")
     ap.add_argument("--threads", type=int, default=1, help="--memory: BLAS/OpenMP threads per run")
     ap.add_argument("--memory-child", nargs=2, metavar=("SELECTOR", "NPY"), help=argparse.SUPPRESS)

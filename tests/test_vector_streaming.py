@@ -329,7 +329,7 @@ def test_rds_streamed_is_byte_identical(tmp_path: Path, monkeypatch: pytest.Monk
             for mode in (whole, streamed):
                 mode(monkeypatch)
                 s = sel("rds", targets="unused.jsonl", embedding="static", chunk=37, rule=rule)
-                monkeypatch.setattr(s, "target_vectors", lambda: (t, tasks))   # the encoder is tested elsewhere
+                monkeypatch.setattr(s, "target_vectors", lambda tasks=tasks: (t, tasks))   # encoder: tested elsewhere
                 runs.append(s.run(context(v, seed=5), cand, 150))
             a, b = runs
             assert a.kept.tolist() == b.kept.tolist() and len(a.kept) == 150

@@ -59,7 +59,6 @@ from ..registry import register_selector
 from ..signals.vectors import RowsF32, candidate_rows, normalize_spec
 from .base import SelectionContext, Selector, StepResult
 
-
 ADD_BLOCK = 16384     # rows of a RowsF32 view converted per faiss add
 
 

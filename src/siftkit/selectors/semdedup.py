@@ -35,7 +35,6 @@ from .base import SelectionContext, Selector, StepResult
 from .kmeans import kmeans_labels
 from .repr_filter import greedy_threshold_filter, order_by_score
 
-
 WALK_ORDERS = ("far", "near", "pool")
 
 
