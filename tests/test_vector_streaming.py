@@ -376,6 +376,19 @@ def test_faiss_index_filled_block_by_block_holds_the_same_vectors(tmp_path: Path
     assert block_index.ntotal == 600
     assert same_bytes(faiss.rev_swig_ptr(block_index.get_xb(), 600 * 8).copy(),
                       faiss.rev_swig_ptr(whole_index.get_xb(), 600 * 8).copy())
+    # IVF: lists reserved from the rows' assignments, then filled block by block: the same lists, same order
+    ivf = []
+    for x in (ref, RowsF32(v, None, normalize=True, chunk=5)):
+        quant = faiss.IndexFlatIP(8)
+        index = faiss.IndexIVFFlat(quant, 8, 12, faiss.METRIC_INNER_PRODUCT)
+        index.train(ref)
+        add_rows(index, x, block=41)
+        lists = faiss.downcast_InvertedLists(index.invlists)
+        ivf.append([(faiss.rev_swig_ptr(lists.get_ids(j), lists.list_size(j)).copy().tolist(),
+                     faiss.rev_swig_ptr(lists.get_codes(j), lists.list_size(j) * 32).copy().tobytes())
+                    for j in range(12)])
+        assert index.ntotal == 600 and sum(len(ids) for ids, _ in ivf[-1]) == 600
+    assert ivf[0] == ivf[1]
 
 
 def test_cherry_prompt_clusters_streamed_is_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

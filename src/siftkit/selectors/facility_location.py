@@ -38,11 +38,12 @@ Memory: the kNN graph needs a faiss index over all the candidates, and a faiss f
 every vector in float32: that one N x d float32 copy is inherent. The candidates' rows are otherwise one
 float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB), handed to faiss as is; beyond, they stay in the
 float16 memory-map (``signals.vectors.candidate_rows``): the index is filled from float32 blocks of
-``ADD_BLOCK`` rows converted one at a time (the flat index's storage reserved up front, so it is not
-regrown), the queries are converted ``chunk`` rows at a time, and the IVF training sample and the auto-k
-sample are the only other copies. Peak: the index, plus one block, plus the N x k graph; same graph, same
-picks. The dense kernels (``euclidean-dense``, the sample of ``knn: auto``) are N x N by definition and
-bounded by ``dense_limit``.
+``ADD_BLOCK`` rows converted one at a time, its storage reserved up front so it is never regrown (a flat
+index's for all rows; an IVF index's per inverted list, from a first pass that assigns the rows), the
+queries are converted ``chunk`` rows at a time, and the IVF training sample (64 x nlist rows, freed before
+the index is filled) and the auto-k sample are the only other copies. Peak: the index, plus one block, plus
+the N x k graph; same graph, same picks. The dense kernels (``euclidean-dense``, the sample of
+``knn: auto``) are N x N by definition and bounded by ``dense_limit``.
 """
 
 from __future__ import annotations

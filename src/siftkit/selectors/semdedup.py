@@ -52,8 +52,8 @@ def any_earlier_similar(xm: np.ndarray, threshold: float, block: int = 2048) -> 
     return out
 
 
-def semdedup_reference_keep(x: np.ndarray | RowsF32, labels: np.ndarray, eps: float, centroids: np.ndarray | None = None,
-                            order: str = "far", scores: np.ndarray | None = None, block: int = 2048,
+def semdedup_reference_keep(x: np.ndarray | RowsF32, labels: np.ndarray, eps: float,
+                            centroids: np.ndarray | None = None, order: str = "far", scores: np.ndarray | None = None, block: int = 2048,
                             on_cluster: Any = None) -> np.ndarray:
     """Positions kept (sorted) under the reference rule. ``centroids[c]`` is cluster c's centroid (the mean
     of its members when None); the walk inside a cluster is by cosine distance to it (``far`` first or
