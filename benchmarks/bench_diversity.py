@@ -11,13 +11,16 @@ near-duplicates); texts for MinHash and the embedding throughput come from ../sh
 (real pool records, expanded to --n with word edits), else synthetic. Writes
 benchmarks/results/bench_diversity.json. Peak RSS is the whole benchmark process.
 
-``--memory`` instead runs kmeans, repr-filter and k-center twice each on one --n x --dim float16 .npy
-memory-map (the signal cache's form), each run in its own subprocess: once with the whole float32 copy
-(SIFTKIT_VECTOR_MEMORY unset: 4 GiB fits) and once streamed (SIFTKIT_VECTOR_MEMORY=0). Per run: wall and
+``--memory`` instead runs kmeans, repr-filter, k-center, semdedup, diverseevol, rds, facility-location,
+Cherry's brief-experience clustering and decontaminate's embedding match (MEMORY_RUNS; ``--only`` /
+``--skip`` choose; facility-location-flat, the exact kNN graph, only when asked: run it with a smaller
+--n) twice each on one --n x --dim float16 .npy memory-map (the signal cache's form), each run in its own
+subprocess: once with the whole float32 copy (SIFTKIT_VECTOR_MEMORY unset: 4 GiB fits) and once streamed
+(SIFTKIT_VECTOR_MEMORY=0). Per run: wall and
 CPU seconds, peak RSS over the process's RSS just before the selector ran (includes the memory-map's
 file pages the run touches), the numpy heap peak (tracemalloc), how many rows the streamed path converted
 (total and the largest single block) and whether both runs picked the same rows. Writes
-benchmarks/results/bench_diversity_memory.json.
+benchmarks/results/bench_diversity_memory.json (``--tag T``: bench_diversity_memory-T.json).
 """
 
 from __future__ import annotations
@@ -210,12 +213,68 @@ def naive_minhash_dedup(texts: list[str], num_perm: int = 128, n: int = 5, bands
 
 # ------------------------------------------------------------------------------------------------ --memory
 
-MEMORY_RUNS: dict[str, tuple[str, dict[str, Any], int]] = {
+MEMORY_RUNS: dict[str, tuple[str, dict[str, Any], int | None]] = {
     # k = 100 keeps the k-means training sample (256 x k rows) below N, so the whole copy is what differs
     "kmeans": ("kmeans", {"k": 100, "by": "tokens_total"}, 10_000),
     "repr-filter": ("repr-filter", {"by": "tokens_total", "threshold": 0.9, "fill": False}, 10_000),
     "k-center": ("k-center", {}, 1_000),
+    # the defaults: k = N / 1,000 clusters, eps 0.05, farthest-from-centroid first
+    "semdedup": ("semdedup", {}, None),
+    # 1,000 random, then one round of k-center to 2,000
+    "diverseevol": ("diverseevol", {"initial_size": 1000, "round_size": 1000}, 2_000),
+    # 64 synthetic targets (4 tasks of 16, near pool rows) in place of encoded target files
+    "rds": ("rds", {"targets": "synthetic", "embedding": "static"}, 10_000),
+    # the defaults: 10 neighbours; above exact_limit (100K) an IVF index
+    "facility-location": ("facility-location", {}, 10_000),
+    # the exact (flat index) kNN graph at any N: N^2 x d work, run it with a smaller --n
+    "facility-location-flat": ("facility-location", {"exact_limit": 10**9}, 10_000),
+    # Cherry's brief-experience clustering (siftkit.derive.cherry.prompt_clusters): 100 clusters over
+    # the 95% of rows with a prompt perplexity
+    "cherry-clusters": ("cherry", {"clusters": 100}, None),
+    # decontaminate's embedding match against 2,000 eval items (selectors.decontaminate.nearest_items);
+    # "whole" is the one-copy computation it replaced (kept here as the reference)
+    "decontaminate-embedding": ("decontaminate", {"items": 2000}, None),
 }
+DEFAULT_SKIP = ("facility-location-flat",)
+
+
+def run_memory_kind(name: str, v: np.ndarray, ctx: SelectionContext) -> np.ndarray:
+    """One --memory run's work; returns what it picked (positions, labels or nearest items)."""
+    from siftkit.registry import make, selector_class
+    from siftkit.signals import vectors as vec
+
+    kind, params, budget = MEMORY_RUNS[name]
+    n = len(v)
+    if kind == "cherry":
+        from siftkit.derive.cherry import prompt_clusters
+
+        rows = np.flatnonzero(np.random.default_rng(3).random(n) < 0.95)
+        return prompt_clusters(v, rows, params["clusters"], 0)
+    if kind == "decontaminate":
+        from siftkit.selectors.decontaminate import nearest_items
+
+        ev = np.asarray(v[np.random.default_rng(4).choice(n, params["items"], replace=False)], np.float32)
+        ev /= np.maximum(np.linalg.norm(ev, axis=1, keepdims=True), 1e-12)
+        cand = np.arange(n)
+        if os.environ.get(vec.VECTOR_MEMORY_ENV) == "0":
+            best, arg = nearest_items(v, cand, ev)
+        else:                     # the computation nearest_items replaced: one float32 copy of the candidates
+            pool = np.asarray(v[cand], dtype=np.float32)
+            pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
+            best, arg = np.full(n, -1.0), np.full(n, -1, dtype=np.int64)
+            for s in range(0, n, 8192):
+                sims = pool[s:s + 8192] @ ev.T
+                arg[s:s + 8192] = sims.argmax(axis=1)
+                best[s:s + 8192] = sims[np.arange(len(sims)), arg[s:s + 8192]]
+        return np.concatenate([arg, best.view(np.int64)])
+    selector = make(selector_class(kind), params, kind)
+    if kind == "rds":
+        rng = np.random.default_rng(5)
+        t = np.asarray(v[rng.choice(n, 64, replace=False)], np.float32) + 0.02 * rng.normal(size=(64, v.shape[1]))
+        t = vec.rows_f32(t, np.arange(64), normalize=True)
+        tasks = np.asarray([f"task{i // 16}" for i in range(64)], dtype=object)
+        selector.target_vectors = lambda: (t, tasks)   # type: ignore[method-assign]
+    return selector.run(ctx, np.arange(n), budget).kept
 
 
 def proc_status_mb(field: str) -> float:
@@ -230,7 +289,6 @@ def proc_status_mb(field: str) -> float:
 
 def memory_child(name: str, path: str) -> None:
     """One selector run on the memory-map at ``path``; prints one JSON line."""
-    from siftkit.registry import make, selector_class
     from siftkit.signals import vectors as vec
 
     progress.set_quiet(True)
@@ -238,7 +296,6 @@ def memory_child(name: str, path: str) -> None:
     n = len(v)
     length = np.random.default_rng(0).integers(1, 4000, size=n).astype(np.float64)
     ctx = ctx_for(v, columns={"tokens_total": length})
-    kind, params, budget = MEMORY_RUNS[name]
     stats = {"calls": 0, "rows": 0, "largest": 0}
     get = vec.RowsF32.__getitem__
 
@@ -250,11 +307,10 @@ def memory_child(name: str, path: str) -> None:
         return out
 
     vec.RowsF32.__getitem__ = counting  # type: ignore[method-assign]
-    selector = make(selector_class(kind), params, kind)
     base = proc_status_mb("VmRSS")
     tracemalloc.start()
     c0, t0 = time.process_time(), time.perf_counter()
-    res = selector.run(ctx, np.arange(n), budget)
+    kept = np.asarray(run_memory_kind(name, v, ctx))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     heap = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -262,8 +318,8 @@ def memory_child(name: str, path: str) -> None:
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rss_before_mb": base, "rss_peak_mb": peak,
                       "rss_over_mb": peak - base, "numpy_peak_mb": heap / 2**20,
                       "rows_converted": stats["rows"], "largest_block_rows": stats["largest"],
-                      "view_calls": stats["calls"], "kept": len(res.kept),
-                      "kept_sha256": hashlib.sha256(np.asarray(res.kept, np.int64).tobytes()).hexdigest()}))
+                      "view_calls": stats["calls"], "kept": len(kept),
+                      "kept_sha256": hashlib.sha256(kept.astype(np.int64).tobytes()).hexdigest()}))
 
 
 def memory_main(args: argparse.Namespace) -> None:
@@ -278,7 +334,9 @@ def memory_main(args: argparse.Namespace) -> None:
         del mm
         print(f"# {n:,} x {d} float16 memory-map ({n * d * 2 / 2**20:,.0f} MiB); whole float32 copy "
               f"{n * d * 4 / 2**20:,.0f} MiB; {threads} thread(s) per run", flush=True)
-        for name in [r for r in MEMORY_RUNS if r not in args.skip.split(",")]:
+        skip = set(DEFAULT_SKIP) | set(filter(None, args.skip.split(",")))
+        names = args.only.split(",") if args.only else [r for r in MEMORY_RUNS if r not in skip]
+        for name in names:
             runs: dict[str, dict[str, Any]] = {}
             for mode in ("whole", "streamed"):
                 env = {k: v for k, v in os.environ.items() if k != "SIFTKIT_VECTOR_MEMORY"}
@@ -297,6 +355,11 @@ def memory_main(args: argparse.Namespace) -> None:
                 r["same_picks"] = same
                 r["cpu_x_whole"] = r["cpu_s"] / runs["whole"]["cpu_s"]
                 out_rows.append(r)
+    def blocks(r: dict[str, Any], key: str) -> str:
+        if r["path"] == "whole":
+            return f"{n:,}"
+        return f"{r[key]:,}" if r["view_calls"] else "(own blocks)"   # decontaminate: 8,192-row blocks
+
     print()
     hdr = ("| selector | path | wall s | CPU s | CPU x whole | peak RSS over start, MiB | numpy heap peak, MiB | "
            "rows converted | largest block | same picks |")
@@ -305,11 +368,10 @@ def memory_main(args: argparse.Namespace) -> None:
     for r in out_rows:
         print(f"| {r['selector']} | {r['path']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['cpu_x_whole']:.2f} | "
               f"{r['rss_over_mb']:,.0f} | {r['numpy_peak_mb']:,.0f} | "
-              f"{r['rows_converted'] if r['path'] == 'streamed' else n:,} | "
-              f"{r['largest_block_rows'] if r['path'] == 'streamed' else n:,} | {r['same_picks']} |")
+              f"{blocks(r, 'rows_converted')} | {blocks(r, 'largest_block_rows')} | {r['same_picks']} |")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_diversity_memory.json").write_text(json.dumps(
+    (out / f"bench_diversity_memory{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(
         {"n": n, "dim": d, "threads": args.threads, "cpus": os.cpu_count(), "runs": MEMORY_RUNS,
          "rows": out_rows}, indent=2, default=str))
 
@@ -322,7 +384,10 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--sub", type=int, default=20_000, help="subsample size for the naive comparisons")
     ap.add_argument("--skip", default="", help="comma list of: kmeans,repr,kcenter,minhash,static,minilm "
-                                                "(with --memory: kmeans,repr-filter,k-center)")
+                                                "(with --memory: names in MEMORY_RUNS; always skipped "
+                                                "unless in --only: " + ",".join(DEFAULT_SKIP) + ")")
+    ap.add_argument("--only", default="", help="--memory: comma list of MEMORY_RUNS names to run")
+    ap.add_argument("--tag", default="", help="--memory: write bench_diversity_memory-TAG.json")
     ap.add_argument("--memory", action="store_true", help="whole float32 copy vs streamed, per selector")
     ap.add_argument("--threads", type=int, default=1, help="--memory: BLAS/OpenMP threads per run")
     ap.add_argument("--memory-child", nargs=2, metavar=("SELECTOR", "NPY"), help=argparse.SUPPRESS)

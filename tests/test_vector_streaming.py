@@ -90,6 +90,24 @@ def test_view_gives_rows_f32_bytes(tmp_path: Path, d: int, normalize: bool) -> N
     assert allrows[490:600].shape == (10, d) and allrows[7:7].shape == (0, d)
 
 
+def test_take_is_a_view_with_the_composed_rows_bytes(tmp_path: Path) -> None:
+    v = memmap16(tmp_path, tied_vectors(2, 400, 13))
+    rng = np.random.default_rng(2)
+    rows = rng.permutation(400)[:300]
+    pos = rng.permutation(300)[:120]
+    for normalize in (True, False):
+        for base in (RowsF32(v, rows, normalize=normalize, chunk=6), RowsF32(v, None, normalize=normalize, chunk=6)):
+            picked = pos if base.rows is None else rows[pos]
+            ref = rows_f32(v, picked, normalize=normalize)
+            sub = base.take(pos)
+            assert isinstance(sub, RowsF32) and sub.shape == (120, 13)
+            assert same_bytes(sub[0:120], ref) and same_bytes(sub[pos[:50] % 120], ref[pos[:50] % 120])
+            base.cache_norms()                              # norms carry over to a view taken afterwards
+            sub = base.take(pos)
+            assert (sub._norms is not None) == normalize
+            assert same_bytes(sub[0:120], ref) and same_bytes(sub.take(np.arange(0, 120, 7))[0:18], ref[::7])
+
+
 def test_view_never_writes_through_to_float32_input() -> None:
     x = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
     before = x.copy()
@@ -236,6 +254,177 @@ def test_diversity_report_streamed_is_identical(tmp_path: Path, monkeypatch: pyt
     assert a == b
 
 
+@pytest.mark.parametrize("name", ["semdedup", "semdedup-kept"])
+def test_semdedup_streamed_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(17)
+    n = 900
+    v = memmap16(tmp_path, tied_vectors(17, n, 16))
+    score = rng.integers(0, 4, n).astype(np.float64)
+    score[rng.random(n) < 0.1] = np.nan
+    orders = ["far", "near", "pool"] if name == "semdedup" else ["far"]
+    for cand in candidate_sets(n, rng):
+        for k, order, by in [(None, orders[0], None), (7, orders[-1], None), (7, orders[0], "s"),
+                             (1, orders[min(1, len(orders) - 1)], None)]:
+            files = [tmp_path / f"{name}-{i}.jsonl" for i in range(2)]
+            whole(monkeypatch)
+            a = sel(name, eps=0.1, k=k, by=by, order=order, clusters_path=str(files[0])).run(
+                context(v, {"s": score}, seed=4), cand, None)
+            streamed(monkeypatch)
+            b = sel(name, eps=0.1, k=k, by=by, order=order, clusters_path=str(files[1])).run(
+                context(v, {"s": score}, seed=4), cand, None)
+            assert a.kept.tolist() == b.kept.tolist() and 0 < len(a.kept) < len(cand)
+            assert a.dropped == b.dropped
+            assert {**a.details, "clusters_path": ""} == {**b.details, "clusters_path": ""}
+            assert files[0].read_bytes() == files[1].read_bytes() and files[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_diverseevol_streamed_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                normalize: bool) -> None:
+    rng = np.random.default_rng(18)
+    n = 700
+    v = memmap16(tmp_path, tied_vectors(18, n, 12))
+    for cand in candidate_sets(n, rng):
+        for initial_size, round_size, budget in [(20, 30, 130), (0, 45, 100), (5, 1000, 60)]:
+            a, b = run_both(monkeypatch, v, {}, "diverseevol", {"initial_size": initial_size, "round_size": round_size,
+                                                                "normalize": normalize}, cand, budget)
+            assert a.kept.tolist() == b.kept.tolist() and len(a.kept) == budget
+            assert a.details == b.details
+
+
+def test_diverseevol_reembed_rows_streamed_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-embedding is the encoder's float32 output; above the limit each round reads its rows through a
+    view of it instead of copying them."""
+    n = 500
+    v = memmap16(tmp_path, tied_vectors(19, n, 10))
+    seen: list[int] = []
+
+    def reembed(rows: np.ndarray) -> np.ndarray:             # depends on the selection: rounds differ
+        seen.append(len(rows))
+        return np.asarray(v, dtype=np.float32) + np.float32(0.01 * len(rows))
+
+    cand = np.random.default_rng(19).permutation(n)[:400]
+    a, b = run_both(monkeypatch, v, {}, "diverseevol", {"initial_size": 10, "round_size": 25, "reembed": reembed},
+                    cand, 90)
+    assert a.kept.tolist() == b.kept.tolist() and len(a.kept) == 90
+    assert a.details == b.details and a.details["rounds"] == 4 and seen == [10, 35, 60, 85] * 2
+
+
+@pytest.mark.parametrize("rule", ["balanced", "reference"])
+def test_rds_streamed_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: str) -> None:
+    """Targets are near copies of pool rows (ties between duplicated candidates); a small chunk makes the
+    top-k merge run across many chunks and a small first k makes it retry with a larger one."""
+    from siftkit.selectors import rds
+
+    rng = np.random.default_rng(20)
+    n = 800
+    raw = tied_vectors(20, n, 14)
+    v = memmap16(tmp_path, raw)
+    t = raw[rng.choice(n, 9, replace=False)] + 0.05 * rng.normal(size=(9, 14))
+    t = rows_f32(t, np.arange(9), normalize=True)
+    for tasks in (np.asarray(["a"] * 9, dtype=object), np.asarray(list("aaabbbbcc"), dtype=object)):
+        for cand in candidate_sets(n, rng):
+            runs = []
+            for mode in (whole, streamed):
+                mode(monkeypatch)
+                s = sel("rds", targets="unused.jsonl", embedding="static", chunk=37, rule=rule)
+                monkeypatch.setattr(s, "target_vectors", lambda tasks=tasks: (t, tasks))   # encoder: tested elsewhere
+                runs.append(s.run(context(v, seed=5), cand, 150))
+            a, b = runs
+            assert a.kept.tolist() == b.kept.tolist() and len(a.kept) == 150
+            assert a.details == b.details
+    streamed(monkeypatch)
+    x = candidate_rows(v, np.arange(n), normalize=True)
+    assert isinstance(x, RowsF32)
+    tasks = np.asarray(["a"] * 9, dtype=object)
+    assert rds.rds_select(x, t, tasks, 600, chunk=50).tolist() == \
+        rds.rds_select(rows_f32(v, np.arange(n), normalize=True), t, tasks, 600, chunk=50).tolist()
+
+
+@pytest.mark.parametrize("params", [
+    {},                                                                    # exact kNN, flat index
+    {"exact_limit": 100, "nprobe": 4},                                     # IVF, approximate
+    {"method": "stochastic", "knn": 6},
+    {"kernel": "euclidean", "dense_limit": 300, "sample": 150},            # kNN above 300, k measured on a sample
+    {"kernel": "euclidean", "dense_limit": 1000},                          # dense N x N
+])
+def test_facility_location_streamed_is_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      params: dict) -> None:
+    pytest.importorskip("faiss")
+    from siftkit.selectors import facility_location
+
+    monkeypatch.setattr(facility_location, "ADD_BLOCK", 53)   # streamed: the index is filled in many blocks
+    rng = np.random.default_rng(21)
+    n = 700
+    v = memmap16(tmp_path, tied_vectors(21, n, 16))
+    for cand in candidate_sets(n, rng):
+        a, b = run_both(monkeypatch, v, {}, "facility-location", params, cand, 60)
+        assert a.kept.tolist() == b.kept.tolist() and len(a.kept) == 60
+        assert a.details == b.details
+
+
+def test_faiss_index_filled_block_by_block_holds_the_same_vectors(tmp_path: Path) -> None:
+    faiss = pytest.importorskip("faiss")
+    from siftkit.selectors.facility_location import add_rows
+
+    v = memmap16(tmp_path, tied_vectors(22, 600, 8))
+    ref = rows_f32(v, np.arange(600), normalize=True)
+    whole_index, block_index = faiss.IndexFlatIP(8), faiss.IndexFlatIP(8)
+    add_rows(whole_index, ref)
+    add_rows(block_index, RowsF32(v, None, normalize=True, chunk=5), block=77)
+    assert block_index.ntotal == 600
+    assert same_bytes(faiss.rev_swig_ptr(block_index.get_xb(), 600 * 8).copy(),
+                      faiss.rev_swig_ptr(whole_index.get_xb(), 600 * 8).copy())
+    # IVF: lists reserved from the rows' assignments, then filled block by block: the same lists, same order
+    ivf = []
+    for x in (ref, RowsF32(v, None, normalize=True, chunk=5)):
+        quant = faiss.IndexFlatIP(8)
+        index = faiss.IndexIVFFlat(quant, 8, 12, faiss.METRIC_INNER_PRODUCT)
+        index.train(ref)
+        add_rows(index, x, block=41)
+        lists = faiss.downcast_InvertedLists(index.invlists)
+        ivf.append([(faiss.rev_swig_ptr(lists.get_ids(j), lists.list_size(j)).copy().tolist(),
+                     faiss.rev_swig_ptr(lists.get_codes(j), lists.list_size(j) * 32).copy().tobytes())
+                    for j in range(12)])
+        assert index.ntotal == 600 and sum(len(ids) for ids, _ in ivf[-1]) == 600
+    assert ivf[0] == ivf[1]
+
+
+def test_cherry_prompt_clusters_streamed_is_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss")
+    from siftkit.derive.cherry import prompt_clusters
+
+    v = memmap16(tmp_path, tied_vectors(23, 800, 16))
+    rows = np.sort(np.random.default_rng(23).choice(800, 650, replace=False))   # rows with a prompt ppl
+    whole(monkeypatch)
+    a = prompt_clusters(v, rows, 9, 3)
+    streamed(monkeypatch)
+    b = prompt_clusters(v, rows, 9, 3)
+    assert same_bytes(a, b) and len(set(a[rows].tolist())) == 9
+    other = np.setdiff1d(np.arange(800), rows)
+    assert (a[other] == -1).all() and (a[rows] >= 0).all()
+
+
+def test_decontaminate_nearest_items_blocks_match_one_copy(tmp_path: Path) -> None:
+    from siftkit.selectors.decontaminate import nearest_items
+
+    rng = np.random.default_rng(24)
+    v = memmap16(tmp_path, tied_vectors(24, 900, 12))
+    cand = rng.permutation(900)[:700]
+    ev = np.asarray(v[cand[rng.choice(700, 30, replace=False)]], dtype=np.float32)   # copies of candidates
+    ev /= np.maximum(np.linalg.norm(ev, axis=1, keepdims=True), 1e-12)
+    pool = np.asarray(v[cand], dtype=np.float32)                           # the one-copy computation
+    pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
+    sims = pool @ ev.T
+    for block in (8192, 64, 1):
+        best, arg = nearest_items(v, cand, ev, block=block)
+        assert arg.tolist() == sims.argmax(axis=1).tolist()
+        assert np.allclose(best, sims.max(axis=1), atol=1e-6) and (best > 0.999).sum() >= 30
+    best, arg = nearest_items(v, cand, ev)                                 # the default block: same bytes
+    assert same_bytes(best, sims[np.arange(700), sims.argmax(axis=1)].astype(np.float64))
+
+
 # ------------------------------------------------------------------------------------------------ memory
 
 def numpy_peak(fn) -> int:
@@ -248,13 +437,15 @@ def numpy_peak(fn) -> int:
 
 
 @pytest.mark.parametrize("name,params,budget", [("kmeans", {"k": 8}, 1000), ("repr-filter", {}, 1000),
-                                                ("k-center", {}, 8)])
+                                                ("k-center", {}, 8), ("semdedup", {"k": 250, "niter": 5}, None),
+                                                ("diverseevol", {"initial_size": 8, "round_size": 4}, 16)])
 def test_streamed_selector_never_holds_the_float32_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         name: str, params: dict, budget: int) -> None:
     """160K x 64: the whole float32 copy is 41 MB; streamed, the numpy heap stays well under it (k-means:
     its 65,536-row assignment block plus O(N) labels and sort keys; k-center: a 32,768-row refresh block plus
-    O(N) distances; repr-filter: one walk block)."""
-    if name == "kmeans":
+    O(N) distances; repr-filter: one walk block; semdedup: its k-means plus one ~640-row cluster at a time;
+    diverseevol: k-center over a view of the rows not yet selected)."""
+    if name in ("kmeans", "semdedup"):
         pytest.importorskip("faiss")
     n, d = 160_000, 64
     rng = np.random.default_rng(16)

@@ -7,7 +7,8 @@ Before scoring IFD, Cherry gives the base model a brief experience of the pool:
    ``prompt_ppl: whole`` takes Cherry's definition instead, every token of the templated prompt);
 2. k-means over prompt embeddings (default: the base model's mean-pooled last hidden states of the query
    segment, the ``embedding`` signal with ``backend: causal-lm``; cached), ``clusters`` (100) clusters,
-   spherical on L2-normalised vectors (``siftkit.selectors.kmeans.kmeans_labels``);
+   spherical on L2-normalised vectors (``siftkit.selectors.kmeans.kmeans_labels``; read from the float16
+   vector cache chunk by chunk beyond ``SIFTKIT_VECTOR_MEMORY``, as the ``kmeans`` selector does);
 3. in each cluster, the records whose prompt perplexity lies between the cluster's ``band`` percentiles
    (25th and 75th, inclusive, as the published code computes them per cluster), and of those at most
    ``per_cluster`` (10): all when there are fewer, otherwise evenly spaced ranks in perplexity order;
@@ -132,6 +133,20 @@ def check_signal_spec(spec: Any, where: str) -> Any:
     return {**spec, "brief_experience": brief_options(spec["brief_experience"], f"{where}.brief_experience")}
 
 
+def prompt_clusters(vectors: np.ndarray, rows: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Per pool row (``vectors``: the pool's N x d embeddings, float16 memory-map) its cluster under
+    spherical k-means of the L2-normalised rows ``rows`` (``clusters`` clusters, ``seed``), -1 for the other
+    rows. The rows are one float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB), else read from the
+    memory-map chunk by chunk (``signals.vectors.candidate_rows``): the same labels either way."""
+    from ..selectors.kmeans import kmeans_labels
+    from ..signals.vectors import candidate_rows
+
+    lab, _ = kmeans_labels(candidate_rows(vectors, rows, normalize=True), clusters, seed)
+    labels = np.full(len(vectors), -1, dtype=np.int64)
+    labels[rows] = lab
+    return labels
+
+
 def band_picks(labels: np.ndarray, ppl: np.ndarray, per_cluster: int, band: Sequence[float]) -> np.ndarray:
     """Positions picked: in each cluster (``labels`` >= 0), the records whose ``ppl`` lies between the
     cluster's ``band`` percentiles (inclusive), then ``per_cluster`` of them at evenly spaced ranks in
@@ -244,16 +259,13 @@ def brief_experience(pool: Any, model: str, *, clusters: int = 100, per_cluster:
         raise ConfigError("brief_experience: no record has a prompt perplexity (each needs text before its "
                           "last assistant turn)")
     # 2. k-means over prompt embeddings (cached vectors)
-    from ..selectors.kmeans import kmeans_labels
-    from ..signals.vectors import load_or_compute_vectors, rows_f32
+    from ..signals.vectors import load_or_compute_vectors
 
     vectors = load_or_compute_vectors(table, emb_sig, cache_dir, workers=workers, engine=engine)
-    lab, _ = kmeans_labels(rows_f32(vectors, rows, normalize=True), opts["clusters"], opts["seed"])
-    labels = np.full(len(ids), -1, dtype=np.int64)
-    labels[rows] = lab
+    labels = prompt_clusters(vectors, rows, opts["clusters"], opts["seed"])
     # 3. the band, per cluster
     picks = band_picks(labels, ppl, opts["per_cluster"], opts["band"])
-    progress.info(f"brief experience: {len(picks):,} records from {int(lab.max()) + 1} clusters "
+    progress.info(f"brief experience: {len(picks):,} records from {int(labels.max()) + 1} clusters "
                   f"(prompt-perplexity band {opts['band'][0]:g}-{opts['band'][1]:g}th percentile)")
     # 4. fine-tune a fresh copy of the base on them, save the merged model
     from ..training.base import BaseLM
@@ -268,7 +280,7 @@ def brief_experience(pool: Any, model: str, *, clusters: int = 100, per_cluster:
     info = {"fingerprint": fp, "version": VERSION, "base_model": model, "template": template,
             "lm_loss": base_spec, "embedding": emb_spec, **{k: opts[k] for k in ("clusters", "per_cluster",
                                                                                   "band", "train", "seed")},
-            "clusters_used": int(lab.max()) + 1, "records": len(ids), "clustered": len(rows),
+            "clusters_used": int(labels.max()) + 1, "records": len(ids), "clustered": len(rows),
             "picked": len(picks), "trained_ids": [ids[i] for i in trained.tolist()],
             "picks": [{"id": ids[i], "cluster": int(labels[i]), "prompt_ppl": float(ppl[i])} for i in picks.tolist()],
             "train_log": {k: log[k] for k in ("examples", "skipped", "truncated", "loss_tokens", "steps",

@@ -15,7 +15,8 @@ reads). Three tests, in this order; a record is dropped by the first that fires:
    answer-option boilerplate) are not counted.
 3. ``embedding`` (optional, ``embedding: {backend: static}`` or any embedding signal spec): cosine similarity
    of the record's embedding (the spec's segment, default the query) with its nearest eval item;
-   dropped at ``similarity >= embedding_threshold`` (default 0.9).
+   dropped at ``similarity >= embedding_threshold`` (default 0.9). The candidates' embeddings are read from
+   the float16 vector cache 8,192 rows at a time (``nearest_items``), never as one float32 copy.
 
 The pool is processed in batches of 16,384 records, in ``workers`` forked processes (default: one per core
 from 50,000 candidates on). Every dropped record names the item it matched: the step's ``dropped`` reasons are
@@ -138,16 +139,24 @@ class Decontaminate(Selector):
         sig = build_signal(self.embedding)
         sig.setup()
         ev = np.asarray(sig.encode(items.exact_text), dtype=np.float32)
-        pool = np.asarray(ctx.embeddings(self.embedding)[candidates], dtype=np.float32)
         ev /= np.maximum(np.linalg.norm(ev, axis=1, keepdims=True), 1e-12)
+        return nearest_items(ctx.embeddings(self.embedding), candidates, ev)
+
+
+def nearest_items(vectors: np.ndarray, candidates: np.ndarray, ev: np.ndarray,
+                  block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """(best cosine, index of that eval item) per candidate: ``vectors`` are the pool's embeddings (the
+    float16 memory-map), ``ev`` the normalised eval items (E x d float32). The candidates' rows are read,
+    converted and normalised ``block`` at a time, never as one float32 copy."""
+    best = np.full(len(candidates), -1.0)
+    arg = np.full(len(candidates), -1, dtype=np.int64)
+    for s in range(0, len(candidates), block):
+        pool = np.asarray(vectors[candidates[s:s + block]], dtype=np.float32)
         pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
-        best = np.full(len(candidates), -1.0)
-        arg = np.full(len(candidates), -1, dtype=np.int64)
-        for s in range(0, len(candidates), 8192):
-            sims = pool[s:s + 8192] @ ev.T
-            arg[s:s + 8192] = sims.argmax(axis=1)
-            best[s:s + 8192] = sims[np.arange(len(sims)), arg[s:s + 8192]]
-        return best, arg
+        sims = pool @ ev.T
+        arg[s:s + block] = sims.argmax(axis=1)
+        best[s:s + block] = sims[np.arange(len(sims)), arg[s:s + block]]
+    return best, arg
 
 
 class FlatTexts:

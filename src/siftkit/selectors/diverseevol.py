@@ -28,6 +28,12 @@ Shape of ``retrain``::
       train: {epochs: 1, lr: 2.0e-4}                # bench train settings
       embedding: {pooling: mean, layer: -1, segment: conversation, max_length: 512, batch_size: 16}
       device: auto
+
+Memory: the fixed (or base) embeddings of the candidates are one float32 copy when it fits
+``SIFTKIT_VECTOR_MEMORY`` (4 GiB); beyond, they stay in the float16 memory-map (``signals.vectors.RowsF32``)
+and each round's k-center reads the not-yet-selected rows from it chunk by chunk (a view of those rows,
+never a second copy), with the same picks. A re-embedding (``retrain``, ``reembed``) is the encoder's
+output, already in memory; its not-yet-selected rows follow the same rule.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import RowsF32, candidate_rows, normalize_spec, rows_f32
 from .base import SelectionContext, Selector, StepResult
 from .kcenter import k_center_greedy
 
@@ -52,14 +58,23 @@ RETRAIN_EMBEDDING_DEFAULTS: dict[str, Any] = {"pooling": "mean", "layer": -1, "s
                                               "max_length": 512, "batch_size": 16}
 
 
-def diverse_evol(x: np.ndarray | None, budget: int, initial: np.ndarray, round_size: int,
+def _rest_rows(x: np.ndarray | RowsF32, rest: np.ndarray) -> np.ndarray | RowsF32:
+    """The rows ``rest`` of ``x`` for a round's k-center: a view of a RowsF32 (nothing converted); of a float32
+    array a copy under ``SIFTKIT_VECTOR_MEMORY``, else a RowsF32 view of it. The same bytes every way."""
+    if isinstance(x, RowsF32):
+        return x.take(rest)
+    return candidate_rows(x, rest)
+
+
+def diverse_evol(x: np.ndarray | RowsF32 | None, budget: int, initial: np.ndarray, round_size: int,
                  reembed: Callable[[np.ndarray], np.ndarray] | None = None,
                  n: int | None = None) -> tuple[np.ndarray, int]:
     """Positions into the candidates in selection order (``initial`` first) and the number of rounds run.
 
     ``reembed(selected_positions)`` returns the candidates' new embeddings before every round that starts
-    from a non-empty selection; ``x`` (the fixed or base embeddings) is used otherwise, and may be None when
-    ``reembed`` is given with a non-empty ``initial`` (then ``n`` gives the number of candidates)."""
+    from a non-empty selection; ``x`` (the fixed or base embeddings: a float32 array or a ``RowsF32`` view) is
+    used otherwise, and may be None when ``reembed`` is given with a non-empty ``initial`` (then ``n`` gives
+    the number of candidates)."""
     n = len(x) if x is not None else n
     if n is None:
         raise ValueError("diverse_evol: give x or n")
@@ -76,7 +91,7 @@ def diverse_evol(x: np.ndarray | None, budget: int, initial: np.ndarray, round_s
         rest = np.setdiff1d(np.arange(n), np.asarray(selected, dtype=np.int64))
         init = x[selected] if selected else None
         take = min(round_size, budget - len(selected))
-        picks = k_center_greedy(x[rest], take, first=0 if init is None else None, initial=init)
+        picks = k_center_greedy(_rest_rows(x, rest), take, first=0 if init is None else None, initial=init)
         selected += rest[picks].tolist()
         rounds += 1
     return np.asarray(selected, dtype=np.int64), rounds
@@ -229,7 +244,7 @@ class DiverseEvolSelect(Selector):
 
         # the fixed (or base) embeddings are needed unless every round starts from a re-embedding
         x = None if (hook is not None and len(init)) else \
-            rows_f32(ctx.embeddings(spec), candidates, normalize=self.normalize)
+            candidate_rows(ctx.embeddings(spec), candidates, normalize=self.normalize)
         pos, rounds = diverse_evol(x, budget, init, self.round_size, hook, n=len(candidates))
         kept = candidates[pos]
         details: dict[str, Any] = {"initial": len(init), "rounds": rounds,

@@ -33,6 +33,17 @@ Kernels (``kernel``):
   plain greedy on the same graph (ties: lower candidate position first).
 - ``method="stochastic"``: stochastic greedy (Mirzasoleiman et al. 2015): each step evaluates a random
   sample of (N / budget) * ln(1 / epsilon) candidates. Approximate; seeded.
+
+Memory: the kNN graph needs a faiss index over all the candidates, and a faiss flat or IVF-flat index stores
+every vector in float32: that one N x d float32 copy is inherent. The candidates' rows are otherwise one
+float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB), handed to faiss as is; beyond, they stay in the
+float16 memory-map (``signals.vectors.candidate_rows``): the index is filled from float32 blocks of
+``ADD_BLOCK`` rows converted one at a time, its storage reserved up front so it is never regrown (a flat
+index's for all rows; an IVF index's per inverted list, from a first pass that assigns the rows), the
+queries are converted ``chunk`` rows at a time, and the IVF training sample (64 x nlist rows, freed before
+the index is filled) and the auto-k sample are the only other copies. Peak: the index, plus one block, plus
+the N x k graph; same graph, same picks. The dense kernels (``euclidean-dense``, the sample of
+``knn: auto``) are N x N by definition and bounded by ``dense_limit``.
 """
 
 from __future__ import annotations
@@ -46,14 +57,53 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import RowsF32, candidate_rows, normalize_spec
 from .base import SelectionContext, Selector, StepResult
 
+ADD_BLOCK = 16384     # rows of a RowsF32 view converted per faiss add
 
-def knn_graph(x: np.ndarray, k: int, exact_limit: int = 100_000, nprobe: int = 16, seed: int = 0,
+
+def add_rows(index: Any, x: np.ndarray | RowsF32, block: int | None = None) -> None:
+    """Add the rows of ``x`` to an empty faiss flat or IVF index: an array in one call; a ``RowsF32`` view in
+    float32 blocks of ``block`` (:data:`ADD_BLOCK`) rows, converted one at a time from the float16
+    memory-map. Grown block by block, the index's storage would be reallocated as it grows (old and new
+    buffers held at once, and up to twice the room kept), so it is reserved first: a flat index's for every
+    row; an IVF index's per inverted list, from the rows' coarse assignments (a first pass over the blocks;
+    the second adds each block with its assignments, as ``index.add`` would). Same stored vectors, in the
+    same order, either way."""
+    import faiss
+
+    if not isinstance(x, RowsF32):
+        index.add(np.ascontiguousarray(x, dtype=np.float32))
+        return
+    block = ADD_BLOCK if block is None else int(block)
+    n = len(x)
+    if isinstance(index, faiss.IndexIVF):
+        assign = np.empty(n, dtype=np.int64)
+        for s in range(0, n, block):
+            assign[s:s + block] = index.quantizer.assign(np.ascontiguousarray(x[s:s + block]), 1)[:, 0]
+        lists = faiss.downcast_InvertedLists(index.invlists)
+        for lst, size in enumerate(np.bincount(assign[assign >= 0], minlength=index.nlist).tolist()):
+            if size:                                   # reserve, then empty: the capacity stays
+                lists.resize(lst, size)
+                lists.resize(lst, 0)
+        for s in range(0, n, block):
+            b = np.ascontiguousarray(x[s:s + block])
+            idx = np.ascontiguousarray(assign[s:s + block])
+            index.add_core(len(b), faiss.swig_ptr(b), None, faiss.swig_ptr(idx))
+        return
+    codes = getattr(index, "codes", None)
+    if codes is not None and index.ntotal == 0:        # IndexFlat*: reserve, then empty (capacity stays)
+        codes.resize(n * index.code_size)
+        codes.resize(0)
+    for s in range(0, n, block):
+        index.add(np.ascontiguousarray(x[s:s + block]))
+
+
+def knn_graph(x: np.ndarray | RowsF32, k: int, exact_limit: int = 100_000, nprobe: int = 16, seed: int = 0,
               chunk: int = 16384, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(neighbours N x k int64, similarities N x k float32) by inner product on normalised rows.
-    Missing neighbours (IVF may return fewer) are -1 with similarity 0."""
+    """(neighbours N x k int64, similarities N x k float32) by inner product on normalised rows (an array or
+    a ``RowsF32`` view, read in blocks). Missing neighbours (IVF may return fewer) are -1 with similarity 0."""
     import faiss
 
     n, d = x.shape
@@ -68,8 +118,9 @@ def knn_graph(x: np.ndarray, k: int, exact_limit: int = 100_000, nprobe: int = 1
         train = x[np.sort(rng.choice(n, min(n, nlist * 64), replace=False))]
         index.cp.seed = int(seed % (2**31 - 1))
         index.train(np.ascontiguousarray(train))
+        del train                                       # not held while the index is filled
         index.nprobe = nprobe
-    index.add(np.ascontiguousarray(x))
+    add_rows(index, x)
     nbr = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
     with progress.stage("facility-location: knn graph", total=n, show=show_progress) as st:
@@ -169,7 +220,7 @@ def euclidean_dense_kernel(x: np.ndarray, block: int = 1024) -> np.ndarray:
     return np.exp(k, out=k)
 
 
-def euclidean_graph(x: np.ndarray, nbr: np.ndarray, ip: np.ndarray) -> np.ndarray:
+def euclidean_graph(x: np.ndarray | RowsF32, nbr: np.ndarray, ip: np.ndarray) -> np.ndarray:
     """The reference kernel on a kNN graph of normalised rows (inner products ``ip``), minus its floor
     exp(-2 / d); missing neighbours (-1) get 0."""
     d = x.shape[1]
@@ -184,7 +235,7 @@ def dense_objective(kernel: np.ndarray, picks: np.ndarray) -> float:
     return float(kernel[picks].max(axis=0).sum(dtype=np.float64)) if len(picks) else 0.0
 
 
-def choose_knn(x: np.ndarray, budget: int, rng: np.random.Generator, sample: int, tolerance: float,
+def choose_knn(x: np.ndarray | RowsF32, budget: int, rng: np.random.Generator, sample: int, tolerance: float,
                max_knn: int, exact_limit: int, nprobe: int, seed: int) -> dict[str, Any]:
     """k for ``euclidean-knn``: on a random sample of ``sample`` rows (same budget fraction), the smallest
     k in KNN_STEPS (up to ``max_knn``) whose graph picks reach the dense picks' dense objective within
@@ -292,7 +343,7 @@ class FacilityLocationSelect(Selector):
         candidates = np.asarray(candidates, dtype=np.int64)
         if not len(candidates):
             return StepResult(kept=candidates)
-        x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        x = candidate_rows(ctx.embeddings(self.embedding), candidates, normalize=True)
         n = len(candidates)
         dense = self.kernel == "euclidean-dense" or (self.kernel == "euclidean" and n <= self.dense_limit)
         if dense:

@@ -54,6 +54,7 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int, niter: int = 20, max_points_
         st.set(k=k, iterations=niter)
         km.train(train)
         st.update(n_train)
+    del train                                    # not held while every row is assigned
     labels = np.empty(n, dtype=np.int64)
     with progress.stage("kmeans: assign", total=n) as st:
         for s in range(0, n, chunk):

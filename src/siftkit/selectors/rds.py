@@ -21,6 +21,10 @@ still moves on). Several tasks (the aggregated script): each candidate is scored
 cosine over that task's examples, each task ranks the candidates by that score, and the tasks take turns
 in the same way (a task whose next candidate is already taken loses its turn). Ties: lower row first.
 Output order is the pick order in both rules.
+
+Memory: the candidates' rows are one float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB); beyond,
+each ``chunk`` of candidates is read from the float16 memory-map and converted as the scores reach it
+(``signals.vectors.candidate_rows``; a retry with a larger k reads them again), with the same picks.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ import numpy as np
 from ..errors import ConfigError
 from ..registry import make, register_selector, signal_class
 from ..signals.segments import flatten
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import RowsF32, candidate_rows, normalize_spec, rows_f32
 from .base import SelectionContext, Selector, StepResult, read_targets
 
 
-def topk_per_target(x: np.ndarray, t: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of ``t`` (Q x d), the ``k`` rows of ``x`` (N x d) with the highest inner product:
+def topk_per_target(x: np.ndarray | RowsF32, t: np.ndarray, k: int,
+                    chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``t`` (Q x d), the ``k`` rows of ``x`` (N x d: an array, or a ``RowsF32`` view read
+    ``chunk`` rows at a time) with the highest inner product:
     (indices Q x k, values Q x k), best first, ties broken by the lower row index."""
     n, q = len(x), len(t)
     k = min(k, n)
@@ -122,7 +128,7 @@ def task_max_ranking(ranked: np.ndarray, values: np.ndarray, task_of: np.ndarray
     return out
 
 
-def rds_select(x: np.ndarray, t: np.ndarray, task_of: np.ndarray, budget: int,
+def rds_select(x: np.ndarray | RowsF32, t: np.ndarray, task_of: np.ndarray, budget: int,
                chunk: int = 65536, rule: str = "balanced") -> np.ndarray:
     """Positions into ``x`` (L2-normalised candidate vectors) chosen by RDS+ round-robin for targets ``t``
     (``rule``: ``balanced`` or ``reference``, see the module docstring)."""
@@ -194,7 +200,7 @@ class RDSSelect(Selector):
             raise ConfigError("rds is a budgeted selector: give it a budget")
         candidates = np.asarray(candidates, dtype=np.int64)
         t, tasks = self.target_vectors()
-        x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        x = candidate_rows(ctx.embeddings(self.embedding), candidates, normalize=True)
         if x.shape[1] != t.shape[1]:
             raise ConfigError(f"rds: pool vectors are {x.shape[1]}-d but targets are {t.shape[1]}-d")
         picks = rds_select(x, t, tasks, budget, self.chunk, self.rule)

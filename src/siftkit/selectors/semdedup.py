@@ -13,6 +13,12 @@ a and c, where the reference keeps only a. It is the exact batched greedy of ``r
 
 Pairs that fall in different clusters are not compared in either rule: that is the method's (documented)
 approximation; ``k=1`` makes it exact and quadratic.
+
+Memory: the candidates' rows are one float32 copy when it fits ``SIFTKIT_VECTOR_MEMORY`` (4 GiB); beyond,
+the k-means reads them from the float16 memory-map chunk by chunk (``signals.vectors.candidate_rows``) and
+each cluster's rows are converted when its turn comes, so the peak is the largest cluster's rows in float32
+(plus its block x m similarities): the walk inside a cluster compares every member with every earlier one,
+so a cluster is held whole (``k=1``: all the candidates). Same clusters, same picks either way.
 """
 
 from __future__ import annotations
@@ -24,11 +30,10 @@ import numpy as np
 from .. import progress
 from ..errors import ConfigError
 from ..registry import register_selector
-from ..signals.vectors import normalize_spec, rows_f32
+from ..signals.vectors import RowsF32, candidate_rows, normalize_spec
 from .base import SelectionContext, Selector, StepResult
 from .kmeans import kmeans_labels
 from .repr_filter import greedy_threshold_filter, order_by_score
-
 
 WALK_ORDERS = ("far", "near", "pool")
 
@@ -47,8 +52,8 @@ def any_earlier_similar(xm: np.ndarray, threshold: float, block: int = 2048) -> 
     return out
 
 
-def semdedup_reference_keep(x: np.ndarray, labels: np.ndarray, eps: float, centroids: np.ndarray | None = None,
-                            order: str = "far", scores: np.ndarray | None = None, block: int = 2048,
+def semdedup_reference_keep(x: np.ndarray | RowsF32, labels: np.ndarray, eps: float,
+                            centroids: np.ndarray | None = None, order: str = "far", scores: np.ndarray | None = None, block: int = 2048,
                             on_cluster: Any = None) -> np.ndarray:
     """Positions kept (sorted) under the reference rule. ``centroids[c]`` is cluster c's centroid (the mean
     of its members when None); the walk inside a cluster is by cosine distance to it (``far`` first or
@@ -77,10 +82,10 @@ def semdedup_reference_keep(x: np.ndarray, labels: np.ndarray, eps: float, centr
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
 
 
-def semdedup_keep(x: np.ndarray, labels: np.ndarray, eps: float, scores: np.ndarray | None = None,
+def semdedup_keep(x: np.ndarray | RowsF32, labels: np.ndarray, eps: float, scores: np.ndarray | None = None,
                   block: int = 2048, on_cluster: Any = None) -> np.ndarray:
-    """Positions kept (sorted) under the kept-only rule (``semdedup-kept``) given normalised rows ``x`` and
-    cluster ``labels``."""
+    """Positions kept (sorted) under the kept-only rule (``semdedup-kept``) given normalised rows ``x`` (an
+    array or a ``RowsF32`` view: one cluster's rows are read at a time) and cluster ``labels``."""
     n = len(x)
     rank = order_by_score(scores, n)          # global walk order; each cluster walks its members in it
     pos_in_walk = np.empty(n, dtype=np.int64)
@@ -140,7 +145,7 @@ class SemDeDup(Selector):
         n = len(candidates)
         if n == 0:
             return StepResult(kept=candidates)
-        x = rows_f32(ctx.embeddings(self.embedding), candidates, normalize=True)
+        x = candidate_rows(ctx.embeddings(self.embedding), candidates, normalize=True)
         # default: clusters of ~1,000 points, as the paper's 50K clusters for 100M+ documents suggest
         k = self.k if self.k is not None else max(1, n // 1000)
         centroids = None
@@ -162,7 +167,7 @@ class SemDeDup(Selector):
         return StepResult(kept=candidates[keep], dropped={"semantic_duplicate": int(n - len(keep))},
                           details=details)
 
-    def write_clusters(self, ctx: SelectionContext, candidates: np.ndarray, x: np.ndarray, labels: np.ndarray,
+    def write_clusters(self, ctx: SelectionContext, candidates: np.ndarray, x: np.ndarray | RowsF32, labels: np.ndarray,
                        keep: np.ndarray) -> str:
         """JSONL, one line per kept record with duplicates: {"kept", "duplicates", "size"}; each dropped
         record is listed under its most similar kept record of the same k-means cluster."""

@@ -385,9 +385,10 @@ def _f32(block: np.ndarray, normalize: bool, copy: bool = True) -> np.ndarray:
     return block
 
 
-# Selectors that need every candidate's row in float32 (kmeans, repr-filter, k-center, diversity_report)
-# make one whole float32 copy when it takes at most this many bytes (SIFTKIT_VECTOR_MEMORY overrides) and
-# beyond that read the float16 memory-map chunk by chunk through RowsF32: same bytes, same selections.
+# Selectors that need every candidate's row in float32 (kmeans, repr-filter, k-center, semdedup, diverseevol,
+# rds, facility-location, diversity_report, Cherry's brief-experience clustering) make one whole float32
+# copy when it takes at most this many bytes (SIFTKIT_VECTOR_MEMORY overrides) and beyond that read the
+# float16 memory-map chunk by chunk through RowsF32: same bytes, same selections.
 VECTOR_MEMORY = 4 * 2**30
 VECTOR_MEMORY_ENV = "SIFTKIT_VECTOR_MEMORY"
 STREAM_CHUNK = 8192           # rows a RowsF32 view converts at a time (callers' own blocks are cut finer)
@@ -440,6 +441,15 @@ class RowsF32:
             raw = self.vectors[s:e] if self.rows is None else self.vectors[self.rows[s:e]]
             norms[s:e] = np.linalg.norm(np.asarray(raw, dtype=np.float32), axis=1)
         self._norms = norms
+
+    def take(self, pos: np.ndarray) -> RowsF32:
+        """The rows at view positions ``pos`` as another view (nothing is converted): ``view.take(p)[i]``
+        has the bytes of ``view[p[i]]``; cached norms carry over."""
+        pos = np.asarray(pos, dtype=np.int64)
+        sub = RowsF32(self.vectors, pos if self.rows is None else self.rows[pos], self.normalize, self.chunk)
+        if self._norms is not None:
+            sub._norms = self._norms[pos]
+        return sub
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
