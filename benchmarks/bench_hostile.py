@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-import hostile_inputs as H  # noqa: E402
+import hostile_inputs as H
 
 KINDS = ("ok", "clear error", "traceback", "hang", "silent loss")
 
@@ -68,7 +68,7 @@ def run_one(src: str, case: H.Case, inp: Path, mode: str, timeout: float) -> dic
     argv = [sys.executable, "-m", "siftkit.cli", "-q", "read", str(inp), *case.args, "--on-error", mode, "--json"]
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                           stdin=subprocess.DEVNULL, errors="replace")
+                           stdin=subprocess.DEVNULL, errors="replace", check=False)
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired:
         rc, out, err = None, "", ""

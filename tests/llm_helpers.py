@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import httpx
 import pytest
@@ -113,7 +114,7 @@ class FaultProxy:
         with self.lock:
             self.received = self.forwarded = 0
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -27,7 +27,8 @@ def test_help_on_every_subcommand(cmd, capsys):
 
 
 def test_console_script_runs():
-    r = subprocess.run([sys.executable, "-m", "siftkit.cli", "--version"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "siftkit.cli", "--version"], capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 0 and "siftkit" in r.stdout
 
 
@@ -115,7 +116,7 @@ def test_converted_outputs(small_pool, tmp_path, fmt, ff):
     path = out / f"selected.{ff}"
     rows = pq.read_table(path).to_pylist() if ff == "parquet" else [json.loads(x) for x in path.read_text().splitlines()]
     assert len(rows) == 7
-    multi = [r for r in rows if "Honey" in json.dumps(r)][0]
+    multi = next(r for r in rows if "Honey" in json.dumps(r))
     if fmt == "messages":
         assert [m["role"] for m in multi["messages"]] == ["user", "assistant", "user", "assistant"]
     elif fmt == "sharegpt":

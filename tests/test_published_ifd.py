@@ -362,8 +362,8 @@ def test_boundaries_with_the_smollm2_tokenizer():
 def test_brief_experience_scores_the_band_with_the_chosen_prompt_ppl(gpt2, tmp_path, monkeypatch):
     """brief_experience(prompt_ppl="whole") gives the base lm_loss signal Cherry's definition; the default
     leaves the base signal as before (no prompt_ppl key, same fingerprint)."""
-    import siftkit.signals.compute as compute
     from siftkit.derive.cherry import CherryBriefExperience, brief_experience
+    from siftkit.signals import compute
 
     seen = []
 

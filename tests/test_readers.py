@@ -56,9 +56,8 @@ def test_hf_saved_to_disk_folder(tmp_path: Path):
     d = tmp_path / "hfds"
     d.mkdir()
     table = pa.Table.from_pylist([{"question": "q1", "answer": "a1"}, {"question": "q2", "answer": "a2"}])
-    with pa.OSFile(str(d / "data-00000-of-00001.arrow"), "wb") as sink:
-        with pa.ipc.new_stream(sink, table.schema) as w:
-            w.write_table(table)
+    with pa.OSFile(str(d / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
     (d / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     (d / "dataset_info.json").write_text("{}")
     p = read_pool(str(d))
@@ -233,7 +232,8 @@ def test_runner_counting_lines_numbers_the_ranges(tmp_path: Path, monkeypatch):
     assert len(tasks) > 4 and tasks[0].byte_range[2] == 1 and all(t.byte_range[2] is None for t in tasks[1:])
 
     class Runner:
-        jobs: list = []
+        def __init__(self) -> None:
+            self.jobs: list = []
 
         def count_lines(self, jobs):
             self.jobs = list(jobs)

@@ -29,7 +29,8 @@ def raw_record_count(path: str) -> int:
     if path.endswith(".jsonl"):
         with open(path, encoding="utf-8") as fh:
             return sum(1 for line in fh if line.strip())
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
     try:
         return len(json.loads(text))
     except json.JSONDecodeError:
@@ -74,7 +75,7 @@ def test_malformed_alpaca_zh_file_is_named_with_line_and_column(shared_pool):
 
 
 def test_skip_mode_reports_the_defect_and_loses_no_record(shared_pool):
-    root, pool = shared_pool
+    _root, pool = shared_pool
     defects = [r for r in pool.rejects if r["code"] == "defect"]
     # Empty files are counted defects (no record lost); the one real defect is the trailing comma.
     empty = [r for r in defects if r["reason"].startswith("empty file")]

@@ -66,10 +66,8 @@ _STAGING = re.compile(r"^\.siftkit-(?P<kind>tmp|old)-(?P<name>.+)-(?P<pid>\d+)-[
 def versions() -> dict[str, str]:
     out = {"siftkit": __version__, "python": platform.python_version(), "platform": sys.platform}
     for mod in ("numpy", "pyarrow", "tokenizers", "orjson", "xxhash"):
-        try:
+        with contextlib.suppress(Exception):   # a module that fails to import has no version to report
             out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            pass
     for mod in ("torch", "transformers", "faiss"):
         if mod in sys.modules:
             out[mod] = getattr(sys.modules[mod], "__version__", "?")

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Self
 
 from ..errors import ConfigError, MissingDependencyError
 
@@ -112,7 +112,7 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __enter__(self) -> LocalServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -156,7 +156,7 @@ def resolve_budget(budget: float | str | None, n_candidates: int) -> int | None:
         if not (0 < budget < float("inf")):   # also refuses NaN
             raise ConfigError(f"budget must be positive and finite, got {what!r}")
         if budget <= 1:
-            return min(n_candidates, max(1, int(round(budget * n_candidates)))) if n_candidates else 0
+            return min(n_candidates, max(1, round(budget * n_candidates))) if n_candidates else 0
         if budget != int(budget):
             raise ConfigError(f"budget {what!r} is neither a fraction in (0, 1] nor a whole count")
         budget = int(budget)

@@ -46,7 +46,7 @@ class ExactDedup(Selector):
         n_dup = len(candidates) - len(kept)
         details: dict[str, Any] = {"duplicate_groups": 0}
         if n_dup:
-            uniq, inv, counts = np.unique(h, return_inverse=True, return_counts=True)
+            _, inv, counts = np.unique(h, return_inverse=True, return_counts=True)
             details["duplicate_groups"] = int((counts > 1).sum())
             if self.report_groups:
                 multi = np.flatnonzero(counts > 1)
