@@ -419,7 +419,7 @@ def test_cheap_signals_computed_while_reading(local_ray, tmp_path):
     import siftkit
 
     pool = _two_file_pool(tmp_path)
-    opts = dict(method="top", by="tokens_response", filters=["tokens_total >= 5"], dedup="first")
+    opts = {"method": "top", "by": "tokens_response", "filters": ["tokens_total >= 5"], "dedup": "first"}
     local = siftkit.select(pool, 40, cache_dir=str(tmp_path / "cl"), **opts)
     cache = str(tmp_path / "cr")
     sel = siftkit.select(pool, 40, cache_dir=cache, engine="ray", shard_size=64, **opts)

@@ -31,6 +31,7 @@ private network (head and worker ports reachable only from the cluster's nodes);
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -547,10 +548,8 @@ def release_actors(ray: Any = None) -> None:
     _POOL.pop("key", None)
     if actors and ray is not None and ray.is_initialized():
         for a in actors:
-            try:
+            with contextlib.suppress(Exception):   # an actor already gone
                 ray.kill(a)
-            except Exception:  # noqa: BLE001 - an actor already gone
-                pass
 
 
 # --------------------------------------------------------------------------- reading on the workers
