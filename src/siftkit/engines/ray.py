@@ -31,6 +31,7 @@ private network (head and worker ports reachable only from the cluster's nodes);
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import dataclasses
@@ -226,6 +227,10 @@ def init_ray(address: str | None = None, *, runtime_env: dict[str, Any] | None =
 
     if address == "local":   # starting our own instance: nothing to wait for but this machine
         connect()
+        if result.get("error") is None:
+            # Stopped at exit by us first (atexit runs last-registered first): Ray's own exit hook sleeps
+            # 0.5 s for log lines to print, and this instance prints none to the driver (log_to_driver off).
+            atexit.register(ray.shutdown)
     else:                    # a cluster: ray.init retries an unresponsive GCS for minutes, so bound the wait
         t = threading.Thread(target=connect, name="siftkit-ray-init", daemon=True)
         t.start()
