@@ -14,7 +14,6 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import convo
 from scoring_tiny import SAMPLES, pool_table
 from siftkit import progress
 from siftkit.signals.base import Signal
