@@ -24,9 +24,14 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers 
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A local Ray instance whose progress counter is up (as after a run's first long call: a run makes it
+    once a call has run ``COUNTER_AFTER_S``, then it takes a worker process's start, ~1-2 s here)."""
+    from siftkit.engines.ray import _progress_counter
+
     started = not ray.is_initialized()
     if started:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.get(_progress_counter(ray).snapshot.remote(), timeout=60)
     yield
     if started:
         ray.shutdown()
@@ -172,6 +177,29 @@ def test_retried_shard_is_not_counted_twice(local_ray, tmp_path, capsys, json_lo
     assert killed and not {a._actor_id for a in ray_engine._POOL["actors"]} & set(killed)   # it was retried
 
 
+def test_counter_made_only_for_a_long_call(local_ray):
+    """No counter actor for calls shorter than ``COUNTER_AFTER_S`` (a run of short shards pays nothing);
+    once a call has run that long, a poll makes it under the name its workers were given."""
+    from siftkit.engines import ray as engine
+
+    old = dict(engine._COUNTER)
+    engine._COUNTER.clear()                                     # as in a fresh Ray session
+    try:
+        wp = engine.WorkerProgress(ray, lambda ch, n: None)
+        name, _ = wp.start(wp.key("p", 0, 0), {"fp": 10})
+        wp.poll()
+        assert wp.counter is None and engine._COUNTER["actor"] is None
+        with pytest.raises(ValueError):
+            ray.get_actor(name)
+        wp.t0[wp.key("p", 0, 0)] -= engine.COUNTER_AFTER_S      # the call has now run that long
+        wp.poll()
+        assert wp.counter is not None and ray.get(ray.get_actor(name).snapshot.remote(), timeout=60) == {}
+        ray.kill(wp.counter)
+    finally:
+        engine._COUNTER.clear()
+        engine._COUNTER.update(old)
+
+
 def test_worker_progress_reconciles_with_the_done_records(local_ray):
     """``WorkerProgress`` against the real counter actor: reports are capped at the call's rows, a failed
     try's reports are dropped, a report after the done record is ignored; the sum is the records' exactly."""
@@ -188,8 +216,9 @@ def test_worker_progress_reconciles_with_the_done_records(local_ray):
         wp.poll()
 
     a0, b0 = wp.key("p", 0, 0), wp.key("p", 1, 0)
-    counter, _ = wp.start(a0, {"fp": 100})
+    name, _ = wp.start(a0, {"fp": 100})
     wp.start(b0, {"fp": 50})
+    counter = ray.get_actor(name)                      # the session's counter, as a worker finds it
     ray.get([counter.report.remote(a0, {"fp": 70}), counter.report.remote(b0, {"fp": 500})])  # b0 over its cap
     settle()
     assert got == {"fp": 70 + 50}

@@ -261,6 +261,7 @@ def _keep_ray_local() -> None:
 TICK_S = 0.5        # seconds between a running call's progress reports (at most 2 a second per call)
 POLL_S = 0.25       # seconds between the driver's reads of the counter (while it waits for results)
 POLL_WAIT_S = 0.05  # the longest the driver waits for the counter's answer (a round trip is ~1 ms)
+COUNTER_AFTER_S = 1.0   # the counter actor is made once a call has run this long (a short run never pays it)
 
 ProgressKey = tuple   # one call of one try: (run token, pass, task, attempt) or (run token, "read", task)
 
@@ -285,18 +286,23 @@ class ProgressCounter:
             self.counts.pop(k, None)
 
 
+_FOUND: dict[str, Any] = {}   # in a worker process: the counters found by name (``Ticker``)
+
+
 class Ticker:
     """In a worker: one call's progress (``on(channel)`` is an ``on_batch`` callback), reported to the
     ``ProgressCounter`` fire-and-forget at most every ``TICK_S`` seconds; a call shorter than that reports
-    nothing (its done record says it all). ``report``: ``(counter, key)`` from the driver, or ``None``."""
+    nothing (its done record says it all). ``report``: ``(counter's name, key)`` from the driver, or
+    ``None``; the counter is looked up by name when the first report is due (once per worker process): the
+    driver makes it only once a call has run ``COUNTER_AFTER_S``, so until then there is none to report to."""
 
-    def __init__(self, report: tuple[Any, ProgressKey] | None):
-        self.counter, self.key = report if report is not None else (None, None)
+    def __init__(self, report: tuple[str, ProgressKey] | None):
+        self.name, self.key = report if report is not None else (None, None)
         self.counts: dict[str, int] = {}
         self.next = time.monotonic() + TICK_S
 
     def on(self, channel: str) -> Callable[[int], None] | None:
-        if self.counter is None:
+        if self.name is None:
             return None
 
         def tick(n: int) -> None:
@@ -304,26 +310,47 @@ class Ticker:
             now = time.monotonic()
             if now >= self.next:
                 self.next = now + TICK_S
-                self.counter.report.remote(self.key, dict(self.counts))
+                counter = _FOUND.get(self.name) or _find_counter(self.name)
+                if counter is not None:
+                    counter.report.remote(self.key, dict(self.counts))
 
         return tick
 
 
-_COUNTER: dict[str, Any] = {}   # {"key": session, "actor": the session's ProgressCounter}
+def _find_counter(name: str) -> Any:
+    import ray
+
+    try:
+        _FOUND[name] = ray.get_actor(name)
+    except ValueError:          # not made yet: the next report looks again
+        return None
+    return _FOUND[name]
+
+
+_COUNTER: dict[str, Any] = {}   # {"key": session, "name": its counter's name, "actor": None until made}
+
+
+def _counter_name(ray: Any) -> str:
+    """The name of the Ray session's ``ProgressCounter`` (the actor itself is made by ``_progress_counter``)."""
+    key = _session(ray)
+    if _COUNTER.get("key") != key:
+        _COUNTER.clear()
+        _COUNTER.update(key=key, name=f"siftkit-progress-{os.urandom(6).hex()}", actor=None)
+    return _COUNTER["name"]
 
 
 def _progress_counter(ray: Any) -> Any:
-    """The Ray session's ``ProgressCounter`` actor, made on first use (on the driver's node, no CPU) and
-    kept for the session's later passes and runs; ``None`` where it cannot be made (progress then comes
-    with the done records only)."""
+    """The Ray session's ``ProgressCounter`` actor, made on first use (on the driver's node, no CPU, named
+    ``_counter_name``) and kept for the session's later passes and runs; ``None`` where it cannot be made
+    (progress then comes with the done records only)."""
     try:
-        key = _session(ray)
-        if _COUNTER.get("key") != key:
+        name = _counter_name(ray)
+        if _COUNTER["actor"] is None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            here = NodeAffinitySchedulingStrategy(node_id=key[2], soft=True)
-            _COUNTER.update(key=key, actor=ray.remote(ProgressCounter).options(
-                num_cpus=0, max_restarts=0, scheduling_strategy=here).remote())
+            here = NodeAffinitySchedulingStrategy(node_id=_COUNTER["key"][2], soft=True)
+            _COUNTER["actor"] = ray.remote(ProgressCounter).options(
+                name=name, num_cpus=0, max_restarts=0, scheduling_strategy=here).remote()
         return _COUNTER["actor"]
     except Exception as e:  # noqa: BLE001 - progress is never worth failing a run for
         progress.debug(f"ray: no progress counter ({type(e).__name__}: {e}); progress per done record only")
@@ -333,8 +360,9 @@ def _progress_counter(ray: Any) -> Any:
 class WorkerProgress:
     """On the driver: the counts the running calls reported, turned into progress per channel for
     ``emit(channel, n)``. The done records stay the source of truth: ``start(key, caps)`` registers a
-    call (``caps``: the most rows it can report per channel, e.g. its shard's rows), ``poll()`` reads the
-    counter (never blocking: a snapshot asked for at one poll is read at a later one), ``finish(key,
+    call (``caps``: the most rows it can report per channel, e.g. its shard's rows), ``poll()`` makes the
+    session's counter once a call has run ``COUNTER_AFTER_S`` (if no earlier run made it) and reads it
+    (waiting ``POLL_WAIT_S`` at most: a snapshot not back yet is read at a later poll), ``finish(key,
     exact)`` replaces the call's reports by its done record's counts, ``drop(key)`` forgets a failed try
     (its retry reports under a new key, or, a Ray task retried by Ray, the same key anew: never twice).
     What is emitted per channel is the running maximum of (finished counts + reports of the running calls),
@@ -342,8 +370,10 @@ class WorkerProgress:
 
     def __init__(self, ray: Any, emit: Callable[[str, int], None]):
         self.ray, self.emit = ray, emit
-        self.counter: Any = None                  # made by the first start (none for a run of cached tasks)
+        self.counter: Any = None       # made by a poll once a call has run COUNTER_AFTER_S (``_progress_counter``)
+        self.name: str | None = None
         self.lost = False
+        self.t0: dict[ProgressKey, float] = {}   # when each running call started
         self.token = os.urandom(6).hex()          # the session's counter outlives this run
         self.live: dict[ProgressKey, dict[str, int | None]] = {}
         self.seen: dict[ProgressKey, dict[str, int]] = {}
@@ -355,18 +385,33 @@ class WorkerProgress:
     def key(self, *parts: Any) -> ProgressKey:
         return (self.token, *parts)
 
-    def start(self, key: ProgressKey, caps: dict[str, int | None]) -> tuple[Any, ProgressKey] | None:
-        """Register a call; returns what the worker's ``Ticker`` needs (``None``: no counter)."""
+    def start(self, key: ProgressKey, caps: dict[str, int | None]) -> tuple[str, ProgressKey] | None:
+        """Register a call; returns what the worker's ``Ticker`` needs: the counter's name and the key
+        (``None``: no counter)."""
         self.live[key] = caps
-        if self.counter is None and not self.lost:
-            self.counter = _progress_counter(self.ray)
-            self.lost = self.counter is None
-        return None if self.counter is None else (self.counter, key)
+        if self.lost:
+            return None
+        if self.name is None:
+            try:
+                self.name = _counter_name(self.ray)
+            except Exception:  # noqa: BLE001 - no session details: progress per done record only
+                self.lost = True
+                return None
+        if self.counter is None and _COUNTER.get("name") == self.name and _COUNTER.get("actor") is not None:
+            self.counter = _COUNTER["actor"]        # made by an earlier run of this session
+        self.t0[key] = time.monotonic()
+        return (self.name, key)
 
     def poll(self) -> None:
         """Read the counter's reports (at most every ``POLL_S`` seconds; waits ``POLL_WAIT_S`` at most)."""
         if self.counter is None:
-            return
+            now = time.monotonic()
+            if self.lost or not any(now - t >= COUNTER_AFTER_S for t in self.t0.values()):
+                return
+            self.counter = _progress_counter(self.ray)   # a call has run a while: worth a counter
+            self.lost = self.counter is None
+            if self.counter is None:
+                return
         ray = self.ray
         now = time.monotonic()
         if self.asked is None and self.live and now - self.last >= POLL_S:
@@ -400,6 +445,7 @@ class WorkerProgress:
 
     def drop(self, key: ProgressKey) -> None:
         self.seen.pop(key, None)
+        self.t0.pop(key, None)
         if self.live.pop(key, None) is not None and self.counter is not None:
             self.counter.forget.remote([key])
 
@@ -451,7 +497,7 @@ class ReadProgress:
         elif channel in self.stages:
             self.stages[channel].update(n)
 
-    def start(self, i: int) -> tuple[Any, ProgressKey] | None:
+    def start(self, i: int) -> tuple[str, ProgressKey] | None:
         """What reading task ``i`` reports to (its ``report`` argument)."""
         return None if self.tracker is None else self.tracker.start(self.tracker.key("read", i), {})
 
@@ -548,7 +594,7 @@ class PlanWorker:
         return True
 
     def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None],
-            report: tuple[Any, ProgressKey] | None = None) -> list[DoneRecord]:
+            report: tuple[str, ProgressKey] | None = None) -> list[DoneRecord]:
         """``report``: where to send the rows computed per batch (``Ticker``), ``None`` for none."""
         from .local import _WORKER_SIGNAL, compute_shard
 
@@ -877,7 +923,7 @@ def read_signals(signals: Sequence[Signal], cache_dir: str, settings: RaySetting
 
 
 def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal],
-               report: tuple[Any, ProgressKey] | None = None) -> dict[str, Any]:
+               report: tuple[str, ProgressKey] | None = None) -> dict[str, Any]:
     """One file task on a worker: read and normalise it (``io.pool.process_task``, the local code), write its
     Arrow file to ``path``, then compute each of ``signals`` on its records and write one cache part per
     signal (``PlanWorker``'s code: the same batches and part writer as the plan). Returns the reader's
