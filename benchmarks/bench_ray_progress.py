@@ -58,7 +58,6 @@ def main() -> None:
     signals = args.signals.split(",")
     work = Path(tempfile.mkdtemp(prefix="siftkit-bench-ray-progress-"))
     rows = []
-    devnull = open(os.devnull, "w")
     real_stderr = sys.stderr
     try:
         for i in range(2 * args.repeat):
@@ -73,14 +72,15 @@ def main() -> None:
             cache = work / f"cache-{i}"
             load = round(os.getloadavg()[0], 2)
             progress.configure(log_format="json", interval=0.0)
-            sys.stderr = devnull
-            t0 = time.perf_counter()
-            try:
-                table = siftkit.score(args.pool, signals, cache_dir=str(cache), engine="ray",
-                                      shard_size=args.shard_size)
-            finally:
-                sys.stderr = real_stderr
-                progress.configure()
+            with open(os.devnull, "w") as devnull:
+                sys.stderr = devnull
+                t0 = time.perf_counter()
+                try:
+                    table = siftkit.score(args.pool, signals, cache_dir=str(cache), engine="ray",
+                                          shard_size=args.shard_size)
+                finally:
+                    sys.stderr = real_stderr
+                    progress.configure()
             wall = time.perf_counter() - t0
             shutil.rmtree(cache, ignore_errors=True)
             rows.append({"run": i, "mode": mode, "wall_s": round(wall, 2), "records": table.num_rows,
