@@ -378,8 +378,8 @@ def test_progress_per_signal_and_shard(local_ray, tmp_path, capsys):
     shards = [e for e in ev if e["event"] == "debug" and "shard" in e and e.get("stage") == "signal:text_stats"]
     assert sorted(e["shard"] for e in shards) == [0, 1, 2, 3] and shards[-1]["done"] == 200
     prog = [e for e in ev if e["event"] == "stage_progress" and e["stage"] == "signal:exact_hash"]
-    done = [e["done"] for e in prog]                     # one line per shard back (any order of shards)
-    assert len(done) == 4 and done == sorted(done) and done[-1] == 200
+    done = [e["done"] for e in prog]     # a line per shard back (any order), more if a shard reports inside
+    assert len(done) >= 4 and done == sorted(set(done)) and done[-1] == 200
 
 
 def test_llm_usage_summed_from_workers(local_ray, server, tmp_path):

@@ -202,11 +202,12 @@ def test_runner_chunk_bytes_splits_tasks_with_the_same_records(tmp_path: Path):
             self.asked.append(total)
             return total // 7
 
-        def __call__(self, tasks, finished):
+        def __call__(self, tasks, finished, advance):
             self.tasks = list(tasks)
             out = {}
             for i, t in enumerate(tasks):
                 out[i] = pool_mod.process_task(t)
+                advance(pool_mod.result_items(out[i]))    # each task's items in full by its finished()
                 finished(t, out[i])
             return out
 

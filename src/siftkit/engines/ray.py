@@ -261,6 +261,280 @@ def _keep_ray_local() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False   # Ray was imported before the variable was set
 
 
+# --------------------------------------------------------------------------- progress from the workers
+
+
+TICK_S = 0.5        # seconds between a running call's progress reports (at most 2 a second per call)
+POLL_S = 0.25       # seconds between the driver's reads of the counter (while it waits for results)
+POLL_WAIT_S = 0.05  # the longest the driver waits for the counter's answer (a round trip is ~1 ms)
+COUNTER_AFTER_S = 1.0   # the counter actor is made once a call has run this long (a short run never pays it)
+
+ProgressKey = tuple   # one call of one try: (run token, pass, task, attempt) or (run token, "read", task)
+
+
+class ProgressCounter:
+    """Actor body (``num_cpus=0``, one per Ray session, ``_progress_counter``): the latest counts each
+    running call reported, ``{key: {channel: n}}`` (a channel: a signal's fingerprint, or ``"items"`` read).
+    A call sends its cumulative counts, so a lost, late or repeated report never adds up twice; the
+    driver reads them (``snapshot``) and drops the calls it has the done records of (``forget``)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[ProgressKey, dict[str, int]] = {}
+
+    def report(self, key: ProgressKey, counts: dict[str, int]) -> None:
+        self.counts[key] = counts
+
+    def snapshot(self) -> dict[ProgressKey, dict[str, int]]:
+        return self.counts
+
+    def forget(self, keys: Sequence[ProgressKey]) -> None:
+        for k in keys:
+            self.counts.pop(k, None)
+
+
+_FOUND: dict[str, Any] = {}   # in a worker process: the counters found by name (``Ticker``)
+
+
+class Ticker:
+    """In a worker: one call's progress (``on(channel)`` is an ``on_batch`` callback), reported to the
+    ``ProgressCounter`` fire-and-forget at most every ``TICK_S`` seconds; a call shorter than that reports
+    nothing (its done record says it all). ``report``: ``(counter's name, key)`` from the driver, or
+    ``None``; the counter is looked up by name when the first report is due (once per worker process): the
+    driver makes it only once a call has run ``COUNTER_AFTER_S``, so until then there is none to report to."""
+
+    def __init__(self, report: tuple[str, ProgressKey] | None):
+        self.name, self.key = report if report is not None else (None, None)
+        self.counts: dict[str, int] = {}
+        self.next = time.monotonic() + TICK_S
+
+    def on(self, channel: str) -> Callable[[int], None] | None:
+        if self.name is None:
+            return None
+
+        def tick(n: int) -> None:
+            self.counts[channel] = self.counts.get(channel, 0) + n
+            now = time.monotonic()
+            if now >= self.next:
+                self.next = now + TICK_S
+                counter = _FOUND.get(self.name) or _find_counter(self.name)
+                if counter is not None:
+                    counter.report.remote(self.key, dict(self.counts))
+
+        return tick
+
+
+def _find_counter(name: str) -> Any:
+    import ray
+
+    try:
+        _FOUND[name] = ray.get_actor(name)
+    except ValueError:          # not made yet: the next report looks again
+        return None
+    return _FOUND[name]
+
+
+_COUNTER: dict[str, Any] = {}   # {"key": session, "name": its counter's name, "actor": None until made}
+
+
+def _counter_name(ray: Any) -> str:
+    """The name of the Ray session's ``ProgressCounter`` (the actor itself is made by ``_progress_counter``)."""
+    key = _session(ray)
+    if _COUNTER.get("key") != key:
+        _COUNTER.clear()
+        _COUNTER.update(key=key, name=f"siftkit-progress-{os.urandom(6).hex()}", actor=None)
+    return _COUNTER["name"]
+
+
+def _progress_counter(ray: Any) -> Any:
+    """The Ray session's ``ProgressCounter`` actor, made on first use (on the driver's node, no CPU, named
+    ``_counter_name``) and kept for the session's later passes and runs; ``None`` where it cannot be made
+    (progress then comes with the done records only)."""
+    try:
+        name = _counter_name(ray)
+        if _COUNTER["actor"] is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(node_id=_COUNTER["key"][2], soft=True)
+            _COUNTER["actor"] = ray.remote(ProgressCounter).options(
+                name=name, num_cpus=0, max_restarts=0, scheduling_strategy=here).remote()
+        return _COUNTER["actor"]
+    except Exception as e:  # noqa: BLE001 - progress is never worth failing a run for
+        progress.debug(f"ray: no progress counter ({type(e).__name__}: {e}); progress per done record only")
+        return None
+
+
+class WorkerProgress:
+    """On the driver: the counts the running calls reported, turned into progress per channel for
+    ``emit(channel, n)``. The done records stay the source of truth: ``start(key, caps)`` registers a
+    call (``caps``: the most rows it can report per channel, e.g. its shard's rows), ``poll()`` makes the
+    session's counter once a call has run ``COUNTER_AFTER_S`` (if no earlier run made it) and reads it
+    (waiting ``POLL_WAIT_S`` at most: a snapshot not back yet is read at a later poll), ``finish(key,
+    exact)`` replaces the call's reports by its done record's counts, ``drop(key)`` forgets a failed try
+    (its retry reports under a new key, or, a Ray task retried by Ray, the same key anew: never twice).
+    What is emitted per channel is the running maximum of (finished counts + reports of the running calls),
+    so it only grows, never passes the finished counts' total, and equals it once every call is done."""
+
+    def __init__(self, ray: Any, emit: Callable[[str, int], None]):
+        self.ray, self.emit = ray, emit
+        self.counter: Any = None       # made by a poll once a call has run COUNTER_AFTER_S (``_progress_counter``)
+        self.name: str | None = None
+        self.lost = False
+        self.t0: dict[ProgressKey, float] = {}   # when each running call started
+        self.token = os.urandom(6).hex()          # the session's counter outlives this run
+        self.live: dict[ProgressKey, dict[str, int | None]] = {}
+        self.seen: dict[ProgressKey, dict[str, int]] = {}
+        self.exact: dict[str, int] = {}
+        self.shown: dict[str, int] = {}
+        self.asked: Any = None
+        self.last = time.monotonic()
+
+    def key(self, *parts: Any) -> ProgressKey:
+        return (self.token, *parts)
+
+    def start(self, key: ProgressKey, caps: dict[str, int | None]) -> tuple[str, ProgressKey] | None:
+        """Register a call; returns what the worker's ``Ticker`` needs: the counter's name and the key
+        (``None``: no counter)."""
+        self.live[key] = caps
+        if self.lost:
+            return None
+        if self.name is None:
+            try:
+                self.name = _counter_name(self.ray)
+            except Exception:  # noqa: BLE001 - no session details: progress per done record only
+                self.lost = True
+                return None
+        if self.counter is None and _COUNTER.get("name") == self.name and _COUNTER.get("actor") is not None:
+            self.counter = _COUNTER["actor"]        # made by an earlier run of this session
+        self.t0[key] = time.monotonic()
+        return (self.name, key)
+
+    def poll(self) -> None:
+        """Read the counter's reports (at most every ``POLL_S`` seconds; waits ``POLL_WAIT_S`` at most)."""
+        if self.counter is None:
+            now = time.monotonic()
+            if self.lost or not any(now - t >= COUNTER_AFTER_S for t in self.t0.values()):
+                return
+            self.counter = _progress_counter(self.ray)   # a call has run a while: worth a counter
+            self.lost = self.counter is None
+            if self.counter is None:
+                return
+        ray = self.ray
+        now = time.monotonic()
+        if self.asked is None and self.live and now - self.last >= POLL_S:
+            self.last = now
+            self.asked = self.counter.snapshot.remote()
+        if self.asked is not None:
+            ready, _ = ray.wait([self.asked], timeout=POLL_WAIT_S)
+            if not ready:            # a counter still starting, or busy: read at a later poll
+                return
+            try:
+                snap = ray.get(self.asked)
+            except Exception as e:  # noqa: BLE001 - a lost counter: progress per done record from here on
+                progress.debug(f"ray: progress counter lost ({type(e).__name__}); progress per done record only")
+                self.counter, self.lost = None, True
+                return
+            finally:
+                self.asked = None
+            stale = [k for k in snap if k[0] == self.token and k not in self.live]
+            if stale:                                 # reports that came after their call's done record
+                self.counter.forget.remote(stale)
+            for k, counts in snap.items():
+                if k in self.live:
+                    self.seen[k] = counts
+            self._emit()
+
+    def finish(self, key: ProgressKey, exact: dict[str, int]) -> None:
+        self.drop(key)
+        for ch, n in exact.items():
+            self.exact[ch] = self.exact.get(ch, 0) + n
+        self._emit()
+
+    def drop(self, key: ProgressKey) -> None:
+        self.seen.pop(key, None)
+        self.t0.pop(key, None)
+        if self.live.pop(key, None) is not None and self.counter is not None:
+            self.counter.forget.remote([key])
+
+    def _emit(self) -> None:
+        now = dict(self.exact)
+        for k, counts in self.seen.items():
+            caps = self.live[k]
+            for ch, n in counts.items():
+                cap = caps.get(ch)
+                now[ch] = now.get(ch, 0) + (min(n, cap) if cap is not None else n)
+        for ch, v in now.items():
+            d = v - self.shown.get(ch, 0)
+            if d > 0:
+                self.shown[ch] = v
+                self.emit(ch, d)
+
+
+class ReadProgress:
+    """The Ray reading's progress (``RayTaskReader``): items read (records + rejects, ``io.pool.result_items``)
+    for ``read_pool``'s ``read`` stage through ``advance(n)``, and one ``signal:<name>`` stage per signal
+    computed while reading (rows, its total estimated from the bytes read so far, as the ``read`` stage's),
+    both per batch from the workers (``WorkerProgress``) and exact once each task's result is in."""
+
+    def __init__(self, advance: Callable[[int], None] | None = None):
+        self.advance = advance
+        self.tracker: WorkerProgress | None = None
+        self.stages: dict[str, progress.Stage] = {}
+        self.opened: list[Any] = []               # the stages' context managers, left in close()
+        self.sizes: list[int] = []
+        self.bytes_total = self.bytes_done = 0
+
+    def begin(self, ray: Any, tasks: Sequence[Any], signals: Sequence[Signal]) -> None:
+        from ..io.pool import _task_size
+
+        self.sizes = [_task_size(t) for t in tasks]
+        self.bytes_total = sum(self.sizes)
+        for s in signals:
+            cm = progress.stage(f"signal:{s.name}")
+            self.opened.append(cm)
+            st = cm.__enter__()
+            st.set(engine="ray", while_reading=True)
+            self.stages[s.fingerprint()] = st
+        self.tracker = WorkerProgress(ray, self._emit)
+
+    def _emit(self, channel: str, n: int) -> None:
+        if channel == "items":
+            if self.advance is not None:
+                self.advance(n)
+        elif channel in self.stages:
+            self.stages[channel].update(n)
+
+    def start(self, i: int) -> tuple[str, ProgressKey] | None:
+        """What reading task ``i`` reports to (its ``report`` argument)."""
+        return None if self.tracker is None else self.tracker.start(self.tracker.key("read", i), {})
+
+    def poll(self) -> None:
+        if self.tracker is not None:
+            self.tracker.poll()
+
+    def finish(self, i: int, res: dict[str, Any], scored: Sequence[DoneRecord] = ()) -> None:
+        """Task ``i``'s result is in (read on a worker, in the driver, or reused from an earlier run)."""
+        from ..io.pool import result_items
+
+        if self.tracker is None:
+            return
+        self.tracker.finish(self.tracker.key("read", i),
+                            {"items": result_items(res), **{r["fingerprint"]: r["rows"] for r in scored}})
+        self.bytes_done += self.sizes[i]
+        if 0 < self.bytes_done < self.bytes_total:
+            for st in self.stages.values():
+                st.set_total(max(st.n, int(st.n * self.bytes_total / self.bytes_done)))
+
+    def close(self, failed: bool = False) -> None:
+        for st in self.stages.values():
+            if failed:
+                st.close(failed=True)
+            else:
+                st.set_total(st.n)
+        for cm in self.opened:
+            cm.__exit__(None, None, None)
+        self.stages, self.opened = {}, []
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -325,17 +599,20 @@ class PlanWorker:
                 s.begin_run(cache_dir)
         return True
 
-    def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None]) -> list[DoneRecord]:
+    def run(self, shard: int, table: pa.Table | Segments, rows: dict[str, np.ndarray | None],
+            report: tuple[str, ProgressKey] | None = None) -> list[DoneRecord]:
+        """``report``: where to send the rows computed per batch (``Ticker``), ``None`` for none."""
         from .local import _WORKER_SIGNAL, compute_shard
 
         if not isinstance(table, pa.Table):
             table = self._read(table)
+        ticker = Ticker(report)
         out = []
         for fp, pos in rows.items():
             sig = self.signals[fp]
             sub = table if pos is None else table.take(pa.array(pos, pa.int64()))
             t0 = time.perf_counter()
-            values = compute_shard(sig, sub)
+            values = compute_shard(sig, sub, ticker.on(fp))
             self.writers[fp](self.cache_dir, sig, sub.column("id").combine_chunks(), values)
             rec: DoneRecord = {"shard": shard, "signal": sig.name, "fingerprint": fp, "rows": int(sub.num_rows),
                                "seconds": round(time.perf_counter() - t0, 4)}
@@ -430,9 +707,13 @@ def plan_passes(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, setti
 def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_dir: str, *,
              settings: RaySettings | None = None, shard_size: int | None = None,
              on_done: Callable[[DoneRecord], None] | None = None,
-             spill: Sequence[tuple[str, int]] | None = None, write: Writer | None = None) -> list[DoneRecord]:
+             spill: Sequence[tuple[str, int]] | None = None, write: Writer | None = None,
+             on_progress: Callable[[str, int], None] | None = None) -> list[DoneRecord]:
     """Compute every ``(signal, pool rows it lacks)`` of ``todo`` on Ray, the parts written to
     ``cache_dir`` by the workers; returns the done records (also given to ``on_done`` as they arrive).
+    ``on_progress(fingerprint, rows)``: rows computed, as the workers' batches finish (``WorkerProgress``:
+    inside a shard too, at most every ``TICK_S`` seconds); per signal they sum to its done records' rows,
+    each shard's share given in full before ``on_done`` gets its records.
     ``spill`` (``Pool.spill``): the workers read their shards' rows from the pool's Arrow files.
     ``write(cache_dir, signal, ids, values)`` writes one part in the worker (default: ``SignalStore``)."""
     settings = settings or RaySettings()
@@ -442,6 +723,7 @@ def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_di
     passes = plan_passes(todo, pool, settings, ray.cluster_resources(), shard_size, spill)
 
     done: list[DoneRecord] = []
+    tracker = WorkerProgress(ray, on_progress) if on_progress is not None else None
     for p in passes:
         progress.debug(f"ray pass {p.label}: {len(p.shards)} shard(s) of up to {max(p.sizes):,} records, "
                        f"{p.actors} actor(s), {p.cpus:g} CPU / {p.gpus:g} GPU each",
@@ -455,7 +737,7 @@ def run_plan(todo: Sequence[tuple[Signal, np.ndarray]], pool: pa.Table, cache_di
                 if on_done is not None:
                     on_done(r)
 
-        _run_pass(ray, p, cache_dir, tasks, got, write)
+        _run_pass(ray, p, cache_dir, tasks, got, write, tracker)
     return done
 
 
@@ -466,7 +748,8 @@ def cache_root(cache_dir: str) -> str:
 
 
 def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dict]],
-              on_result: Callable[[list[DoneRecord]], Any], write: Writer | None = None) -> None:
+              on_result: Callable[[list[DoneRecord]], Any], write: Writer | None = None,
+              tracker: WorkerProgress | None = None) -> None:
     from ray import exceptions as rex
 
     retry = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError,
@@ -490,15 +773,24 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dic
             shard, table, rows = tasks[t]
             if t not in refs:
                 refs[t] = ray.put(table)   # kept until the shard is done: a retry does not re-send it
-            pending[actors[a].run.remote(shard, refs[t], rows)] = (t, a)
-        ready, _ = ray.wait(list(pending), num_returns=1)
+            report = None
+            if tracker is not None:        # a retry reports under its own key: its rows never count twice
+                report = tracker.start(tracker.key(id(p), t, attempts[t]),
+                                       {fp: p.sizes[shard] if pos is None else len(pos) for fp, pos in rows.items()})
+            pending[actors[a].run.remote(shard, refs[t], rows, report)] = (t, a)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if tracker is None else POLL_S)
+        if tracker is not None:
+            tracker.poll()
         for ref in ready:
             t, a = pending.pop(ref)
+            key = None if tracker is None else tracker.key(id(p), t, attempts[t])
             try:
                 recs = ray.get(ref)
             except rex.RayTaskError as e:
                 raise _task_failure(e, f"ray pass {p.label}: shard {tasks[t][0]} failed") from None
             except retry as e:
+                if tracker is not None:
+                    tracker.drop(key)
                 attempts[t] += 1
                 if attempts[t] >= MAX_ATTEMPTS:
                     raise ClusterError(f"ray pass {p.label}: shard {tasks[t][0]} failed {attempts[t]} times "
@@ -511,6 +803,8 @@ def _run_pass(ray: Any, p: Pass, cache_dir: str, tasks: list[tuple[int, Any, dic
                 continue
             refs.pop(t, None)
             slots.append(a)
+            if tracker is not None:
+                tracker.finish(key, {r["fingerprint"]: r["rows"] for r in recs})
             on_result(recs)
 
 
@@ -632,17 +926,25 @@ def read_signals(signals: Sequence[Signal], cache_dir: str, settings: RaySetting
     return out
 
 
-def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal]) -> dict[str, Any]:
+def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal],
+               report: tuple[str, ProgressKey] | None = None) -> dict[str, Any]:
     """One file task on a worker: read and normalise it (``io.pool.process_task``, the local code), write its
     Arrow file to ``path``, then compute each of ``signals`` on its records and write one cache part per
     signal (``PlanWorker``'s code: the same batches and part writer as the plan). Returns the reader's
-    result (rejects, file info, the Arrow file's path) with ``scored``, the signals' done records."""
+    result (rejects, file info, the Arrow file's path) with ``scored``, the signals' done records.
+    ``report``: where to send the items read and the rows computed per batch (``Ticker``)."""
     import orjson
 
+    from ..io import pool as io_pool
     from ..io.pool import process_task, write_spilled
     from .local import compute_shard
 
-    res = process_task(task)
+    ticker = Ticker(report)
+    before, io_pool._READ_CALLBACK = io_pool._READ_CALLBACK, ticker.on("items") or io_pool._READ_CALLBACK
+    try:
+        res = process_task(task)
+    finally:
+        io_pool._READ_CALLBACK = before
     table = res.pop("table")
     res["table_path"] = write_spilled(table, path)
     if task.records is None:     # a file: its reading is kept for the next run (``RayTaskReader`` reuses it)
@@ -656,7 +958,7 @@ def _read_task(task: Any, path: str, cache_dir: str, signals: Sequence[Signal]) 
     ids = rows.column("id").combine_chunks()
     for sig in signals:
         t0 = time.perf_counter()
-        values = compute_shard(sig, rows)
+        values = compute_shard(sig, rows, ticker.on(sig.fingerprint()))
         write_scalar_part(cache_dir, sig, ids, values)
         scored.append({"shard": task.rel, "signal": sig.name, "fingerprint": sig.fingerprint(),
                        "rows": int(rows.num_rows), "seconds": round(time.perf_counter() - t0, 4)})
@@ -741,8 +1043,21 @@ class RayTaskReader:
             raise ClusterError(f"counting the lines of the JSONL inputs on ray failed {MAX_ATTEMPTS} times "
                                f"(workers died: {type(e).__name__}); rerun") from None
 
-    def __call__(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None]
-                 ) -> dict[int, dict[str, Any]]:
+    def __call__(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None],
+                 advance: Callable[[int], None] | None = None) -> dict[int, dict[str, Any]]:
+        """Read ``tasks``; ``finished(task, result)`` as each is in; ``advance(n)``: the items read
+        (records + rejects), per batch from the workers, each task's exact count by its ``finished``."""
+        prog = ReadProgress(advance)
+        try:
+            out = self._read(tasks, finished, prog)
+        except BaseException:
+            prog.close(failed=True)
+            raise
+        prog.close()
+        return out
+
+    def _read(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None],
+              prog: ReadProgress) -> dict[int, dict[str, Any]]:
         from ..io.pool import _load_spilled, _task_size, map_spilled
 
         settings = self.settings
@@ -760,15 +1075,18 @@ class RayTaskReader:
         if sigs:
             progress.debug(f"read: computing {', '.join(s.name for s in sigs)} in the reading tasks",
                            stage="read", signals=[s.name for s in sigs])
+        prog.begin(ray, tasks, sigs)
         remote = ray.remote(_read_task).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
         sig_ref = ray.put(sigs)
         done: dict[int, dict[str, Any]] = {}
         pending: dict[Any, int] = {}
 
         def got(i: int, res: dict[str, Any]) -> None:
-            self.scored.extend(res.pop("scored", []))
+            scored = res.pop("scored", [])
+            self.scored.extend(scored)
             res["pool_file"] = res["table_path"]
             done[i] = _load_spilled(res, copies)
+            prog.finish(i, done[i], scored)
             finished(tasks[i], done[i])
 
         try:
@@ -790,18 +1108,20 @@ class RayTaskReader:
                     del earlier["table_path"]
                     earlier.update(table=table, pool_file=path)
                     done[i] = earlier
+                    prog.finish(i, earlier)
                     finished(t, earlier)
                     reused += 1
                     continue
             if t.records is not None:            # an in-memory input: only this process has it
                 got(i, _read_task(t, path, root, sigs))
             else:
-                pending[remote.remote(t, path, root, sig_ref)] = i
+                pending[remote.remote(t, path, root, sig_ref, prog.start(i))] = i
         if reused:
             progress.debug(f"read: {reused:,} of {len(tasks):,} file task(s) reused from {folder} (same file "
                            f"versions and read options as an earlier run)", stage="read", reused=reused)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            prog.poll()
             for ref in ready:
                 i = pending.pop(ref)
                 try:

@@ -944,10 +944,11 @@ def process_task(task: FileTask) -> dict[str, Any]:
             adapter, fmt = F.ADAPTERS[found], found
     seen = 0
     for item in items:
-        seen += 1
-        if seen == READ_TICK:                      # progress within a file (see _read_tick)
-            _read_tick(seen)
-            seen = 0
+        if not isinstance(item, R.ParseProblem) or item.code != "defect":   # a defect is a note, not an item
+            seen += 1
+            if seen == READ_TICK:                  # progress within a file (see _read_tick)
+                _read_tick(seen)
+                seen = 0
         if isinstance(item, R.ParseProblem):
             rec = {"file": task.rel, "source": task.source, "row": item.row, "line": item.line,
                    "column": item.column, "field": None, "code": item.code, "reason": item.reason,
@@ -1107,6 +1108,12 @@ _READ_COUNTER: Any = None  # in a reader process: a counter shared with the pare
 _READ_CALLBACK: Any = None  # in this process: the read stage's update
 
 
+def result_items(res: dict[str, Any]) -> int:
+    """The items of a task's result: its records and its rejects (a ``defect`` note is none), as the
+    ``read`` stage counts them (``_read_tick`` as they are read)."""
+    return res["table"].num_rows + sum(1 for r in res["rejects"] if r["code"] != "defect")
+
+
 def _read_tick(n: int) -> None:
     if not n:
         return
@@ -1126,9 +1133,10 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
               workers: int | None = None, run_tasks: Any = None) -> Pool:
     """Read inputs into a canonical ``Pool``. ``on_error='skip'`` reports bad records as rejects.
 
-    ``run_tasks(tasks, finished)`` (optional) reads the file tasks elsewhere (the Ray engine's workers:
-    ``engines.ray.ray_task_reader``): it returns ``{task index: process_task result}`` and calls
-    ``finished(task, result)`` as each arrives; a result whose ``pool_file`` names the Arrow file its
+    ``run_tasks(tasks, finished, advance)`` (optional) reads the file tasks elsewhere (the Ray engine's
+    workers: ``engines.ray.ray_task_reader``): it returns ``{task index: process_task result}``, calls
+    ``finished(task, result)`` as each arrives and ``advance(n)`` with the items read (``result_items``:
+    as they are read, each task's exact count in full by its ``finished``); a result whose ``pool_file`` names the Arrow file its
     table is memory-mapped from makes ``Pool.spill``. Accounting (rejects, counts, duplicate ids) is the
     same code whichever reads."""
     import time
@@ -1170,13 +1178,12 @@ def read_pool(inputs: Sequence[InputSpec | str] | InputSpec | str, *, on_error: 
                 # estimate the total from the bytes read so far, so the bar has an ETA
                 nonlocal done_bytes, done_items
                 done_bytes += _task_size(task)
-                done_items += res["table"].num_rows + sum(1 for r in res["rejects"] if r["code"] != "defect")
+                done_items += result_items(res)
                 if 0 < done_bytes < total_bytes:
                     b.set_total(max(b.n, int(done_items * total_bytes / done_bytes)))
 
             if run_tasks is not None and tasks:
-                done.update(run_tasks(tasks, finished))
-                b.update(sum(r["table"].num_rows for r in done.values()))
+                done.update(run_tasks(tasks, finished, b.update))
             elif workers > 1 and len(tasks) > 1:
                 from concurrent.futures import FIRST_COMPLETED, wait
 

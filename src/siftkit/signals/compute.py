@@ -161,21 +161,24 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
         by_fp = {s.fingerprint(): s for s, _ in todo}
         with progress.stage("signals:ray", total=total) as bar, contextlib.ExitStack() as open_stages:
             bar.set(signals=[s.name for s, _ in todo])
-            # one stage per signal, as the local engine reports them: rows done and rate, as shards finish
+            # one stage per signal, as the local engine reports them: rows done and rate, as the workers'
+            # batches finish (``run_plan``'s on_progress: inside a shard too, reconciled with each done record)
             stages, left = {}, {}
             for s, r in todo:
                 st = open_stages.enter_context(progress.stage(f"signal:{s.name}", total=len(r)))
                 st.set(cached=int(len(ids) - len(r)), engine="ray")
                 stages[s.fingerprint()], left[s.fingerprint()] = st, len(r)
 
+            def advance(fp: str, n: int) -> None:
+                stages[fp].update(n)
+                bar.update(n)
+
             def done(rec: dict[str, Any]) -> None:
                 fp = rec["fingerprint"]
                 worker_seconds[fp] = worker_seconds.get(fp, 0.0) + rec["seconds"]
                 if rec.get("usage") is not None and hasattr(by_fp[fp], "add_usage"):
                     by_fp[fp].add_usage(rec["usage"])   # the worker's LLM counters into this run's
-                st = stages[fp]
-                st.update(rec["rows"])
-                bar.update(rec["rows"])
+                st = stages[fp]   # its rows are in st.n already (advance)
                 progress.debug(f"signal:{rec['signal']}: shard {rec['shard']} done, {rec['rows']:,} rows in "
                                f"{rec['seconds']:.2f}s on a worker ({st.n:,}/{st.total:,})",
                                stage=f"signal:{rec['signal']}", shard=rec["shard"], rows=rec["rows"],
@@ -184,7 +187,8 @@ def _compute_signals_ray(pool: pa.Table, signals: Sequence[str | dict[str, Any] 
                 if left[fp] <= 0:
                     st.close()   # its end line when its last shard is in, not when the whole plan is
 
-            run_plan(todo, pool, cache_dir, settings=settings, shard_size=shard_size, on_done=done, spill=spill)
+            run_plan(todo, pool, cache_dir, settings=settings, shard_size=shard_size, on_done=done, spill=spill,
+                     on_progress=advance)
     plan_seconds = time.perf_counter() - t0
     columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     for sig, computed in built:

@@ -309,7 +309,7 @@ def load_or_compute_vectors(pool_table: pa.Table, spec: dict[str, Any] | str | N
             bar.set(cached=int(len(ids) - len(todo)))
             at = todo if rows is None else np.sort(np.asarray(rows, dtype=np.int64)[todo])
             run_plan([(sig, at)], pool_table, cache_dir, settings=ray, shard_size=shard_size,
-                     on_done=lambda rec: bar.update(rec["rows"]), spill=spill, write=write_vector_part)
+                     on_progress=lambda fp, n: bar.update(n), spill=spill, write=write_vector_part)
     elif len(todo):
         if rows is not None:
             raise ValueError("rows= is for the ray engine; take the rows of the pool table instead")
