@@ -240,7 +240,7 @@ def test_runner_counting_lines_numbers_the_ranges(tmp_path: Path, monkeypatch):
             self.jobs = list(jobs)
             return [R.count_newlines(*j) for j in jobs]
 
-        def __call__(self, tasks, finished):
+        def __call__(self, tasks, finished, advance):
             assert all(t.byte_range[2] is not None for t in tasks)
             out = {i: pool_mod.process_task(t) for i, t in enumerate(tasks)}
             for i, t in enumerate(tasks):
