@@ -67,7 +67,7 @@ def cases(models: dict[str, str], targets: str, evals: str) -> dict[str, dict[st
                          "signals": [{"name": "deita", "model": lm, "max_length": 256}]},
         "preset:instag": {"steps": PRESETS["instag"]["steps"],     # the preset's steps, InsTag on the tiny LM
                           "signals": [{"name": "instag", "model": lm, "max_new_tokens": 8}]},
-        "preset:rds-plus": {"preset": {"name": "rds-plus", "targets": targets, "model": lm, "max_length": 256}},
+        "preset:rds-plus": {"preset": {"name": "rds-plus", "targets": targets, "model": lm}},
         "preset:less": {"preset": {"name": "less", "targets": targets, "model": lm, "dim": 512,
                                    "max_length": 256}},
         # selectors (one step each, or the step before a random pick)
@@ -77,8 +77,6 @@ def cases(models: dict[str, str], targets: str, evals: str) -> dict[str, dict[st
                                          "quota": "equal"}]},
         "select:kmeans": {"steps": [{"select": "kmeans", "k": 50, "embedding": emb}]},
         "select:k-center": {"steps": [{"select": "k-center", "embedding": emb}]},
-        "select:k-center-minilm": {"steps": [{"select": "k-center", "embedding": {
-            "backend": "sentence-transformers", "segment": "conversation"}}]},
         "select:facility-location": {"steps": [{"select": "facility-location", "embedding": emb}]},
         "select:repr-filter": {"steps": [{"select": "repr-filter", "by": "tokens_total", "embedding": emb}]},
         "select:diverseevol": {"steps": [{"select": "diverseevol", "initial_size": 100, "round_size": 100,
