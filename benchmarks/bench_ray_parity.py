@@ -68,8 +68,8 @@ def cases(models: dict[str, str], targets: str, evals: str) -> dict[str, dict[st
         "preset:instag": {"steps": PRESETS["instag"]["steps"],     # the preset's steps, InsTag on the tiny LM
                           "signals": [{"name": "instag", "model": lm, "max_new_tokens": 8}]},
         "preset:rds-plus": {"preset": {"name": "rds-plus", "targets": targets, "model": lm}},
-        "preset:less": {"preset": {"name": "less", "targets": targets, "model": lm, "dim": 512,
-                                   "max_length": 256}},
+        "preset:less": {"preset": {"name": "less", "targets": targets.replace(".jsonl", "_4.jsonl"), "model": lm,
+                                   "dim": 512, "max_length": 256}},   # 4 targets that fit the tiny LM's 256
         # selectors (one step each, or the step before a random pick)
         "select:top": {"steps": [{"select": "top", "by": "tokens_response"}]},
         "select:bottom": {"steps": [{"select": "bottom", "by": "zlib_ratio"}]},
@@ -139,7 +139,9 @@ def main() -> None:
     data = ROOT.parent / "shared" / "data"
     targets = work / "targets" / "gsm8k.jsonl"
     targets.parent.mkdir(exist_ok=True)
-    targets.write_text("\n".join((data / "eval" / "gsm8k_test.jsonl").read_text().splitlines()[:8]) + "\n")
+    gsm = (data / "eval" / "gsm8k_test.jsonl").read_text().splitlines()
+    targets.write_text("\n".join(gsm[:8]) + "\n")
+    (targets.parent / "gsm8k_4.jsonl").write_text("\n".join(gsm[:4]) + "\n")
     evals = work / "evals"
     evals.mkdir(exist_ok=True)
     shutil.copy(data / "eval" / "gsm8k_test.jsonl", evals / "gsm8k_test.jsonl")
