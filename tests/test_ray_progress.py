@@ -23,18 +23,13 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers 
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray instance whose progress counter is up (as after a run's first long call: a run makes it
-    once a call has run ``COUNTER_AFTER_S``, then it takes a worker process's start, ~1-2 s here)."""
+def local_ray(local_ray):
+    """conftest's local Ray instance with its progress counter up (as after a run's first long call: a run
+    makes it once a call has run ``COUNTER_AFTER_S``, then it takes a worker process's start, ~1-2 s here)."""
     from siftkit.engines.ray import _progress_counter
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.get(_progress_counter(ray).snapshot.remote(), timeout=60)
     yield
-    if started:
-        ray.shutdown()
 
 
 class _Slow(Signal):
