@@ -73,3 +73,16 @@ def test_zip_preset_runs_end_to_end(pool):
     data["steps"][-1].update(k1=8, k2=6, k3=2)
     sel = run_selection(build_config(data, "zip"))
     assert len(sel.selected) == 4
+
+
+def test_recipe_signal_providing_a_presets_columns_replaces_its_signal():
+    """A recipe that lists its own signal for a preset's columns (lm_loss on another model) gets no second
+    signal from the preset (before, the preset's hub-model signal was added too: two signals, one column);
+    a recipe signal with other columns leaves the preset's signal in."""
+    from siftkit.config import build_config
+
+    own = {"name": "lm_loss", "model": "/models/mine", "template": "superfiltering", "ifd_tokens": "reference"}
+    cfg = build_config({"inputs": ["x.jsonl"], "preset": "superfiltering", "budget": 10, "signals": [own]})
+    assert cfg.signals == [own]
+    cfg = build_config({"inputs": ["x.jsonl"], "preset": "superfiltering", "budget": 10, "signals": ["text_stats"]})
+    assert cfg.signals[0] == "text_stats" and [s["model"] for s in cfg.signals[1:]] == ["gpt2"]

@@ -261,6 +261,24 @@ def expand_preset(data: dict[str, Any], source: str) -> dict[str, Any]:
             overrides = {}
     if overrides:
         raise ConfigError(f"{source}: preset {name!r} has no select step to take {sorted(overrides)}")
+    own = _columns_of(data.get("signals") or [])
     for s in preset_signals:
+        cols = _columns_of([s])
+        if own and cols and cols <= own:   # the recipe's own signal (e.g. lm_loss on another model) gives them
+            continue
         data.setdefault("signals", []).append(s)
     return data
+
+
+def _columns_of(specs: list[Any]) -> set[str]:
+    """The columns the signal specs produce (built, not computed: no model is loaded); a spec that does not
+    build as a plain signal (an inline derived model, a typo preflight will name) adds none."""
+    from .signals.compute import build_signal
+
+    out: set[str] = set()
+    for spec in specs:
+        try:
+            out |= set(build_signal(spec).columns())
+        except ConfigError:
+            continue
+    return out
