@@ -898,6 +898,20 @@ def _prune_copies(folder: str, max_age_s: float = STALE_COPY_S) -> None:
             pass
 
 
+def _task_result(ray: Any, refs: Any, what: str) -> Any:
+    """``ray.get(refs)`` for Ray tasks retried by Ray itself (``max_retries``): a task that raised is
+    ``_task_failure``; workers that died on every try are a ``ClusterError`` (finished work is kept: rerun)."""
+    from ray import exceptions as rex
+
+    try:
+        return ray.get(refs)
+    except rex.RayTaskError as e:
+        raise _task_failure(e, f"{what} failed") from None
+    except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
+        raise ClusterError(f"{what} failed {MAX_ATTEMPTS} times (workers died: {type(e).__name__}); "
+                           f"rerun") from None
+
+
 def _task_failure(e: Exception, what: str) -> Exception:
     """The error to raise for a task or actor call that raised: siftkit's own error as it was raised on the
     worker (its file, line and exit code intact), anything else as a RuntimeError saying ``what`` failed."""
@@ -1031,17 +1045,9 @@ class RayTaskReader:
         from ..io.readers import count_newlines
 
         ray = self._ray()
-        from ray import exceptions as rex
-
         remote = ray.remote(count_newlines).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1)
-        refs = [remote.remote(*j) for j in jobs]
-        try:
-            return [int(n) for n in ray.get(refs)]
-        except rex.RayTaskError as e:
-            raise _task_failure(e, "counting the lines of the JSONL inputs on ray failed") from None
-        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
-            raise ClusterError(f"counting the lines of the JSONL inputs on ray failed {MAX_ATTEMPTS} times "
-                               f"(workers died: {type(e).__name__}); rerun") from None
+        return [int(n) for n in _task_result(ray, [remote.remote(*j) for j in jobs],
+                                             "counting the lines of the JSONL inputs on ray")]
 
     def __call__(self, tasks: list[Any], finished: Callable[[Any, dict[str, Any]], None],
                  advance: Callable[[int], None] | None = None) -> dict[int, dict[str, Any]]:
@@ -1062,8 +1068,6 @@ class RayTaskReader:
 
         settings = self.settings
         ray = self._ray()
-        from ray import exceptions as rex
-
         release_actors(ray)   # actors kept from an earlier run hold the CPUs these tasks need
         root = cache_root(self.cache_dir)
         folder = fs.join(root, "_pool")    # a URL: the workers PUT, every reader downloads
@@ -1084,10 +1088,12 @@ class RayTaskReader:
         def got(i: int, res: dict[str, Any]) -> None:
             scored = res.pop("scored", [])
             self.scored.extend(scored)
-            res["pool_file"] = res["table_path"]
-            done[i] = _load_spilled(res, copies)
-            prog.finish(i, done[i], scored)
-            finished(tasks[i], done[i])
+            if "table" not in res:            # read now: map its Arrow file (a reused reading is mapped)
+                res["pool_file"] = res["table_path"]
+                res = _load_spilled(res, copies)
+            done[i] = res
+            prog.finish(i, res, scored)
+            finished(tasks[i], res)
 
         try:
             names = set(fs.listdir(folder))
@@ -1105,11 +1111,8 @@ class RayTaskReader:
                     progress.debug(f"read: not reusing {path}: {e}")
                     table = None
                 if table is not None and table.num_rows == earlier.pop("rows"):
-                    del earlier["table_path"]
-                    earlier.update(table=table, pool_file=path)
-                    done[i] = earlier
-                    prog.finish(i, earlier)
-                    finished(t, earlier)
+                    earlier.update(table=table, pool_file=earlier.pop("table_path"))
+                    got(i, earlier)
                     reused += 1
                     continue
             if t.records is not None:            # an in-memory input: only this process has it
@@ -1124,14 +1127,7 @@ class RayTaskReader:
             prog.poll()
             for ref in ready:
                 i = pending.pop(ref)
-                try:
-                    res = ray.get(ref)
-                except rex.RayTaskError as e:
-                    raise _task_failure(e, f"reading {tasks[i].path} on ray failed") from None
-                except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError) as e:
-                    raise ClusterError(f"reading {tasks[i].path} on ray failed {MAX_ATTEMPTS} times (workers "
-                                       f"died: {type(e).__name__}); rerun") from None
-                got(i, res)
+                got(i, _task_result(ray, ref, f"reading {tasks[i].path} on ray"))
         return done
 
 
