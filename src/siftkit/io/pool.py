@@ -309,8 +309,7 @@ HF_MARKERS = ("state.json", "dataset_dict.json")   # a ``datasets.save_to_disk``
 
 
 def _is_hf_saved_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(
-        os.path.join(path, "dataset_dict.json"))
+    return any(os.path.isfile(os.path.join(path, m)) for m in HF_MARKERS)
 
 
 def _hf_saved_files(path: str, root: str | None = None, listed: set[str] | None = None) -> list[str]:

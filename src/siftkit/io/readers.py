@@ -527,26 +527,30 @@ def jsonl_ranges(path: str, chunk_bytes: int, within: tuple[int, int, int | None
             end = min(fh.tell(), size)
             ranges.append((start, end, line))
             if count_lines and line is not None:
-                fh.seek(start)
-                line += fh.read(end - start).count(b"\n")
+                line += _newlines_in(fh, start, end)
             else:
                 line = None
             start = end
     return ranges
 
 
-def count_newlines(path: str, start: int, end: int, block: int = 8 << 20) -> int:
-    """Newlines in bytes ``[start, end)`` of a file (local or URL), read in blocks of ``block`` bytes."""
-    n = 0
+def count_newlines(path: str, start: int, end: int) -> int:
+    """Newlines in bytes ``[start, end)`` of a file (local or URL)."""
     with _open(path, seekable=True) as fh:
-        fh.seek(start)
-        left = end - start
-        while left > 0:
-            data = fh.read(min(block, left))
-            if not data:
-                break
-            n += data.count(b"\n")
-            left -= len(data)
+        return _newlines_in(fh, start, end)
+
+
+def _newlines_in(fh: Any, start: int, end: int, block: int = 8 << 20) -> int:
+    """Newlines in bytes ``[start, end)`` of an open seekable file, read ``block`` bytes at a time."""
+    n = 0
+    fh.seek(start)
+    left = end - start
+    while left > 0:
+        data = fh.read(min(block, left))
+        if not data:
+            break
+        n += data.count(b"\n")
+        left -= len(data)
     return n
 
 
