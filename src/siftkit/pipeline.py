@@ -238,14 +238,15 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     preflight(cfg)   # extras, columns and local paths: before any reading or computing
     selectors = [make_selector(s) for s in cfg.steps]
     reader = None
+    planned = None    # the run's signals, when known before reading (no derived model to build from the pool)
     if pool is None:
         if cfg.engine == "ray":   # files listed here, read, normalised and cheaply scored on the workers
             from .derive import needs_resolving
             from .engines.ray import ray_task_reader
 
             # the cheap signals are computed by the reading tasks (a derived model's signals wait for the pool)
-            early = [] if needs_resolving(cfg) else plan_signals(cfg, selectors)
-            reader = ray_task_reader(cfg.cache_dir, cfg.ray, early)
+            planned = None if needs_resolving(cfg) else plan_signals(cfg, selectors)
+            reader = ray_task_reader(cfg.cache_dir, cfg.ray, planned or [])
         pool = read_pool(cfg.inputs, on_error=cfg.on_error, workers=cfg.workers, run_tasks=reader)
     timings["read"] = round(time.perf_counter() - t0, 3)
     n_memory = sum(1 for f in pool.table.column("file").unique().to_pylist() if f.startswith("<"))
@@ -258,11 +259,11 @@ def run_selection(cfg: RunConfig, pool: Pool | None = None) -> Selection:
     tb = time.perf_counter()
     resolved = resolve_model_signals(cfg, pool, workers)
     if resolved is not cfg:
-        cfg = resolved
+        cfg, planned = resolved, None
         timings["models"] = round(time.perf_counter() - tb, 3)
     t1 = time.perf_counter()
     sig_stats: dict[str, Any] = {}
-    sigs = plan_signals(cfg, selectors)
+    sigs = planned if planned is not None else plan_signals(cfg, selectors)
     signals = compute_signals(pool.table, sigs, cfg.cache_dir, workers=workers, engine=cfg.engine,
                               shard_size=cfg.shard_size, stats=sig_stats, ray=cfg.ray,
                               spill=pool.spill, read_scored=getattr(reader, "scored", ())) if sigs else pa.table({})
