@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from test_object_storage import (
     check_outputs_replaced_whole,
     check_ray_on_store,
     check_select_on_store,
+    check_vectors_on_store,
 )
 
 KEY_SECRET = "gcs-private-key-sEcReT-0123456789abcdef"
@@ -199,23 +199,7 @@ def test_missing_bucket_or_object_names_the_url(gcs, tmp_path, capfd):
 
 
 def test_vectors_cached_on_gcs_match_local(gcs, tmp_path):
-    """Embedding shards in the bucket; another machine (no local download cache) reads them back and
-    computes nothing."""
-    pytest.importorskip("static_model")
-    local = tmp_path / "pool"
-    _pool(local)
-    args = ["--quiet", "select", "--budget", "6", "--method", "k-center"]
-    assert main([*args, str(local), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
-    assert main([*args, str(local), "--cache-dir", f"{gcs}/cache", "--out", f"{gcs}/out"]) == 0
-    assert fs.read_bytes(f"{gcs}/out/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
-    shards = [rel for _u, rel, _n in fs.walk_files(f"{gcs}/cache/vectors")]
-    assert any(r.endswith(".npy") and "/shard-" in r for r in shards), shards
-    before = {u: fs.stat_key(u) for u, _r, _n in fs.walk_files(f"{gcs}/cache/vectors")}
-    shutil.rmtree(tmp_path / "local-cache")
-    assert main([*args, str(local), "--cache-dir", f"{gcs}/cache", "--out", f"{gcs}/out2"]) == 0
-    assert fs.read_bytes(f"{gcs}/out2/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
-    # Read back, not computed again: no shard was rewritten (a PUT gives an object a new creation time).
-    assert {u: fs.stat_key(u) for u, _r, _n in fs.walk_files(f"{gcs}/cache/vectors")} == before
+    check_vectors_on_store(gcs, tmp_path)
 
 
 def test_unreachable_emulator_is_a_clean_error(gcs, tmp_path, monkeypatch, capfd):

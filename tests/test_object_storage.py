@@ -231,22 +231,30 @@ def test_fs_helpers_on_s3(s3, tmp_path):
 
 
 def test_vectors_cached_on_s3_match_local(s3, tmp_path):
-    """Embedding shards in the bucket; the pool matrix is assembled and memory-mapped locally."""
+    check_vectors_on_store(s3, tmp_path)
+
+
+def check_vectors_on_store(root: str, tmp_path) -> None:
+    """Embedding shards in the bucket ``root`` (the pool matrix is assembled and memory-mapped locally);
+    another machine (no local download cache) reads them back: the same selection, nothing computed, no
+    shard rewritten (a PUT gives an object a new modification time)."""
     pytest.importorskip("static_model")
     local = tmp_path / "pool"
     _pool(local)
     args = ["--quiet", "select", "--budget", "6", "--method", "k-center"]
     assert main([*args, str(local), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
-    assert main([*args, str(local), "--cache-dir", f"{s3}/cache", "--out", f"{s3}/out"]) == 0
-    assert _read(f"{s3}/out/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
-    shards = [rel for _u, rel, _n in fs.walk_files(f"{s3}/cache/vectors")]
+    assert main([*args, str(local), "--cache-dir", f"{root}/cache", "--out", f"{root}/out"]) == 0
+    assert _read(f"{root}/out/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
+    shards = [rel for _u, rel, _n in fs.walk_files(f"{root}/cache/vectors")]
     assert any(r.endswith(".npy") and "/shard-" in r for r in shards), shards
     assert not any("/pool-" in r for r in shards)            # the pool matrix stays on local disk
+    before = {u: fs.stat_key(u) for u, _r, _n in fs.walk_files(f"{root}/cache/vectors")}
     shutil.rmtree(tmp_path / "local-cache")                 # another machine: downloads the shards again
-    assert main([*args, str(local), "--cache-dir", f"{s3}/cache", "--out", f"{s3}/out2"]) == 0
-    m = json.loads(_read(f"{s3}/out2/manifest.json"))
-    assert _read(f"{s3}/out2/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
+    assert main([*args, str(local), "--cache-dir", f"{root}/cache", "--out", f"{root}/out2"]) == 0
+    m = json.loads(_read(f"{root}/out2/manifest.json"))
+    assert _read(f"{root}/out2/selected.jsonl") == (tmp_path / "o" / "selected.jsonl").read_bytes()
     assert all(v["computed"] == 0 for v in m["cache"].values()), m["cache"]
+    assert {u: fs.stat_key(u) for u, _r, _n in fs.walk_files(f"{root}/cache/vectors")} == before
 
 
 def test_remote_inputs_are_hashed_while_read(s3, tmp_path):
